@@ -1,0 +1,270 @@
+/*
+Copyright 2026 The orgforge Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// FinalizerName is set on every Organization before the operator touches
+// anything outside Kubernetes, so that deletion always runs the clean-up.
+const FinalizerName = "tenancy.orgforge.io/finalizer"
+
+// DeletionPolicy says what happens to an Organization's database, role and
+// storage prefix when the Organization is deleted.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyRetain keeps the database, the role and the prefix's
+	// objects; only the organization's S3 access key is revoked.
+	DeletionPolicyRetain DeletionPolicy = "Retain"
+	// DeletionPolicyDelete removes everything the operator created for the
+	// organization.
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+)
+
+// StorageAccess says how the organization's applications reach its prefix.
+// +kubebuilder:validation:Enum=None;AccessKey
+type StorageAccess string
+
+const (
+	// StorageAccessNone creates the prefix but no credentials for it.
+	StorageAccessNone StorageAccess = "None"
+	// StorageAccessAccessKey creates a per-organization IAM user whose access
+	// key is limited to the organization's prefix.
+	StorageAccessAccessKey StorageAccess = "AccessKey"
+)
+
+// Condition types reported on an Organization.
+const (
+	// ConditionReady summarises DatabaseReady and StorageReady; it is True
+	// only when both are.
+	ConditionReady = "Ready"
+	// ConditionDatabaseReady reports the database, its login role and the
+	// database Secret.
+	ConditionDatabaseReady = "DatabaseReady"
+	// ConditionStorageReady reports the S3 prefix, its scoped access and the
+	// storage Secret.
+	ConditionStorageReady = "StorageReady"
+)
+
+// Condition reasons reported on an Organization.
+const (
+	// ReasonProvisioned means everything the condition covers exists and works.
+	ReasonProvisioned = "Provisioned"
+	// ReasonProvisioning means the operator is still creating resources.
+	ReasonProvisioning = "Provisioning"
+	// ReasonConflict means a resource with the organization's name exists but
+	// was not created by the operator for this Organization; nothing of it is
+	// touched.
+	ReasonConflict = "Conflict"
+	// ReasonDatabaseUnavailable means PostgreSQL could not be reached or
+	// refused the work; the operator retries with backoff.
+	ReasonDatabaseUnavailable = "DatabaseUnavailable"
+	// ReasonStorageUnavailable means S3 or IAM could not be reached or
+	// refused the work; the operator retries with backoff.
+	ReasonStorageUnavailable = "StorageUnavailable"
+	// ReasonInvalidSpec means the spec passed admission but cannot be
+	// provisioned, for example an extension the server does not offer.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonDeleting means the Organization is being deleted.
+	ReasonDeleting = "Deleting"
+	// ReasonNotReady is the Ready reason while any other condition is not True.
+	ReasonNotReady = "NotReady"
+)
+
+// PoolSpec is the connection pool the organization's applications are told to
+// use. MaxConnections is also the login role's CONNECTION LIMIT.
+// +kubebuilder:validation:XValidation:rule="self.minConnections <= self.maxConnections",message="database.pool.minConnections must not be greater than database.pool.maxConnections"
+type PoolSpec struct {
+	// MinConnections is the number of connections a pool keeps open.
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MinConnections int32 `json:"minConnections"`
+
+	// MaxConnections is the most connections a pool opens, and the role's
+	// connection limit on the server.
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MaxConnections int32 `json:"maxConnections"`
+}
+
+// ExtensionName is the name of a PostgreSQL extension, for example pgcrypto
+// or uuid-ossp.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_-]*$`
+type ExtensionName string
+
+// DatabaseSpec describes the organization's PostgreSQL database.
+type DatabaseSpec struct {
+	// Pool is the connection pool configuration written to the database Secret.
+	// +kubebuilder:default={minConnections: 2, maxConnections: 10}
+	// +optional
+	Pool PoolSpec `json:"pool"`
+
+	// Extensions are created in the organization's database.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=set
+	// +optional
+	Extensions []ExtensionName `json:"extensions,omitempty"`
+}
+
+// StorageSpec describes the organization's S3 prefix.
+type StorageSpec struct {
+	// Access says whether the operator issues an access key limited to the
+	// organization's prefix.
+	// +kubebuilder:default=AccessKey
+	// +optional
+	Access StorageAccess `json:"access"`
+}
+
+// OrganizationSpec is the desired state of an Organization.
+type OrganizationSpec struct {
+	// DisplayName is a human-readable name; it is not used to name anything.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// Namespace is where the organization's Secrets are written. It defaults
+	// to org-<name>, is created when missing and cannot be changed.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// DeletionPolicy says whether deleting the Organization deletes its
+	// database, role and stored objects (Delete) or keeps them (Retain).
+	// +kubebuilder:default=Retain
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy"`
+
+	// Database configures the organization's database.
+	// +kubebuilder:default={}
+	// +optional
+	Database DatabaseSpec `json:"database"`
+
+	// Storage configures the organization's S3 prefix.
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageSpec `json:"storage"`
+}
+
+// DatabaseStatus tells applications where the organization's database is.
+type DatabaseStatus struct {
+	// Name is the database's name on the server.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Host is the tenant-facing database host.
+	// +optional
+	Host string `json:"host,omitempty"`
+	// Port is the tenant-facing database port.
+	// +optional
+	Port int32 `json:"port,omitempty"`
+	// Role is the login role that owns the database.
+	// +optional
+	Role string `json:"role,omitempty"`
+	// SecretName is the Secret, in the organization's namespace, holding the
+	// login and the pool configuration.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// StorageStatus tells applications where the organization's objects live.
+type StorageStatus struct {
+	// Bucket is the tenants bucket.
+	// +optional
+	Bucket string `json:"bucket,omitempty"`
+	// Prefix is the organization's key prefix inside the bucket.
+	// +optional
+	Prefix string `json:"prefix,omitempty"`
+	// URL is s3://bucket/prefix.
+	// +optional
+	URL string `json:"url,omitempty"`
+	// SecretName is the Secret, in the organization's namespace, holding the
+	// bucket, prefix and, with AccessKey, the scoped credentials.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// OrganizationStatus is the observed state of an Organization.
+type OrganizationStatus struct {
+	// ObservedGeneration is the generation last reconciled successfully.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Namespace is the namespace the organization's Secrets are written to.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+
+	// Conditions are Ready, DatabaseReady and StorageReady.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Database locates the organization's database.
+	// +optional
+	Database DatabaseStatus `json:"database,omitempty"`
+
+	// Storage locates the organization's S3 prefix.
+	// +optional
+	Storage StorageStatus `json:"storage,omitempty"`
+}
+
+// Organization is a tenant: its own PostgreSQL database and login, and its own
+// S3 prefix with access limited to it.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=org,categories=orgforge
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Database",type=string,JSONPath=`.status.database.name`
+// +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.status.storage.url`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="metadata.name must be at most 50 characters so that the database name org_<name> fits PostgreSQL's 63-byte limit"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, and no dots"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.__namespace__) ? self.spec.__namespace__ : 'org-' + self.metadata.name) == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : 'org-' + oldSelf.metadata.name)",message="spec.namespace is immutable"
+type Organization struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	// +optional
+	Spec OrganizationSpec `json:"spec"`
+	// +optional
+	Status OrganizationStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// OrganizationList is a list of Organizations.
+type OrganizationList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Organization `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Organization{}, &OrganizationList{})
+}

@@ -1,0 +1,226 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/devstack"
+)
+
+var k8s client.Client
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	st, err := devstack.Start(context.Background(), devstack.Options{Kube: true, CRDPaths: []string{"../../config/crd/bases"}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = st.Close() }()
+	scheme := runtime.NewScheme()
+	if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if k8s, err = client.New(st.Kube.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+func org(name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "tenancy.orgforge.io/v1alpha1",
+		"kind":       "Organization",
+		"metadata":   map[string]any{"name": name},
+	}}
+	if spec != nil {
+		u.Object["spec"] = spec
+	}
+	return u
+}
+
+func pool(min, max any) map[string]any {
+	return map[string]any{"database": map[string]any{"pool": map[string]any{"minConnections": min, "maxConnections": max}}}
+}
+
+func extensions(names ...any) map[string]any {
+	return map[string]any{"database": map[string]any{"extensions": names}}
+}
+
+func TestAPIServerRejectsInvalidOrganizationsWithReadableMessages(t *testing.T) {
+	many := make([]any, 33)
+	for i := range many {
+		many[i] = fmt.Sprintf("ext%d", i)
+	}
+	cases := map[string]struct {
+		obj     *unstructured.Unstructured
+		message string
+	}{
+		"name longer than 50 characters": {
+			obj: org(strings.Repeat("a", 51), nil), message: "at most 50 characters",
+		},
+		"name with a dot": {
+			obj: org("acme.corp", nil), message: "must be a DNS label",
+		},
+		"name with upper case": {
+			obj: org("Acme", nil), message: "lowercase RFC 1123",
+		},
+		"name with an underscore": {
+			obj: org("acme_corp", nil), message: "lowercase RFC 1123",
+		},
+		"unknown deletion policy": {
+			obj: org("bad-policy", map[string]any{"deletionPolicy": "Destroy"}), message: `supported values: "Retain", "Delete"`,
+		},
+		"min connections above max": {
+			obj: org("bad-pool", pool(20, 10)), message: "minConnections must not be greater than database.pool.maxConnections",
+		},
+		"max connections above 1000": {
+			obj: org("big-pool", pool(2, 1001)), message: "should be less than or equal to 1000",
+		},
+		"max connections zero": {
+			obj: org("zero-pool", pool(0, 0)), message: "should be greater than or equal to 1",
+		},
+		"negative min connections": {
+			obj: org("neg-pool", pool(-1, 10)), message: "should be greater than or equal to 0",
+		},
+		"connections given as text": {
+			obj: org("text-pool", pool(2, "ten")), message: "must be of type integer",
+		},
+		"extension carrying SQL": {
+			obj: org("sql-ext", extensions("pgcrypto; DROP DATABASE x")), message: "should match",
+		},
+		"extension with a quote": {
+			obj: org("quote-ext", extensions(`pgcrypto"`)), message: "should match",
+		},
+		"extension in upper case": {
+			obj: org("upper-ext", extensions("PGCrypto")), message: "should match",
+		},
+		"extension listed twice": {
+			obj: org("dup-ext", extensions("citext", "citext")), message: "Duplicate value",
+		},
+		"extension name over 63 characters": {
+			obj: org("long-ext", extensions(strings.Repeat("e", 64))), message: "may not be more than 63",
+		},
+		"more than 32 extensions": {
+			obj: org("many-ext", extensions(many...)), message: "must have at most 32 items",
+		},
+		"unknown storage access": {
+			obj: org("bad-access", map[string]any{"storage": map[string]any{"access": "Public"}}), message: `supported values: "None", "AccessKey"`,
+		},
+		"namespace with an underscore": {
+			obj: org("bad-ns", map[string]any{"namespace": "kube_system"}), message: "should match",
+		},
+		"namespace with a path": {
+			obj: org("path-ns", map[string]any{"namespace": "../default"}), message: "should match",
+		},
+		"namespace over 63 characters": {
+			obj: org("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), message: "may not be more than 63",
+		},
+		"display name over 256 characters": {
+			obj: org("long-display", map[string]any{"displayName": strings.Repeat("d", 257)}), message: "may not be more than 256",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := k8s.Create(ctx, tc.obj)
+			if err == nil {
+				_ = k8s.Delete(ctx, tc.obj)
+				t.Fatalf("accepted; want rejection mentioning %q", tc.message)
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("error is not Invalid: %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.message) {
+				t.Errorf("message %q does not contain %q", err.Error(), tc.message)
+			}
+			var got tenancyv1alpha1.Organization
+			if err := k8s.Get(ctx, client.ObjectKey{Name: tc.obj.GetName()}, &got); !apierrors.IsNotFound(err) {
+				t.Errorf("object exists after rejection (err=%v)", err)
+			}
+		})
+	}
+}
+
+func TestAPIServerFillsDefaultsForAMinimalOrganization(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o := &tenancyv1alpha1.Organization{}
+	o.Name = "minimal"
+	if err := k8s.Create(ctx, org("minimal", nil)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+		t.Fatal(err)
+	}
+	want := tenancyv1alpha1.OrganizationSpec{
+		DeletionPolicy: tenancyv1alpha1.DeletionPolicyRetain,
+		Database:       tenancyv1alpha1.DatabaseSpec{Pool: tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}},
+		Storage:        tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
+	}
+	if diff := cmp.Diff(want, o.Spec); diff != "" {
+		t.Errorf("defaulted spec (-want +got):\n%s", diff)
+	}
+}
+
+func TestNamespaceCannotChangeOnceSet(t *testing.T) {
+	cases := map[string]struct {
+		initial string
+		update  string
+		allowed bool
+	}{
+		"explicit namespace changed":        {initial: "team-a", update: "team-b"},
+		"explicit namespace removed":        {initial: "team-a", update: ""},
+		"default namespace replaced":        {initial: "", update: "team-b"},
+		"default namespace spelled out":     {initial: "", update: "org-{name}", allowed: true},
+		"explicit namespace kept on update": {initial: "team-a", update: "team-a", allowed: true},
+	}
+	i := 0
+	for name, tc := range cases {
+		i++
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			objName := fmt.Sprintf("ns-case-%d", i)
+			o := &tenancyv1alpha1.Organization{}
+			o.Name = objName
+			o.Spec.Namespace = tc.initial
+			o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain
+			o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+			o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
+			if err := k8s.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })
+			o.Spec.Namespace = strings.ReplaceAll(tc.update, "{name}", objName)
+			o.Spec.DisplayName = "changed"
+			err := k8s.Update(ctx, o)
+			switch {
+			case tc.allowed && err != nil:
+				t.Fatalf("update refused: %v", err)
+			case !tc.allowed && err == nil:
+				t.Fatal("update accepted; want spec.namespace is immutable")
+			case !tc.allowed && !strings.Contains(err.Error(), "spec.namespace is immutable"):
+				t.Fatalf("message %q does not say the namespace is immutable", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,99 @@
+// Package devstack runs the real local stack that `make dev`, the tests and
+// the benchmarks share: a kube-apiserver with etcd, PostgreSQL with an
+// Aurora-like admin, and versitygw for S3 and IAM. Every process it starts is
+// stopped by Close, and dies with the process that started it.
+package devstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Options selects the parts of the stack to start.
+type Options struct {
+	// Dir is the stack's folder; a temporary one is made and removed when
+	// empty.
+	Dir string
+	// Kube starts kube-apiserver and etcd, installing the CRDs in CRDPaths.
+	Kube     bool
+	CRDPaths []string
+	// Postgres starts PostgreSQL.
+	Postgres        bool
+	PostgresOptions PostgresOptions
+	// S3 starts versitygw.
+	S3 bool
+}
+
+// Stack is the running parts; the ones not asked for are nil.
+type Stack struct {
+	Dir      string
+	Kube     *Kube
+	Postgres *Postgres
+	S3       *S3
+
+	ownsDir bool
+}
+
+// Start starts the parts opts asks for. On error nothing is left running.
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
+	s := &Stack{Dir: opts.Dir}
+	if s.Dir == "" {
+		if s.Dir, err = os.MkdirTemp("", "orgforge-stack-"); err != nil {
+			return nil, err
+		}
+		s.ownsDir = true
+	} else if s.Dir, err = filepath.Abs(s.Dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = s.Close()
+		}
+	}()
+	if opts.Postgres {
+		if s.Postgres, err = StartPostgres(ctx, s.Dir, opts.PostgresOptions); err != nil {
+			return nil, err
+		}
+	}
+	if opts.S3 {
+		if s.S3, err = StartS3(ctx, s.Dir); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Kube {
+		if s.Kube, err = StartKube(s.Dir, opts.CRDPaths); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops everything the stack started and removes a temporary folder.
+func (s *Stack) Close() error {
+	var errs []error
+	if s.Kube != nil {
+		if err := s.Kube.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("kube: %w", err))
+		}
+	}
+	if s.S3 != nil {
+		if err := s.S3.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("s3: %w", err))
+		}
+	}
+	if s.Postgres != nil {
+		if err := s.Postgres.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("postgres: %w", err))
+		}
+	}
+	if s.ownsDir {
+		_ = os.RemoveAll(s.Dir)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,268 @@
+package devstack
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/orgforge/orgforge/internal/credentials"
+)
+
+// Names of the Aurora-like roles the stack creates.
+const (
+	// AdminUser is the operator's login: NOSUPERUSER CREATEDB CREATEROLE,
+	// member of rds_superuser, as the master user of an Aurora cluster.
+	AdminUser = "orgforge_admin"
+	// superUser is the bootstrap superuser; only the harness uses it.
+	superUser = "postgres"
+)
+
+// PostgresOptions tunes the test server.
+type PostgresOptions struct {
+	// Durable keeps fsync on, as in production; tests turn it off for speed.
+	Durable bool
+	// Settings are extra server settings, for example log_statement=all.
+	Settings map[string]string
+}
+
+// Postgres is a PostgreSQL server from Debian's binaries, run from a
+// temporary data folder on a loopback port.
+type Postgres struct {
+	Host          string
+	Port          int
+	AdminPassword string
+	// LogPath is the server's log file.
+	LogPath string
+
+	base      string
+	dataDir   string
+	socketDir string
+	bin       string
+	cred      *syscall.Credential
+	opts      PostgresOptions
+	proc      *process
+	ownsBase  bool
+}
+
+// StartPostgres initialises a cluster under dir (or a private temporary
+// folder when running as root, because the server runs as the postgres system
+// user), starts it and creates the Aurora-like admin.
+func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Postgres, error) {
+	bin, err := toolPath("postgres", EnvPGBin)
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{Host: "127.0.0.1", bin: bin, opts: opts}
+	if os.Geteuid() == 0 {
+		if p.cred, err = systemUser("postgres"); err != nil {
+			return nil, fmt.Errorf("postgres: running as root needs the postgres system user: %w", err)
+		}
+		// The server user must reach its folders; the caller's folder may sit
+		// under a private home, so use a world-traversable temporary one.
+		if p.base, err = os.MkdirTemp("", "orgforge-pg-"); err != nil {
+			return nil, err
+		}
+		p.ownsBase = true
+		if err := os.Chmod(p.base, 0o755); err != nil {
+			return nil, err
+		}
+	} else {
+		p.base = filepath.Join(dir, "postgres")
+		if err := os.MkdirAll(p.base, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	p.dataDir = filepath.Join(p.base, "data")
+	p.socketDir = filepath.Join(p.base, "sock")
+	p.LogPath = filepath.Join(p.base, "postgres.log")
+	for _, d := range []string{p.dataDir, p.socketDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+		if p.cred != nil {
+			if err := os.Chown(d, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if p.Port, err = freePort(); err != nil {
+		return nil, err
+	}
+	if p.AdminPassword, err = credentials.NewPassword(); err != nil {
+		return nil, err
+	}
+	if err := p.initdb(); err != nil {
+		p.cleanup()
+		return nil, err
+	}
+	if err := p.Start(ctx); err != nil {
+		p.cleanup()
+		return nil, err
+	}
+	if err := p.bootstrap(ctx); err != nil {
+		_ = p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Postgres) initdb() error {
+	cmd := exec.Command(filepath.Join(p.bin, "initdb"),
+		"-D", p.dataDir, "-U", superUser, "-E", "UTF8", "--locale=C", "--no-sync",
+		"--auth-local=trust", "--auth-host=scram-sha-256")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
+	cmd.Dir = p.base
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("postgres: initdb failed: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Start starts the server on its port, or restarts it after Stop.
+func (p *Postgres) Start(ctx context.Context) error {
+	settings := map[string]string{
+		"port":                    strconv.Itoa(p.Port),
+		"listen_addresses":        p.Host,
+		"unix_socket_directories": p.socketDir,
+		"max_connections":         "300",
+		"shared_buffers":          "128MB",
+		"password_encryption":     "scram-sha-256",
+		"logging_collector":       "off",
+	}
+	if !p.opts.Durable {
+		settings["fsync"] = "off"
+		settings["synchronous_commit"] = "off"
+		settings["full_page_writes"] = "off"
+	}
+	for k, v := range p.opts.Settings {
+		settings[k] = v
+	}
+	keys := make([]string, 0, len(settings))
+	for k := range settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	args := []string{"-D", p.dataDir}
+	for _, k := range keys {
+		args = append(args, "-c", k+"="+settings[k])
+	}
+	proc, err := startProcess("postgres", p.LogPath, p.cred, nil, filepath.Join(p.bin, "postgres"), args...)
+	if err != nil {
+		return err
+	}
+	p.proc = proc
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if proc.exited() {
+			return proc.failure(fmt.Errorf("exited: %v", proc.err))
+		}
+		conn, err := pgx.Connect(ctx, p.SuperuserDSN("postgres"))
+		if err == nil {
+			_ = conn.Close(ctx)
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			proc.kill()
+			return proc.failure(fmt.Errorf("not accepting connections: %w", err))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bootstrap creates what an Aurora cluster has: rds_superuser, rds_iam and a
+// master user that is not a superuser.
+func (p *Postgres) bootstrap(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, p.SuperuserDSN("postgres"))
+	if err != nil {
+		return fmt.Errorf("postgres: bootstrap connect: %w", err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	verifier, err := credentials.SCRAMVerifier(p.AdminPassword)
+	if err != nil {
+		return err
+	}
+	stmts := []string{
+		"CREATE ROLE rds_superuser NOLOGIN",
+		"CREATE ROLE rds_iam NOLOGIN",
+		"GRANT pg_signal_backend, pg_read_all_stats TO rds_superuser",
+		// PASSWORD takes no parameter; the verifier is not a secret and is
+		// quoted by pgx's literal sanitising.
+		fmt.Sprintf("CREATE ROLE %s LOGIN NOSUPERUSER CREATEDB CREATEROLE IN ROLE rds_superuser PASSWORD %s",
+			pgx.Identifier{AdminUser}.Sanitize(), quoteLiteral(verifier)),
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("postgres: bootstrap %q: %w", s[:min(len(s), 40)], err)
+		}
+	}
+	return nil
+}
+
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+// AdminDSN is how the operator connects: over TCP as orgforge_admin.
+func (p *Postgres) AdminDSN() string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(AdminUser, p.AdminPassword),
+		Host:     fmt.Sprintf("%s:%d", p.Host, p.Port),
+		Path:     "/postgres",
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// DSN is a TCP connection string for any login, for tests that check what a
+// tenant can do.
+func (p *Postgres) DSN(user, password, database string) string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(user, password),
+		Host:     fmt.Sprintf("%s:%d", p.Host, p.Port),
+		Path:     "/" + database,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// SuperuserDSN connects over the server's private socket as the bootstrap
+// superuser. Tests use it to inspect the server; the operator never does.
+func (p *Postgres) SuperuserDSN(database string) string {
+	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", p.socketDir, p.Port, superUser, database)
+}
+
+// Stop shuts the server down (fast mode) and keeps its data for Start.
+func (p *Postgres) Stop() error {
+	return p.proc.stop(syscall.SIGINT, 20*time.Second)
+}
+
+// Close stops the server and removes its folder.
+func (p *Postgres) Close() error {
+	err := p.Stop()
+	p.cleanup()
+	return err
+}
+
+func (p *Postgres) cleanup() {
+	if p.ownsBase {
+		_ = os.RemoveAll(p.base)
+	}
+}
