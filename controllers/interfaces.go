@@ -1,0 +1,43 @@
+package controllers
+
+import (
+	"context"
+
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// Database is what the reconciler needs of the Aurora service. Step tests
+// may pass a fake; behaviour tests use the real service.
+type Database interface {
+	Endpoint() string
+	InspectRole(ctx context.Context, name string) (aurora.RoleInfo, error)
+	EnsureRole(ctx context.Context, spec aurora.RoleSpec) (aurora.Change, error)
+	EnsureDatabase(ctx context.Context, name, owner string, marker aurora.Marker) (aurora.Change, error)
+	SecureDatabase(ctx context.Context, name, owner string) (aurora.Change, error)
+	EnsureExtensions(ctx context.Context, db string, extensions []string) ([]string, error)
+	DropDatabase(ctx context.Context, name string, marker aurora.Marker) (bool, error)
+	DropRole(ctx context.Context, name string, marker aurora.Marker) (bool, error)
+}
+
+// Storage is what the reconciler needs of the S3 and IAM service.
+type Storage interface {
+	Bucket() string
+	Region() string
+	UserName(org string) string
+	EnsurePrefix(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
+	PrefixOwner(ctx context.Context, prefix string) (storage.Marker, bool, error)
+	DeletePrefix(ctx context.Context, prefix string) (int, error)
+	EnsurePrefixUser(ctx context.Context, org string, marker storage.Marker, prefix string) (string, bool, error)
+	CreateAccessKey(ctx context.Context, user string) (storage.AccessKey, error)
+	ListAccessKeys(ctx context.Context, user string) ([]string, error)
+	DeleteAccessKeys(ctx context.Context, user string, keep ...string) (int, error)
+	DeletePrefixUser(ctx context.Context, user string) (bool, error)
+	AccessKeyWorks(ctx context.Context, id, secret, prefix string) (bool, error)
+}
+
+// Credentials makes passwords and their SCRAM verifiers.
+type Credentials interface {
+	NewPassword() (string, error)
+	Verifier(password string) (string, error)
+}

@@ -1,0 +1,150 @@
+// Package controllers holds the Organization reconciler.
+package controllers
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/config"
+)
+
+// EventRecorder is the part of the events API the reconciler uses.
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Settings are the operator-wide choices the reconciler applies to every
+// Organization.
+type Settings struct {
+	// TenantDatabaseHost, TenantDatabasePort and TenantSSLMode are written
+	// to database Secrets.
+	TenantDatabaseHost string
+	TenantDatabasePort int
+	TenantSSLMode      string
+	// PrefixTemplate places an organization's objects; {name} is its name.
+	PrefixTemplate string
+	// TenantS3Endpoint is written to storage Secrets.
+	TenantS3Endpoint string
+	// ResyncPeriod is how often a Ready Organization is checked for drift.
+	ResyncPeriod time.Duration
+	// AllowSystemNamespaces permits kube-system and friends as spec.namespace.
+	AllowSystemNamespaces bool
+}
+
+// OrganizationReconciler provisions an Organization's database, login,
+// storage prefix and scoped access, and reports them on its status.
+type OrganizationReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder EventRecorder
+	Database Database
+	Storage  Storage
+	Creds    Credentials
+	Settings Settings
+}
+
+// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Reconcile brings one Organization to its desired state.
+func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	org := &tenancyv1alpha1.Organization{}
+	if err := r.Get(ctx, req.NamespacedName, org); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !org.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, org)
+	}
+	// The finalizer goes on before anything exists outside Kubernetes, so a
+	// delete can never skip the clean-up.
+	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
+		patch := client.MergeFrom(org.DeepCopy())
+		controllerutil.AddFinalizer(org, tenancyv1alpha1.FinalizerName)
+		if err := r.Patch(ctx, org, patch); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	base := org.DeepCopy()
+	s := newScope(org, r.Settings)
+	defer func() {
+		if err := r.patchStatus(ctx, base, s, retErr); err != nil && retErr == nil {
+			retErr = err
+		}
+	}()
+	result, err := r.reconcileNormal(ctx, s)
+	return result, err
+}
+
+// patchStatus writes the status once, and only when it changed, so a no-op
+// resync makes no API write.
+func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv1alpha1.Organization, s *scope, reconcileErr error) error {
+	org := s.org
+	setConditions(org, s, reconcileErr)
+	if reconcileErr == nil && s.outcome.succeeded() {
+		org.Status.ObservedGeneration = org.Generation
+	}
+	observeReadiness(base, org)
+	if equality.Semantic.DeepEqual(base.Status, org.Status) {
+		return nil
+	}
+	return r.Status().Patch(ctx, org, client.MergeFrom(base))
+}
+
+// DefaultRateLimiter retries a failing Organization from 100ms up to one
+// minute apart, so an outage of a dependency is recovered from within a
+// minute of its end.
+func DefaultRateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, time.Minute)
+}
+
+// SetupWithManager registers the reconciler. Secrets it owns are watched,
+// so a Secret deleted by hand is written again at once.
+func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
+	if opts.RateLimiter == nil {
+		opts.RateLimiter = DefaultRateLimiter()
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tenancyv1alpha1.Organization{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{},
+			predicate.AnnotationChangedPredicate{},
+			deletionPredicate(),
+		))).
+		Owns(&corev1.Secret{}).
+		WithOptions(opts).
+		Named("organization").
+		Complete(r)
+}
+
+// SettingsFrom takes the reconciler's settings from the operator's
+// configuration.
+func SettingsFrom(cfg *config.Config) Settings {
+	return Settings{
+		TenantDatabaseHost:    cfg.Database.TenantHost,
+		TenantDatabasePort:    cfg.Database.TenantPort,
+		TenantSSLMode:         cfg.Database.TenantSSLMode,
+		PrefixTemplate:        cfg.Storage.PrefixTemplate,
+		TenantS3Endpoint:      cfg.Storage.TenantEndpoint,
+		ResyncPeriod:          cfg.ResyncPeriod,
+		AllowSystemNamespaces: cfg.AllowSystemNamespaces,
+	}
+}

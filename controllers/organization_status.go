@@ -1,0 +1,164 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// result is what one half of the reconcile (database or storage) came to.
+type result struct {
+	done    bool
+	reason  string
+	message string
+}
+
+// outcome collects both halves; the zero value means nothing ran yet.
+type outcome struct {
+	database result
+	storage  result
+}
+
+func (o outcome) succeeded() bool { return o.database.done && o.storage.done }
+
+var provisioned = result{done: true, reason: tenancyv1alpha1.ReasonProvisioned}
+
+// databaseResult maps an error of the database steps to a condition reason.
+func databaseResult(err error, endpoint string) result {
+	switch {
+	case err == nil:
+		r := provisioned
+		r.message = "Database, role and Secret are provisioned"
+		return r
+	case errors.Is(err, aurora.ErrConflict), errors.Is(err, storage.ErrConflict):
+		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
+	case errors.Is(err, aurora.ErrInvalid), errors.Is(err, errInvalidSpec):
+		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+	}
+	class := aurora.Classify(err)
+	externalErrors.WithLabelValues("aurora", string(class)).Inc()
+	if class.Transient() {
+		return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable,
+			message: fmt.Sprintf("PostgreSQL at %s is unavailable (%s); retrying with backoff", endpoint, class)}
+	}
+	return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable, message: conditionMessage(err)}
+}
+
+// storageResult maps an error of the storage steps to a condition reason.
+func storageResult(err error) result {
+	switch {
+	case err == nil:
+		r := provisioned
+		r.message = "Prefix, access and Secret are provisioned"
+		return r
+	case errors.Is(err, storage.ErrConflict), errors.Is(err, aurora.ErrConflict):
+		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
+	case errors.Is(err, storage.ErrInvalid), errors.Is(err, errInvalidSpec):
+		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+	}
+	class := storage.Classify(err)
+	externalErrors.WithLabelValues("storage", string(class)).Inc()
+	if class.Transient() {
+		return result{reason: tenancyv1alpha1.ReasonStorageUnavailable,
+			message: fmt.Sprintf("S3 or IAM is unavailable (%s); retrying with backoff", class)}
+	}
+	return result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: conditionMessage(err)}
+}
+
+// conditionMessage makes an error fit a condition: one line, bounded. The
+// errors it gets carry names and causes, never credentials.
+func conditionMessage(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	if class := retry.NetworkClass(err); class == retry.ClassCanceled {
+		msg = "interrupted; retrying"
+	}
+	const max = 512
+	if len(msg) > max {
+		msg = msg[:max] + "..."
+	}
+	return msg
+}
+
+// setConditions writes DatabaseReady, StorageReady and the Ready summary.
+func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr error) {
+	gen := org.Generation
+	set := func(t string, r result) {
+		if r.reason == "" {
+			r = result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for an earlier step"}
+			if reconcileErr != nil {
+				r.message = conditionMessage(reconcileErr)
+			}
+		}
+		status := metav1.ConditionFalse
+		if r.done {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
+			Type: t, Status: status, Reason: r.reason, Message: r.message, ObservedGeneration: gen,
+		})
+	}
+	set(tenancyv1alpha1.ConditionDatabaseReady, s.outcome.database)
+	set(tenancyv1alpha1.ConditionStorageReady, s.outcome.storage)
+	org.Status.Namespace = s.namespace
+
+	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, ObservedGeneration: gen}
+	switch {
+	case s.outcome.succeeded():
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"
+	default:
+		ready.Status, ready.Reason = metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady
+		var parts []string
+		if !s.outcome.database.done {
+			parts = append(parts, "DatabaseReady: "+orDefault(s.outcome.database.reason, tenancyv1alpha1.ReasonProvisioning))
+		}
+		if !s.outcome.storage.done {
+			parts = append(parts, "StorageReady: "+orDefault(s.outcome.storage.reason, tenancyv1alpha1.ReasonProvisioning))
+		}
+		ready.Message = strings.Join(parts, "; ")
+		// A single cause is the summary's reason, so kubectl shows it.
+		if s.outcome.database.reason == s.outcome.storage.reason && s.outcome.database.reason != "" {
+			ready.Reason = s.outcome.database.reason
+		} else if s.outcome.database.done && s.outcome.storage.reason != "" {
+			ready.Reason = s.outcome.storage.reason
+		} else if s.outcome.storage.done && s.outcome.database.reason != "" {
+			ready.Reason = s.outcome.database.reason
+		}
+	}
+	meta.SetStatusCondition(&org.Status.Conditions, ready)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// setDeletingCondition reports a clean-up that is waiting on something.
+func setDeletingCondition(org *tenancyv1alpha1.Organization, err error) {
+	meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
+		Type: tenancyv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tenancyv1alpha1.ReasonDeleting,
+		Message: "Deleting: " + conditionMessage(err), ObservedGeneration: org.Generation,
+	})
+}
+
+// observeReadiness records the time from creation to the first Ready.
+func observeReadiness(before, after *tenancyv1alpha1.Organization) {
+	if before.Status.ObservedGeneration != 0 || meta.IsStatusConditionTrue(before.Status.Conditions, tenancyv1alpha1.ConditionReady) {
+		return
+	}
+	if meta.IsStatusConditionTrue(after.Status.Conditions, tenancyv1alpha1.ConditionReady) {
+		timeToReady.Observe(metav1.Now().Sub(after.CreationTimestamp.Time).Seconds())
+	}
+}

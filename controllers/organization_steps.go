@@ -1,0 +1,598 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// Labels and annotations the operator puts on what it creates.
+const (
+	LabelManagedBy    = "app.kubernetes.io/managed-by"
+	ManagedByValue    = "orgforge"
+	LabelOrganization = "tenancy.orgforge.io/organization"
+)
+
+// errInvalidSpec marks a spec that passed admission but cannot be provisioned.
+var errInvalidSpec = errors.New("invalid spec")
+
+// scope is one reconcile's view of an Organization: the names derived from
+// it and what each step found.
+type scope struct {
+	org       *tenancyv1alpha1.Organization
+	settings  Settings
+	namespace string
+	database  string
+	role      string
+	prefix    string
+	outcome   outcome
+}
+
+func newScope(org *tenancyv1alpha1.Organization, settings Settings) *scope {
+	ns := org.Spec.Namespace
+	if ns == "" {
+		ns = naming.Namespace(org.Name)
+	}
+	return &scope{
+		org:       org,
+		settings:  settings,
+		namespace: ns,
+		database:  naming.DatabaseName(org.Name),
+		role:      naming.RoleName(org.Name),
+	}
+}
+
+func (s *scope) dbMarker() aurora.Marker {
+	return aurora.Marker{Org: s.org.Name, UID: string(s.org.UID)}
+}
+
+func (s *scope) storageMarker() storage.Marker {
+	return storage.Marker{Org: s.org.Name, UID: string(s.org.UID)}
+}
+
+func (s *scope) labels() map[string]string {
+	return map[string]string{LabelManagedBy: ManagedByValue, LabelOrganization: s.org.Name}
+}
+
+// reconcileNormal runs the ordered steps. The database and the storage are
+// independent: one failing does not hold the other back.
+func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
+	if err := r.validate(s); err != nil {
+		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: err.Error()}
+		s.outcome.storage = s.outcome.database
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", err.Error())
+		// Nothing changes until the spec does; no retry.
+		return ctrl.Result{}, nil
+	}
+	if err := r.timed("namespace", func() error { return r.ensureNamespace(ctx, s) }); err != nil {
+		msg := fmt.Sprintf("Waiting for namespace %s: %v", s.namespace, err)
+		s.outcome.database = result{reason: tenancyv1alpha1.ReasonProvisioning, message: msg}
+		s.outcome.storage = s.outcome.database
+		if errors.Is(err, errInvalidSpec) {
+			s.outcome.database.reason = tenancyv1alpha1.ReasonInvalidSpec
+			s.outcome.storage.reason = tenancyv1alpha1.ReasonInvalidSpec
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	dbErr := r.reconcileDatabase(ctx, s)
+	stErr := r.reconcileStorage(ctx, s)
+	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: r.Settings.ResyncPeriod}, nil
+}
+
+// retryable drops errors that only a change of spec or a person can fix:
+// those are reported on the conditions, not retried with backoff.
+func retryable(err error) error {
+	if err == nil || errors.Is(err, aurora.ErrConflict) || errors.Is(err, storage.ErrConflict) ||
+		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) {
+		return nil
+	}
+	return err
+}
+
+func (r *OrganizationReconciler) validate(s *scope) error {
+	if err := naming.ValidateOrgName(s.org.Name); err != nil {
+		return err
+	}
+	if config.SystemNamespaces[s.namespace] && !r.Settings.AllowSystemNamespaces {
+		return fmt.Errorf("spec.namespace %q is a system namespace; choose another, or start the operator with --allow-system-namespaces", s.namespace)
+	}
+	p, err := naming.Prefix(r.Settings.PrefixTemplate, s.org.Name)
+	if err != nil {
+		return err
+	}
+	s.prefix = p
+	return nil
+}
+
+// ensureNamespace creates the Secrets' namespace when missing and labels it
+// as ours; a namespace someone else made is used as it is.
+func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) error {
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
+		if err := r.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating namespace %s: %w", s.namespace, err)
+		}
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "NamespaceCreated", "Create", "Created namespace %s", s.namespace)
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
+	case !ns.DeletionTimestamp.IsZero():
+		return fmt.Errorf("namespace %s is being deleted", s.namespace)
+	}
+	return nil
+}
+
+// ownsNamespace reports whether the operator created the namespace for this
+// organization, and so may delete it.
+func ownsNamespace(ns *corev1.Namespace, org string) bool {
+	return ns.Labels[LabelManagedBy] == ManagedByValue && ns.Labels[LabelOrganization] == org
+}
+
+// reconcileDatabase ensures the role, the database, its security, the
+// extensions and the database Secret, in that order. The role's password is
+// changed before the Secret is written, so a crash between the two is
+// repaired by the next reconcile, which finds no Secret and sets a new one.
+func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) (err error) {
+	defer func() { s.outcome.database = databaseResult(err, r.Database.Endpoint()) }()
+	if err != nil {
+		return err
+	}
+	log := ctrl.LoggerFrom(ctx)
+	spec := s.org.Spec.Database
+
+	secret, err := r.ownedSecret(ctx, s.namespace, naming.DatabaseSecretName(s.org.Name), s)
+	if err != nil {
+		return err
+	}
+	password := ""
+	if secret != nil && string(secret.Data["username"]) == s.role {
+		password = string(secret.Data["password"])
+	}
+
+	var change aurora.Change
+	err = r.timed("role", func() error {
+		info, err := r.Database.InspectRole(ctx, s.role)
+		if err != nil {
+			return err
+		}
+		verifier := ""
+		if password == "" || !info.Exists {
+			// A new Secret, or a role to create: the role gets a password
+			// now and the Secret is written after it.
+			if password == "" {
+				if password, err = r.Creds.NewPassword(); err != nil {
+					return err
+				}
+			}
+			if verifier, err = r.Creds.Verifier(password); err != nil {
+				return err
+			}
+		}
+		change, err = r.Database.EnsureRole(ctx, aurora.RoleSpec{
+			Name: s.role, Marker: s.dbMarker(), Verifier: verifier, ConnLimit: spec.Pool.MaxConnections,
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ensuring role %s: %w", s.role, err)
+	}
+	r.changed(s, change, "Role", "role "+s.role)
+
+	err = r.timed("database", func() error {
+		change, err = r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ensuring database %s: %w", s.database, err)
+	}
+	r.changed(s, change, "Database", "database "+s.database)
+
+	err = r.timed("secure", func() error {
+		change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("securing database %s: %w", s.database, err)
+	}
+	if change != aurora.Unchanged {
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "DatabaseSecured", "Update",
+			"Revoked PUBLIC access to database %s and gave schema public to %s", s.database, s.role)
+	}
+
+	if len(spec.Extensions) > 0 {
+		exts := make([]string, len(spec.Extensions))
+		for i, e := range spec.Extensions {
+			exts[i] = string(e)
+		}
+		var created []string
+		err = r.timed("extensions", func() error {
+			created, err = r.Database.EnsureExtensions(ctx, s.database, exts)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("ensuring extensions in %s: %w", s.database, err)
+		}
+		for _, e := range created {
+			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "ExtensionCreated", "Create", "Created extension %s in database %s", e, s.database)
+		}
+	}
+
+	data := r.databaseSecretData(s, password)
+	if err := r.timed("databaseSecret", func() error {
+		return r.writeSecret(ctx, s, naming.DatabaseSecretName(s.org.Name), secret, data)
+	}); err != nil {
+		return err
+	}
+	s.org.Status.Database = tenancyv1alpha1.DatabaseStatus{
+		Name:       s.database,
+		Host:       r.Settings.TenantDatabaseHost,
+		Port:       int32(r.Settings.TenantDatabasePort),
+		Role:       s.role,
+		SecretName: naming.DatabaseSecretName(s.org.Name),
+	}
+	log.V(1).Info("Database provisioned", "database", s.database)
+	return nil
+}
+
+func (r *OrganizationReconciler) databaseSecretData(s *scope, password string) map[string][]byte {
+	pool := s.org.Spec.Database.Pool
+	host, port := r.Settings.TenantDatabaseHost, strconv.Itoa(r.Settings.TenantDatabasePort)
+	sslmode := r.Settings.TenantSSLMode
+	q := url.Values{}
+	q.Set("sslmode", sslmode)
+	q.Set("pool_min_conns", strconv.Itoa(int(pool.MinConnections)))
+	q.Set("pool_max_conns", strconv.Itoa(int(pool.MaxConnections)))
+	uri := url.URL{
+		Scheme:   "postgresql",
+		User:     url.UserPassword(s.role, password),
+		Host:     net.JoinHostPort(host, port),
+		Path:     "/" + s.database,
+		RawQuery: q.Encode(),
+	}
+	return map[string][]byte{
+		"host":          []byte(host),
+		"port":          []byte(port),
+		"dbname":        []byte(s.database),
+		"username":      []byte(s.role),
+		"password":      []byte(password),
+		"sslmode":       []byte(sslmode),
+		"uri":           []byte(uri.String()),
+		"jdbc-url":      []byte(fmt.Sprintf("jdbc:postgresql://%s/%s?sslmode=%s", net.JoinHostPort(host, port), s.database, url.QueryEscape(sslmode))),
+		"pool-min-size": []byte(strconv.Itoa(int(pool.MinConnections))),
+		"pool-max-size": []byte(strconv.Itoa(int(pool.MaxConnections))),
+	}
+}
+
+// reconcileStorage ensures the prefix marker, the scoped IAM user and one
+// working key, and the storage Secret. A key is created only when the
+// Secret lacks a working one; other keys of the user are then deleted, so a
+// key created before a crash does not outlive the next reconcile.
+func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) (err error) {
+	defer func() { s.outcome.storage = storageResult(err) }()
+	var created bool
+	if err := r.timed("prefix", func() error {
+		created, err = r.Storage.EnsurePrefix(ctx, s.prefix, s.storageMarker())
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensuring prefix %s: %w", s.prefix, err)
+	}
+	if created {
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "PrefixCreated", "Create", "Created prefix s3://%s/%s", r.Storage.Bucket(), s.prefix)
+	}
+
+	name := naming.StorageSecretName(s.org.Name)
+	secret, err := r.ownedSecret(ctx, s.namespace, name, s)
+	if err != nil {
+		return err
+	}
+	data := map[string][]byte{
+		"bucket":   []byte(r.Storage.Bucket()),
+		"prefix":   []byte(s.prefix),
+		"region":   []byte(r.Storage.Region()),
+		"endpoint": []byte(r.Settings.TenantS3Endpoint),
+	}
+	user := r.Storage.UserName(s.org.Name)
+	switch s.org.Spec.Storage.Access {
+	case tenancyv1alpha1.StorageAccessNone:
+		var deleted bool
+		if err := r.timed("accessKey", func() error {
+			deleted, err = r.Storage.DeletePrefixUser(ctx, user)
+			return err
+		}); err != nil {
+			return fmt.Errorf("removing IAM user %s: %w", user, err)
+		}
+		if deleted {
+			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its keys: storage.access is None", user)
+		}
+	default:
+		var id, key string
+		if err := r.timed("accessKey", func() error {
+			var changed bool
+			if _, changed, err = r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix); err != nil {
+				return err
+			}
+			if changed {
+				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "IAMUserUpdated", "Update", "Set IAM user %s's policy to prefix %s", user, s.prefix)
+			}
+			if secret != nil {
+				id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
+			}
+			works := false
+			if id != "" && key != "" {
+				if works, err = r.Storage.AccessKeyWorks(ctx, id, key, s.prefix); err != nil {
+					return err
+				}
+			}
+			if !works {
+				ak, err := r.Storage.CreateAccessKey(ctx, user)
+				if err != nil {
+					return err
+				}
+				reason := "AccessKeyCreated"
+				if id != "" {
+					reason = "AccessKeyRotated"
+				}
+				id, key = ak.ID, ak.Secret
+				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, reason, "Create", "Issued access key %s for prefix %s", id, s.prefix)
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("ensuring access key for %s: %w", user, err)
+		}
+		data["access-key-id"] = []byte(id)
+		data["secret-access-key"] = []byte(key)
+		if err := r.writeSecret(ctx, s, name, secret, data); err != nil {
+			return err
+		}
+		keys, err := r.Storage.ListAccessKeys(ctx, user)
+		if err != nil {
+			return fmt.Errorf("listing access keys of %s: %w", user, err)
+		}
+		if len(keys) > 1 {
+			n, err := r.Storage.DeleteAccessKeys(ctx, user, id)
+			if err != nil {
+				return fmt.Errorf("deleting stale access keys of %s: %w", user, err)
+			}
+			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "StaleAccessKeysDeleted", "Delete", "Deleted %d stale access keys of %s", n, user)
+		}
+	}
+	if s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone {
+		if err := r.writeSecret(ctx, s, name, secret, data); err != nil {
+			return err
+		}
+	}
+	s.org.Status.Storage = tenancyv1alpha1.StorageStatus{
+		Bucket:     r.Storage.Bucket(),
+		Prefix:     s.prefix,
+		URL:        fmt.Sprintf("s3://%s/%s", r.Storage.Bucket(), s.prefix),
+		SecretName: name,
+	}
+	return nil
+}
+
+// ownedSecret returns the Secret if it exists, nil if it does not, and a
+// conflict if a Secret of that name exists that the operator did not write.
+func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, name string, s *scope) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s/%s: %w", namespace, name, err)
+	}
+	if secret.Labels[LabelOrganization] != s.org.Name {
+		return nil, fmt.Errorf("%w: Secret %s/%s exists and was not written by orgforge for this Organization; rename or remove it", storage.ErrConflict, namespace, name)
+	}
+	return secret, nil
+}
+
+// writeSecret creates the Secret or updates it when its data differs; an
+// unchanged Secret costs no write.
+func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, name string, existing *corev1.Secret, data map[string][]byte) error {
+	if existing == nil {
+		secret := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels()},
+			Type:       corev1.SecretTypeOpaque,
+			Data:       data,
+		}
+		if err := controllerutil.SetControllerReference(s.org, secret, r.Scheme); err != nil {
+			return err
+		}
+		if err := r.Create(ctx, secret); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return fmt.Errorf("%w: Secret %s/%s exists and was not written by orgforge for this Organization; rename or remove it", storage.ErrConflict, s.namespace, name)
+			}
+			return fmt.Errorf("creating Secret %s/%s: %w", s.namespace, name, err)
+		}
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "Wrote Secret %s/%s", s.namespace, name)
+		return nil
+	}
+	if secretDataEqual(existing.Data, data) {
+		return nil
+	}
+	updated := existing.DeepCopy()
+	updated.Data = data
+	if err := r.Update(ctx, updated); err != nil {
+		return fmt.Errorf("updating Secret %s/%s: %w", s.namespace, name, err)
+	}
+	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "SecretUpdated", "Update", "Updated Secret %s/%s", s.namespace, name)
+	return nil
+}
+
+func secretDataEqual(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		w, ok := b[k]
+		if !ok || string(v) != string(w) {
+			return false
+		}
+	}
+	return true
+}
+
+// changed emits one event for a real change and none for a no-op.
+func (r *OrganizationReconciler) changed(s *scope, c aurora.Change, kind, what string) {
+	switch c {
+	case aurora.Created:
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, kind+"Created", "Create", "Created %s", what)
+	case aurora.Updated:
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, kind+"Updated", "Update", "Updated %s to match the spec", what)
+	}
+}
+
+// timed runs one step and records its duration.
+func (r *OrganizationReconciler) timed(step string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	stepDuration.WithLabelValues(step).Observe(time.Since(start).Seconds())
+	return err
+}
+
+// reconcileDelete cleans up as the deletion policy says, each sub-step
+// idempotent, and removes the finalizer only when all of them succeeded.
+func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenancyv1alpha1.Organization) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
+		return ctrl.Result{}, nil
+	}
+	s := newScope(org, r.Settings)
+	if err := r.deleteExternal(ctx, s); err != nil {
+		base := org.DeepCopy()
+		setDeletingCondition(org, err)
+		if perr := r.Status().Patch(ctx, org, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+			ctrl.LoggerFrom(ctx).Error(perr, "Patching status while deleting")
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, "DeleteFailed", "Delete", "Clean-up is waiting: %s", conditionMessage(err))
+		return ctrl.Result{}, err
+	}
+	patch := client.MergeFrom(org.DeepCopy())
+	controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
+	if err := r.Patch(ctx, org, patch); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) error {
+	if err := r.validate(s); err != nil {
+		// Nothing was ever provisioned for a spec that does not validate.
+		return nil
+	}
+	user := r.Storage.UserName(s.org.Name)
+	deleted, err := r.Storage.DeletePrefixUser(ctx, user)
+	if err != nil {
+		return fmt.Errorf("deleting IAM user %s: %w", user, err)
+	}
+	if deleted {
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its access keys", user)
+	}
+
+	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
+		if err := r.keepDatabaseSecret(ctx, s); err != nil {
+			return err
+		}
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "Retained", "Delete",
+			"Retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
+			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
+		return nil
+	}
+
+	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
+	if err != nil {
+		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
+	}
+	if found && owner.UID != string(s.org.UID) {
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", s.prefix)
+	} else {
+		n, err := r.Storage.DeletePrefix(ctx, s.prefix)
+		if err != nil {
+			return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
+		}
+		if n > 0 {
+			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "PrefixDeleted", "Delete", "Deleted %d objects under %s", n, s.prefix)
+		}
+	}
+
+	dropped, err := r.Database.DropDatabase(ctx, s.database, s.dbMarker())
+	switch {
+	case errors.Is(err, aurora.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "DatabaseNotOwned", "Delete", "Left database %s alone: orgforge did not create it for this Organization", s.database)
+	case err != nil:
+		return fmt.Errorf("dropping database %s: %w", s.database, err)
+	case dropped:
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "DatabaseDropped", "Delete", "Dropped database %s", s.database)
+	}
+	dropped, err = r.Database.DropRole(ctx, s.role, s.dbMarker())
+	switch {
+	case errors.Is(err, aurora.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "RoleNotOwned", "Delete", "Left role %s alone: orgforge did not create it for this Organization", s.role)
+	case err != nil:
+		return fmt.Errorf("dropping role %s: %w", s.role, err)
+	case dropped:
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "RoleDropped", "Delete", "Dropped role %s", s.role)
+	}
+
+	ns := &corev1.Namespace{}
+	err = r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
+	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
+		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
+		}
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "NamespaceDeleted", "Delete", "Deleted namespace %s", s.namespace)
+	}
+	return nil
+}
+
+// keepDatabaseSecret drops the database Secret's owner reference, so that
+// garbage collection does not take the only copy of a retained role's
+// password with the Organization.
+func (r *OrganizationReconciler) keepDatabaseSecret(ctx context.Context, s *scope) error {
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: naming.DatabaseSecretName(s.org.Name)}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(secret.OwnerReferences) == 0 {
+		return nil
+	}
+	patch := client.MergeFrom(secret.DeepCopy())
+	secret.OwnerReferences = nil
+	if err := r.Patch(ctx, secret, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("keeping Secret %s/%s: %w", s.namespace, secret.Name, err)
+	}
+	return nil
+}

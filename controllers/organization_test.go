@@ -1,0 +1,393 @@
+package controllers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/aurora"
+)
+
+func put(ctx context.Context, c *s3.Client, key, body string) error {
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(stack.S3.Bucket), Key: aws.String(key), Body: strings.NewReader(body)})
+	return err
+}
+
+func get(ctx context.Context, c *s3.Client, key string) (string, error) {
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(stack.S3.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = out.Body.Close() }()
+	b, err := io.ReadAll(out.Body)
+	return string(b), err
+}
+
+func isAccessDenied(err error) bool {
+	var apiErr smithy.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied"
+}
+
+func storageClient(t *testing.T, o *tenancyv1alpha1.Organization) *s3.Client {
+	s := secret(t, o, o.Name+"-storage")
+	return stack.S3.Client(string(s.Data["access-key-id"]), string(s.Data["secret-access-key"]))
+}
+
+func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("alpha"))
+	apply(t, newOrg("bravo"))
+	alpha := waitReady(t, "alpha")
+	bravo := waitReady(t, "bravo")
+
+	if alpha.Status.Database.Name != "org_alpha" || alpha.Status.Storage.URL != "s3://"+stack.S3.Bucket+"/orgs/alpha/" {
+		t.Errorf("status blocks = %+v %+v", alpha.Status.Database, alpha.Status.Storage)
+	}
+
+	dbSecret := secret(t, alpha, "alpha-database")
+	pool, err := pgxpool.New(ctx, string(dbSecret.Data["uri"]))
+	if err != nil {
+		t.Fatalf("the Secret's uri does not open a pool: %v", err)
+	}
+	defer pool.Close()
+	if got := pool.Config().MaxConns; got != 10 {
+		t.Errorf("pool from uri has MaxConns %d, want 10", got)
+	}
+	var user, db string
+	if err := pool.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&user, &db); err != nil {
+		t.Fatalf("query through the Secret's uri: %v", err)
+	}
+	if user != "org_alpha" || db != "org_alpha" {
+		t.Errorf("connected as %s to %s, want org_alpha to org_alpha", user, db)
+	}
+	su := superuser(t, "postgres")
+	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_alpha'"); n != 10 {
+		t.Errorf("role connection limit = %d, want 10", n)
+	}
+
+	own := storageClient(t, alpha)
+	if err := put(ctx, own, "orgs/alpha/report.txt", "hello"); err != nil {
+		t.Fatalf("alpha's key cannot write its own prefix: %v", err)
+	}
+	if body, err := get(ctx, own, "orgs/alpha/report.txt"); err != nil || body != "hello" {
+		t.Fatalf("alpha's key reads %q, %v", body, err)
+	}
+	if err := put(ctx, stack.S3.RootClient(), "orgs/bravo/secret.txt", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get(ctx, own, "orgs/bravo/secret.txt"); !isAccessDenied(err) {
+		t.Errorf("alpha's key reading bravo's object: err = %v, want AccessDenied", err)
+	}
+	if err := put(ctx, own, "orgs/bravo/planted.txt", "x"); !isAccessDenied(err) {
+		t.Errorf("alpha's key writing under bravo's prefix: err = %v, want AccessDenied", err)
+	}
+
+	t.Run("tenant logins cannot reach each other's database", func(t *testing.T) {
+		bravoSecret := secret(t, bravo, "bravo-database")
+		u, _ := url.Parse(string(bravoSecret.Data["uri"]))
+		u.Path = "/org_alpha"
+		conn, err := pgx.Connect(ctx, u.String())
+		if err == nil {
+			_ = conn.Close(ctx)
+			t.Fatal("bravo's login connected to alpha's database")
+		}
+		if !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("err = %v, want permission denied", err)
+		}
+	})
+}
+
+func TestPoolSizeChangeUpdatesRoleLimitAndSecret(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("charlie"))
+	o := waitReady(t, "charlie")
+	o.Spec.Database.Pool.MaxConnections = 25
+	if err := k8s.Update(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	su := superuser(t, "postgres")
+	eventually(t, 30*time.Second, "role limit 25", func() (bool, string) {
+		n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_charlie'")
+		return n == 25, fmt.Sprint(n)
+	})
+	eventually(t, 30*time.Second, "Secret with pool max 25", func() (bool, string) {
+		s := secret(t, o, "charlie-database")
+		uri := string(s.Data["uri"])
+		return string(s.Data["pool-max-size"]) == "25" && strings.Contains(uri, "pool_max_conns=25"), uri
+	})
+	o = waitReady(t, "charlie")
+	if o.Status.ObservedGeneration != o.Generation {
+		t.Errorf("observedGeneration %d, generation %d", o.Status.ObservedGeneration, o.Generation)
+	}
+}
+
+func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("delta"))
+	o := waitReady(t, "delta")
+	old := secret(t, o, "delta-database")
+	oldURI := string(old.Data["uri"])
+	if err := k8s.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var fresh *corev1.Secret
+	eventually(t, 30*time.Second, "a new database Secret", func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "delta-database"}, s); err != nil {
+			return false, err.Error()
+		}
+		fresh = s
+		return s.UID != old.UID, "same Secret"
+	})
+	if string(fresh.Data["password"]) == string(old.Data["password"]) {
+		t.Fatal("the regenerated Secret kept the old password")
+	}
+	if err := login(ctx, string(fresh.Data["uri"])); err != nil {
+		t.Fatalf("the new credentials do not log in: %v", err)
+	}
+	if err := login(ctx, oldURI); err == nil {
+		t.Error("the old password still logs in")
+	}
+}
+
+func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	su := superuser(t, "postgres")
+	if _, err := su.Exec(ctx, "CREATE DATABASE org_echo"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "DROP DATABASE IF EXISTS org_echo WITH (FORCE)") })
+	data := superuser(t, "org_echo")
+	if _, err := data.Exec(ctx, "CREATE TABLE precious (v int); INSERT INTO precious SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	apply(t, newOrg("echo"))
+	o := waitCondition(t, "echo", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonConflict, 30*time.Second)
+	c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady)
+	if !strings.Contains(c.Message, "org_echo") {
+		t.Errorf("Conflict message does not name the database: %q", c.Message)
+	}
+	deleteAndWait(t, "echo")
+	if n := count(t, data, "SELECT count(*) FROM precious"); n != 100 {
+		t.Errorf("rows in the foreign database = %d, want 100", n)
+	}
+	if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname = 'org_echo'"); n != 1 {
+		t.Error("the foreign database was dropped")
+	}
+}
+
+func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("foxtrot"))
+	o := waitReady(t, "foxtrot")
+	user := reg.Storage.UserName("foxtrot")
+	if err := put(ctx, storageClient(t, o), "orgs/foxtrot/a.txt", "a"); err != nil {
+		t.Fatal(err)
+	}
+	deleteAndWait(t, "foxtrot")
+
+	su := superuser(t, "postgres")
+	if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname = 'org_foxtrot'"); n != 0 {
+		t.Error("database remains")
+	}
+	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_foxtrot'"); n != 0 {
+		t.Error("role remains")
+	}
+	list, err := stack.S3.RootClient().ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(stack.S3.Bucket), Prefix: aws.String("orgs/foxtrot/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Contents) != 0 {
+		t.Errorf("%d objects remain under the prefix", len(list.Contents))
+	}
+	if keys, err := reg.Storage.ListAccessKeys(ctx, user); err == nil && len(keys) > 0 {
+		t.Errorf("IAM user %s still has keys %v", user, keys)
+	}
+	ns := &corev1.Namespace{}
+	err = k8s.Get(ctx, client.ObjectKey{Name: "org-foxtrot"}, ns)
+	if err == nil && ns.DeletionTimestamp.IsZero() {
+		t.Error("the namespace the operator created was not deleted")
+	}
+}
+
+func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("golf", func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
+	o := waitReady(t, "golf")
+	own := storageClient(t, o)
+	if err := put(ctx, own, "orgs/golf/keep.txt", "keep"); err != nil {
+		t.Fatal(err)
+	}
+	dbSecret := secret(t, o, "golf-database")
+	deleteAndWait(t, "golf")
+	t.Cleanup(func() {
+		_, _ = reg.Aurora.DropDatabase(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
+		_, _ = reg.Aurora.DropRole(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
+		_, _ = reg.Storage.DeletePrefix(context.Background(), "orgs/golf/")
+	})
+
+	if err := login(ctx, string(dbSecret.Data["uri"])); err != nil {
+		t.Fatalf("retained database does not accept the retained login: %v", err)
+	}
+	if body, err := get(ctx, stack.S3.RootClient(), "orgs/golf/keep.txt"); err != nil || body != "keep" {
+		t.Errorf("retained object: %q, %v", body, err)
+	}
+	eventually(t, 20*time.Second, "the key to stop working", func() (bool, string) {
+		_, err := get(ctx, own, "orgs/golf/keep.txt")
+		return err != nil, fmt.Sprint(err)
+	})
+	kept := &corev1.Secret{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(dbSecret), kept); err != nil {
+		t.Errorf("the retained role's Secret was removed: %v", err)
+	}
+}
+
+func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
+	startOperator(t, nil)
+	apply(t, newOrg("hotel", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-system" }))
+	o := waitCondition(t, "hotel", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
+	if c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady); !strings.Contains(c.Message, "--allow-system-namespaces") {
+		t.Errorf("message %q does not say how to allow it", c.Message)
+	}
+	su := superuser(t, "postgres")
+	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_hotel'"); n != 0 {
+		t.Error("a role was created for an invalid spec")
+	}
+}
+
+func TestPostgresOutageIsReportedAndRecoveredFromWithoutHelp(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	if err := stack.Postgres.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = stack.Postgres.Start(context.Background())
+		}
+	})
+	apply(t, newOrg("india"))
+	waitCondition(t, "india", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, 30*time.Second)
+	// Storage does not wait for the database.
+	waitCondition(t, "india", tenancyv1alpha1.ConditionStorageReady, "True", tenancyv1alpha1.ReasonProvisioned, 30*time.Second)
+	if err := stack.Postgres.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	waitReady(t, "india")
+}
+
+// interrupting lets the role step finish and then stops the manager before
+// the database is created, as a crash between the two would.
+type interrupting struct {
+	controllers.Database
+	stop func()
+	hit  chan struct{}
+}
+
+func (d *interrupting) EnsureDatabase(ctx context.Context, name, owner string, m aurora.Marker) (aurora.Change, error) {
+	select {
+	case <-d.hit:
+	default:
+		close(d.hit)
+		go d.stop()
+	}
+	return aurora.Unchanged, context.Canceled
+}
+
+func TestRestartBetweenRoleAndDatabaseConvergesToOneOfEach(t *testing.T) {
+	d := &interrupting{Database: reg.Aurora, hit: make(chan struct{})}
+	first := startOperator(t, d)
+	d.stop = first.stop
+	apply(t, newOrg("juliet"))
+	select {
+	case <-d.hit:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first manager never reached the database step")
+	}
+	<-first.done
+	su := superuser(t, "postgres")
+	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_juliet'"); n != 1 {
+		t.Fatalf("role count after the crash = %d, want 1", n)
+	}
+	if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname = 'org_juliet'"); n != 0 {
+		t.Fatalf("database exists before the restart")
+	}
+	startOperator(t, nil)
+	// Cleanups run last-in first-out: delete while this manager still runs.
+	t.Cleanup(func() { deleteAndWait(t, "juliet") })
+	o := waitReady(t, "juliet")
+	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_juliet'"); n != 1 {
+		t.Errorf("roles = %d, want 1", n)
+	}
+	if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname = 'org_juliet'"); n != 1 {
+		t.Errorf("databases = %d, want 1", n)
+	}
+	if err := login(context.Background(), string(secret(t, o, "juliet-database").Data["uri"])); err != nil {
+		t.Fatalf("credentials after the restart do not work: %v", err)
+	}
+}
+
+// login opens the Secret's uri as an application would, with pgxpool, and
+// runs a query.
+func login(ctx context.Context, uri string) error {
+	pool, err := pgxpool.New(ctx, uri)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	var one int
+	return pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
+	op := startOperator(t, nil)
+	for _, n := range []string{"kilo", "lima", "mike"} {
+		apply(t, newOrg(n))
+	}
+	for _, n := range []string{"kilo", "lima", "mike"} {
+		waitReady(t, n)
+	}
+	// Let the reconciles that Ready itself triggered settle.
+	time.Sleep(resync / 2)
+	writes, ddl := op.writes.Load(), reg.Aurora.DDLCount()
+	events := len(op.eventsSnapshot())
+	time.Sleep(2*resync + time.Second)
+	if got := op.writes.Load() - writes; got != 0 {
+		t.Errorf("%d Kubernetes writes during resync, want 0; events: %v", got, op.eventsSnapshot()[events:])
+	}
+	if got := reg.Aurora.DDLCount() - ddl; got != 0 {
+		t.Errorf("%d DDL statements during resync, want 0", got)
+	}
+}
+
+func findCondition(o *tenancyv1alpha1.Organization, t string) (c struct{ Status, Reason, Message string }) {
+	for _, cond := range o.Status.Conditions {
+		if cond.Type == t {
+			c.Status, c.Reason, c.Message = string(cond.Status), cond.Reason, cond.Message
+		}
+	}
+	return c
+}

@@ -1,0 +1,366 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/registry"
+	"github.com/orgforge/orgforge/internal/retry"
+)
+
+// The suite shares one stack and one registry; each test starts the
+// managers it needs.
+var (
+	stack  *devstack.Stack
+	reg    *registry.Registry
+	cfg    *config.Config
+	scheme = runtime.NewScheme()
+	k8s    client.Client
+	logs   = &syncBuffer{}
+)
+
+const resync = 3 * time.Second
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx := context.Background()
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapDebug())))
+	var err error
+	stack, err = devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../config/crd/bases"}, Postgres: true, S3: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = stack.Close() }()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, tenancyv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	if k8s, err = client.New(stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg = &config.Config{
+		ResyncPeriod:            resync,
+		MaxConcurrentReconciles: 4,
+		Database: config.Database{
+			AdminDSN: stack.Postgres.AdminDSN(), Host: stack.Postgres.Host, Port: stack.Postgres.Port,
+			User: devstack.AdminUser, MaxConnections: 4,
+			TenantHost: stack.Postgres.Host, TenantPort: stack.Postgres.Port, TenantSSLMode: "disable",
+		},
+		Storage: config.Storage{
+			Bucket: stack.S3.Bucket, Region: stack.S3.Region, Endpoint: stack.S3.Endpoint, IAMEndpoint: stack.S3.IAMEndpoint,
+			UsePathStyle: true, PrefixTemplate: naming.DefaultPrefixTemplate, IAMPath: "/orgforge/",
+			TenantEndpoint: stack.S3.Endpoint, AccessKeyID: stack.S3.AccessKey, SecretAccessKey: stack.S3.SecretKey,
+		},
+	}
+	fast := retry.Policy{Attempts: 2, Base: 50 * time.Millisecond, Factor: 2, Cap: time.Second}
+	if reg, err = registry.New(ctx, cfg, ctrl.Log.WithName("registry"), registry.Options{Retry: &fast}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer reg.Close()
+	code := m.Run()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "--- operator log (last 60 lines) ---\n%s\n", logs.tail(60))
+	}
+	return code
+}
+
+func zapDebug() zapcore.Level { return zapcore.DebugLevel }
+
+// counting wraps the manager's client and recorder to count every write the
+// operator makes to the API server.
+type counting struct {
+	client.Client
+	writes *atomic.Int64
+}
+
+func (c counting) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
+	c.writes.Add(1)
+	return c.Client.Create(ctx, o, opts...)
+}
+
+func (c counting) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
+	c.writes.Add(1)
+	return c.Client.Update(ctx, o, opts...)
+}
+
+func (c counting) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+	c.writes.Add(1)
+	return c.Client.Patch(ctx, o, p, opts...)
+}
+
+func (c counting) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
+	c.writes.Add(1)
+	return c.Client.Delete(ctx, o, opts...)
+}
+
+func (c counting) Status() client.SubResourceWriter {
+	return countingStatus{SubResourceWriter: c.Client.Status(), writes: c.writes}
+}
+
+type countingStatus struct {
+	client.SubResourceWriter
+	writes *atomic.Int64
+}
+
+func (c countingStatus) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	c.writes.Add(1)
+	return c.SubResourceWriter.Patch(ctx, o, p, opts...)
+}
+
+func (c countingStatus) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
+	c.writes.Add(1)
+	return c.SubResourceWriter.Update(ctx, o, opts...)
+}
+
+type countingRecorder struct {
+	controllers.EventRecorder
+	writes *atomic.Int64
+	mu     *sync.Mutex
+	events *[]string
+}
+
+func (r countingRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	r.writes.Add(1)
+	r.mu.Lock()
+	*r.events = append(*r.events, reason+": "+fmt.Sprintf(note, args...))
+	r.mu.Unlock()
+	r.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
+}
+
+// operator is one running manager with the reconciler.
+type operator struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	writes atomic.Int64
+	mu     sync.Mutex
+	events []string
+}
+
+// eventsSnapshot returns the events recorded so far.
+func (o *operator) eventsSnapshot() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.events...)
+}
+
+// startOperator runs a manager until the test ends or stop is called. db
+// replaces the database service when a test needs to interrupt it.
+func startOperator(t *testing.T, db controllers.Database) *operator {
+	t.Helper()
+	if db == nil {
+		db = reg.Aurora
+	}
+	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
+	mgr, err := ctrl.NewManager(stack.Kube.Config, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &operator{done: make(chan struct{})}
+	r := &controllers.OrganizationReconciler{
+		Client:   counting{Client: mgr.GetClient(), writes: &op.writes},
+		Scheme:   mgr.GetScheme(),
+		Recorder: countingRecorder{EventRecorder: mgr.GetEventRecorder("orgforge"), writes: &op.writes, mu: &op.mu, events: &op.events},
+		Database: db,
+		Storage:  reg.Storage,
+		Creds:    reg.Credentials,
+		Settings: controllers.SettingsFrom(cfg),
+	}
+	skip := true
+	err = r.SetupWithManager(mgr, controller.Options{
+		MaxConcurrentReconciles: 4,
+		SkipNameValidation:      &skip,
+		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	op.cancel = cancel
+	go func() {
+		defer close(op.done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	t.Cleanup(op.stop)
+	return op
+}
+
+func (o *operator) stop() {
+	o.cancel()
+	<-o.done
+}
+
+// newOrg returns an Organization with the API server's defaults filled in.
+func newOrg(name string, mutate ...func(*tenancyv1alpha1.Organization)) *tenancyv1alpha1.Organization {
+	o := &tenancyv1alpha1.Organization{}
+	o.Name = name
+	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
+	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
+	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+	for _, m := range mutate {
+		m(o)
+	}
+	return o
+}
+
+// apply creates the Organization and deletes it (with Delete policy) when
+// the test ends, waiting until it is gone.
+func apply(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
+	t.Helper()
+	ctx := context.Background()
+	if err := k8s.Create(ctx, o); err != nil {
+		t.Fatalf("creating %s: %v", o.Name, err)
+	}
+	t.Cleanup(func() { deleteAndWait(t, o.Name) })
+	return o
+}
+
+func deleteAndWait(t *testing.T, name string) {
+	t.Helper()
+	ctx := context.Background()
+	o := &tenancyv1alpha1.Organization{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
+		return
+	}
+	_ = k8s.Delete(ctx, o)
+	eventually(t, 60*time.Second, fmt.Sprintf("%s to be deleted", name), func() (bool, string) {
+		err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{})
+		return err != nil && client.IgnoreNotFound(err) == nil, fmt.Sprint(err)
+	})
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		ok, detail := cond()
+		if ok {
+			return
+		}
+		last = detail
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitCondition waits until the Organization's condition has the status and
+// reason given, and returns the Organization.
+func waitCondition(t *testing.T, name, condType string, status string, reason string, timeout time.Duration) *tenancyv1alpha1.Organization {
+	t.Helper()
+	o := &tenancyv1alpha1.Organization{}
+	eventually(t, timeout, fmt.Sprintf("%s %s=%s (%s)", name, condType, status, reason), func() (bool, string) {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(o.Status.Conditions, condType)
+		if c == nil {
+			return false, "no condition"
+		}
+		return string(c.Status) == status && (reason == "" || c.Reason == reason), fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+	})
+	return o
+}
+
+func waitReady(t *testing.T, name string) *tenancyv1alpha1.Organization {
+	t.Helper()
+	return waitCondition(t, name, tenancyv1alpha1.ConditionReady, "True", tenancyv1alpha1.ReasonProvisioned, 60*time.Second)
+}
+
+func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: o.Status.Namespace, Name: name}, s); err != nil {
+		t.Fatalf("Secret %s: %v", name, err)
+	}
+	return s
+}
+
+// superuser opens an inspection connection; the operator never uses it.
+func superuser(t *testing.T, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), stack.Postgres.SuperuserDSN(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) tail(n int) string {
+	lines := strings.Split(s.String(), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,225 @@
+// Command dev runs orgforge on the real local stack for a person to use:
+// kube-apiserver and etcd, PostgreSQL with an Aurora-like admin, versitygw,
+// the operator itself, and the sample Organizations. `make dev` runs it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/devstack"
+)
+
+func main() {
+	manager := flag.String("manager", "bin/manager", "Operator binary to run.")
+	dir := flag.String("dir", ".dev", "Folder for the stack's data, logs and kubeconfig.")
+	samples := flag.String("samples", "config/samples/tenancy_v1alpha1_organization.yaml", "Organizations to apply.")
+	wait := flag.Duration("ready-timeout", 3*time.Minute, "How long to wait for the samples to be Ready.")
+	flag.Parse()
+	if err := run(*manager, *dir, *samples, *wait); err != nil {
+		fmt.Fprintln(os.Stderr, "dev:", err)
+		os.Exit(1)
+	}
+}
+
+func run(managerBin, dir, samples string, readyTimeout time.Duration) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	// Each run starts from a clean stack.
+	if err := os.RemoveAll(absDir); err != nil {
+		return err
+	}
+	fmt.Println("Starting the local stack in", absDir, "(kube-apiserver, etcd, PostgreSQL, versitygw)")
+	st, err := devstack.Start(ctx, devstack.Options{
+		Dir: absDir, Kube: true, CRDPaths: []string{"config/crd/bases"}, Postgres: true, S3: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Println("Stopping the local stack")
+		if err := st.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "dev: stopping the stack:", err)
+		}
+	}()
+	fmt.Println("Stack up, CRD installed")
+
+	manager, err := startManager(ctx, managerBin, st)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = manager.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = manager.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = manager.Process.Kill()
+		}
+	}()
+
+	scheme := runtime.NewScheme()
+	if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(st.Kube.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	names, err := apply(ctx, c, samples)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("Applied %s; waiting up to %s for them to be Ready\n", strings.Join(names, ", "), readyTimeout)
+	readyErr := waitReady(ctx, c, names, readyTimeout)
+	printOrganizations(ctx, c, st.Kube.KubeconfigPath)
+	if readyErr != nil {
+		fmt.Fprintln(os.Stderr, "dev:", readyErr)
+	}
+	fmt.Printf("\nexport KUBECONFIG=%s\n\nThe stack stays up until Ctrl-C. Operator log: %s\n",
+		st.Kube.KubeconfigPath, filepath.Join(absDir, "manager.log"))
+	<-ctx.Done()
+	fmt.Println()
+	return nil
+}
+
+// startManager runs the operator binary against the stack, as the
+// Aurora-like admin, with its log in the stack's folder.
+func startManager(ctx context.Context, bin string, st *devstack.Stack) (*exec.Cmd, error) {
+	dsnFile := filepath.Join(st.Dir, "admin-dsn")
+	keyFile := filepath.Join(st.Dir, "s3-access-key-id")
+	secretFile := filepath.Join(st.Dir, "s3-secret-access-key")
+	for path, v := range map[string]string{dsnFile: st.Postgres.AdminDSN(), keyFile: st.S3.AccessKey, secretFile: st.S3.SecretKey} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	logFile, err := os.Create(filepath.Join(st.Dir, "manager.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin,
+		"--kubeconfig", st.Kube.KubeconfigPath,
+		"--leader-elect=false",
+		"--metrics-bind-address", "127.0.0.1:0",
+		"--health-probe-bind-address", "127.0.0.1:0",
+		"--zap-devel",
+		"--resync-period", "1m",
+		"--database-admin-dsn-file", dsnFile,
+		"--s3-bucket", st.S3.Bucket,
+		"--s3-endpoint", st.S3.Endpoint,
+		"--iam-endpoint", st.S3.IAMEndpoint,
+		"--s3-region", st.S3.Region,
+		"--s3-path-style",
+		"--s3-access-key-id-file", keyFile,
+		"--s3-secret-access-key-file", secretFile,
+	)
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w (run `make build` first)", bin, err)
+	}
+	fmt.Println("Operator started:", bin)
+	return cmd, nil
+}
+
+func apply(ctx context.Context, c client.Client, path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+	var names []string
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if err := c.Create(ctx, u); err != nil {
+			return nil, fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
+		}
+		names = append(names, u.GetName())
+	}
+	return names, nil
+}
+
+func waitReady(ctx context.Context, c client.Client, names []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		notReady := []string{}
+		for _, n := range names {
+			var o tenancyv1alpha1.Organization
+			if err := c.Get(ctx, client.ObjectKey{Name: n}, &o); err != nil || !meta.IsStatusConditionTrue(o.Status.Conditions, tenancyv1alpha1.ConditionReady) {
+				notReady = append(notReady, n)
+			}
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("not Ready after %s: %s", timeout, strings.Join(notReady, ", "))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// printOrganizations shows `kubectl get organizations -o wide`, with kubectl
+// when it is installed and as the same columns otherwise.
+func printOrganizations(ctx context.Context, c client.Client, kubeconfig string) {
+	fmt.Println("\n$ kubectl get organizations -o wide")
+	if path, err := exec.LookPath("kubectl"); err == nil {
+		cmd := exec.CommandContext(ctx, path, "--kubeconfig", kubeconfig, "get", "organizations", "-o", "wide")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if cmd.Run() == nil {
+			return
+		}
+	}
+	var list tenancyv1alpha1.OrganizationList
+	if err := c.List(ctx, &list); err != nil {
+		fmt.Fprintln(os.Stderr, "dev: listing organizations:", err)
+		return
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(w, "NAME\tREADY\tDATABASE\tPREFIX\tREASON\tAGE")
+	for _, o := range list.Items {
+		ready, reason := "", ""
+		if cond := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady); cond != nil {
+			ready, reason = string(cond.Status), cond.Reason
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", o.Name, ready, o.Status.Database.Name, o.Status.Storage.URL, reason,
+			time.Since(o.CreationTimestamp.Time).Round(time.Second))
+	}
+	_ = w.Flush()
+}

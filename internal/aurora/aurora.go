@@ -1,0 +1,389 @@
+// Package aurora is the registry's PostgreSQL service, the seed's
+// AuroraService: it gives each Organization a login role and a database on an
+// Aurora PostgreSQL cluster (or any PostgreSQL 15), as an admin login that has
+// CREATEDB and CREATEROLE but is not a superuser.
+//
+// Every provisioning call observes the server before it acts, so that calling
+// it again changes nothing and runs no DDL. Objects are marked as the
+// Organization's with a comment (see Marker); anything without the marker is
+// left alone. All the connections the service opens, to the admin database
+// and to tenant databases, stay within Config.MaxConnections.
+package aurora
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/orgforge/orgforge/internal/retry"
+)
+
+// Config is how the service reaches the cluster.
+type Config struct {
+	// AdminDSN is the admin login's connection string. It is a secret: the
+	// service never logs it nor puts it in an error.
+	AdminDSN string
+	// MaxConnections caps all the connections the service holds, the admin
+	// pool and the tenant databases' pools together. Default 4, minimum 2.
+	MaxConnections int32
+	// ApplicationName is set as application_name on every connection, so
+	// that the operator's sessions can be told apart. Default "orgforge".
+	ApplicationName string
+	// ConnectTimeout bounds establishing one connection. Default 5s.
+	ConnectTimeout time.Duration
+	// StatementTimeout bounds each attempt of an operation, and is set as
+	// the server's statement_timeout. Default 30s.
+	StatementTimeout time.Duration
+	// Retry is how transient failures are retried. Default
+	// retry.DefaultPolicy.
+	Retry retry.Policy
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxConnections   = 4
+	DefaultApplicationName  = "orgforge"
+	DefaultConnectTimeout   = 5 * time.Second
+	DefaultStatementTimeout = 30 * time.Second
+)
+
+// withDefaults fills in the zero fields.
+func (c Config) withDefaults() Config {
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.ApplicationName == "" {
+		c.ApplicationName = DefaultApplicationName
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.StatementTimeout <= 0 {
+		c.StatementTimeout = DefaultStatementTimeout
+	}
+	if c.Retry.Attempts == 0 {
+		c.Retry = retry.DefaultPolicy
+	}
+	return c
+}
+
+// Service is the PostgreSQL service. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	log logr.Logger
+	// endpoint is host:port; who adds the admin user, for errors.
+	endpoint string
+	who      string
+
+	admin *pgxpool.Pool
+	// orgConfig is the template of the tenant databases' pools.
+	orgConfig *pgxpool.Config
+	orgs      *orgPools
+
+	// memberPrivilege is what pg_has_role must grant the admin over a
+	// tenant role to create a database it owns: membership up to
+	// PostgreSQL 15, the SET option from 16.
+	memberPrivilege string
+	ddl             atomic.Int64
+}
+
+// New connects to the cluster and checks that the admin login can do its
+// work. It fails, within about twice the connect timeout, with an error that
+// names the service, the endpoint and the admin user, and never the DSN.
+func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
+	cfg = cfg.withDefaults()
+	pc, err := pgxpool.ParseConfig(cfg.AdminDSN)
+	if err != nil {
+		// The parser's error may quote the DSN, password and all.
+		return nil, fmt.Errorf("aurora: %w: the admin DSN is not a valid PostgreSQL connection string", ErrInvalid)
+	}
+	s := &Service{
+		cfg:      cfg,
+		log:      log,
+		endpoint: net.JoinHostPort(pc.ConnConfig.Host, strconv.Itoa(int(pc.ConnConfig.Port))),
+	}
+	s.who = s.endpoint + "/" + pc.ConnConfig.User
+	fail := func(err error) (*Service, error) {
+		s.Close()
+		return nil, fmt.Errorf("aurora: %s: %w", s.who, err)
+	}
+	if cfg.MaxConnections < 2 {
+		return fail(fmt.Errorf("%w: MaxConnections is %d; it must be at least 2, one admin and one tenant connection",
+			ErrInvalid, cfg.MaxConnections))
+	}
+
+	adminSlots := max(1, cfg.MaxConnections/2)
+	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
+	pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
+	pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)
+	pc.MinConns = 0
+	pc.MinIdleConns = 0
+	pc.MaxConnIdleTime = 5 * time.Minute
+	pc.BeforeClose = func(c *pgx.Conn) { awaitServerClose(c, cfg.ConnectTimeout) }
+	s.orgConfig = pc.Copy()
+	s.orgConfig.MaxConns = 1
+	s.orgConfig.MaxConnIdleTime = time.Minute
+	pc.MaxConns = adminSlots
+	s.orgs = newOrgPools(int(cfg.MaxConnections-adminSlots), s.newOrgPool)
+	if s.admin, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+		return fail(fmt.Errorf("creating the connection pool: %w", err))
+	}
+
+	// A refused connection is retried a few times, in case the server is
+	// restarting; a wrong password is not. The whole check is bounded, so
+	// that a cluster that does not answer fails start-up quickly.
+	startCtx, cancel := context.WithTimeout(ctx, 2*cfg.ConnectTimeout)
+	defer cancel()
+	err = retry.Do(startCtx, log, cfg.Retry, Classify, "connect", func(ctx context.Context) error {
+		return s.admin.Ping(ctx)
+	})
+	if err != nil {
+		return fail(fmt.Errorf("connecting: %w", err))
+	}
+	if err := s.checkAdmin(startCtx); err != nil {
+		return fail(err)
+	}
+	log.Info("Connected to PostgreSQL", "endpoint", s.endpoint, "user", pc.ConnConfig.User,
+		"maxConnections", cfg.MaxConnections, "adminConnections", adminSlots)
+	return s, nil
+}
+
+// checkAdmin verifies the admin's CREATEDB and CREATEROLE, and learns the
+// server's version.
+func (s *Service) checkAdmin(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+	defer cancel()
+	var super, createDB, createRole bool
+	var version int
+	err := s.admin.QueryRow(ctx, `SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+			current_setting('server_version_num')::int
+		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&super, &createDB, &createRole, &version)
+	if err != nil {
+		return fmt.Errorf("checking the admin's privileges: %w", err)
+	}
+	var missing []string
+	if !createDB {
+		missing = append(missing, "CREATEDB")
+	}
+	if !createRole {
+		missing = append(missing, "CREATEROLE")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: the admin role lacks %s; orgforge needs a login with CREATEDB and CREATEROLE, such as the Aurora master user",
+			ErrPrivilege, joinAnd(missing))
+	}
+	if super {
+		s.log.Info("Admin role is a superuser; orgforge needs only CREATEDB and CREATEROLE", "endpoint", s.endpoint)
+	}
+	s.memberPrivilege = "MEMBER"
+	if version >= 160000 {
+		s.memberPrivilege = "SET"
+	}
+	return nil
+}
+
+func (s *Service) newOrgPool(db string) (*pgxpool.Pool, error) {
+	c := s.orgConfig.Copy()
+	c.ConnConfig.Database = db
+	// MinConns is zero, so this does not connect; the first Acquire does.
+	return pgxpool.NewWithConfig(context.Background(), c)
+}
+
+// awaitServerClose ends a session and waits, up to timeout, for the server
+// to close its end. pgx's Close sends Terminate and hangs up at once, so the
+// server's backend could outlive it for a moment, and a connection opened
+// right after would briefly exceed the cap on the server, where it counts
+// against max_connections. The server closes the socket only once its
+// backend has left pg_stat_activity.
+func awaitServerClose(c *pgx.Conn, timeout time.Duration) {
+	if c.IsClosed() {
+		return
+	}
+	nc := c.PgConn().Conn()
+	if err := nc.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return
+	}
+	terminate := []byte{'X', 0, 0, 0, 4}
+	if _, err := nc.Write(terminate); err != nil {
+		return
+	}
+	// Reads until the server hangs up (EOF) or the deadline passes; then
+	// pgx's own Close finds a dead socket and just closes it.
+	_, _ = io.Copy(io.Discard, nc)
+}
+
+// Name is the service's name in the registry, logs and readyz.
+func (*Service) Name() string { return "aurora" }
+
+// Endpoint is the cluster's host:port, for logs and status.
+func (s *Service) Endpoint() string { return s.endpoint }
+
+// HealthCheck pings the cluster.
+func (s *Service) HealthCheck(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout+s.cfg.StatementTimeout)
+	defer cancel()
+	if err := s.admin.Ping(ctx); err != nil {
+		return fmt.Errorf("aurora: %s: ping: %w", s.endpoint, err)
+	}
+	return nil
+}
+
+// Close closes every connection. Tenant pools still held by a caller close
+// when released.
+func (s *Service) Close() {
+	if s.orgs != nil {
+		s.orgs.close()
+	}
+	if s.admin != nil {
+		s.admin.Close()
+	}
+}
+
+// DDLCount is the number of DDL statements the service has sent. A resync
+// that finds everything in place sends none.
+func (s *Service) DDLCount() int64 { return s.ddl.Load() }
+
+// execer is a pool, a connection or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// execDDL sends one DDL statement, counting it. The statement may hold a
+// verifier, so it never goes into a log or an error.
+func (s *Service) execDDL(ctx context.Context, q execer, stmt string) error {
+	s.ddl.Add(1)
+	_, err := q.Exec(ctx, stmt)
+	return err
+}
+
+// run runs an idempotent operation, each attempt bounded by the statement
+// timeout, retrying transient failures.
+func (s *Service) run(ctx context.Context, operation string, fn func(context.Context) error) error {
+	return s.runClassified(ctx, operation, Classify, fn)
+}
+
+func (s *Service) runClassified(ctx context.Context, operation string, classify retry.Classifier, fn func(context.Context) error) error {
+	return retry.Do(ctx, s.log, s.cfg.Retry, classify, operation, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
+		defer cancel()
+		return fn(ctx)
+	})
+}
+
+// classifyOnce is Classify for statements that must not run twice: a
+// transient failure is retried only when the statement surely did not
+// take effect.
+func classifyOnce(err error) retry.Class {
+	class := Classify(err)
+	if !class.Transient() || pgconn.SafeToRetry(err) {
+		return class
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+		return class // the server rolled the transaction back
+	}
+	return retry.ClassOther
+}
+
+// Query runs a read-only query on the admin database and returns its rows
+// as column name to value maps. Transient failures are retried.
+func (s *Service) Query(ctx context.Context, sql string, args ...any) ([]map[string]any, error) {
+	var out []map[string]any
+	err := s.run(ctx, "query", func(ctx context.Context) error {
+		rows, err := s.admin.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToMap)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query: %w", err)
+	}
+	return out, nil
+}
+
+// QueryOne is Query for at most one row; it returns nil and no error when
+// there is none.
+func (s *Service) QueryOne(ctx context.Context, sql string, args ...any) (map[string]any, error) {
+	rows, err := s.Query(ctx, sql, args...)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return rows[0], nil
+}
+
+// ExecReturning runs a statement that changes data and returns the first
+// row of its RETURNING clause, or nil. It is retried only when it surely did
+// not reach the server, since running it twice may not be harmless.
+func (s *Service) ExecReturning(ctx context.Context, sql string, args ...any) (map[string]any, error) {
+	var out map[string]any
+	err := s.runClassified(ctx, "exec", classifyOnce, func(ctx context.Context) error {
+		rows, err := s.admin.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		all, err := pgx.CollectRows(rows, pgx.RowToMap)
+		if err != nil {
+			return err
+		}
+		out = nil
+		if len(all) > 0 {
+			out = all[0]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("exec: %w", err)
+	}
+	return out, nil
+}
+
+// Transaction runs fn in a transaction on the admin database, committing if
+// it returns nil. A transient failure reruns fn in a new transaction when
+// the first surely did not commit, so fn must touch nothing but tx.
+func (s *Service) Transaction(ctx context.Context, fn func(pgx.Tx) error) error {
+	err := s.runClassified(ctx, "transaction", classifyOnce, func(ctx context.Context) error {
+		return pgx.BeginFunc(ctx, s.admin, fn)
+	})
+	if err != nil {
+		return fmt.Errorf("transaction: %w", err)
+	}
+	return nil
+}
+
+// OrgPool returns the pool of connections, as the admin, to database db, and
+// a func to call when done with it. Pools are kept in a bounded LRU: the
+// least recently used idle one is closed to open another, and when every
+// pool is in use OrgPool waits, until ctx ends, for one to be released. A
+// pool holds at most one connection.
+func (s *Service) OrgPool(ctx context.Context, db string) (*pgxpool.Pool, func(), error) {
+	if err := validName("database", db); err != nil {
+		return nil, nil, err
+	}
+	return s.orgs.acquire(ctx, db)
+}
+
+func joinAnd(words []string) string {
+	switch len(words) {
+	case 0:
+		return ""
+	case 1:
+		return words[0]
+	}
+	out := words[0]
+	for _, w := range words[1 : len(words)-1] {
+		out += ", " + w
+	}
+	return out + " and " + words[len(words)-1]
+}

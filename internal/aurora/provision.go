@@ -1,0 +1,709 @@
+package aurora
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Change says what an Ensure call did, so that callers record an event only
+// when something changed.
+type Change int
+
+const (
+	// Unchanged means the object was already as asked; no DDL was sent.
+	Unchanged Change = iota
+	// Created means the object did not exist, or its creation had been
+	// interrupted, and is now complete.
+	Created
+	// Updated means the object existed and was altered.
+	Updated
+)
+
+// String returns the change's name.
+func (c Change) String() string {
+	switch c {
+	case Unchanged:
+		return "Unchanged"
+	case Created:
+		return "Created"
+	case Updated:
+		return "Updated"
+	}
+	return fmt.Sprintf("Change(%d)", int(c))
+}
+
+// RoleSpec is the login role of an Organization.
+type RoleSpec struct {
+	// Name is the role's name.
+	Name string
+	// Marker is written as the role's comment.
+	Marker Marker
+	// Verifier is the SCRAM-SHA-256 verifier of the password to set. Empty
+	// keeps the current password; a new role needs one.
+	Verifier string
+	// ConnLimit is the role's CONNECTION LIMIT; -1 is no limit.
+	ConnLimit int32
+}
+
+// conflictError is ErrConflict with a message for the Organization's status.
+type conflictError struct {
+	kind, name string
+	// holder describes the marker found, if any.
+	holder string
+}
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("%s %q already exists and %s; rename or drop it, or give the Organization another name",
+		e.kind, e.name, e.holder)
+}
+
+func (e *conflictError) Is(target error) bool { return target == ErrConflict }
+
+func conflict(kind, name, comment string) error {
+	holder := "has no orgforge ownership marker"
+	if m, ok := ParseMarker(comment); ok {
+		holder = fmt.Sprintf("belongs to Organization %q (uid %s)", m.Org, m.UID)
+	}
+	return &conflictError{kind: kind, name: name, holder: holder}
+}
+
+// isOurs reports whether a comment is m's marker.
+func isOurs(comment string, m Marker) bool {
+	got, ok := ParseMarker(comment)
+	return ok && got == m
+}
+
+// roleState is what the service observes of a role.
+type roleState struct {
+	exists    bool
+	canLogin  bool
+	connLimit int32
+	comment   string
+	// member tells whether the admin may act as the role: create a
+	// database it owns, alter its objects, end its sessions.
+	member bool
+}
+
+func (s *Service) observeRole(ctx context.Context, name string) (roleState, error) {
+	var st roleState
+	err := s.admin.QueryRow(ctx, `SELECT r.rolcanlogin, r.rolconnlimit,
+			COALESCE(shobj_description(r.oid, 'pg_authid'), ''),
+			pg_has_role(current_user, r.oid, $2)
+		FROM pg_roles r WHERE r.rolname = $1`, name, s.memberPrivilege).Scan(&st.canLogin, &st.connLimit, &st.comment, &st.member)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return roleState{}, nil
+	}
+	if err != nil {
+		return roleState{}, fmt.Errorf("reading role %q: %w", name, err)
+	}
+	st.exists = true
+	return st, nil
+}
+
+// dbState is what the service observes of a database.
+type dbState struct {
+	exists  bool
+	owner   string
+	comment string
+}
+
+func (s *Service) observeDatabase(ctx context.Context, name string) (dbState, error) {
+	var st dbState
+	err := s.admin.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
+			COALESCE(shobj_description(d.oid, 'pg_database'), '')
+		FROM pg_database d WHERE d.datname = $1`, name).Scan(&st.owner, &st.comment)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return dbState{}, nil
+	}
+	if err != nil {
+		return dbState{}, fmt.Errorf("reading database %q: %w", name, err)
+	}
+	st.exists = true
+	return st, nil
+}
+
+func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
+
+// EnsureRole makes the Organization's login role exist as spec says. A role
+// of that name that does not carry spec.Marker is left untouched and
+// reported as ErrConflict. The admin is made a member of the role, which a
+// non-superuser needs to create a database owned by it and to drop it.
+func (s *Service) EnsureRole(ctx context.Context, spec RoleSpec) (Change, error) {
+	if err := validName("role", spec.Name); err != nil {
+		return Unchanged, err
+	}
+	if err := spec.Marker.Validate(); err != nil {
+		return Unchanged, err
+	}
+	if spec.Verifier != "" && !strings.HasPrefix(spec.Verifier, "SCRAM-SHA-256$") {
+		// Never let a cleartext password reach the server, or its logs.
+		return Unchanged, fmt.Errorf("%w: the password of role %q must be given as a SCRAM-SHA-256 verifier", ErrInvalid, spec.Name)
+	}
+	if spec.ConnLimit < -1 {
+		return Unchanged, fmt.Errorf("%w: connection limit %d of role %q is below -1", ErrInvalid, spec.ConnLimit, spec.Name)
+	}
+	var change Change
+	err := s.run(ctx, "EnsureRole", func(ctx context.Context) error {
+		var err error
+		change, err = s.ensureRole(ctx, spec)
+		return err
+	})
+	if err != nil {
+		return Unchanged, err
+	}
+	switch change {
+	case Created:
+		s.log.Info("Created role", "role", spec.Name, "connectionLimit", spec.ConnLimit)
+	case Updated:
+		s.log.Info("Updated role", "role", spec.Name, "connectionLimit", spec.ConnLimit, "passwordSet", spec.Verifier != "")
+	}
+	return change, nil
+}
+
+func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error) {
+	st, err := s.observeRole(ctx, spec.Name)
+	if err != nil {
+		return Unchanged, err
+	}
+	role := ident(spec.Name)
+	var stmts []string
+	change := Updated
+	switch {
+	case !st.exists:
+		if spec.Verifier == "" {
+			return Unchanged, fmt.Errorf("%w: role %q does not exist and no password verifier was given to create it", ErrInvalid, spec.Name)
+		}
+		password, err := quoteLiteral(spec.Verifier)
+		if err != nil {
+			return Unchanged, fmt.Errorf("%w: password verifier of role %q: %v", ErrInvalid, spec.Name, err)
+		}
+		// INHERIT, PostgreSQL's default: with NOINHERIT the role would not
+		// get the rights of pg_database_owner over its own database's
+		// schema public, nor would the admin, acting through it.
+		stmts = append(stmts,
+			fmt.Sprintf("CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %d PASSWORD %s",
+				role, spec.ConnLimit, password),
+			fmt.Sprintf("COMMENT ON ROLE %s IS %s", role, mustQuote(spec.Marker.String())),
+			fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
+		change = Created
+	case !isOurs(st.comment, spec.Marker):
+		return Unchanged, conflict("role", spec.Name, st.comment)
+	default:
+		var opts []string
+		if !st.canLogin {
+			opts = append(opts, "LOGIN")
+		}
+		if st.connLimit != spec.ConnLimit {
+			opts = append(opts, fmt.Sprintf("CONNECTION LIMIT %d", spec.ConnLimit))
+		}
+		if spec.Verifier != "" {
+			// The current verifier cannot be read without superuser, so a
+			// given verifier is always set: callers pass one only to change
+			// the password.
+			password, err := quoteLiteral(spec.Verifier)
+			if err != nil {
+				return Unchanged, fmt.Errorf("%w: password verifier of role %q: %v", ErrInvalid, spec.Name, err)
+			}
+			opts = append(opts, "PASSWORD "+password)
+		}
+		if len(opts) > 0 {
+			stmts = append(stmts, fmt.Sprintf("ALTER ROLE %s WITH %s", role, strings.Join(opts, " ")))
+		}
+		if !st.member {
+			stmts = append(stmts, fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
+		}
+	}
+	if len(stmts) == 0 {
+		return Unchanged, nil
+	}
+	err = pgx.BeginFunc(ctx, s.admin, func(tx pgx.Tx) error {
+		for _, stmt := range stmts {
+			if err := s.execDDL(ctx, tx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Unchanged, fmt.Errorf("%s role %q: %w", verb(change), spec.Name, err)
+	}
+	return change, nil
+}
+
+func verb(c Change) string {
+	if c == Created {
+		return "creating"
+	}
+	return "updating"
+}
+
+// mustQuote quotes a string known to be quotable, such as a valid marker.
+func mustQuote(s string) string {
+	q, err := quoteLiteral(s)
+	if err != nil {
+		panic(fmt.Sprintf("aurora: quoting a validated string: %v", err))
+	}
+	return q
+}
+
+// ensureMember makes the admin a member of role, which must be ours.
+func (s *Service) ensureMember(ctx context.Context, role string, st roleState) error {
+	if st.member {
+		return nil
+	}
+	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("GRANT %s TO CURRENT_USER", ident(role))); err != nil {
+		return fmt.Errorf("granting role %q to the admin: %w", role, err)
+	}
+	return nil
+}
+
+// ownerRole observes the role meant to own an Organization's database and
+// checks that it is the Organization's.
+func (s *Service) ownerRole(ctx context.Context, owner string, m Marker) (roleState, error) {
+	st, err := s.observeRole(ctx, owner)
+	if err != nil {
+		return roleState{}, err
+	}
+	if !st.exists {
+		return roleState{}, fmt.Errorf("%w: owner role %q does not exist", ErrInvalid, owner)
+	}
+	if !isOurs(st.comment, m) {
+		return roleState{}, conflict("role", owner, st.comment)
+	}
+	return st, nil
+}
+
+// EnsureDatabase makes the Organization's database exist, owned by owner,
+// which must be a role carrying the same marker. A database of that name is
+// taken as the Organization's when it carries the marker, or carries no
+// comment at all and is owned by owner: its creation was interrupted before
+// the comment, which is then written. Any other is left untouched and
+// reported as ErrConflict.
+func (s *Service) EnsureDatabase(ctx context.Context, name, owner string, marker Marker) (Change, error) {
+	if err := validName("database", name); err != nil {
+		return Unchanged, err
+	}
+	if err := validName("role", owner); err != nil {
+		return Unchanged, err
+	}
+	if err := marker.Validate(); err != nil {
+		return Unchanged, err
+	}
+	var change Change
+	err := s.run(ctx, "EnsureDatabase", func(ctx context.Context) error {
+		var err error
+		change, err = s.ensureDatabase(ctx, name, owner, marker)
+		return err
+	})
+	if err != nil {
+		return Unchanged, err
+	}
+	switch change {
+	case Created:
+		s.log.Info("Created database", "database", name, "owner", owner)
+	case Updated:
+		s.log.Info("Changed owner of database", "database", name, "owner", owner)
+	}
+	return change, nil
+}
+
+func (s *Service) ensureDatabase(ctx context.Context, name, owner string, marker Marker) (Change, error) {
+	db, err := s.observeDatabase(ctx, name)
+	if err != nil {
+		return Unchanged, err
+	}
+	adopt := db.exists && db.comment == "" && db.owner == owner
+	if db.exists && !adopt && !isOurs(db.comment, marker) {
+		return Unchanged, conflict("database", name, db.comment)
+	}
+	role, err := s.ownerRole(ctx, owner, marker)
+	if err != nil {
+		return Unchanged, err
+	}
+	comment := fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident(name), mustQuote(marker.String()))
+	switch {
+	case !db.exists:
+		if err := s.ensureMember(ctx, owner, role); err != nil {
+			return Unchanged, err
+		}
+		// CREATE DATABASE cannot run in a transaction: should the comment
+		// fail, the next call adopts the database by its owner.
+		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner))); err != nil {
+			return Unchanged, fmt.Errorf("creating database %q: %w", name, err)
+		}
+		if err := s.execDDL(ctx, s.admin, comment); err != nil {
+			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
+		}
+		return Created, nil
+	case adopt:
+		if err := s.ensureMember(ctx, owner, role); err != nil {
+			return Unchanged, err
+		}
+		if err := s.execDDL(ctx, s.admin, comment); err != nil {
+			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
+		}
+		s.log.Info("Adopted database left unmarked by an interrupted creation", "database", name, "owner", owner)
+		return Created, nil
+	case db.owner != owner:
+		if err := s.ensureMember(ctx, owner, role); err != nil {
+			return Unchanged, err
+		}
+		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner))); err != nil {
+			return Unchanged, fmt.Errorf("changing owner of database %q from %q: %w", name, db.owner, err)
+		}
+		return Updated, nil
+	}
+	return Unchanged, nil
+}
+
+// SecureDatabase closes an Organization's database to everyone but its
+// owner (and the admin, a member of the owner): PUBLIC loses its default
+// CONNECT and TEMPORARY, the owner gets schema public, and PUBLIC may not
+// create in it.
+func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Change, error) {
+	if err := validName("database", name); err != nil {
+		return Unchanged, err
+	}
+	if err := validName("role", owner); err != nil {
+		return Unchanged, err
+	}
+	var change Change
+	err := s.run(ctx, "SecureDatabase", func(ctx context.Context) error {
+		var err error
+		change, err = s.secureDatabase(ctx, name, owner)
+		return err
+	})
+	if err != nil {
+		return Unchanged, err
+	}
+	if change != Unchanged {
+		s.log.Info("Secured database", "database", name, "owner", owner)
+	}
+	return change, nil
+}
+
+func (s *Service) secureDatabase(ctx context.Context, name, owner string) (Change, error) {
+	change := Unchanged
+	// The admin pool first, released before the tenant pool is taken, so
+	// that no call holds a connection while waiting for another.
+	var publicHas bool
+	err := s.admin.QueryRow(ctx, `SELECT EXISTS (
+			SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a WHERE a.grantee = 0)
+		FROM pg_database d WHERE d.datname = $1`, name).Scan(&publicHas)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Unchanged, fmt.Errorf("%w: database %q does not exist", ErrInvalid, name)
+	}
+	if err != nil {
+		return Unchanged, fmt.Errorf("reading privileges on database %q: %w", name, err)
+	}
+	if publicHas {
+		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", ident(name))); err != nil {
+			return Unchanged, fmt.Errorf("revoking PUBLIC's privileges on database %q: %w", name, err)
+		}
+		change = Updated
+	}
+
+	pool, release, err := s.OrgPool(ctx, name)
+	if err != nil {
+		return change, err
+	}
+	defer release()
+	var ownsPublic, publicCreates bool
+	err = pool.QueryRow(ctx, `SELECT n.nspowner = r.oid, has_schema_privilege('public', n.oid, 'CREATE')
+		FROM pg_namespace n, pg_roles r WHERE n.nspname = 'public' AND r.rolname = $1`, owner).Scan(&ownsPublic, &publicCreates)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// No schema public (its owner dropped it), or no such owner.
+		return change, nil
+	}
+	if err != nil {
+		return change, fmt.Errorf("reading schema public of database %q: %w", name, err)
+	}
+	var stmts []string
+	if !ownsPublic {
+		stmts = append(stmts, "ALTER SCHEMA public OWNER TO "+ident(owner))
+	}
+	if publicCreates {
+		stmts = append(stmts, "REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+	}
+	if len(stmts) == 0 {
+		return change, nil
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		for _, stmt := range stmts {
+			if err := s.execDDL(ctx, tx, stmt); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return change, fmt.Errorf("securing schema public of database %q: %w", name, err)
+	}
+	return Updated, nil
+}
+
+// EnsureExtensions creates, in database db, those of exts that are not
+// there yet, and returns them. They are created as the database's owner, so
+// they belong to the tenant; PostgreSQL lets a non-superuser create trusted
+// extensions only (pgcrypto, citext, uuid-ossp, hstore…). An extension the
+// server does not offer is ErrInvalid, and nothing is created.
+func (s *Service) EnsureExtensions(ctx context.Context, db string, exts []string) ([]string, error) {
+	if err := validName("database", db); err != nil {
+		return nil, err
+	}
+	var want []string
+	for _, e := range exts {
+		if err := validName("extension", e); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(want, e) {
+			want = append(want, e)
+		}
+	}
+	if len(want) == 0 {
+		return nil, nil
+	}
+	var created []string
+	err := s.run(ctx, "EnsureExtensions", func(ctx context.Context) error {
+		var err error
+		created, err = s.ensureExtensions(ctx, db, want)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(created) > 0 {
+		s.log.Info("Created extensions", "database", db, "extensions", created)
+	}
+	return created, nil
+}
+
+func (s *Service) ensureExtensions(ctx context.Context, db string, want []string) ([]string, error) {
+	pool, release, err := s.OrgPool(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rows, err := pool.Query(ctx, `SELECT name, installed_version IS NOT NULL
+		FROM pg_available_extensions WHERE name = ANY($1)`, want)
+	if err != nil {
+		return nil, fmt.Errorf("reading extensions of database %q: %w", db, err)
+	}
+	installed := map[string]bool{}
+	var name string
+	var isInstalled bool
+	_, err = pgx.ForEachRow(rows, []any{&name, &isInstalled}, func() error {
+		installed[name] = isInstalled
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading extensions of database %q: %w", db, err)
+	}
+	var missing, create []string
+	for _, e := range want {
+		is, ok := installed[e]
+		switch {
+		case !ok:
+			missing = append(missing, fmt.Sprintf("%q", e))
+		case !is:
+			create = append(create, e)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w: extension %s is not available on the PostgreSQL server", ErrInvalid, joinAnd(missing))
+	}
+	if len(create) == 0 {
+		return nil, nil
+	}
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		var owner string
+		if err := tx.QueryRow(ctx, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()`).Scan(&owner); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+ident(owner)); err != nil {
+			return fmt.Errorf("acting as owner %q: %w", owner, err)
+		}
+		for _, e := range create {
+			if err := s.execDDL(ctx, tx, "CREATE EXTENSION IF NOT EXISTS "+ident(e)); err != nil {
+				return fmt.Errorf("creating extension %q: %w", e, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating extensions in database %q: %w", db, err)
+	}
+	return create, nil
+}
+
+// DropDatabase drops an Organization's database, ending its sessions. It
+// refuses, with ErrConflict, a database that carries another marker, or
+// none unless its owner carries marker. It reports false when there was no
+// database to drop.
+func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) (bool, error) {
+	if err := validName("database", name); err != nil {
+		return false, err
+	}
+	if err := marker.Validate(); err != nil {
+		return false, err
+	}
+	var dropped bool
+	err := s.run(ctx, "DropDatabase", func(ctx context.Context) error {
+		var err error
+		dropped, err = s.dropDatabase(ctx, name, marker)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	if dropped {
+		s.log.Info("Dropped database", "database", name)
+	}
+	return dropped, nil
+}
+
+func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker) (bool, error) {
+	db, err := s.observeDatabase(ctx, name)
+	if err != nil || !db.exists {
+		return false, err
+	}
+	role, err := s.observeRole(ctx, db.owner)
+	if err != nil {
+		return false, err
+	}
+	ownerOurs := role.exists && isOurs(role.comment, marker)
+	if !isOurs(db.comment, marker) && !(db.comment == "" && ownerOurs) {
+		return false, conflict("database", name, db.comment)
+	}
+	// Dropping needs the rights of the owner; the admin has them as a
+	// member, which it can regain only over a role of ours.
+	if ownerOurs {
+		if err := s.ensureMember(ctx, db.owner, role); err != nil {
+			return false, err
+		}
+	}
+	s.orgs.forget(name)
+	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(name))); err != nil {
+		return false, fmt.Errorf("dropping database %q: %w", name, err)
+	}
+	return true, nil
+}
+
+// DropRole drops an Organization's role after ending its sessions. It
+// refuses, with ErrConflict, a role that does not carry marker, and reports
+// false when there was no role to drop. The role's database must be dropped
+// first.
+func (s *Service) DropRole(ctx context.Context, name string, marker Marker) (bool, error) {
+	if err := validName("role", name); err != nil {
+		return false, err
+	}
+	if err := marker.Validate(); err != nil {
+		return false, err
+	}
+	var dropped bool
+	err := s.run(ctx, "DropRole", func(ctx context.Context) error {
+		st, err := s.observeRole(ctx, name)
+		if err != nil || !st.exists {
+			dropped = false
+			return err
+		}
+		if !isOurs(st.comment, marker) {
+			return conflict("role", name, st.comment)
+		}
+		// A dropped role's open sessions would live on; end them.
+		var ended int
+		if err := s.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE usename = $1 AND pid <> pg_backend_pid()`, name).Scan(&ended); err != nil {
+			return fmt.Errorf("ending sessions of role %q: %w", name, err)
+		}
+		if ended > 0 {
+			s.log.Info("Ended sessions of role", "role", name, "sessions", ended)
+		}
+		if err := s.execDDL(ctx, s.admin, "DROP ROLE IF EXISTS "+ident(name)); err != nil {
+			return fmt.Errorf("dropping role %q: %w", name, err)
+		}
+		dropped = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if dropped {
+		s.log.Info("Dropped role", "role", name)
+	}
+	return dropped, nil
+}
+
+// DatabaseInfo is what Inspect observes of a database.
+type DatabaseInfo struct {
+	Exists bool
+	Owner  string
+	// Comment is the database's comment; Marker is it parsed, when
+	// HasMarker.
+	Comment   string
+	Marker    Marker
+	HasMarker bool
+	// ConnLimit is the owner role's connection limit.
+	ConnLimit int32
+	SizeBytes int64
+}
+
+// Inspect reports on database name; a missing database is not an error.
+func (s *Service) Inspect(ctx context.Context, name string) (DatabaseInfo, error) {
+	if err := validName("database", name); err != nil {
+		return DatabaseInfo{}, err
+	}
+	var info DatabaseInfo
+	err := s.run(ctx, "Inspect", func(ctx context.Context) error {
+		info = DatabaseInfo{}
+		err := s.admin.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
+				COALESCE(shobj_description(d.oid, 'pg_database'), ''),
+				COALESCE(r.rolconnlimit, -1), pg_database_size(d.oid)
+			FROM pg_database d LEFT JOIN pg_roles r ON r.oid = d.datdba
+			WHERE d.datname = $1`, name).Scan(&info.Owner, &info.Comment, &info.ConnLimit, &info.SizeBytes)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("inspecting database %q: %w", name, err)
+		}
+		info.Exists = true
+		info.Marker, info.HasMarker = ParseMarker(info.Comment)
+		return nil
+	})
+	return info, err
+}
+
+// RoleInfo is what InspectRole observes of a role.
+type RoleInfo struct {
+	Exists bool
+	// Comment is the role's comment; Marker is it parsed, when HasMarker.
+	Comment   string
+	Marker    Marker
+	HasMarker bool
+	ConnLimit int32
+	CanLogin  bool
+}
+
+// InspectRole reports on role name; a missing role is not an error.
+func (s *Service) InspectRole(ctx context.Context, name string) (RoleInfo, error) {
+	if err := validName("role", name); err != nil {
+		return RoleInfo{}, err
+	}
+	var info RoleInfo
+	err := s.run(ctx, "InspectRole", func(ctx context.Context) error {
+		st, err := s.observeRole(ctx, name)
+		if err != nil {
+			return err
+		}
+		info = RoleInfo{Exists: st.exists, Comment: st.comment, ConnLimit: st.connLimit, CanLogin: st.canLogin}
+		info.Marker, info.HasMarker = ParseMarker(st.comment)
+		return nil
+	})
+	return info, err
+}

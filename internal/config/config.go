@@ -1,0 +1,315 @@
+// Package config reads the operator's configuration from flags, with
+// environment variables as fallbacks, and from secret files. It is validated
+// once, at start-up, and every problem is reported together.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/orgforge/orgforge/internal/naming"
+)
+
+// EnvPrefix starts the environment variable of every flag: --s3-bucket is
+// ORGFORGE_S3_BUCKET.
+const EnvPrefix = "ORGFORGE_"
+
+// Config is the operator's whole configuration.
+type Config struct {
+	MetricsAddr    string
+	ProbeAddr      string
+	LeaderElection bool
+	// LeaderElectionNamespace is where the lease lives; empty means the
+	// manager's own namespace when in-cluster.
+	LeaderElectionNamespace string
+
+	ResyncPeriod            time.Duration
+	MaxConcurrentReconciles int
+	// AllowSystemNamespaces lets an Organization write its Secrets to
+	// kube-system, kube-public, kube-node-lease or default.
+	AllowSystemNamespaces bool
+
+	Database Database
+	Storage  Storage
+}
+
+// Database configures the admin connection and what tenants are told.
+type Database struct {
+	// AdminDSN is secret. It is read from AdminDSNFile or built from parts.
+	AdminDSN       string
+	AdminDSNFile   string
+	Host           string
+	Port           int
+	User           string
+	PasswordFile   string
+	Name           string
+	SSLMode        string
+	SSLRootCert    string
+	MaxConnections int
+
+	// TenantHost and TenantPort are written to the database Secret; an
+	// Aurora cluster endpoint or a proxy may differ from the admin endpoint.
+	TenantHost    string
+	TenantPort    int
+	TenantSSLMode string
+}
+
+// Storage configures S3 and IAM.
+type Storage struct {
+	Bucket         string
+	Region         string
+	Endpoint       string
+	IAMEndpoint    string
+	UsePathStyle   bool
+	PrefixTemplate string
+	IAMPath        string
+	// TenantEndpoint is written to the storage Secret; empty means Endpoint.
+	TenantEndpoint string
+	// AccessKeyID and SecretAccessKey are read from files; empty means the
+	// AWS default credential chain (IRSA, instance profile).
+	AccessKeyIDFile     string
+	SecretAccessKeyFile string
+	AccessKeyID         string
+	SecretAccessKey     string
+}
+
+// Bind registers every flag on fs and returns the Config they fill.
+func Bind(fs *flag.FlagSet) *Config {
+	c := &Config{}
+	_, inCluster := os.LookupEnv("KUBERNETES_SERVICE_HOST")
+	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the healthz and readyz endpoints bind to.")
+	fs.BoolVar(&c.LeaderElection, "leader-elect", inCluster, "Elect a leader so that only one replica reconciles (default true in-cluster).")
+	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease.")
+	fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "How often a Ready Organization is checked again for drift.")
+	fs.IntVar(&c.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Organizations reconciled at once.")
+	fs.BoolVar(&c.AllowSystemNamespaces, "allow-system-namespaces", false, "Allow spec.namespace to be kube-system, kube-public, kube-node-lease or default.")
+
+	d := &c.Database
+	fs.StringVar(&d.AdminDSNFile, "database-admin-dsn-file", "", "File holding the admin connection string (a mounted Secret). Overrides the --database-* parts.")
+	fs.StringVar(&d.Host, "database-host", "", "Admin endpoint host (Aurora cluster writer endpoint).")
+	fs.IntVar(&d.Port, "database-port", 5432, "Admin endpoint port.")
+	fs.StringVar(&d.User, "database-user", "", "Admin login (NOSUPERUSER CREATEDB CREATEROLE, member of rds_superuser).")
+	fs.StringVar(&d.PasswordFile, "database-password-file", "", "File holding the admin password (a mounted Secret).")
+	fs.StringVar(&d.Name, "database-name", "postgres", "Database the admin connects to.")
+	fs.StringVar(&d.SSLMode, "database-sslmode", "verify-full", "sslmode of the admin connection.")
+	fs.StringVar(&d.SSLRootCert, "database-sslrootcert", "", "CA bundle for the admin connection (the RDS CA bundle on AWS).")
+	fs.IntVar(&d.MaxConnections, "database-max-connections", 4, "Cap on all PostgreSQL connections the operator holds.")
+	fs.StringVar(&d.TenantHost, "tenant-database-host", "", "Host written to database Secrets (default: the admin host).")
+	fs.IntVar(&d.TenantPort, "tenant-database-port", 0, "Port written to database Secrets (default: the admin port).")
+	fs.StringVar(&d.TenantSSLMode, "tenant-database-sslmode", "", "sslmode written to database Secrets (default: the admin sslmode).")
+
+	s := &c.Storage
+	fs.StringVar(&s.Bucket, "s3-bucket", "", "Tenants bucket; each organization gets a prefix in it.")
+	fs.StringVar(&s.Region, "s3-region", "us-east-1", "AWS region of the bucket and IAM.")
+	fs.StringVar(&s.Endpoint, "s3-endpoint", "", "S3 endpoint URL (default: AWS).")
+	fs.StringVar(&s.IAMEndpoint, "iam-endpoint", "", "IAM endpoint URL (default: AWS).")
+	fs.BoolVar(&s.UsePathStyle, "s3-path-style", false, "Use path-style S3 addressing (S3-compatible servers).")
+	fs.StringVar(&s.PrefixTemplate, "s3-prefix-template", naming.DefaultPrefixTemplate, "Key prefix of an organization; {name} is its name.")
+	fs.StringVar(&s.IAMPath, "iam-path", "/orgforge/", "IAM path of the users the operator creates.")
+	fs.StringVar(&s.TenantEndpoint, "tenant-s3-endpoint", "", "S3 endpoint written to storage Secrets (default: --s3-endpoint).")
+	fs.StringVar(&s.AccessKeyIDFile, "s3-access-key-id-file", "", "File holding the operator's AWS access key id (default: AWS credential chain).")
+	fs.StringVar(&s.SecretAccessKeyFile, "s3-secret-access-key-file", "", "File holding the operator's AWS secret access key.")
+	return c
+}
+
+// EnvName is the environment variable that backs a flag.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag not given on the command line from its
+// environment variable, when that is set.
+func ApplyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", EnvName(f.Name), err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Load reads the secret files and validates everything, returning every
+// problem at once. Error messages name files and flags, never secrets.
+func (c *Config) Load() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	d := &c.Database
+	switch {
+	case d.AdminDSNFile != "":
+		dsn, err := readSecretFile(d.AdminDSNFile)
+		if err != nil {
+			add("--database-admin-dsn-file: %v", err)
+		} else if err := d.fillFromDSN(dsn); err != nil {
+			add("--database-admin-dsn-file %s: %v", d.AdminDSNFile, err)
+		}
+	case d.Host != "" || d.User != "":
+		password := ""
+		if d.PasswordFile != "" {
+			p, err := readSecretFile(d.PasswordFile)
+			if err != nil {
+				add("--database-password-file: %v", err)
+			}
+			password = p
+		}
+		if d.Host == "" {
+			add("--database-host is required with --database-user")
+		}
+		if d.User == "" {
+			add("--database-user is required with --database-host")
+		}
+		d.AdminDSN = d.buildDSN(password)
+	default:
+		add("database admin: set --database-admin-dsn-file, or --database-host with --database-user and --database-password-file")
+	}
+	if d.MaxConnections < 2 || d.MaxConnections > 100 {
+		add("--database-max-connections must be between 2 and 100, got %d", d.MaxConnections)
+	}
+	if d.TenantHost == "" {
+		d.TenantHost = d.Host
+	}
+	if d.TenantPort == 0 {
+		d.TenantPort = d.Port
+	}
+	if d.TenantSSLMode == "" {
+		d.TenantSSLMode = d.SSLMode
+	}
+	if d.TenantPort < 1 || d.TenantPort > 65535 {
+		add("--tenant-database-port must be a TCP port, got %d", d.TenantPort)
+	}
+	switch d.TenantSSLMode {
+	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
+	default:
+		add("--tenant-database-sslmode %q is not a libpq sslmode", d.TenantSSLMode)
+	}
+
+	s := &c.Storage
+	if s.Bucket == "" {
+		add("--s3-bucket is required")
+	}
+	if s.Region == "" {
+		add("--s3-region is required")
+	}
+	for flagName, v := range map[string]string{"--s3-endpoint": s.Endpoint, "--iam-endpoint": s.IAMEndpoint, "--tenant-s3-endpoint": s.TenantEndpoint} {
+		if v == "" {
+			continue
+		}
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("%s %q must be an http(s) URL", flagName, v)
+		}
+	}
+	if s.TenantEndpoint == "" {
+		s.TenantEndpoint = s.Endpoint
+	}
+	if err := naming.ValidatePrefixTemplate(s.PrefixTemplate); err != nil {
+		add("--s3-prefix-template: %v", err)
+	}
+	if !strings.HasPrefix(s.IAMPath, "/") || !strings.HasSuffix(s.IAMPath, "/") {
+		add("--iam-path %q must start and end with '/'", s.IAMPath)
+	}
+	if (s.AccessKeyIDFile == "") != (s.SecretAccessKeyFile == "") {
+		add("--s3-access-key-id-file and --s3-secret-access-key-file go together")
+	} else if s.AccessKeyIDFile != "" {
+		var err error
+		if s.AccessKeyID, err = readSecretFile(s.AccessKeyIDFile); err != nil {
+			add("--s3-access-key-id-file: %v", err)
+		}
+		if s.SecretAccessKey, err = readSecretFile(s.SecretAccessKeyFile); err != nil {
+			add("--s3-secret-access-key-file: %v", err)
+		}
+	}
+
+	if c.ResyncPeriod < 10*time.Second {
+		add("--resync-period must be at least 10s, got %s", c.ResyncPeriod)
+	}
+	if c.MaxConcurrentReconciles < 1 || c.MaxConcurrentReconciles > 64 {
+		add("--max-concurrent-reconciles must be between 1 and 64, got %d", c.MaxConcurrentReconciles)
+	}
+	return errors.Join(errs...)
+}
+
+// readSecretFile reads a mounted secret, trimming a trailing newline.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if v == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return v, nil
+}
+
+// fillFromDSN takes the admin DSN (URL form) and records its public parts for
+// messages and defaults.
+func (d *Database) fillFromDSN(dsn string) error {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		// The parse error quotes the input, which holds the password.
+		return errors.New("not a postgres:// or postgresql:// URL")
+	}
+	d.AdminDSN = dsn
+	d.Host = u.Hostname()
+	if p := u.Port(); p != "" {
+		port, err := strconv.Atoi(p)
+		if err != nil {
+			return errors.New("port is not a number")
+		}
+		d.Port = port
+	}
+	if u.User != nil {
+		d.User = u.User.Username()
+	}
+	if name := strings.TrimPrefix(u.Path, "/"); name != "" {
+		d.Name = name
+	}
+	if m := u.Query().Get("sslmode"); m != "" {
+		d.SSLMode = m
+	}
+	if d.Host == "" {
+		return errors.New("no host")
+	}
+	return nil
+}
+
+func (d *Database) buildDSN(password string) string {
+	q := url.Values{}
+	q.Set("sslmode", d.SSLMode)
+	if d.SSLRootCert != "" {
+		q.Set("sslrootcert", d.SSLRootCert)
+	}
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(d.User, password),
+		Host:     net.JoinHostPort(d.Host, strconv.Itoa(d.Port)),
+		Path:     "/" + d.Name,
+		RawQuery: q.Encode(),
+	}
+	return u.String()
+}
+
+// AdminEndpoint is host:port/user, safe to print.
+func (d *Database) AdminEndpoint() string {
+	return fmt.Sprintf("%s/%s", net.JoinHostPort(d.Host, strconv.Itoa(d.Port)), d.User)
+}
+
+// SystemNamespaces may only hold Organization Secrets with
+// --allow-system-namespaces.
+var SystemNamespaces = map[string]bool{"kube-system": true, "kube-public": true, "kube-node-lease": true, "default": true}

@@ -1,0 +1,112 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func parse(t *testing.T, args ...string) (*Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	c := Bind(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	if err := ApplyEnv(fs); err != nil {
+		return c, err
+	}
+	return c, c.Load()
+}
+
+func secretFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
+	_, err := parse(t, "--database-max-connections=1", "--resync-period=1s", "--iam-path=orgforge", "--s3-prefix-template=shared/")
+	if err == nil {
+		t.Fatal("an empty configuration was accepted")
+	}
+	for _, want := range []string{"database admin", "--s3-bucket is required", "--database-max-connections", "--resync-period", "--iam-path", "--s3-prefix-template"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func TestLoadReadsTheAdminDSNFromAFileAndKeepsItOutOfErrors(t *testing.T) {
+	const password = "s3cr3t-Pa55"
+	dsn := secretFile(t, "postgres://admin:"+password+"@db.example:6543/postgres?sslmode=require\n")
+	c, err := parse(t, "--database-admin-dsn-file="+dsn, "--s3-bucket=tenants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Database.AdminDSN != "postgres://admin:"+password+"@db.example:6543/postgres?sslmode=require" {
+		t.Errorf("AdminDSN not read from the file")
+	}
+	if got := c.Database.AdminEndpoint(); got != "db.example:6543/admin" {
+		t.Errorf("AdminEndpoint = %q", got)
+	}
+	if c.Database.TenantHost != "db.example" || c.Database.TenantPort != 6543 || c.Database.TenantSSLMode != "require" {
+		t.Errorf("tenant defaults = %s:%d %s", c.Database.TenantHost, c.Database.TenantPort, c.Database.TenantSSLMode)
+	}
+
+	bad := secretFile(t, "postgres://admin:"+password+"@db.example:notaport/x")
+	_, err = parse(t, "--database-admin-dsn-file="+bad, "--s3-bucket=tenants")
+	if err == nil {
+		t.Fatal("a DSN with a bad port was accepted")
+	}
+	if strings.Contains(err.Error(), password) {
+		t.Errorf("error reveals the password: %v", err)
+	}
+}
+
+func TestLoadBuildsTheDSNFromPartsAndAPasswordFile(t *testing.T) {
+	pw := secretFile(t, "p@ss/word\n")
+	c, err := parse(t, "--database-host=aurora.example", "--database-user=orgforge_admin",
+		"--database-password-file="+pw, "--database-sslrootcert=/etc/rds/ca.pem", "--s3-bucket=tenants",
+		"--tenant-database-host=proxy.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "postgres://orgforge_admin:p%40ss%2Fword@aurora.example:5432/postgres?sslmode=verify-full&sslrootcert=%2Fetc%2Frds%2Fca.pem"
+	if c.Database.AdminDSN != want {
+		t.Errorf("AdminDSN = %q, want %q", c.Database.AdminDSN, want)
+	}
+	if c.Database.TenantHost != "proxy.example" {
+		t.Errorf("TenantHost = %q", c.Database.TenantHost)
+	}
+}
+
+func TestEnvironmentFillsFlagsNotGiven(t *testing.T) {
+	t.Setenv("ORGFORGE_S3_BUCKET", "from-env")
+	t.Setenv("ORGFORGE_RESYNC_PERIOD", "2m")
+	t.Setenv("ORGFORGE_MAX_CONCURRENT_RECONCILES", "8")
+	dsn := secretFile(t, "postgres://a:b@h:5432/postgres?sslmode=disable")
+	c, err := parse(t, "--database-admin-dsn-file="+dsn, "--max-concurrent-reconciles=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Storage.Bucket != "from-env" || c.ResyncPeriod != 2*time.Minute {
+		t.Errorf("env not applied: bucket=%q resync=%s", c.Storage.Bucket, c.ResyncPeriod)
+	}
+	if c.MaxConcurrentReconciles != 2 {
+		t.Errorf("a flag given on the command line lost to the environment: %d", c.MaxConcurrentReconciles)
+	}
+}
+
+func TestEnvironmentWithABadValueIsAnError(t *testing.T) {
+	t.Setenv("ORGFORGE_DATABASE_MAX_CONNECTIONS", "many")
+	if _, err := parse(t); err == nil || !strings.Contains(err.Error(), "ORGFORGE_DATABASE_MAX_CONNECTIONS") {
+		t.Errorf("err = %v, want one naming ORGFORGE_DATABASE_MAX_CONNECTIONS", err)
+	}
+}

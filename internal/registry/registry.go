@@ -1,0 +1,148 @@
+// Package registry builds every external service once, at start-up, and
+// hands them to the reconciler: the Go form of the seed's ServiceRegistry,
+// injected rather than a singleton. It fails fast: a service that cannot be
+// reached or is misconfigured stops start-up with an error naming it.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/credentials"
+	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// Service is what every registered service offers, the seed's BaseService.
+type Service interface {
+	Name() string
+	HealthCheck(ctx context.Context) error
+}
+
+// Registry holds the services. Its fields are set by New and never change.
+type Registry struct {
+	Aurora      *aurora.Service
+	Storage     *storage.Service
+	Credentials *credentials.Service
+
+	services []Service
+	closers  []func()
+}
+
+// Options tunes how New builds the services; the zero value is production.
+type Options struct {
+	// Retry overrides every service's retry policy (tests use short waits).
+	Retry *retry.Policy
+	// HealthTimeout bounds one health check; default 5s.
+	HealthTimeout time.Duration
+}
+
+// New builds and validates every service. On error, what was built is
+// closed and the error names the service, its endpoint and the cause.
+func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options) (_ *Registry, err error) {
+	r := &Registry{}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+	policy := retry.DefaultPolicy
+	if opts.Retry != nil {
+		policy = *opts.Retry
+	}
+
+	r.Credentials = credentials.NewService()
+	if err := r.Credentials.HealthCheck(ctx); err != nil {
+		return nil, fmt.Errorf("service credentials: %w", err)
+	}
+	r.add(r.Credentials, nil)
+
+	db := cfg.Database
+	r.Aurora, err = aurora.New(ctx, aurora.Config{
+		AdminDSN:        db.AdminDSN,
+		MaxConnections:  int32(db.MaxConnections),
+		ApplicationName: "orgforge",
+		Retry:           policy,
+	}, log.WithName("aurora"))
+	if err != nil {
+		return nil, fmt.Errorf("service aurora (%s): %w", db.AdminEndpoint(), err)
+	}
+	r.add(r.Aurora, r.Aurora.Close)
+
+	st := cfg.Storage
+	r.Storage, err = storage.New(ctx, storage.Config{
+		Bucket:          st.Bucket,
+		Region:          st.Region,
+		Endpoint:        st.Endpoint,
+		IAMEndpoint:     st.IAMEndpoint,
+		UsePathStyle:    st.UsePathStyle,
+		AccessKeyID:     st.AccessKeyID,
+		SecretAccessKey: st.SecretAccessKey,
+		IAMPath:         st.IAMPath,
+		Retry:           policy,
+	}, log.WithName("storage"))
+	if err != nil {
+		endpoint := st.Endpoint
+		if endpoint == "" {
+			endpoint = "aws:" + st.Region
+		}
+		return nil, fmt.Errorf("service storage (bucket %s at %s): %w", st.Bucket, endpoint, err)
+	}
+	r.add(r.Storage, r.Storage.Close)
+	return r, nil
+}
+
+func (r *Registry) add(s Service, closer func()) {
+	r.services = append(r.services, s)
+	if closer != nil {
+		r.closers = append(r.closers, closer)
+	}
+}
+
+// Services lists the registered services in start-up order.
+func (r *Registry) Services() []Service {
+	return append([]Service(nil), r.services...)
+}
+
+// HealthCheck runs every service's health check and joins the failures.
+func (r *Registry) HealthCheck(ctx context.Context) error {
+	var errs []error
+	for _, s := range r.services {
+		if err := s.HealthCheck(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReadyzCheckers returns one controller-runtime healthz checker per service,
+// for the manager's readyz endpoint.
+func (r *Registry) ReadyzCheckers(timeout time.Duration) map[string]func(*http.Request) error {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	checks := map[string]func(*http.Request) error{}
+	for _, s := range r.services {
+		checks[s.Name()] = func(req *http.Request) error {
+			ctx, cancel := context.WithTimeout(req.Context(), timeout)
+			defer cancel()
+			return s.HealthCheck(ctx)
+		}
+	}
+	return checks
+}
+
+// Close releases every service, the last built first.
+func (r *Registry) Close() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+	r.closers = nil
+}

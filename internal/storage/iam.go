@@ -1,0 +1,341 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+)
+
+// PolicyName is the name of the inline policy that confines an
+// organization's IAM user to its prefix.
+const PolicyName = "orgforge-prefix"
+
+// Tags on the IAM users orgforge creates. The UID tag decides ownership.
+const (
+	TagOrg = "orgforge.io/organization"
+	TagUID = "orgforge.io/uid"
+)
+
+// userNamePrefix keeps orgforge's users apart from anyone else's; with a
+// 50-character organization name the user name stays under IAM's 64.
+const userNamePrefix = "orgforge-"
+
+// AccessKey is an IAM access key. Secret is only ever known at creation.
+type AccessKey struct {
+	ID     string
+	Secret string
+}
+
+// UserName is the IAM user of organization org.
+func UserName(org string) string { return userNamePrefix + org }
+
+// UserName is the IAM user of organization org, as the package's UserName;
+// a method so that the reconciler's narrow interface can carry it.
+func (s *Service) UserName(org string) string { return UserName(org) }
+
+func isNoSuchEntity(err error) bool {
+	var nse *iamtypes.NoSuchEntityException
+	return errors.As(err, &nse) || errorCode(err) == "NoSuchEntity"
+}
+
+// EnsurePrefixUser makes sure organization org has an IAM user, under the
+// configured IAM path and tagged with its UID, whose inline policy confines
+// it to prefix (see PolicyDocument). It reports whether it created the user
+// or rewrote the policy. A user of that name that is not orgforge's, or
+// belongs to another UID, is ErrConflict and is not touched.
+func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, prefix string) (user string, changed bool, err error) {
+	if err := validateOrg(org); err != nil {
+		return "", false, err
+	}
+	if m.UID == "" {
+		return "", false, fmt.Errorf("%w: organization %q has no UID", ErrInvalid, org)
+	}
+	want, err := buildPolicy(s.cfg.Bucket, prefix)
+	if err != nil {
+		return "", false, err
+	}
+	user = UserName(org)
+
+	created, err := s.ensureUser(ctx, user, org, m)
+	if err != nil {
+		return user, false, err
+	}
+	updated, err := s.ensurePolicy(ctx, user, want)
+	if err != nil {
+		return user, created, err
+	}
+	return user, created || updated, nil
+}
+
+func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (created bool, err error) {
+	for range 2 {
+		var got *iamtypes.User
+		err := s.do(ctx, "GetUser", func(ctx context.Context) error {
+			out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
+			if err == nil {
+				got = out.User
+			}
+			return err
+		})
+		switch {
+		case err == nil:
+			return false, s.checkUser(got, m)
+		case !isNoSuchEntity(err):
+			return false, fmt.Errorf("reading IAM user %q: %w", user, err)
+		}
+
+		err = s.do(ctx, "CreateUser", func(ctx context.Context) error {
+			_, err := s.iam.CreateUser(ctx, &iam.CreateUserInput{
+				UserName: aws.String(user),
+				Path:     aws.String(s.cfg.IAMPath),
+				Tags: []iamtypes.Tag{
+					{Key: aws.String(TagOrg), Value: aws.String(org)},
+					{Key: aws.String(TagUID), Value: aws.String(m.UID)},
+				},
+			})
+			return err
+		})
+		var exists *iamtypes.EntityAlreadyExistsException
+		switch {
+		case err == nil:
+			s.log.Info("Created IAM user", "user", user, "organization", org, "uid", m.UID)
+			return true, nil
+		case errors.As(err, &exists):
+			// Created meanwhile, perhaps by an earlier attempt whose
+			// answer was lost: read it again to see whose it is.
+			continue
+		default:
+			return false, fmt.Errorf("creating IAM user %q: %w", user, err)
+		}
+	}
+	return false, fmt.Errorf("creating IAM user %q: it keeps appearing and disappearing; another writer is racing orgforge", user)
+}
+
+func (s *Service) checkUser(u *iamtypes.User, m Marker) error {
+	name := aws.ToString(u.UserName)
+	if aws.ToString(u.Path) != s.cfg.IAMPath {
+		return fmt.Errorf("%w: IAM user %q exists outside orgforge's path %s; delete or rename it, or give the organization another name",
+			ErrConflict, name, s.cfg.IAMPath)
+	}
+	var uid string
+	for _, t := range u.Tags {
+		// IAM compares tag keys without case.
+		if strings.EqualFold(aws.ToString(t.Key), TagUID) {
+			uid = aws.ToString(t.Value)
+		}
+	}
+	if uid != m.UID {
+		return fmt.Errorf("%w: IAM user %q belongs to the organization with uid %q; delete that user first (DeletePrefixUser) or give the organization another name",
+			ErrConflict, name, uid)
+	}
+	return nil
+}
+
+func (s *Service) ensurePolicy(ctx context.Context, user string, want policyDocument) (changed bool, err error) {
+	var current string
+	err = s.do(ctx, "GetUserPolicy", func(ctx context.Context) error {
+		out, err := s.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(PolicyName)})
+		if err == nil {
+			current = aws.ToString(out.PolicyDocument)
+		}
+		return err
+	})
+	switch {
+	case err == nil:
+		// IAM returns the document URL-encoded (RFC 3986).
+		if decoded, derr := url.PathUnescape(current); derr == nil {
+			current = decoded
+		}
+		if samePolicy(current, want) {
+			return false, nil
+		}
+	case !isNoSuchEntity(err):
+		return false, fmt.Errorf("reading policy %s of IAM user %q: %w", PolicyName, user, err)
+	}
+
+	doc, err := encodePolicy(want)
+	if err != nil {
+		return false, err
+	}
+	err = s.do(ctx, "PutUserPolicy", func(ctx context.Context) error {
+		_, err := s.iam.PutUserPolicy(ctx, &iam.PutUserPolicyInput{
+			UserName:       aws.String(user),
+			PolicyName:     aws.String(PolicyName),
+			PolicyDocument: aws.String(doc),
+		})
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("writing policy %s of IAM user %q: %w", PolicyName, user, err)
+	}
+	s.log.Info("Wrote IAM user policy", "user", user, "policy", PolicyName)
+	return true, nil
+}
+
+// CreateAccessKey creates a new access key for user. IAM allows two per
+// user; DeleteAccessKeys makes room. The secret is returned once, here.
+func (s *Service) CreateAccessKey(ctx context.Context, user string) (AccessKey, error) {
+	if user == "" {
+		return AccessKey{}, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
+	}
+	var key AccessKey
+	err := s.do(ctx, "CreateAccessKey", func(ctx context.Context) error {
+		out, err := s.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(user)})
+		if err == nil {
+			key = AccessKey{ID: aws.ToString(out.AccessKey.AccessKeyId), Secret: aws.ToString(out.AccessKey.SecretAccessKey)}
+		}
+		return err
+	})
+	if err != nil {
+		if isNoSuchEntity(err) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return AccessKey{}, fmt.Errorf("creating an access key for IAM user %q: %w", user, err)
+	}
+	s.log.Info("Created access key", "user", user)
+	return key, nil
+}
+
+// ListAccessKeys returns the ids of user's access keys; ErrNotFound when
+// there is no such user.
+func (s *Service) ListAccessKeys(ctx context.Context, user string) ([]string, error) {
+	if user == "" {
+		return nil, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
+	}
+	var ids []string
+	pages := iam.NewListAccessKeysPaginator(s.iam, &iam.ListAccessKeysInput{UserName: aws.String(user)})
+	for pages.HasMorePages() {
+		var page *iam.ListAccessKeysOutput
+		err := s.do(ctx, "ListAccessKeys", func(ctx context.Context) error {
+			var err error
+			page, err = pages.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			if isNoSuchEntity(err) {
+				err = fmt.Errorf("%w: %w", ErrNotFound, err)
+			}
+			return nil, fmt.Errorf("listing access keys of IAM user %q: %w", user, err)
+		}
+		for _, k := range page.AccessKeyMetadata {
+			ids = append(ids, aws.ToString(k.AccessKeyId))
+		}
+	}
+	return ids, nil
+}
+
+// DeleteAccessKeys deletes every access key of user but those in keep and
+// reports how many it deleted. A user that does not exist has none.
+func (s *Service) DeleteAccessKeys(ctx context.Context, user string, keep ...string) (deleted int, err error) {
+	ids, err := s.ListAccessKeys(ctx, user)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, id := range ids {
+		if slices.Contains(keep, id) {
+			continue
+		}
+		err := s.do(ctx, "DeleteAccessKey", func(ctx context.Context) error {
+			_, err := s.iam.DeleteAccessKey(ctx, &iam.DeleteAccessKeyInput{UserName: aws.String(user), AccessKeyId: aws.String(id)})
+			return err
+		})
+		switch {
+		case err == nil:
+			deleted++
+		case isNoSuchEntity(err):
+		default:
+			return deleted, fmt.Errorf("deleting an access key of IAM user %q: %w", user, err)
+		}
+	}
+	if deleted > 0 {
+		s.log.Info("Deleted access keys", "user", user, "count", deleted, "kept", len(ids)-deleted)
+	}
+	return deleted, nil
+}
+
+// DeletePrefixUser deletes user with its access keys and inline policies,
+// and reports whether it deleted it; a user already gone is no error. A user
+// outside orgforge's IAM path is ErrConflict and is not touched.
+func (s *Service) DeletePrefixUser(ctx context.Context, user string) (deleted bool, err error) {
+	if user == "" {
+		return false, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
+	}
+	var got *iamtypes.User
+	err = s.do(ctx, "GetUser", func(ctx context.Context) error {
+		out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
+		if err == nil {
+			got = out.User
+		}
+		return err
+	})
+	switch {
+	case isNoSuchEntity(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading IAM user %q: %w", user, err)
+	case aws.ToString(got.Path) != s.cfg.IAMPath:
+		return false, fmt.Errorf("%w: IAM user %q is outside orgforge's path %s; orgforge deletes only its own users",
+			ErrConflict, user, s.cfg.IAMPath)
+	}
+
+	// IAM refuses to delete a user that still has keys or policies.
+	if _, err := s.DeleteAccessKeys(ctx, user); err != nil {
+		return false, err
+	}
+	policies, err := s.listUserPolicies(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	for _, name := range policies {
+		err := s.do(ctx, "DeleteUserPolicy", func(ctx context.Context) error {
+			_, err := s.iam.DeleteUserPolicy(ctx, &iam.DeleteUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(name)})
+			return err
+		})
+		if err != nil && !isNoSuchEntity(err) {
+			return false, fmt.Errorf("deleting policy %s of IAM user %q: %w", name, user, err)
+		}
+	}
+	err = s.do(ctx, "DeleteUser", func(ctx context.Context) error {
+		_, err := s.iam.DeleteUser(ctx, &iam.DeleteUserInput{UserName: aws.String(user)})
+		return err
+	})
+	switch {
+	case isNoSuchEntity(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("deleting IAM user %q: %w", user, err)
+	}
+	s.log.Info("Deleted IAM user", "user", user)
+	return true, nil
+}
+
+func (s *Service) listUserPolicies(ctx context.Context, user string) ([]string, error) {
+	var names []string
+	pages := iam.NewListUserPoliciesPaginator(s.iam, &iam.ListUserPoliciesInput{UserName: aws.String(user)})
+	for pages.HasMorePages() {
+		var page *iam.ListUserPoliciesOutput
+		err := s.do(ctx, "ListUserPolicies", func(ctx context.Context) error {
+			var err error
+			page, err = pages.NextPage(ctx)
+			return err
+		})
+		if isNoSuchEntity(err) {
+			return names, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing policies of IAM user %q: %w", user, err)
+		}
+		names = append(names, page.PolicyNames...)
+	}
+	return names, nil
+}

@@ -1,0 +1,351 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+// maxDeleteBatch is the most keys one DeleteObjects request may name.
+const maxDeleteBatch = 1000
+
+// maxPresignExpiry is SigV4's limit on a presigned URL's lifetime.
+const maxPresignExpiry = 7 * 24 * time.Hour
+
+// Marker is what the marker object of a prefix records: the organization
+// that claimed it, by name and by UID. The UID decides ownership, so that an
+// organization deleted and created again under the same name does not
+// inherit the old one's data unnoticed.
+type Marker struct {
+	Org string `json:"org"`
+	UID string `json:"uid"`
+}
+
+// Upload writes data at key in the bucket.
+func (s *Service) Upload(ctx context.Context, key string, data []byte, contentType string) error {
+	if key == "" {
+		return fmt.Errorf("uploading: %w: empty key", ErrInvalid)
+	}
+	err := s.do(ctx, "PutObject", func(ctx context.Context) error {
+		in := &s3.PutObjectInput{
+			Bucket:        aws.String(s.cfg.Bucket),
+			Key:           aws.String(key),
+			Body:          bytes.NewReader(data),
+			ContentLength: aws.Int64(int64(len(data))),
+		}
+		if contentType != "" {
+			in.ContentType = aws.String(contentType)
+		}
+		_, err := s.s3.PutObject(ctx, in)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("uploading %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	return nil
+}
+
+// Download reads the object at key; ErrNotFound when there is none.
+func (s *Service) Download(ctx context.Context, key string) ([]byte, error) {
+	data, err := s.get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("downloading %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	return data, nil
+}
+
+func (s *Service) get(ctx context.Context, key string) ([]byte, error) {
+	if key == "" {
+		return nil, fmt.Errorf("%w: empty key", ErrInvalid)
+	}
+	var data []byte
+	err := s.do(ctx, "GetObject", func(ctx context.Context) error {
+		out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+		if err != nil {
+			return err
+		}
+		defer out.Body.Close()
+		// Reading the body is part of the attempt: a connection that dies
+		// halfway is retried like one that never answered.
+		data, err = io.ReadAll(out.Body)
+		return err
+	})
+	if isNoSuchKey(err) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return data, err
+}
+
+func isNoSuchKey(err error) bool {
+	var nsk *s3types.NoSuchKey
+	return errors.As(err, &nsk) || errorCode(err) == "NoSuchKey" ||
+		(statusCode(err) == http.StatusNotFound && errorCode(err) != "NoSuchBucket")
+}
+
+// Delete removes the object at key; an object already gone is no error.
+func (s *Service) Delete(ctx context.Context, key string) error {
+	if key == "" {
+		return fmt.Errorf("deleting: %w: empty key", ErrInvalid)
+	}
+	err := s.do(ctx, "DeleteObject", func(ctx context.Context) error {
+		_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
+		return err
+	})
+	if err != nil && !isNoSuchKey(err) {
+		return fmt.Errorf("deleting %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	return nil
+}
+
+// PresignGet returns a URL anyone can GET the object at key with, until
+// expires has passed. It signs locally and calls nothing.
+func (s *Service) PresignGet(ctx context.Context, key string, expires time.Duration) (string, error) {
+	if key == "" {
+		return "", fmt.Errorf("presigning: %w: empty key", ErrInvalid)
+	}
+	if expires <= 0 || expires > maxPresignExpiry {
+		return "", fmt.Errorf("presigning %s/%s: %w: expiry %s is not between 0 and %s", s.cfg.Bucket, key, ErrInvalid, expires, maxPresignExpiry)
+	}
+	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)},
+		s3.WithPresignExpires(expires))
+	if err != nil {
+		return "", fmt.Errorf("presigning %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	return req.URL, nil
+}
+
+// EnsurePrefix claims prefix for the organization m by writing its marker
+// object, <prefix>.orgforge. It reports whether it wrote the marker; a prefix
+// already claimed by the same UID is left as it is. A prefix claimed by
+// another UID, or holding a marker orgforge cannot read, is ErrConflict and
+// is not touched.
+func (s *Service) EnsurePrefix(ctx context.Context, prefix string, m Marker) (created bool, err error) {
+	if err := validatePrefix(prefix); err != nil {
+		return false, err
+	}
+	if m.Org == "" || m.UID == "" {
+		return false, fmt.Errorf("%w: the marker of prefix %q needs an organization and a UID", ErrInvalid, prefix)
+	}
+	key := prefix + MarkerName
+
+	// A conditional write settles a race between two creators; the loser
+	// reads the winner's marker like any existing one.
+	for range 2 {
+		current, err := s.get(ctx, key)
+		switch {
+		case err == nil:
+			return false, s.checkMarker(prefix, current, m)
+		case !errors.Is(err, ErrNotFound):
+			return false, fmt.Errorf("reading marker %s/%s: %w", s.cfg.Bucket, key, err)
+		}
+
+		body, err := json.Marshal(m)
+		if err != nil {
+			return false, fmt.Errorf("encoding marker: %w", err)
+		}
+		err = s.do(ctx, "PutObject", func(ctx context.Context) error {
+			_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{
+				Bucket:        aws.String(s.cfg.Bucket),
+				Key:           aws.String(key),
+				Body:          bytes.NewReader(body),
+				ContentLength: aws.Int64(int64(len(body))),
+				ContentType:   aws.String("application/json"),
+				IfNoneMatch:   aws.String("*"),
+			})
+			return err
+		})
+		switch {
+		case err == nil:
+			s.log.Info("Claimed prefix", "prefix", prefix, "organization", m.Org, "uid", m.UID)
+			return true, nil
+		case statusCode(err) == http.StatusPreconditionFailed, errorCode(err) == "ConditionalRequestConflict":
+			continue
+		default:
+			return false, fmt.Errorf("writing marker %s/%s: %w", s.cfg.Bucket, key, err)
+		}
+	}
+	return false, fmt.Errorf("writing marker %s/%s: it keeps appearing and disappearing; another writer is racing orgforge", s.cfg.Bucket, key)
+}
+
+// PrefixOwner reads the marker of prefix: the organization that claimed it,
+// and whether there is a marker at all. A marker orgforge cannot read is
+// found with an empty Marker, an owner that matches no organization, so that
+// a caller deciding whether to delete the prefix leaves it alone.
+func (s *Service) PrefixOwner(ctx context.Context, prefix string) (m Marker, found bool, err error) {
+	if err := validatePrefix(prefix); err != nil {
+		return Marker{}, false, err
+	}
+	key := prefix + MarkerName
+	current, err := s.get(ctx, key)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Marker{}, false, nil
+	case err != nil:
+		return Marker{}, false, fmt.Errorf("reading marker %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	if err := json.Unmarshal(current, &m); err != nil || m.UID == "" {
+		return Marker{}, true, nil
+	}
+	return m, true, nil
+}
+
+func (s *Service) checkMarker(prefix string, current []byte, m Marker) error {
+	var got Marker
+	if err := json.Unmarshal(current, &got); err != nil || got.UID == "" {
+		return fmt.Errorf("%w: prefix %q holds a %s that orgforge did not write; move it away or give the organization another prefix",
+			ErrConflict, prefix, MarkerName)
+	}
+	if got.UID != m.UID {
+		return fmt.Errorf("%w: prefix %q belongs to organization %q (uid %s); delete that organization's data first or give this one another prefix",
+			ErrConflict, prefix, got.Org, got.UID)
+	}
+	return nil
+}
+
+// DeletePrefix removes every object under prefix, the marker included, and
+// reports how many it removed. The prefix must be a valid, "/"-terminated
+// one: an empty prefix would empty the whole bucket.
+func (s *Service) DeletePrefix(ctx context.Context, prefix string) (deleted int, err error) {
+	if err := validatePrefix(prefix); err != nil {
+		return 0, fmt.Errorf("deleting prefix: %w", err)
+	}
+	pages := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.cfg.Bucket),
+		Prefix: aws.String(prefix),
+	})
+	for pages.HasMorePages() {
+		var page *s3.ListObjectsV2Output
+		err := s.do(ctx, "ListObjectsV2", func(ctx context.Context) error {
+			var err error
+			page, err = pages.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			return deleted, fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
+		}
+		keys := make([]string, 0, len(page.Contents))
+		for _, obj := range page.Contents {
+			keys = append(keys, aws.ToString(obj.Key))
+		}
+		for start := 0; start < len(keys); start += maxDeleteBatch {
+			n, err := s.deleteBatch(ctx, keys[start:min(start+maxDeleteBatch, len(keys))])
+			deleted += n
+			if err != nil {
+				return deleted, fmt.Errorf("deleting objects under %s/%s: %w", s.cfg.Bucket, prefix, err)
+			}
+		}
+	}
+	if deleted > 0 {
+		s.log.Info("Deleted prefix", "prefix", prefix, "objects", deleted)
+	}
+	return deleted, nil
+}
+
+// deleteBatch removes up to maxDeleteBatch keys in one request; keys already
+// gone count as removed by someone else.
+func (s *Service) deleteBatch(ctx context.Context, keys []string) (int, error) {
+	ids := make([]s3types.ObjectIdentifier, len(keys))
+	for i, k := range keys {
+		ids[i] = s3types.ObjectIdentifier{Key: aws.String(k)}
+	}
+	var out *s3.DeleteObjectsOutput
+	err := s.do(ctx, "DeleteObjects", func(ctx context.Context) error {
+		var err error
+		out, err = s.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+			Bucket: aws.String(s.cfg.Bucket),
+			Delete: &s3types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+		})
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	failed := 0
+	var first s3types.Error
+	for _, e := range out.Errors {
+		if aws.ToString(e.Code) == "NoSuchKey" {
+			continue
+		}
+		if failed == 0 {
+			first = e
+		}
+		failed++
+	}
+	if failed > 0 {
+		return len(keys) - failed, fmt.Errorf("%d of %d objects not deleted, the first %q: %s: %s",
+			failed, len(keys), aws.ToString(first.Key), aws.ToString(first.Code), aws.ToString(first.Message))
+	}
+	return len(keys), nil
+}
+
+// PrefixUsage counts the objects under prefix and their bytes.
+func (s *Service) PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error) {
+	if err := validatePrefix(prefix); err != nil {
+		return 0, 0, fmt.Errorf("measuring prefix: %w", err)
+	}
+	pages := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{
+		Bucket: aws.String(s.cfg.Bucket),
+		Prefix: aws.String(prefix),
+	})
+	for pages.HasMorePages() {
+		var page *s3.ListObjectsV2Output
+		err := s.do(ctx, "ListObjectsV2", func(ctx context.Context) error {
+			var err error
+			page, err = pages.NextPage(ctx)
+			return err
+		})
+		if err != nil {
+			return 0, 0, fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
+		}
+		for _, obj := range page.Contents {
+			objects++
+			bytes += aws.ToInt64(obj.Size)
+		}
+	}
+	return objects, bytes, nil
+}
+
+// AccessKeyWorks reports whether the key id/secret still authenticates and
+// may list prefix: the check that an organization's stored key is usable. A
+// key that is unknown, wrong or not allowed is false, not an error; an error
+// means the answer is unknown.
+func (s *Service) AccessKeyWorks(ctx context.Context, id, secret, prefix string) (bool, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return false, err
+	}
+	if id == "" || secret == "" {
+		return false, fmt.Errorf("%w: empty access key id or secret", ErrInvalid)
+	}
+	// A client of its own: the SDK's signer caches signing keys by access
+	// key id alone, so a shared one would sign a wrong secret with the key
+	// derived from the right one and call the key working.
+	cfg := s.awsCfg.Copy()
+	cfg.Credentials = credentials.NewStaticCredentialsProvider(id, secret, "")
+	client := s3.NewFromConfig(cfg, s.s3Options)
+	err := s.do(ctx, "ListObjectsV2", func(ctx context.Context) error {
+		_, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{
+			Bucket:  aws.String(s.cfg.Bucket),
+			Prefix:  aws.String(prefix),
+			MaxKeys: aws.Int32(1),
+		})
+		return err
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errorCode(err) == "InvalidAccessKeyId", errorCode(err) == "SignatureDoesNotMatch",
+		errorCode(err) == "AccessDenied", statusCode(err) == http.StatusForbidden:
+		return false, nil
+	}
+	return false, fmt.Errorf("listing %s/%s with the organization's key: %w", s.cfg.Bucket, prefix, err)
+}

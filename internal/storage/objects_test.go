@@ -1,0 +1,272 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestUploadDownloadPresignAndDeleteRoundTrip(t *testing.T) {
+	s := newTestService(t)
+	ctx := t.Context()
+	key := "seed/inventory.json"
+	data := []byte(`{"items":[1,2,3]}`)
+
+	if err := s.Upload(ctx, key, data, "application/json"); err != nil {
+		t.Fatalf("Upload: %v", err)
+	}
+	got, err := s.Download(ctx, key)
+	if err != nil {
+		t.Fatalf("Download: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("Download = %q, want %q", got, data)
+	}
+
+	link, err := s.PresignGet(ctx, key, 5*time.Minute)
+	if err != nil {
+		t.Fatalf("PresignGet: %v", err)
+	}
+	resp, err := http.Get(link)
+	if err != nil {
+		t.Fatalf("fetching the presigned URL: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the presigned URL: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) || resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("presigned GET = %d %q %q, want 200 application/json %q", resp.StatusCode, resp.Header.Get("Content-Type"), body, data)
+	}
+
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, err := s.Download(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Download after Delete: err = %v, want ErrNotFound", err)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Errorf("Delete of a deleted object: %v", err)
+	}
+}
+
+func TestPresignGetRefusesAnExpiryOutsideSigV4Limits(t *testing.T) {
+	s := newTestService(t)
+	for _, d := range []time.Duration{0, -time.Second, 8 * 24 * time.Hour} {
+		if _, err := s.PresignGet(t.Context(), "seed/x", d); !errors.Is(err, ErrInvalid) {
+			t.Errorf("PresignGet(%s): err = %v, want ErrInvalid", d, err)
+		}
+	}
+}
+
+func readMarker(t *testing.T, key string) Marker {
+	t.Helper()
+	out, err := stack.RootClient().GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(stack.Bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("reading marker %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	var m Marker
+	if err := json.NewDecoder(out.Body).Decode(&m); err != nil {
+		t.Fatalf("decoding marker %s: %v", key, err)
+	}
+	return m
+}
+
+func TestEnsurePrefixWritesTheMarkerOnceAndChangesNothingTheSecondTime(t *testing.T) {
+	s, rec := newRecordedService(t)
+	ctx := t.Context()
+	prefix := "orgs/acme/"
+	m := Marker{Org: "acme", UID: "uid-acme"}
+
+	created, err := s.EnsurePrefix(ctx, prefix, m)
+	if err != nil || !created {
+		t.Fatalf("first EnsurePrefix = %v, %v; want created", created, err)
+	}
+	if diff := cmp.Diff(m, readMarker(t, "orgs/acme/.orgforge")); diff != "" {
+		t.Errorf("marker (-want +got):\n%s", diff)
+	}
+
+	rec.reset()
+	created, err = s.EnsurePrefix(ctx, prefix, m)
+	if err != nil || created {
+		t.Fatalf("second EnsurePrefix = %v, %v; want no change", created, err)
+	}
+	if w := rec.writes(); len(w) != 0 {
+		t.Errorf("second EnsurePrefix wrote: %q", w)
+	}
+
+	owner, found, err := s.PrefixOwner(ctx, prefix)
+	if err != nil || !found {
+		t.Fatalf("PrefixOwner = %v, %v, %v; want found", owner, found, err)
+	}
+	if diff := cmp.Diff(m, owner); diff != "" {
+		t.Errorf("PrefixOwner (-want +got):\n%s", diff)
+	}
+}
+
+func TestEnsurePrefixRefusesAPrefixClaimedByAnotherUID(t *testing.T) {
+	s, rec := newRecordedService(t)
+	ctx := t.Context()
+	first := Marker{Org: "claimed", UID: "uid-first"}
+	if _, err := s.EnsurePrefix(ctx, "orgs/claimed/", first); err != nil {
+		t.Fatalf("EnsurePrefix: %v", err)
+	}
+
+	rec.reset()
+	_, err := s.EnsurePrefix(ctx, "orgs/claimed/", Marker{Org: "claimed", UID: "uid-second"})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("EnsurePrefix by another UID: err = %v, want ErrConflict", err)
+	}
+	if w := rec.writes(); len(w) != 0 {
+		t.Errorf("a refused EnsurePrefix wrote: %q", w)
+	}
+	if diff := cmp.Diff(first, readMarker(t, "orgs/claimed/.orgforge")); diff != "" {
+		t.Errorf("marker after the refusal (-want +got):\n%s", diff)
+	}
+}
+
+func TestEnsurePrefixRefusesAMarkerOrgforgeDidNotWrite(t *testing.T) {
+	s := newTestService(t)
+	ctx := t.Context()
+	if err := s.Upload(ctx, "orgs/foreign/.orgforge", []byte("not json"), "text/plain"); err != nil {
+		t.Fatalf("Upload: %v", err)
+	}
+	if _, err := s.EnsurePrefix(ctx, "orgs/foreign/", Marker{Org: "foreign", UID: "uid-foreign"}); !errors.Is(err, ErrConflict) {
+		t.Errorf("EnsurePrefix over a foreign marker: err = %v, want ErrConflict", err)
+	}
+	owner, found, err := s.PrefixOwner(ctx, "orgs/foreign/")
+	if err != nil || !found || owner != (Marker{}) {
+		t.Errorf("PrefixOwner of a foreign marker = %+v, %v, %v; want found with no owner", owner, found, err)
+	}
+}
+
+func TestPrefixOwnerOfAnUnclaimedPrefixIsNotFound(t *testing.T) {
+	s := newTestService(t)
+	owner, found, err := s.PrefixOwner(t.Context(), "orgs/nobody/")
+	if err != nil || found || owner != (Marker{}) {
+		t.Errorf("PrefixOwner = %+v, %v, %v; want not found", owner, found, err)
+	}
+}
+
+func TestPrefixOperationsRefuseAnInvalidPrefix(t *testing.T) {
+	s, rec := newRecordedService(t)
+	ctx := t.Context()
+	cases := map[string]string{
+		"empty":           "",
+		"no trailing /":   "orgs/acme",
+		"leading /":       "/orgs/acme/",
+		"wildcard":        "orgs/*/",
+		"question mark":   "orgs/ac?e/",
+		"parent":          "orgs/../",
+		"empty segment":   "orgs//",
+		"policy variable": "orgs/${aws:username}/",
+		"control char":    "orgs/a\x00/",
+	}
+	for name, prefix := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := s.EnsurePrefix(ctx, prefix, Marker{Org: "x", UID: "y"}); !errors.Is(err, ErrInvalid) {
+				t.Errorf("EnsurePrefix(%q): err = %v, want ErrInvalid", prefix, err)
+			}
+			if _, err := s.DeletePrefix(ctx, prefix); !errors.Is(err, ErrInvalid) {
+				t.Errorf("DeletePrefix(%q): err = %v, want ErrInvalid", prefix, err)
+			}
+			if _, _, err := s.PrefixUsage(ctx, prefix); !errors.Is(err, ErrInvalid) {
+				t.Errorf("PrefixUsage(%q): err = %v, want ErrInvalid", prefix, err)
+			}
+		})
+	}
+	if calls := rec.all(); len(calls) != 0 {
+		t.Errorf("invalid prefixes reached the server: %q", calls)
+	}
+}
+
+// putObjects writes n small objects under prefix with the root key.
+func putObjects(t *testing.T, prefix string, n int) {
+	t.Helper()
+	client := stack.RootClient()
+	keys := make(chan string)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for key := range keys {
+				_, err := client.PutObject(t.Context(), &s3.PutObjectInput{
+					Bucket: aws.String(stack.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("0123456789")),
+				})
+				if err != nil {
+					errs <- fmt.Errorf("putting %s: %w", key, err)
+				}
+			}
+		})
+	}
+	for i := range n {
+		keys <- fmt.Sprintf("%sdir%d/object-%05d", prefix, i%7, i)
+	}
+	close(keys)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestDeletePrefixRemovesEveryObjectAndNothingElse(t *testing.T) {
+	s, rec := newRecordedService(t)
+	ctx := t.Context()
+	putObjects(t, "orgs/purge/", 2500)
+	// A prefix that shares the purged one's letters but not its "/".
+	putObjects(t, "orgs/purge-kept/", 3)
+	putObjects(t, "orgs/purgekept/", 2)
+
+	objects, size, err := s.PrefixUsage(ctx, "orgs/purge/")
+	if err != nil || objects != 2500 || size != 25000 {
+		t.Fatalf("PrefixUsage before = %d objects, %d bytes, %v; want 2500, 25000", objects, size, err)
+	}
+
+	rec.reset()
+	deleted, err := s.DeletePrefix(ctx, "orgs/purge/")
+	if err != nil || deleted != 2500 {
+		t.Fatalf("DeletePrefix = %d, %v; want 2500", deleted, err)
+	}
+	batches := 0
+	for _, c := range rec.writes() {
+		if c == "S3 POST /"+stack.Bucket {
+			batches++
+		}
+	}
+	if batches != 3 {
+		t.Errorf("DeletePrefix sent %d DeleteObjects batches for 2500 objects, want 3: %q", batches, rec.writes())
+	}
+
+	got := map[string]int64{}
+	for _, p := range []string{"orgs/purge/", "orgs/purge-kept/", "orgs/purgekept/"} {
+		if got[p], _, err = s.PrefixUsage(ctx, p); err != nil {
+			t.Fatalf("PrefixUsage(%s): %v", p, err)
+		}
+	}
+	want := map[string]int64{"orgs/purge/": 0, "orgs/purge-kept/": 3, "orgs/purgekept/": 2}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("objects left per prefix (-want +got):\n%s", diff)
+	}
+
+	rec.reset()
+	deleted, err = s.DeletePrefix(ctx, "orgs/purge/")
+	if err != nil || deleted != 0 {
+		t.Errorf("second DeletePrefix = %d, %v; want 0", deleted, err)
+	}
+	if w := rec.writes(); len(w) != 0 {
+		t.Errorf("second DeletePrefix wrote: %q", w)
+	}
+}

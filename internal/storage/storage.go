@@ -1,0 +1,309 @@
+// Package storage is the S3 + IAM service of the registry: the tenants
+// bucket, one prefix per organization, an optional IAM user per organization
+// whose key is confined to that prefix, and the purge of both.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-logr/logr"
+
+	"github.com/orgforge/orgforge/internal/retry"
+)
+
+// Defaults of Config.
+const (
+	DefaultIAMPath        = "/orgforge/"
+	DefaultRequestTimeout = 15 * time.Second
+)
+
+// validateBudget bounds New's checks as a whole, so that an endpoint that
+// never answers is reported well within the fifteen seconds a start-up may
+// take, whatever RequestTimeout and the retry policy add up to.
+const validateBudget = 12 * time.Second
+
+// Sentinel errors, for callers to branch on with errors.Is.
+var (
+	// ErrInvalid is an argument the service refuses before calling anything:
+	// a malformed prefix, bucket, organization or user name.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrConflict is a prefix or IAM user that exists but belongs to another
+	// organization, or is not orgforge's at all. Nothing was changed.
+	ErrConflict = errors.New("owned by someone else")
+	// ErrNotFound is an object or user that does not exist.
+	ErrNotFound = errors.New("not found")
+)
+
+// Config is what the service needs to reach the tenants bucket and IAM.
+type Config struct {
+	// Bucket is the shared tenants bucket; it must exist.
+	Bucket string
+	// Region signs requests; empty takes it from the environment.
+	Region string
+	// Endpoint and IAMEndpoint are base URLs for S3-compatible servers;
+	// empty uses AWS's own endpoints.
+	Endpoint    string
+	IAMEndpoint string
+	// UsePathStyle addresses the bucket in the path rather than the host,
+	// which most S3-compatible servers need.
+	UsePathStyle bool
+	// AccessKeyID and SecretAccessKey are the admin credentials; empty uses
+	// the AWS default credential chain (environment, IRSA, instance role).
+	// The secret is never logged nor put in an error.
+	AccessKeyID     string
+	SecretAccessKey string
+	// IAMPath is the path every IAM user the service creates lives under;
+	// DefaultIAMPath when empty.
+	IAMPath string
+	// RequestTimeout bounds each call; DefaultRequestTimeout when zero.
+	RequestTimeout time.Duration
+	// Retry is the policy around transient errors; retry.DefaultPolicy when
+	// zero.
+	Retry retry.Policy
+}
+
+// Service is the storage service. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	log logr.Logger
+	// awsCfg builds clients that sign with an organization's key.
+	awsCfg    aws.Config
+	s3        *s3.Client
+	presign   *s3.PresignClient
+	iam       *iam.Client
+	transport *http.Transport
+	closeOnce sync.Once
+}
+
+// New builds the S3 and IAM clients and checks that the bucket exists and
+// that IAM answers, so that a misconfiguration stops the operator at start-up
+// with an error naming the service, the endpoint and the cause.
+func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
+	return newService(ctx, cfg, log, nil)
+}
+
+// newService is New with a hook around the HTTP transport, which tests use to
+// see which requests the service makes.
+func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http.RoundTripper) http.RoundTripper) (*Service, error) {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+
+	// The SDK adds AWS_CA_BUNDLE's roots to a BuildableClient only; its
+	// transport is then taken out so that Close can release connections.
+	buildable := awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Timeout = 5 * time.Second }).
+		WithTransportOptions(func(t *http.Transport) {
+			t.TLSHandshakeTimeout = 5 * time.Second
+			t.MaxIdleConnsPerHost = 32
+		})
+	opts := []func(*config.LoadOptions) error{
+		config.WithHTTPClient(buildable),
+		// retry.Do retries transient errors with the operator's policy and
+		// logs each retry; a second layer inside the SDK would multiply the
+		// attempts and hide them.
+		config.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		// Checksums only where S3 requires them: many S3-compatible servers
+		// reject the SDK's default trailing checksums.
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if cfg.AccessKeyID != "" {
+		opts = append(opts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("storage: loading AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		return nil, fmt.Errorf("storage: %w: no region configured or found in the environment", ErrInvalid)
+	}
+	cfg.Region = awsCfg.Region
+	if b, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		buildable = b
+	}
+	transport := buildable.GetTransport()
+	var rt http.RoundTripper = transport
+	if wrap != nil {
+		rt = wrap(rt)
+	}
+	awsCfg.HTTPClient = &http.Client{
+		Transport: rt,
+		// The SDK reads redirects itself, as errors naming the right region.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+
+	s := &Service{cfg: cfg, log: log, awsCfg: awsCfg, transport: transport}
+	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
+	s.presign = s3.NewPresignClient(s.s3)
+	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
+		if cfg.IAMEndpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.IAMEndpoint)
+		}
+	})
+
+	vctx, cancel := context.WithTimeout(ctx, validateBudget)
+	defer cancel()
+	if err := s.check(vctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.log.Info("Connected to storage", "bucket", cfg.Bucket, "endpoint", s.Endpoint(),
+		"iamEndpoint", s.iamEndpoint(), "region", cfg.Region, "iamPath", cfg.IAMPath)
+	return s, nil
+}
+
+func (s *Service) s3Options(o *s3.Options) {
+	if s.cfg.Endpoint != "" {
+		o.BaseEndpoint = aws.String(s.cfg.Endpoint)
+	}
+	o.UsePathStyle = s.cfg.UsePathStyle
+}
+
+func withDefaults(cfg Config) (Config, error) {
+	if err := validateBucket(cfg.Bucket); err != nil {
+		return cfg, err
+	}
+	for name, endpoint := range map[string]string{"endpoint": cfg.Endpoint, "IAM endpoint": cfg.IAMEndpoint} {
+		if endpoint == "" {
+			continue
+		}
+		u, err := url.Parse(endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			return cfg, fmt.Errorf("%w: %s %q is not an http(s) URL without credentials", ErrInvalid, name, redactURL(endpoint))
+		}
+	}
+	if (cfg.AccessKeyID == "") != (cfg.SecretAccessKey == "") {
+		return cfg, fmt.Errorf("%w: set both the access key id and the secret access key, or neither to use the default credential chain", ErrInvalid)
+	}
+	if cfg.IAMPath == "" {
+		cfg.IAMPath = DefaultIAMPath
+	}
+	if !iamPathRE.MatchString(cfg.IAMPath) {
+		return cfg, fmt.Errorf("%w: IAM path %q must start and end with \"/\" and hold only letters, digits and /.-_", ErrInvalid, cfg.IAMPath)
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Retry.Attempts == 0 {
+		cfg.Retry = retry.DefaultPolicy
+	}
+	return cfg, nil
+}
+
+// redactURL keeps a URL's scheme and host, so that a mistyped endpoint with
+// credentials in it can be reported without them.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable>"
+	}
+	u.User = nil
+	return u.String()
+}
+
+func (s *Service) checkBucket(ctx context.Context) error {
+	err := s.do(ctx, "HeadBucket", func(ctx context.Context) error {
+		_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case statusCode(err) == http.StatusNotFound:
+		return fmt.Errorf("storage: s3 at %s: bucket %q does not exist; create it or configure another bucket: %w",
+			s.Endpoint(), s.cfg.Bucket, err)
+	case Classify(err) == retry.ClassPermission:
+		return fmt.Errorf("storage: s3 at %s: no access to bucket %q with the configured credentials: %w",
+			s.Endpoint(), s.cfg.Bucket, err)
+	}
+	return fmt.Errorf("storage: s3 at %s: checking bucket %q: %w", s.Endpoint(), s.cfg.Bucket, err)
+}
+
+func (s *Service) checkIAM(ctx context.Context) error {
+	err := s.do(ctx, "ListUsers", func(ctx context.Context) error {
+		_, err := s.iam.ListUsers(ctx, &iam.ListUsersInput{PathPrefix: aws.String(s.cfg.IAMPath), MaxItems: aws.Int32(1)})
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case Classify(err) == retry.ClassPermission:
+		return fmt.Errorf("storage: iam at %s: the configured credentials may not list users under %s: %w",
+			s.iamEndpoint(), s.cfg.IAMPath, err)
+	}
+	return fmt.Errorf("storage: iam at %s: listing users under %s: %w", s.iamEndpoint(), s.cfg.IAMPath, err)
+}
+
+// do runs one external call through retry.Do, each attempt bounded by the
+// request timeout.
+func (s *Service) do(ctx context.Context, operation string, fn func(context.Context) error) error {
+	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+		return fn(ctx)
+	})
+}
+
+// Name is the service's name in the registry, health checks and errors.
+func (s *Service) Name() string { return "storage" }
+
+// HealthCheck reports whether the bucket and IAM both answer.
+func (s *Service) HealthCheck(ctx context.Context) error {
+	return s.check(ctx)
+}
+
+// check asks S3 and IAM at once, so that one slow answer does not delay the
+// other's, and reports both failures.
+func (s *Service) check(ctx context.Context) error {
+	var s3Err, iamErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { s3Err = s.checkBucket(ctx) })
+	wg.Go(func() { iamErr = s.checkIAM(ctx) })
+	wg.Wait()
+	return errors.Join(s3Err, iamErr)
+}
+
+// Close releases idle connections. The service must not be used afterwards.
+func (s *Service) Close() {
+	s.closeOnce.Do(s.transport.CloseIdleConnections)
+}
+
+// Bucket is the tenants bucket.
+func (s *Service) Bucket() string { return s.cfg.Bucket }
+
+// Region is the region requests are signed for.
+func (s *Service) Region() string { return s.cfg.Region }
+
+// Endpoint is the S3 endpoint, AWS's regional one when none is configured.
+func (s *Service) Endpoint() string {
+	if s.cfg.Endpoint != "" {
+		return redactURL(s.cfg.Endpoint)
+	}
+	return "https://s3." + s.cfg.Region + ".amazonaws.com"
+}
+
+func (s *Service) iamEndpoint() string {
+	if s.cfg.IAMEndpoint != "" {
+		return redactURL(s.cfg.IAMEndpoint)
+	}
+	return "https://iam.amazonaws.com"
+}

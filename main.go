@@ -1,0 +1,152 @@
+/*
+Copyright 2026 The orgforge Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command manager is the orgforge operator: flags -> config -> registry ->
+// manager -> reconciler.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/registry"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := config.Bind(flag.CommandLine)
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("orgforge", version)
+		return 0
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	if err := config.ApplyEnv(flag.CommandLine); err != nil {
+		fmt.Fprintf(os.Stderr, "orgforge: invalid environment:\n%v\n", err)
+		return 2
+	}
+	if err := cfg.Load(); err != nil {
+		fmt.Fprintf(os.Stderr, "orgforge: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log.Info("Starting orgforge", "version", version, "database", cfg.Database.AdminEndpoint(),
+		"bucket", cfg.Storage.Bucket, "resyncPeriod", cfg.ResyncPeriod.String(),
+		"maxConcurrentReconciles", cfg.MaxConcurrentReconciles)
+
+	ctx := ctrl.SetupSignalHandler()
+	reg, err := registry.New(ctx, cfg, ctrl.Log.WithName("registry"), registry.Options{})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "orgforge: %v\n", err)
+		return 1
+	}
+	defer reg.Close()
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		log.Error(err, "Building scheme")
+		return 1
+	}
+	if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
+		log.Error(err, "Building scheme")
+		return 1
+	}
+	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
+	restCfg, err := ctrl.GetConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "orgforge: kubernetes: %v\n", err)
+		return 1
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
+		HealthProbeBindAddress:        cfg.ProbeAddr,
+		LeaderElection:                cfg.LeaderElection,
+		LeaderElectionID:              "orgforge.tenancy.orgforge.io",
+		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the Secrets the operator wrote are cached, not every
+			// Secret of the cluster.
+			&corev1.Secret{}: {Label: managed},
+		}},
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "orgforge: kubernetes: %v\n", err)
+		return 1
+	}
+	r := &controllers.OrganizationReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("orgforge"),
+		Database: reg.Aurora,
+		Storage:  reg.Storage,
+		Creds:    reg.Credentials,
+		Settings: controllers.SettingsFrom(cfg),
+	}
+	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
+		log.Error(err, "Setting up the Organization controller")
+		return 1
+	}
+	if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
+		log.Error(err, "Registering metrics")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "Adding healthz")
+		return 1
+	}
+	for name, check := range reg.ReadyzCheckers(5 * time.Second) {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			log.Error(err, "Adding readyz", "service", name)
+			return 1
+		}
+	}
+	log.Info("Starting manager")
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "Manager stopped")
+		return 1
+	}
+	return 0
+}
