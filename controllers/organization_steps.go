@@ -349,6 +349,11 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 				}
 			}
 			if !works {
+				// A user may hold two keys; none of its keys is in use, so
+				// clear them before issuing the one the Secret will hold.
+				if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
+					return err
+				}
 				ak, err := r.Storage.CreateAccessKey(ctx, user)
 				if err != nil {
 					return err

@@ -242,9 +242,9 @@ type OrganizationStatus struct {
 // +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.status.storage.url`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="metadata.name must be at most 50 characters so that the database name org_<name> fits PostgreSQL's 63-byte limit"
-// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, and no dots"
-// +kubebuilder:validation:XValidation:rule="(has(self.spec.__namespace__) ? self.spec.__namespace__ : 'org-' + self.metadata.name) == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : 'org-' + oldSelf.metadata.name)",message="spec.namespace is immutable"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 50",message="metadata.name must be at most 50 characters so that the database name org_<name> fits PostgreSQL's 63-byte limit",fieldPath=".metadata"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, and no dots",fieldPath=".metadata"
+// +kubebuilder:validation:XValidation:rule="(has(self.spec.__namespace__) ? self.spec.__namespace__ : 'org-' + self.metadata.name) == (has(oldSelf.spec.__namespace__) ? oldSelf.spec.__namespace__ : 'org-' + oldSelf.metadata.name)",message="spec.namespace is immutable",fieldPath=".spec.namespace"
 type Organization struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

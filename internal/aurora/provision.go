@@ -552,10 +552,12 @@ func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) 
 	if err := marker.Validate(); err != nil {
 		return false, err
 	}
-	var dropped bool
+	// sent survives the attempts: a DROP that took effect before its
+	// connection failed leaves the next attempt nothing to drop.
+	var dropped, sent bool
 	err := s.run(ctx, "DropDatabase", func(ctx context.Context) error {
 		var err error
-		dropped, err = s.dropDatabase(ctx, name, marker)
+		dropped, err = s.dropDatabase(ctx, name, marker, &sent)
 		return err
 	})
 	if err != nil {
@@ -567,10 +569,10 @@ func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) 
 	return dropped, nil
 }
 
-func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker) (bool, error) {
+func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker, sent *bool) (bool, error) {
 	db, err := s.observeDatabase(ctx, name)
 	if err != nil || !db.exists {
-		return false, err
+		return *sent && err == nil, err
 	}
 	role, err := s.observeRole(ctx, db.owner)
 	if err != nil {
@@ -588,6 +590,7 @@ func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker) 
 		}
 	}
 	s.orgs.forget(name)
+	*sent = true
 	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(name))); err != nil {
 		return false, fmt.Errorf("dropping database %q: %w", name, err)
 	}
@@ -605,11 +608,11 @@ func (s *Service) DropRole(ctx context.Context, name string, marker Marker) (boo
 	if err := marker.Validate(); err != nil {
 		return false, err
 	}
-	var dropped bool
+	var dropped, sent bool
 	err := s.run(ctx, "DropRole", func(ctx context.Context) error {
 		st, err := s.observeRole(ctx, name)
 		if err != nil || !st.exists {
-			dropped = false
+			dropped = sent && err == nil
 			return err
 		}
 		if !isOurs(st.comment, marker) {
@@ -624,6 +627,7 @@ func (s *Service) DropRole(ctx context.Context, name string, marker Marker) (boo
 		if ended > 0 {
 			s.log.Info("Ended sessions of role", "role", name, "sessions", ended)
 		}
+		sent = true
 		if err := s.execDDL(ctx, s.admin, "DROP ROLE IF EXISTS "+ident(name)); err != nil {
 			return fmt.Errorf("dropping role %q: %w", name, err)
 		}

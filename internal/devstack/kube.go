@@ -33,6 +33,9 @@ func StartKube(dir string, crdPaths []string) (*Kube, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// Start may fail after launching etcd and the apiserver (a bad
+		// CRD, say); stop whatever it left running.
+		_ = env.Stop()
 		return nil, fmt.Errorf("kube-apiserver/etcd did not start (assets %s): %w", assets, err)
 	}
 	k := &Kube{Env: env, Config: cfg}

@@ -72,7 +72,8 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 		Retry:           policy,
 	}, log.WithName("aurora"))
 	if err != nil {
-		return nil, fmt.Errorf("service aurora (%s): %w", db.AdminEndpoint(), err)
+		// The service's error already names it, its endpoint and the cause.
+		return nil, err
 	}
 	r.add(r.Aurora, r.Aurora.Close)
 
@@ -89,11 +90,7 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 		Retry:           policy,
 	}, log.WithName("storage"))
 	if err != nil {
-		endpoint := st.Endpoint
-		if endpoint == "" {
-			endpoint = "aws:" + st.Region
-		}
-		return nil, fmt.Errorf("service storage (bucket %s at %s): %w", st.Bucket, endpoint, err)
+		return nil, err
 	}
 	r.add(r.Storage, r.Storage.Close)
 	return r, nil

@@ -193,10 +193,12 @@ func (s *Service) CreateAccessKey(ctx context.Context, user string) (AccessKey, 
 		}
 		return err
 	})
-	if err != nil {
-		if isNoSuchEntity(err) {
-			err = fmt.Errorf("%w: %w", ErrNotFound, err)
-		}
+	switch {
+	case isNoSuchEntity(err):
+		return AccessKey{}, fmt.Errorf("creating an access key for IAM user %q: %w: %w", user, ErrNotFound, err)
+	case errorCode(err) == "LimitExceeded":
+		return AccessKey{}, fmt.Errorf("creating an access key for IAM user %q: it has as many keys as IAM allows; delete the unused ones (DeleteAccessKeys) first: %w", user, err)
+	case err != nil:
 		return AccessKey{}, fmt.Errorf("creating an access key for IAM user %q: %w", user, err)
 	}
 	s.log.Info("Created access key", "user", user)

@@ -14,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/orgforge/orgforge/internal/retry"
 )
 
 // keyDelay bounds how long a new key or policy may take to work.
@@ -306,6 +308,9 @@ func TestDeleteAccessKeysLeavesOnlyTheKeptKey(t *testing.T) {
 		t.Fatalf("CreateAccessKey: %v", err)
 	}
 	waitWorks(t, s, current, "orgs/rotate/")
+	if _, err := s.CreateAccessKey(ctx, user); Classify(err) != retry.ClassConflict || !strings.Contains(err.Error(), "DeleteAccessKeys") {
+		t.Errorf("a third CreateAccessKey: err = %v (class %q), want a conflict that says what to do", err, Classify(err))
+	}
 
 	deleted, err := s.DeleteAccessKeys(ctx, user, current.ID)
 	if err != nil || deleted != 1 {

@@ -18,35 +18,49 @@ import (
 	"github.com/orgforge/orgforge/internal/devstack"
 )
 
-// stack is the versitygw gateway and IAM service every test in the package
-// shares; each test works under its own prefixes and IAM users.
-var stack *devstack.S3
+// stack is the versitygw gateway and IAM service the package's tests share,
+// each under its own prefixes and IAM users. It starts with the first test
+// that needs it, so that the fuzzer's workers and the pure tests run without.
+var (
+	stack     *devstack.S3
+	stackErr  error
+	stackOnce sync.Once
+	stackDir  string
+)
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
+	code := m.Run()
+	if stack != nil {
+		if err := stack.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping versitygw: %v\n", err)
+		}
+	}
+	if stackDir != "" {
+		_ = os.RemoveAll(stackDir)
+	}
+	os.Exit(code)
 }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "orgforge-storage-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+// sharedStack starts the package's versitygw once and returns it.
+func sharedStack(t testing.TB) *devstack.S3 {
+	t.Helper()
+	stackOnce.Do(func() {
+		if stackDir, stackErr = os.MkdirTemp("", "orgforge-storage-"); stackErr != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		stack, stackErr = devstack.StartS3(ctx, stackDir)
+	})
+	if stackErr != nil {
+		t.Fatalf("starting versitygw: %v", stackErr)
 	}
-	defer os.RemoveAll(dir)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	stack, err = devstack.StartS3(ctx, dir)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting versitygw: %v\n", err)
-		return 1
-	}
-	defer stack.Close()
-	return m.Run()
+	return stack
 }
 
-// testConfig points at the shared stack with its root credentials, and
-// retries quickly so that failing tests fail fast.
-func testConfig() Config {
+// testConfig points at the shared stack with its root credentials.
+func testConfig(t testing.TB) Config {
+	sharedStack(t)
 	return Config{
 		Bucket:          stack.Bucket,
 		Region:          stack.Region,
@@ -60,7 +74,7 @@ func testConfig() Config {
 
 func newTestService(t *testing.T) *Service {
 	t.Helper()
-	s, err := New(t.Context(), testConfig(), testr.New(t))
+	s, err := New(t.Context(), testConfig(t), testr.New(t))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -72,7 +86,7 @@ func newTestService(t *testing.T) *Service {
 func newRecordedService(t *testing.T) (*Service, *recorder) {
 	t.Helper()
 	rec := &recorder{}
-	s, err := newService(t.Context(), testConfig(), testr.New(t), func(next http.RoundTripper) http.RoundTripper {
+	s, err := newService(t.Context(), testConfig(t), testr.New(t), func(next http.RoundTripper) http.RoundTripper {
 		rec.next = next
 		return rec
 	})

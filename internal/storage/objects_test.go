@@ -270,3 +270,42 @@ func TestDeletePrefixRemovesEveryObjectAndNothingElse(t *testing.T) {
 		t.Errorf("second DeletePrefix wrote: %q", w)
 	}
 }
+
+func TestEnsurePrefixLetsOneOfRacingOrganizationsClaimThePrefix(t *testing.T) {
+	s := newTestService(t)
+	prefix := fmt.Sprintf("orgs/raced-%d/", time.Now().UnixNano())
+	const racers = 8
+	type result struct {
+		uid     string
+		created bool
+		err     error
+	}
+	results := make(chan result, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		uid := fmt.Sprintf("uid-racer-%d", i)
+		wg.Go(func() {
+			created, err := s.EnsurePrefix(t.Context(), prefix, Marker{Org: "raced", UID: uid})
+			results <- result{uid, created, err}
+		})
+	}
+	wg.Wait()
+	close(results)
+
+	var winners []string
+	for r := range results {
+		switch {
+		case r.err == nil && r.created:
+			winners = append(winners, r.uid)
+		case errors.Is(r.err, ErrConflict):
+		default:
+			t.Errorf("racer %s: created = %v, err = %v; want created or ErrConflict", r.uid, r.created, r.err)
+		}
+	}
+	if len(winners) != 1 {
+		t.Fatalf("racers that claimed the prefix: %q, want exactly one", winners)
+	}
+	if got := readMarker(t, prefix+MarkerName); got.UID != winners[0] {
+		t.Errorf("marker uid = %q, want the winner's %q", got.UID, winners[0])
+	}
+}

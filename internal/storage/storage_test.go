@@ -89,7 +89,7 @@ func TestNewReportsAStoppedGateway(t *testing.T) {
 }
 
 func TestNewReportsAMissingBucket(t *testing.T) {
-	cfg := testConfig()
+	cfg := testConfig(t)
 	cfg.Bucket = "orgforge-no-such-bucket"
 	start := time.Now()
 	_, err := New(t.Context(), cfg, testr.New(t))
@@ -101,7 +101,7 @@ func TestNewReportsAMissingBucket(t *testing.T) {
 }
 
 func TestNewReportsWrongCredentials(t *testing.T) {
-	cfg := testConfig()
+	cfg := testConfig(t)
 	cfg.SecretAccessKey = "not-the-secret-" + cfg.SecretAccessKey[:4]
 	start := time.Now()
 	_, err := New(t.Context(), cfg, testr.New(t))
@@ -131,7 +131,7 @@ func TestNewGivesUpOnAServerThatNeverAnswers(t *testing.T) {
 		}
 	}()
 
-	cfg := testConfig()
+	cfg := testConfig(t)
 	cfg.Endpoint = "http://" + l.Addr().String()
 	cfg.IAMEndpoint = cfg.Endpoint
 	start := time.Now()
@@ -149,7 +149,7 @@ func TestNewRefusesABadConfigurationWithoutCallingAnything(t *testing.T) {
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
-			cfg := testConfig()
+			cfg := testConfig(t)
 			mutate(&cfg)
 			_, err := New(t.Context(), cfg, testr.New(t))
 			if !errors.Is(err, ErrInvalid) {
