@@ -21,6 +21,7 @@ import (
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/storage"
 )
 
 func put(ctx context.Context, c *s3.Client, key, body string) error {
@@ -220,8 +221,8 @@ func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 	if len(list.Contents) != 0 {
 		t.Errorf("%d objects remain under the prefix", len(list.Contents))
 	}
-	if keys, err := reg.Storage.ListAccessKeys(ctx, user); err == nil && len(keys) > 0 {
-		t.Errorf("IAM user %s still has keys %v", user, keys)
+	if keys, err := reg.Storage.ListAccessKeys(ctx, user); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("IAM user %s remains (keys %v, err %v)", user, keys, err)
 	}
 	ns := &corev1.Namespace{}
 	err = k8s.Get(ctx, client.ObjectKey{Name: "org-foxtrot"}, ns)
