@@ -70,6 +70,10 @@ run: manifests generate ## Run the manager from your host against the current ku
 dev: manifests generate tools build ## Start the real local stack in .dev/, run the operator and apply the samples.
 	$(TOOLS_ENV) go run ./hack/dev --manager $(LOCALBIN)/manager --dir .dev
 
+.PHONY: bench
+bench: manifests generate tools build ## Measure orgforge against the raw baseline on the real stack (not part of make test).
+	$(TOOLS_ENV) go run ./test/bench --manager $(LOCALBIN)/manager --out bench/results/$$(date -u +%Y-%m-%d) $(BENCH_ARGS)
+
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
 	kubectl apply --server-side -f config/crd/bases

@@ -102,6 +102,7 @@ func run() int {
 		Scheme:                        scheme,
 		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
 		HealthProbeBindAddress:        cfg.ProbeAddr,
+		PprofBindAddress:              cfg.PprofAddr,
 		LeaderElection:                cfg.LeaderElection,
 		LeaderElectionID:              "orgforge.tenancy.orgforge.io",
 		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,

@@ -23,8 +23,10 @@ const EnvPrefix = "ORGFORGE_"
 
 // Config is the operator's whole configuration.
 type Config struct {
-	MetricsAddr    string
-	ProbeAddr      string
+	MetricsAddr string
+	ProbeAddr   string
+	// PprofAddr serves net/http/pprof when set; empty disables it.
+	PprofAddr      string
 	LeaderElection bool
 	// LeaderElectionNamespace is where the lease lives; empty means the
 	// manager's own namespace when in-cluster.
@@ -86,6 +88,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	_, inCluster := os.LookupEnv("KUBERNETES_SERVICE_HOST")
 	fs.StringVar(&c.MetricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	fs.StringVar(&c.ProbeAddr, "health-probe-bind-address", ":8081", "Address the healthz and readyz endpoints bind to.")
+	fs.StringVar(&c.PprofAddr, "pprof-bind-address", "", "Address net/http/pprof binds to, for profiling; empty disables it.")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", inCluster, "Elect a leader so that only one replica reconciles (default true in-cluster).")
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease.")
 	fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "How often a Ready Organization is checked again for drift.")
