@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
 )
 
 // TestTwentyOrganizationsStayWithinTheConnectionCap provisions 20
@@ -79,6 +81,39 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 		times = append(times, d)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	metrics := prometheus.NewRegistry()
+	if err := controllers.RegisterMetrics(metrics, k8s); err != nil {
+		t.Fatal(err)
+	}
+	families, err := metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyGauge, dbSteps := -1.0, uint64(0)
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			switch f.GetName() {
+			case "orgforge_organizations":
+				if l["condition"] == "Ready" && l["status"] == "True" {
+					readyGauge = m.GetGauge().GetValue()
+				}
+			case "orgforge_reconcile_step_duration_seconds":
+				if l["step"] == "database" {
+					dbSteps = m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	if readyGauge < n {
+		t.Errorf("orgforge_organizations{condition=Ready,status=True} = %v, want at least %d", readyGauge, n)
+	}
+	if dbSteps < n {
+		t.Errorf("database step observed %d times, want at least %d", dbSteps, n)
+	}
 	t.Logf("20 organizations: peak operator connections %d (cap %d); apply-to-Ready observed (100ms polling) median %s, max %s",
 		peak, cfg.Database.MaxConnections, times[n/2].Round(time.Millisecond), times[n-1].Round(time.Millisecond))
 }

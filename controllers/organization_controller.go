@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -104,6 +106,7 @@ func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv
 		org.Status.ObservedGeneration = org.Generation
 	}
 	observeReadiness(base, org)
+	r.failureEvents(base, org)
 	if equality.Semantic.DeepEqual(base.Status, org.Status) {
 		return nil
 	}
@@ -115,6 +118,21 @@ func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv
 // minute of its end.
 func DefaultRateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 	return workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](100*time.Millisecond, time.Minute)
+}
+
+// failureEvents emits one Warning when a condition turns False for a new
+// reason, not one per retry.
+func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Organization) {
+	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
+		now := meta.FindStatusCondition(after.Status.Conditions, t)
+		if now == nil || now.Status != metav1.ConditionFalse || now.Reason == tenancyv1alpha1.ReasonProvisioning {
+			continue
+		}
+		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
+			continue
+		}
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s: %s", t, now.Message)
+	}
 }
 
 // SetupWithManager registers the reconciler. Secrets it owns are watched,

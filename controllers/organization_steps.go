@@ -159,9 +159,6 @@ func ownsNamespace(ns *corev1.Namespace, org string) bool {
 // repaired by the next reconcile, which finds no Secret and sets a new one.
 func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) (err error) {
 	defer func() { s.outcome.database = databaseResult(err, r.Database.Endpoint()) }()
-	if err != nil {
-		return err
-	}
 	log := ctrl.LoggerFrom(ctx)
 	spec := s.org.Spec.Database
 
@@ -290,8 +287,9 @@ func (r *OrganizationReconciler) databaseSecretData(s *scope, password string) m
 
 // reconcileStorage ensures the prefix marker, the scoped IAM user and one
 // working key, and the storage Secret. A key is created only when the
-// Secret lacks a working one; other keys of the user are then deleted, so a
-// key created before a crash does not outlive the next reconcile.
+// Secret lacks a working one; other keys of the user are deleted once the
+// Secret holds the new one, so a key created before a crash does not
+// outlive the next reconcile.
 func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) (err error) {
 	defer func() { s.outcome.storage = storageResult(err) }()
 	var created bool
@@ -317,77 +315,26 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 		"endpoint": []byte(r.Settings.TenantS3Endpoint),
 	}
 	user := r.Storage.UserName(s.org.Name)
-	switch s.org.Spec.Storage.Access {
-	case tenancyv1alpha1.StorageAccessNone:
-		var deleted bool
-		if err := r.timed("accessKey", func() error {
-			deleted, err = r.Storage.DeletePrefixUser(ctx, user)
-			return err
-		}); err != nil {
-			return fmt.Errorf("removing IAM user %s: %w", user, err)
-		}
-		if deleted {
-			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its keys: storage.access is None", user)
-		}
-	default:
-		var id, key string
-		if err := r.timed("accessKey", func() error {
-			var changed bool
-			if _, changed, err = r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix); err != nil {
-				return err
+	withKey := s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone
+	if err := r.timed("accessKey", func() error {
+		if !withKey {
+			deleted, err := r.Storage.DeletePrefixUser(ctx, user)
+			if deleted {
+				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its keys: storage.access is None", user)
 			}
-			if changed {
-				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "IAMUserUpdated", "Update", "Set IAM user %s's policy to prefix %s", user, s.prefix)
-			}
-			if secret != nil {
-				id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
-			}
-			works := false
-			if id != "" && key != "" {
-				if works, err = r.Storage.AccessKeyWorks(ctx, id, key, s.prefix); err != nil {
-					return err
-				}
-			}
-			if !works {
-				// A user may hold two keys; none of its keys is in use, so
-				// clear them before issuing the one the Secret will hold.
-				if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
-					return err
-				}
-				ak, err := r.Storage.CreateAccessKey(ctx, user)
-				if err != nil {
-					return err
-				}
-				reason := "AccessKeyCreated"
-				if id != "" {
-					reason = "AccessKeyRotated"
-				}
-				id, key = ak.ID, ak.Secret
-				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, reason, "Create", "Issued access key %s for prefix %s", id, s.prefix)
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("ensuring access key for %s: %w", user, err)
-		}
-		data["access-key-id"] = []byte(id)
-		data["secret-access-key"] = []byte(key)
-		if err := r.writeSecret(ctx, s, name, secret, data); err != nil {
 			return err
 		}
-		keys, err := r.Storage.ListAccessKeys(ctx, user)
-		if err != nil {
-			return fmt.Errorf("listing access keys of %s: %w", user, err)
-		}
-		if len(keys) > 1 {
-			n, err := r.Storage.DeleteAccessKeys(ctx, user, id)
-			if err != nil {
-				return fmt.Errorf("deleting stale access keys of %s: %w", user, err)
-			}
-			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "StaleAccessKeysDeleted", "Delete", "Deleted %d stale access keys of %s", n, user)
-		}
+		id, key, err := r.ensureAccessKey(ctx, s, user, secret)
+		data["access-key-id"], data["secret-access-key"] = []byte(id), []byte(key)
+		return err
+	}); err != nil {
+		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
 	}
-	if s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone {
-		if err := r.writeSecret(ctx, s, name, secret, data); err != nil {
+	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, name, secret, data) }); err != nil {
+		return err
+	}
+	if withKey {
+		if err := r.deleteStaleKeys(ctx, s, user, string(data["access-key-id"])); err != nil {
 			return err
 		}
 	}
@@ -397,6 +344,59 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 		URL:        fmt.Sprintf("s3://%s/%s", r.Storage.Bucket(), s.prefix),
 		SecretName: name,
 	}
+	return nil
+}
+
+// ensureAccessKey ensures the prefix-scoped user and returns the key the
+// Secret should hold: the Secret's own while it works, a new one otherwise.
+func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, user string, secret *corev1.Secret) (id, key string, err error) {
+	_, changed, err := r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix)
+	if err != nil {
+		return "", "", err
+	}
+	if changed {
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "IAMUserUpdated", "Update", "Set IAM user %s's policy to prefix %s", user, s.prefix)
+	}
+	if secret != nil {
+		id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
+	}
+	if id != "" && key != "" {
+		works, err := r.Storage.AccessKeyWorks(ctx, id, key, s.prefix)
+		if err != nil || works {
+			return id, key, err
+		}
+	}
+	// A user may hold two keys and none of this user's is in use, so clear
+	// them before issuing the one the Secret will hold.
+	if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
+		return "", "", err
+	}
+	ak, err := r.Storage.CreateAccessKey(ctx, user)
+	if err != nil {
+		return "", "", err
+	}
+	reason := "AccessKeyCreated"
+	if id != "" {
+		reason = "AccessKeyRotated"
+	}
+	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, reason, "Create", "Issued access key %s for prefix %s", ak.ID, s.prefix)
+	return ak.ID, ak.Secret, nil
+}
+
+// deleteStaleKeys removes every key of user but the one in the Secret.
+func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope, user, current string) error {
+	keys, err := r.Storage.ListAccessKeys(ctx, user)
+	if err != nil {
+		return fmt.Errorf("listing access keys of %s: %w", user, err)
+	}
+	if len(keys) <= 1 {
+		return nil
+	}
+	n, err := r.Storage.DeleteAccessKeys(ctx, user, current)
+	if err != nil {
+		return fmt.Errorf("deleting stale access keys of %s: %w", user, err)
+	}
+	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "StaleAccessKeysDeleted", "Delete", "Deleted %d stale access keys of %s", n, user)
 	return nil
 }
 

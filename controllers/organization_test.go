@@ -170,7 +170,7 @@ func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
 }
 
 func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
-	startOperator(t, nil)
+	op := startOperator(t, nil)
 	ctx := context.Background()
 	su := superuser(t, "postgres")
 	if _, err := su.Exec(ctx, "CREATE DATABASE org_echo"); err != nil {
@@ -186,6 +186,9 @@ func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
 	c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady)
 	if !strings.Contains(c.Message, "org_echo") {
 		t.Errorf("Conflict message does not name the database: %q", c.Message)
+	}
+	if !hasEvent(op, "Conflict: DatabaseReady:") {
+		t.Errorf("no Conflict warning event; events: %v", op.eventsSnapshot())
 	}
 	deleteAndWait(t, "echo")
 	if n := count(t, data, "SELECT count(*) FROM precious"); n != 100 {
@@ -278,7 +281,7 @@ func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
 }
 
 func TestPostgresOutageIsReportedAndRecoveredFromWithoutHelp(t *testing.T) {
-	startOperator(t, nil)
+	op := startOperator(t, nil)
 	ctx := context.Background()
 	if err := stack.Postgres.Stop(); err != nil {
 		t.Fatal(err)
@@ -298,6 +301,18 @@ func TestPostgresOutageIsReportedAndRecoveredFromWithoutHelp(t *testing.T) {
 	}
 	restarted = true
 	waitReady(t, "india")
+	if !hasEvent(op, "DatabaseUnavailable: DatabaseReady: PostgreSQL at") {
+		t.Errorf("no DatabaseUnavailable warning event; events: %v", op.eventsSnapshot())
+	}
+}
+
+func hasEvent(op *operator, prefix string) bool {
+	for _, e := range op.eventsSnapshot() {
+		if strings.HasPrefix(e, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // interrupting lets the role step finish and then stops the manager before
