@@ -114,7 +114,7 @@ func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.
 	})
 }
 
-func TestPoolSizeChangeUpdatesRoleLimitAndSecret(t *testing.T) {
+func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
 	apply(t, newOrg("charlie"))
@@ -136,6 +136,26 @@ func TestPoolSizeChangeUpdatesRoleLimitAndSecret(t *testing.T) {
 	o = waitReady(t, "charlie")
 	if o.Status.ObservedGeneration != o.Generation {
 		t.Errorf("observedGeneration %d, generation %d", o.Status.ObservedGeneration, o.Generation)
+	}
+
+	o.Spec.Database.Extensions = []tenancyv1alpha1.ExtensionName{"pgcrypto"}
+	if err := k8s.Update(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	inDB := superuser(t, "org_charlie")
+	eventually(t, 30*time.Second, "pgcrypto in org_charlie", func() (bool, string) {
+		n := count(t, inDB, "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'")
+		return n == 1, fmt.Sprint(n)
+	})
+	// The tenant can use what the extension brings.
+	pool, err := pgxpool.New(ctx, string(secret(t, o, "charlie-database").Data["uri"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var digest string
+	if err := pool.QueryRow(ctx, "SELECT encode(digest('x', 'sha256'), 'hex')").Scan(&digest); err != nil || len(digest) != 64 {
+		t.Errorf("tenant using pgcrypto: %q, %v", digest, err)
 	}
 }
 

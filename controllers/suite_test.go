@@ -306,9 +306,23 @@ func waitCondition(t *testing.T, name, condType string, status string, reason st
 	return o
 }
 
+// waitReady waits until the Organization is Ready for its current
+// generation, as kstatus and kubectl wait see it.
 func waitReady(t *testing.T, name string) *tenancyv1alpha1.Organization {
 	t.Helper()
-	return waitCondition(t, name, tenancyv1alpha1.ConditionReady, "True", tenancyv1alpha1.ReasonProvisioned, 60*time.Second)
+	o := &tenancyv1alpha1.Organization{}
+	eventually(t, 60*time.Second, name+" Ready at its generation", func() (bool, string) {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady)
+		if c == nil {
+			return false, "no Ready condition"
+		}
+		ok := c.Status == "True" && c.ObservedGeneration == o.Generation && o.Status.ObservedGeneration == o.Generation
+		return ok, fmt.Sprintf("%s/%s gen %d observed %d: %s", c.Status, c.Reason, o.Generation, o.Status.ObservedGeneration, c.Message)
+	})
+	return o
 }
 
 func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.Secret {
