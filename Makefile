@@ -74,6 +74,10 @@ dev: manifests generate tools build ## Start the real local stack in .dev/, run 
 bench: manifests generate tools build ## Measure orgforge against the raw baseline on the real stack (not part of make test).
 	$(TOOLS_ENV) go run ./test/bench --manager $(LOCALBIN)/manager --out bench/results/$$(date -u +%Y-%m-%d) $(BENCH_ARGS)
 
+.PHONY: chaos
+chaos: manifests generate tools build ## Run the long reliability suite (crashes, outages, failover); make test runs a short version.
+	$(TOOLS_ENV) ORGFORGE_CHAOS_LONG=1 go test -count=1 -timeout 80m -v ./test/chaos/ $(CHAOS_ARGS)
+
 .PHONY: install
 install: manifests ## Install the CRD into the cluster of the current kubeconfig.
 	kubectl apply --server-side -f config/crd/bases
