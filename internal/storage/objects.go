@@ -219,31 +219,22 @@ func (s *Service) DeletePrefix(ctx context.Context, prefix string) (deleted int,
 	if err := validatePrefix(prefix); err != nil {
 		return 0, fmt.Errorf("deleting prefix: %w", err)
 	}
-	pages := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{
-		Bucket: aws.String(s.cfg.Bucket),
-		Prefix: aws.String(prefix),
-	})
-	for pages.HasMorePages() {
-		var page *s3.ListObjectsV2Output
-		err := s.do(ctx, "ListObjectsV2", func(ctx context.Context) error {
-			var err error
-			page, err = pages.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return deleted, fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
-		}
-		keys := make([]string, 0, len(page.Contents))
-		for _, obj := range page.Contents {
+	err = s.eachPage(ctx, prefix, func(objects []s3types.Object) error {
+		keys := make([]string, 0, len(objects))
+		for _, obj := range objects {
 			keys = append(keys, aws.ToString(obj.Key))
 		}
 		for start := 0; start < len(keys); start += maxDeleteBatch {
 			n, err := s.deleteBatch(ctx, keys[start:min(start+maxDeleteBatch, len(keys))])
 			deleted += n
 			if err != nil {
-				return deleted, fmt.Errorf("deleting objects under %s/%s: %w", s.cfg.Bucket, prefix, err)
+				return fmt.Errorf("deleting objects under %s/%s: %w", s.cfg.Bucket, prefix, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return deleted, err
 	}
 	if deleted > 0 {
 		s.log.Info("Deleted prefix", "prefix", prefix, "objects", deleted)
@@ -293,6 +284,22 @@ func (s *Service) PrefixUsage(ctx context.Context, prefix string) (objects, byte
 	if err := validatePrefix(prefix); err != nil {
 		return 0, 0, fmt.Errorf("measuring prefix: %w", err)
 	}
+	err = s.eachPage(ctx, prefix, func(page []s3types.Object) error {
+		for _, obj := range page {
+			objects++
+			bytes += aws.ToInt64(obj.Size)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	return objects, bytes, nil
+}
+
+// eachPage lists the objects under prefix with the SDK's paginator and
+// hands each page to fn, stopping at the first error.
+func (s *Service) eachPage(ctx context.Context, prefix string, fn func([]s3types.Object) error) error {
 	pages := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{
 		Bucket: aws.String(s.cfg.Bucket),
 		Prefix: aws.String(prefix),
@@ -305,14 +312,13 @@ func (s *Service) PrefixUsage(ctx context.Context, prefix string) (objects, byte
 			return err
 		})
 		if err != nil {
-			return 0, 0, fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
+			return fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
 		}
-		for _, obj := range page.Contents {
-			objects++
-			bytes += aws.ToInt64(obj.Size)
+		if err := fn(page.Contents); err != nil {
+			return err
 		}
 	}
-	return objects, bytes, nil
+	return nil
 }
 
 // AccessKeyWorks reports whether the key id/secret still authenticates and
