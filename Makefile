@@ -7,10 +7,34 @@ LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 
+# Tools built from source through the Go module proxy into bin/, pinned; the
+# version is in the file name so that changing a pin rebuilds the tool.
+HELM_VERSION ?= v3.22.0
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
+KUSTOMIZE_VERSION ?= v5.8.2
+KUSTOMIZE ?= $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+CRD_REF_DOCS_VERSION ?= v0.3.0
+CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs-$(CRD_REF_DOCS_VERSION)
+
+# kustomize: kubectl's built-in one when kubectl is installed, else the pinned
+# kustomize built into bin/.
+ifeq ($(origin KUSTOMIZE_BUILD),undefined)
+ifneq ($(shell kubectl kustomize --help >/dev/null 2>&1 && echo yes),)
+KUSTOMIZE_BUILD := kubectl kustomize
+KUSTOMIZE_DEP :=
+else
+KUSTOMIZE_BUILD := $(KUSTOMIZE) build
+KUSTOMIZE_DEP := $(KUSTOMIZE)
+endif
+endif
+
 # Tools built from source and cached outside the repo (see hack/tools.sh).
 TOOLS_ENV = KUBEBUILDER_ASSETS="$$(hack/tools.sh envtest)" \
 	ORGFORGE_VERSITYGW="$$(hack/tools.sh versitygw)" \
-	ORGFORGE_PG_BIN="$$(hack/tools.sh postgres)"
+	ORGFORGE_PG_BIN="$$(hack/tools.sh postgres)" \
+	ORGFORGE_HELM="$(HELM)" \
+	ORGFORGE_KUSTOMIZE="$(KUSTOMIZE_BUILD)" \
+	ORGFORGE_CRD_REF_DOCS="$(CRD_REF_DOCS)"
 
 GO_TEST_FLAGS ?= -race -timeout 25m
 
@@ -29,8 +53,10 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: controller-gen ## Generate the CRD and RBAC manifests from the Go markers.
-	$(CONTROLLER_GEN) rbac:roleName=orgforge-manager-role crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases
+manifests: controller-gen ## Generate the CRD and RBAC manifests from the Go markers, and the chart's copies.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases
+	cp config/crd/bases/tenancy.orgforge.io_organizations.yaml dist/chart/crds/
+	cp config/rbac/role.yaml dist/chart/files/manager-role.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -52,8 +78,16 @@ vet: ## Run go vet.
 tools: controller-gen ## Build and cache kube-apiserver, etcd and versitygw; install PostgreSQL if missing.
 	hack/tools.sh all
 
+.PHONY: docs
+docs: api-docs ## Regenerate docs/api.md and docs/configuration.md.
+	go test -count=1 -run '^TestConfigurationDoc$$' . -update
+
+.PHONY: api-docs
+api-docs: crd-ref-docs ## Generate docs/api.md from the Go types in api/.
+	$(CRD_REF_DOCS) --source-path ./api --config hack/api-docs/config.yaml --renderer markdown --output-path docs/api.md >/dev/null
+
 .PHONY: test
-test: verify-generated vet tools ## Run every test against the real local stack.
+test: verify-generated vet tools build-installer helm crd-ref-docs ## Run every test against the real local stack.
 	$(TOOLS_ENV) go test $(GO_TEST_FLAGS) ./...
 
 ##@ Build
@@ -90,7 +124,44 @@ uninstall: manifests ## Remove the CRD from the cluster of the current kubeconfi
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
+.PHONY: docker-push
+docker-push: ## Push the container image (needs a Docker engine).
+	docker push $(IMG)
+
+.PHONY: build-installer
+build-installer: manifests generate $(KUSTOMIZE_DEP) ## Write dist/install.yaml: the CRD, RBAC and manager, with image $(IMG).
+	hack/build-installer.sh "$(IMG)" "$(KUSTOMIZE_BUILD)" dist/install.yaml
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart in dist/chart.
+	$(HELM) lint --strict dist/chart
+
 ##@ Tool binaries
+
+.PHONY: helm
+helm: $(HELM) ## Build helm into bin/.
+$(HELM):
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build kustomize into bin/ (only used when kubectl is missing).
+$(KUSTOMIZE):
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: crd-ref-docs
+crd-ref-docs: $(CRD_REF_DOCS) ## Build crd-ref-docs into bin/.
+$(CRD_REF_DOCS):
+	$(call go-install-tool,$(CRD_REF_DOCS),github.com/elastic/crd-ref-docs,$(CRD_REF_DOCS_VERSION))
+
+# go-install-tool builds package $(2) at version $(3) into file $(1): go
+# install into a scratch folder, then a rename, so that an interrupted build
+# never leaves a half-written tool behind.
+define go-install-tool
+@set -e; dir="$$(mktemp -d)"; trap 'rm -rf "$$dir"' EXIT; \
+echo "Building $(2)@$(3) into $(1)"; \
+GOBIN="$$dir" CGO_ENABLED=0 go install $(2)@$(3); \
+mkdir -p $(LOCALBIN); mv "$$dir"/* $(1)
+endef
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Build controller-gen into bin/.

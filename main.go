@@ -31,6 +31,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -50,23 +51,45 @@ func main() {
 	os.Exit(run())
 }
 
+// options are the manager's whole command line: the operator's
+// configuration, logging, --kubeconfig and --version.
+type options struct {
+	config  *config.Config
+	zap     zap.Options
+	version bool
+}
+
+// bindFlags registers every flag of the manager on fs. docs/configuration.md
+// is generated from it (main_test.go).
+func bindFlags(fs *flag.FlagSet) *options {
+	o := &options{config: config.Bind(fs)}
+	fs.BoolVar(&o.version, "version", false, "Print the version and exit.")
+	// Production logging unless --zap-devel: JSON at info level, which is
+	// what runs in a cluster. make dev passes --zap-devel for console logs.
+	o.zap = zap.Options{Development: false}
+	o.zap.BindFlags(fs)
+	// --kubeconfig; controller-runtime already put it on flag.CommandLine.
+	ctrlconfig.RegisterFlags(fs)
+	return o
+}
+
 func run() int {
-	cfg := config.Bind(flag.CommandLine)
-	showVersion := flag.Bool("version", false, "Print the version and exit.")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine)
+	opts := bindFlags(flag.CommandLine)
 	flag.Parse()
-	if *showVersion {
+	if opts.version {
 		fmt.Println("orgforge", version)
 		return 0
 	}
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
-
+	// The environment is applied before the logger is built, so that
+	// ORGFORGE_ZAP_* from the ConfigMap take effect like their flags.
 	if err := config.ApplyEnv(flag.CommandLine); err != nil {
 		fmt.Fprintf(os.Stderr, "orgforge: invalid environment:\n%v\n", err)
 		return 2
 	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts.zap)))
+	log := ctrl.Log.WithName("setup")
+
+	cfg := opts.config
 	if err := cfg.Load(); err != nil {
 		fmt.Fprintf(os.Stderr, "orgforge: invalid configuration:\n%v\n", err)
 		return 2

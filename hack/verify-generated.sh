@@ -3,7 +3,7 @@
 # file, so that committed generated files always match the Go markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-files() { find api config -type f \( -name 'zz_generated*.go' -o -name '*.yaml' \) 2>/dev/null | sort; }
+files() { find api config dist/chart -type f \( -name 'zz_generated*.go' -o -name '*.yaml' \) 2>/dev/null | sort; }
 sums() { files | xargs -r sha256sum; }
 before="$(sums)"
 make -s manifests generate

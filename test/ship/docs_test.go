@@ -1,0 +1,344 @@
+package ship
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/orgforge/orgforge/internal/config"
+)
+
+// TestAPIDocIsCurrent regenerates docs/api.md from the Go types with the
+// pinned crd-ref-docs and compares.
+func TestAPIDocIsCurrent(t *testing.T) {
+	crdRefDocs := tool(t, "ORGFORGE_CRD_REF_DOCS", "crd-ref-docs")
+	out := filepath.Join(t.TempDir(), "api.md")
+	command(t, crdRefDocs, "--source-path", "./api", "--config", "hack/api-docs/config.yaml", "--renderer", "markdown", "--output-path", out)
+	want, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(repoPath("docs", "api.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(want, got) {
+		t.Errorf("docs/api.md is stale: run `make api-docs` (-want +got):\n%s", cmp.Diff(string(want), string(got)))
+	}
+}
+
+// constants returns the string constants of a Go file whose names start
+// with prefix.
+func constants(t *testing.T, path, prefix string) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		spec, ok := n.(*ast.ValueSpec)
+		if !ok {
+			return true
+		}
+		for i, name := range spec.Names {
+			if !strings.HasPrefix(name.Name, prefix) || i >= len(spec.Values) {
+				continue
+			}
+			if lit, ok := spec.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+				v, _ := strconv.Unquote(lit.Value)
+				out = append(out, v)
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// TestOperationsDocIsComplete checks that docs/operations.md covers every
+// condition, every reason and every metric the operator has, so that a new
+// one cannot ship without its runbook entry.
+func TestOperationsDocIsComplete(t *testing.T) {
+	doc, err := os.ReadFile(repoPath("docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := repoPath("api", "v1alpha1", "organization_types.go")
+	conditions := constants(t, types, "Condition")
+	reasons := constants(t, types, "Reason")
+	if len(conditions) < 3 || len(reasons) < 5 {
+		t.Fatalf("found conditions %v and reasons %v in %s: the parse is broken", conditions, reasons, types)
+	}
+	// A reason's runbook entry is a heading naming it.
+	for _, r := range reasons {
+		if !regexp.MustCompile("(?m)^#{2,4} .*`" + r + "`").Match(doc) {
+			t.Errorf("docs/operations.md has no heading for reason %s", r)
+		}
+	}
+	for _, c := range conditions {
+		if !bytes.Contains(doc, []byte("`"+c+"`")) {
+			t.Errorf("docs/operations.md does not mention condition %s", c)
+		}
+	}
+
+	metricsSrc, err := os.ReadFile(repoPath("controllers", "metrics.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := regexp.MustCompile(`"(orgforge_[a-z_]+)"`).FindAllSubmatch(metricsSrc, -1)
+	if len(metrics) < 4 {
+		t.Fatalf("found %d metrics in controllers/metrics.go: the parse is broken", len(metrics))
+	}
+	for _, m := range metrics {
+		if !bytes.Contains(doc, m[1]) {
+			t.Errorf("docs/operations.md does not document metric %s", m[1])
+		}
+	}
+}
+
+// codeBlocks returns the fenced blocks of a doc in one language.
+func codeBlocks(t *testing.T, doc, lang string) []string {
+	t.Helper()
+	b, err := os.ReadFile(repoPath("docs", doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range regexp.MustCompile("(?s)```"+lang+"\n(.*?)```").FindAllSubmatch(b, -1) {
+		out = append(out, string(m[1]))
+	}
+	return out
+}
+
+// blockWith returns the one block that contains marker.
+func blockWith(t *testing.T, blocks []string, marker string) string {
+	t.Helper()
+	var found []string
+	for _, b := range blocks {
+		if strings.Contains(b, marker) {
+			found = append(found, b)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("want one block with %q, found %d", marker, len(found))
+	}
+	return found[0]
+}
+
+// storageCalls maps each S3 and IAM operation internal/storage makes to the
+// actions a policy must allow for it, and the resource those act on.
+var storageCalls = map[string]struct {
+	actions  []string
+	resource string
+}{
+	"HeadBucket":       {[]string{"s3:ListBucket"}, "bucket"},
+	"ListObjectsV2":    {[]string{"s3:ListBucket"}, "bucket"},
+	"GetObject":        {[]string{"s3:GetObject"}, "objects"},
+	"PutObject":        {[]string{"s3:PutObject"}, "objects"},
+	"DeleteObject":     {[]string{"s3:DeleteObject"}, "objects"},
+	"DeleteObjects":    {[]string{"s3:DeleteObject"}, "objects"},
+	"CreateUser":       {[]string{"iam:CreateUser", "iam:TagUser"}, "users"},
+	"GetUser":          {[]string{"iam:GetUser"}, "users"},
+	"DeleteUser":       {[]string{"iam:DeleteUser"}, "users"},
+	"PutUserPolicy":    {[]string{"iam:PutUserPolicy"}, "users"},
+	"GetUserPolicy":    {[]string{"iam:GetUserPolicy"}, "users"},
+	"DeleteUserPolicy": {[]string{"iam:DeleteUserPolicy"}, "users"},
+	"ListUserPolicies": {[]string{"iam:ListUserPolicies"}, "users"},
+	"CreateAccessKey":  {[]string{"iam:CreateAccessKey"}, "users"},
+	"DeleteAccessKey":  {[]string{"iam:DeleteAccessKey"}, "users"},
+	"ListAccessKeys":   {[]string{"iam:ListAccessKeys"}, "users"},
+	"ListUsers":        {[]string{"iam:ListUsers"}, "any"},
+}
+
+// TestInstallAWSPolicy checks the IAM policy of docs/install-aws.md against
+// the code: every S3 and IAM call of internal/storage is allowed on the
+// resource it acts on, and the policy allows nothing the code does not call.
+func TestInstallAWSPolicy(t *testing.T) {
+	var policy struct {
+		Statement []struct {
+			Effect   string
+			Action   []string
+			Resource string
+		}
+	}
+	block := blockWith(t, codeBlocks(t, "install-aws.md", "json"), "iam:CreateUser")
+	if err := json.Unmarshal([]byte(block), &policy); err != nil {
+		t.Fatalf("the policy in docs/install-aws.md is not JSON: %v", err)
+	}
+	// The guide's policy follows the defaults of --iam-path and
+	// --s3-prefix-template.
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	config.Bind(fs)
+	defaultIAMPath := fs.Lookup("iam-path").DefValue
+	prefixTemplate := fs.Lookup("s3-prefix-template").DefValue
+	resources := map[string]string{
+		"bucket":  "arn:aws:s3:::acme-tenants",
+		"objects": "arn:aws:s3:::acme-tenants/" + strings.TrimSuffix(prefixTemplate, "{name}/") + "*",
+		"users":   "arn:aws:iam::111122223333:user" + defaultIAMPath + "*",
+		"any":     "*",
+	}
+	allowed := map[[2]string]bool{}
+	for _, st := range policy.Statement {
+		if st.Effect != "Allow" {
+			t.Errorf("unexpected %s statement", st.Effect)
+		}
+		for _, a := range st.Action {
+			allowed[[2]string{a, st.Resource}] = true
+		}
+	}
+
+	used := map[[2]string]bool{}
+	srcs, err := filepath.Glob(repoPath("internal", "storage", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range srcs {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`s\.do\(ctx, "([A-Za-z0-9]+)"`).FindAllSubmatch(src, -1) {
+			call, ok := storageCalls[string(m[1])]
+			if !ok {
+				t.Errorf("internal/storage calls %s: add what it needs to the policy in docs/install-aws.md and to storageCalls", m[1])
+				continue
+			}
+			for _, a := range call.actions {
+				key := [2]string{a, resources[call.resource]}
+				used[key] = true
+				if !allowed[key] {
+					t.Errorf("%s needs %s on %s; the policy does not allow it", m[1], a, key[1])
+				}
+			}
+		}
+	}
+	if len(used) < 10 {
+		t.Fatalf("found %d permissions used by internal/storage: the scan is broken", len(used))
+	}
+	for k := range allowed {
+		if !used[k] {
+			t.Errorf("the policy allows %s on %s, which internal/storage never needs", k[0], k[1])
+		}
+	}
+}
+
+// TestInstallAWSOverlayAndValues applies the kustomize overlay and the Helm
+// values of docs/install-aws.md to the API server (dry run) and checks they
+// set what the guide says.
+func TestInstallAWSOverlayAndValues(t *testing.T) {
+	const role = "arn:aws:iam::111122223333:role/orgforge-operator"
+	const image = "111122223333.dkr.ecr.eu-west-1.amazonaws.com/orgforge:v0.1.0"
+	yamls := codeBlocks(t, "install-aws.md", "yaml")
+
+	t.Run("kustomize overlay", func(t *testing.T) {
+		kustomize := tool(t, "ORGFORGE_KUSTOMIZE", "kustomize")
+		overlay := blockWith(t, yamls, "configMapGenerator")
+		dir, err := os.MkdirTemp(repoPath("dist"), ".installer.")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		overlay = strings.ReplaceAll(overlay, "../orgforge/config/", "../../config/")
+		if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(overlay), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(root, dir)
+		objs := decode(t, command(t, kustomize, rel))
+		installCRDs(t, objs)
+		ensureNamespaces(t, objs)
+		applyAll(t, objs, true)
+		s := readManagerSettings(t, objs)
+		checkManagerPod(t, s, adminSecretName, true)
+		checkAWSSettings(t, objs, s, role, image)
+	})
+
+	t.Run("helm values", func(t *testing.T) {
+		helm := tool(t, "ORGFORGE_HELM", "helm")
+		values := filepath.Join(t.TempDir(), "values.yaml")
+		if err := os.WriteFile(values, []byte(blockWith(t, yamls, "irsaRoleArn")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		objs := decode(t, command(t, helm, "template", "orgforge", "dist/chart", "--namespace", installNamespace, "-f", values))
+		installServiceMonitorCRD(t)
+		ensureNamespaces(t, objs)
+		applyAll(t, objs, true)
+		s := readManagerSettings(t, objs)
+		checkManagerPod(t, s, adminSecretName, true)
+		checkAWSSettings(t, objs, s, role, image)
+		if got := s.values["database-sslrootcert"]; got != "/etc/orgforge/rds-ca/global-bundle.pem" {
+			t.Errorf("--database-sslrootcert = %q, want the mounted RDS bundle", got)
+		}
+	})
+}
+
+func checkAWSSettings(t *testing.T, objs []*unstructured.Unstructured, s managerSettings, role, image string) {
+	t.Helper()
+	if got := s.values["s3-bucket"]; got != "acme-tenants" {
+		t.Errorf("--s3-bucket = %q, want acme-tenants", got)
+	}
+	if got := s.values["s3-region"]; got != "eu-west-1" {
+		t.Errorf("--s3-region = %q, want eu-west-1", got)
+	}
+	if got := one(t, objs, "ServiceAccount").GetAnnotations()["eks.amazonaws.com/role-arn"]; got != role {
+		t.Errorf("IRSA annotation = %q, want %s", got, role)
+	}
+	if got, _, _ := unstructured.NestedString(s.container, "image"); got != image {
+		t.Errorf("image = %q, want %s", got, image)
+	}
+	// The RDS CA bundle's ConfigMap is mounted where the guide's DSN says.
+	mounted := false
+	volumes, _, _ := unstructured.NestedSlice(s.deployment.Object, "spec", "template", "spec", "volumes")
+	for _, v := range volumes {
+		if name, _, _ := unstructured.NestedString(v.(map[string]any), "configMap", "name"); name == "orgforge-rds-ca" {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Error("the ConfigMap orgforge-rds-ca is not mounted")
+	}
+}
+
+// TestInstallAWSAdminSQL runs the admin login SQL of docs/install-aws.md on
+// PostgreSQL as Aurora's master user would, and checks the login it makes.
+func TestInstallAWSAdminSQL(t *testing.T) {
+	sql := blockWith(t, codeBlocks(t, "install-aws.md", "sql"), "CREATE ROLE orgforge_admin")
+	// The local stack already has an orgforge_admin.
+	sql = strings.ReplaceAll(sql, "orgforge_admin", "orgforge_admin_doc")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, stack.Postgres.SuperuserDSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("the admin SQL fails: %v", err)
+	}
+	defer func() { _, _ = conn.Exec(ctx, "DROP ROLE orgforge_admin_doc") }()
+	var login, createdb, createrole, super, member bool
+	err = conn.QueryRow(ctx, `SELECT rolcanlogin, rolcreatedb, rolcreaterole, rolsuper, pg_has_role('orgforge_admin_doc', 'rds_superuser', 'MEMBER')
+		FROM pg_roles WHERE rolname = 'orgforge_admin_doc'`).Scan(&login, &createdb, &createrole, &super, &member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !login || !createdb || !createrole || super || !member {
+		t.Errorf("the admin login: LOGIN %v CREATEDB %v CREATEROLE %v SUPERUSER %v rds_superuser %v; want LOGIN CREATEDB CREATEROLE NOSUPERUSER, member of rds_superuser",
+			login, createdb, createrole, super, member)
+	}
+}
