@@ -268,6 +268,12 @@ func (d *Database) fillFromDSN(dsn string) error {
 		// The parse error quotes the input, which holds the password.
 		return errors.New("not a postgres:// or postgresql:// URL")
 	}
+	// --database-sslrootcert applies to a DSN that names no CA bundle itself.
+	if q := u.Query(); d.SSLRootCert != "" && q.Get("sslrootcert") == "" {
+		q.Set("sslrootcert", d.SSLRootCert)
+		u.RawQuery = q.Encode()
+		dsn = u.String()
+	}
 	d.AdminDSN = dsn
 	d.Host = u.Hostname()
 	if p := u.Port(); p != "" {

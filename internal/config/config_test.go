@@ -110,3 +110,22 @@ func TestEnvironmentWithABadValueIsAnError(t *testing.T) {
 		t.Errorf("err = %v, want one naming ORGFORGE_DATABASE_MAX_CONNECTIONS", err)
 	}
 }
+
+func TestRootCertFlagReachesADSNThatNamesNone(t *testing.T) {
+	dsn := secretFile(t, "postgres://a:b@aurora.example:5432/postgres?sslmode=verify-full")
+	c, err := parse(t, "--database-admin-dsn-file="+dsn, "--database-sslrootcert=/etc/rds/ca.pem", "--s3-bucket=tenants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "postgres://a:b@aurora.example:5432/postgres?sslmode=verify-full&sslrootcert=%2Fetc%2Frds%2Fca.pem"; c.Database.AdminDSN != want {
+		t.Errorf("AdminDSN = %q, want %q", c.Database.AdminDSN, want)
+	}
+	own := secretFile(t, "postgres://a:b@aurora.example:5432/postgres?sslmode=verify-full&sslrootcert=/own.pem")
+	c, err = parse(t, "--database-admin-dsn-file="+own, "--database-sslrootcert=/etc/rds/ca.pem", "--s3-bucket=tenants")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(c.Database.AdminDSN, "sslrootcert=/own.pem") {
+		t.Errorf("the DSN's own sslrootcert was replaced: %q", c.Database.AdminDSN)
+	}
+}
