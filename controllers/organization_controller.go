@@ -146,7 +146,7 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 			predicate.AnnotationChangedPredicate{},
 			deletionPredicate(),
 		))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(secretTampered())).
 		WithOptions(opts).
 		Named("organization").
 		Complete(r)

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
@@ -14,6 +15,22 @@ func deletionPredicate() predicate.Predicate {
 		},
 		CreateFunc:  func(event.CreateEvent) bool { return false },
 		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// secretTampered lets through what someone else did to a Secret the
+// operator owns: a delete, or a change of its data. The operator's own
+// create would otherwise queue a second, no-op reconcile per Organization.
+func secretTampered() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			oldSecret, ok1 := e.ObjectOld.(*corev1.Secret)
+			newSecret, ok2 := e.ObjectNew.(*corev1.Secret)
+			return !ok1 || !ok2 || !secretDataEqual(oldSecret.Data, newSecret.Data)
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }
