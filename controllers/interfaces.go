@@ -16,6 +16,7 @@ type Database interface {
 	EnsureDatabase(ctx context.Context, name, owner string, marker aurora.Marker) (aurora.Change, error)
 	SecureDatabase(ctx context.Context, name, owner string) (aurora.Change, error)
 	EnsureExtensions(ctx context.Context, db string, extensions []string) ([]string, error)
+	CheckExtensions(ctx context.Context, extensions []string) error
 	DropDatabase(ctx context.Context, name string, marker aurora.Marker) (bool, error)
 	DropRole(ctx context.Context, name string, marker aurora.Marker) (bool, error)
 }
@@ -32,7 +33,7 @@ type Storage interface {
 	CreateAccessKey(ctx context.Context, user string) (storage.AccessKey, error)
 	ListAccessKeys(ctx context.Context, user string) ([]string, error)
 	DeleteAccessKeys(ctx context.Context, user string, keep ...string) (int, error)
-	DeletePrefixUser(ctx context.Context, user string) (bool, error)
+	DeleteOwnedPrefixUser(ctx context.Context, user string, marker storage.Marker) (bool, error)
 	AccessKeyWorks(ctx context.Context, id, secret, prefix string) (bool, error)
 }
 

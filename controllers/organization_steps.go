@@ -82,6 +82,12 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 		// Nothing changes until the spec does; no retry.
 		return ctrl.Result{}, nil
 	}
+	if err := r.checkExtensions(ctx, s); err != nil {
+		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+		s.outcome.storage = s.outcome.database
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", conditionMessage(err))
+		return ctrl.Result{}, nil
+	}
 	if err := r.timed("namespace", func() error { return r.ensureNamespace(ctx, s) }); err != nil {
 		msg := fmt.Sprintf("Waiting for namespace %s: %v", s.namespace, err)
 		s.outcome.database = result{reason: tenancyv1alpha1.ReasonProvisioning, message: msg}
@@ -123,6 +129,20 @@ func (r *OrganizationReconciler) validate(s *scope) error {
 		return err
 	}
 	s.prefix = p
+	return nil
+}
+
+// checkExtensions refuses, before anything is created, extensions the
+// server does not offer or offers to superusers only. When the server
+// cannot be asked, the database step reports why and storage goes on.
+func (r *OrganizationReconciler) checkExtensions(ctx context.Context, s *scope) error {
+	exts := make([]string, len(s.org.Spec.Database.Extensions))
+	for i, e := range s.org.Spec.Database.Extensions {
+		exts[i] = string(e)
+	}
+	if err := r.Database.CheckExtensions(ctx, exts); errors.Is(err, aurora.ErrInvalid) {
+		return err
+	}
 	return nil
 }
 
@@ -318,7 +338,11 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 	withKey := s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone
 	if err := r.timed("accessKey", func() error {
 		if !withKey {
-			deleted, err := r.Storage.DeletePrefixUser(ctx, user)
+			deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
+			if errors.Is(err, storage.ErrConflict) {
+				// Not ours: nothing of this organization to revoke.
+				return nil
+			}
 			if deleted {
 				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its keys: storage.access is None", user)
 			}
@@ -511,11 +535,13 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 		return nil
 	}
 	user := r.Storage.UserName(s.org.Name)
-	deleted, err := r.Storage.DeletePrefixUser(ctx, user)
-	if err != nil {
+	deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "IAMUserNotOwned", "Delete", "Left IAM user %s alone: orgforge did not create it for this Organization", user)
+	case err != nil:
 		return fmt.Errorf("deleting IAM user %s: %w", user, err)
-	}
-	if deleted {
+	case deleted:
 		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its access keys", user)
 	}
 

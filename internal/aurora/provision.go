@@ -483,6 +483,60 @@ func (s *Service) EnsureExtensions(ctx context.Context, db string, exts []string
 	return created, nil
 }
 
+// CheckExtensions returns ErrInvalid when the server does not offer one of
+// exts, or offers it to superusers only, so that a spec naming one is
+// refused before anything is created for it. Extensions are created as the
+// organization's role (see EnsureExtensions), which may create trusted
+// extensions only. It reads pg_available_extension_versions on the admin
+// database, which lists what the whole server offers.
+func (s *Service) CheckExtensions(ctx context.Context, exts []string) error {
+	for _, e := range exts {
+		if err := validName("extension", e); err != nil {
+			return err
+		}
+	}
+	if len(exts) == 0 {
+		return nil
+	}
+	creatable := map[string]bool{}
+	err := s.run(ctx, "CheckExtensions", func(ctx context.Context) error {
+		rows, err := s.admin.Query(ctx, `SELECT e.name, v.trusted OR NOT v.superuser
+			FROM pg_available_extensions e
+			JOIN pg_available_extension_versions v ON v.name = e.name AND v.version = e.default_version
+			WHERE e.name = ANY($1)`, exts)
+		if err != nil {
+			return err
+		}
+		var name string
+		var ok bool
+		_, err = pgx.ForEachRow(rows, []any{&name, &ok}, func() error {
+			creatable[name] = ok
+			return nil
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reading the server's extensions: %w", err)
+	}
+	var missing, privileged []string
+	for _, e := range slices.Compact(slices.Sorted(slices.Values(exts))) {
+		ok, found := creatable[e]
+		switch {
+		case !found:
+			missing = append(missing, fmt.Sprintf("%q", e))
+		case !ok:
+			privileged = append(privileged, fmt.Sprintf("%q", e))
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return fmt.Errorf("%w: extension %s is not available on the PostgreSQL server", ErrInvalid, joinAnd(missing))
+	case len(privileged) > 0:
+		return fmt.Errorf("%w: extension %s can only be created by a superuser; an organization may use trusted extensions only", ErrInvalid, joinAnd(privileged))
+	}
+	return nil
+}
+
 func (s *Service) ensureExtensions(ctx context.Context, db string, want []string) ([]string, error) {
 	pool, release, err := s.OrgPool(ctx, db)
 	if err != nil {

@@ -321,6 +321,34 @@ func (s *Service) DeletePrefixUser(ctx context.Context, user string) (deleted bo
 	return true, nil
 }
 
+// DeleteOwnedPrefixUser is DeletePrefixUser for the user of the
+// organization m only: a user of that name that is outside orgforge's IAM
+// path, or carries another organization's UID tag or none, is ErrConflict
+// and is not touched.
+func (s *Service) DeleteOwnedPrefixUser(ctx context.Context, user string, m Marker) (deleted bool, err error) {
+	if user == "" || m.UID == "" {
+		return false, fmt.Errorf("%w: empty IAM user name or organization UID", ErrInvalid)
+	}
+	var got *iamtypes.User
+	err = s.do(ctx, "GetUser", func(ctx context.Context) error {
+		out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
+		if err == nil {
+			got = out.User
+		}
+		return err
+	})
+	switch {
+	case isNoSuchEntity(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading IAM user %q: %w", user, err)
+	}
+	if err := s.checkUser(got, m); err != nil {
+		return false, err
+	}
+	return s.DeletePrefixUser(ctx, user)
+}
+
 func (s *Service) listUserPolicies(ctx context.Context, user string) ([]string, error) {
 	var names []string
 	pages := iam.NewListUserPoliciesPaginator(s.iam, &iam.ListUserPoliciesInput{UserName: aws.String(user)})

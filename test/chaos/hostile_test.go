@@ -1,0 +1,659 @@
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
+	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/credentials"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// unstructuredOrg is an Organization as a hostile client may write it, with
+// fields of any type.
+func unstructuredOrg(name string, spec map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "tenancy.orgforge.io/v1alpha1",
+		"kind":       "Organization",
+		"metadata":   map[string]any{"name": name},
+	}}
+	if spec == nil {
+		spec = map[string]any{}
+	}
+	if _, ok := spec["deletionPolicy"]; !ok {
+		spec["deletionPolicy"] = "Delete"
+	}
+	u.Object["spec"] = spec
+	return u
+}
+
+func pool(min, max any) map[string]any {
+	return map[string]any{"database": map[string]any{"pool": map[string]any{"minConnections": min, "maxConnections": max}}}
+}
+
+func exts(names ...any) map[string]any {
+	return map[string]any{"database": map[string]any{"extensions": names}}
+}
+
+// TestHostileInputIsRefusedAndTouchesNothing feeds the API server and the
+// operator Organizations built to break them. Each is refused at admission
+// with a message that says why, or, where only the servers can tell, set to
+// InvalidSpec or Conflict; nothing is created for them, and nothing that
+// orgforge did not create is altered or removed, whatever the
+// deletionPolicy. Names that would be dangerous unprefixed provision
+// harmlessly as org_<name>.
+func TestHostileInputIsRefusedAndTouchesNothing(t *testing.T) {
+	ctx := t.Context()
+	op := startOperator(t, "hostile")
+	op.waitStarted(t)
+	before := worldSnapshot(t)
+
+	t.Run("admission", func(t *testing.T) {
+		many := make([]any, 33)
+		for i := range many {
+			many[i] = fmt.Sprintf("ext%d", i)
+		}
+		cases := map[string]struct {
+			obj     *unstructured.Unstructured
+			message string
+		}{
+			"name with a quote and SQL":             {unstructuredOrg("acme'; DROP DATABASE postgres; --", nil), "RFC 1123"},
+			"name with a double quote":              {unstructuredOrg(`acme"; DROP ROLE orgforge_admin; --`, nil), "RFC 1123"},
+			"name with a semicolon":                 {unstructuredOrg("acme;drop", nil), "RFC 1123"},
+			"name of 51 characters":                 {unstructuredOrg(strings.Repeat("a", 51), nil), "at most 50 characters"},
+			"name of 64 characters":                 {unstructuredOrg(strings.Repeat("b", 64), nil), "at most 50 characters"},
+			"name of 254 characters":                {unstructuredOrg(strings.Repeat("c", 254), nil), "must be no more than 253 characters"},
+			"name with a Cyrillic lookalike":        {unstructuredOrg("\u0440ostgres", nil), "RFC 1123"},
+			"name in fullwidth letters":             {unstructuredOrg("\uff50\uff4f\uff53\uff54\uff47\uff52\uff45\uff53", nil), "RFC 1123"},
+			"name with a zero-width space":          {unstructuredOrg("acme\u200b", nil), "RFC 1123"},
+			"name with a dotless i":                 {unstructuredOrg("adm\u0131n", nil), "RFC 1123"},
+			"name rds_superuser with an underscore": {unstructuredOrg("rds_superuser", nil), "RFC 1123"},
+			"name in upper case":                    {unstructuredOrg("Postgres", nil), "RFC 1123"},
+			"name with a dot":                       {unstructuredOrg("pg.template1", nil), "must be a DNS label"},
+			"name traversing with ..":               {unstructuredOrg("..", nil), "RFC 1123"},
+			"name traversing with a slash":          {unstructuredOrg("../orgs", nil), "RFC 1123"},
+			"name with a percent-encoded slash":     {unstructuredOrg("a%2f..%2fb", nil), "RFC 1123"},
+			"deletion policy carrying SQL":          {unstructuredOrg("bad-policy", map[string]any{"deletionPolicy": "Delete'; DROP DATABASE x; --"}), `supported values: "Retain", "Delete"`},
+			"storage access carrying a quote":       {unstructuredOrg("bad-access", map[string]any{"storage": map[string]any{"access": `AccessKey"`}}), `supported values: "None", "AccessKey"`},
+			"namespace carrying SQL":                {unstructuredOrg("bad-ns", map[string]any{"namespace": "org-a'; DROP TABLE x"}), "should match"},
+			"namespace traversing":                  {unstructuredOrg("path-ns", map[string]any{"namespace": "../kube-system"}), "should match"},
+			"namespace in upper case":               {unstructuredOrg("upper-ns", map[string]any{"namespace": "Kube-System"}), "should match"},
+			"namespace of 64 characters":            {unstructuredOrg("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), "may not be more than 63"},
+			"display name of 257 characters":        {unstructuredOrg("long-display", map[string]any{"displayName": strings.Repeat("'", 257)}), "may not be more than 256"},
+			"extension carrying SQL":                {unstructuredOrg("sql-ext", exts("pgcrypto; DROP DATABASE x")), "should match"},
+			"extension with a quote":                {unstructuredOrg("quote-ext", exts(`pgcrypto"`)), "should match"},
+			"extension dropping the admin":          {unstructuredOrg("drop-ext", exts("'; DROP ROLE orgforge_admin; --")), "should match"},
+			"extension with a schema":               {unstructuredOrg("schema-ext", exts("pg_catalog.pgcrypto")), "should match"},
+			"extension of 64 characters":            {unstructuredOrg("long-ext", exts(strings.Repeat("e", 64))), "may not be more than 63"},
+			"33 extensions":                         {unstructuredOrg("many-ext", exts(many...)), "must have at most 32 items"},
+			"empty extension":                       {unstructuredOrg("empty-ext", exts("")), "should be at least 1 chars long"},
+			"min connections above max":             {unstructuredOrg("min-max", pool(20, 10)), "minConnections must not be greater than database.pool.maxConnections"},
+			"negative min connections":              {unstructuredOrg("neg-min", pool(-1, 10)), "should be greater than or equal to 0"},
+			"negative max connections":              {unstructuredOrg("neg-max", pool(0, -5)), "should be greater than or equal to 1"},
+			"zero max connections":                  {unstructuredOrg("zero-max", pool(0, 0)), "should be greater than or equal to 1"},
+			"max connections of 2^31-1":             {unstructuredOrg("huge-max", pool(2, 2147483647)), "should be less than or equal to 1000"},
+			"min connections of 10^12":              {unstructuredOrg("huge-min", pool(int64(1e12), 10)), "should be less than or equal to 1000"},
+			"fractional connections":                {unstructuredOrg("frac-pool", pool(2, 2.5)), "must be of type integer"},
+			"connections carrying SQL":              {unstructuredOrg("text-pool", pool(2, "10; DROP DATABASE x")), "must be of type integer"},
+		}
+		for name, tc := range cases {
+			t.Run(name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				err := env.k8s.Create(ctx, tc.obj)
+				if err == nil {
+					_ = env.k8s.Delete(ctx, tc.obj)
+					t.Fatalf("accepted; want a refusal mentioning %q", tc.message)
+				}
+				if !apierrors.IsInvalid(err) {
+					t.Fatalf("refused, but not as Invalid: %v", err)
+				}
+				if !strings.Contains(err.Error(), tc.message) {
+					t.Errorf("message %q does not say %q", err.Error(), tc.message)
+				}
+				badInput("admission", true)
+			})
+		}
+	})
+
+	t.Run("invalid spec", func(t *testing.T) {
+		cases := map[string]struct {
+			org     *tenancyv1alpha1.Organization
+			message string
+		}{
+			"namespace kube-system":     {newOrg("hostile-kube-system", inNamespace("kube-system")), "--allow-system-namespaces"},
+			"namespace kube-public":     {newOrg("hostile-kube-public", inNamespace("kube-public")), "--allow-system-namespaces"},
+			"namespace kube-node-lease": {newOrg("hostile-kube-node-lease", inNamespace("kube-node-lease")), "--allow-system-namespaces"},
+			"namespace default":         {newOrg("hostile-default", inNamespace("default")), "--allow-system-namespaces"},
+			"extension the server lacks": {newOrg("hostile-no-ext", withExtensions("no_such_extension")),
+				`extension "no_such_extension" is not available`},
+			"one good and one missing extension": {newOrg("hostile-half-ext", withExtensions("pgcrypto", "pgcrypto-2")),
+				`extension "pgcrypto-2" is not available`},
+			"extension reading server files": {newOrg("hostile-file-fdw", withExtensions("file_fdw")),
+				`extension "file_fdw" can only be created by a superuser`},
+			"extension reaching other databases": {newOrg("hostile-dblink", withExtensions("dblink")),
+				`extension "dblink" can only be created by a superuser`},
+			"extension writing server files": {newOrg("hostile-adminpack", withExtensions("adminpack")),
+				`extension "adminpack" can only be created by a superuser`},
+		}
+		var all []string
+		for _, tc := range cases {
+			all = append(all, tc.org.Name)
+		}
+		cleanupOrgs(t, all)
+		for _, tc := range cases {
+			create(t, tc.org)
+		}
+		for name, tc := range cases {
+			t.Run(name, func(t *testing.T) {
+				o := waitReason(t, tc.org.Name, tenancyv1alpha1.ConditionReady, tenancyv1alpha1.ReasonInvalidSpec)
+				for _, ct := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
+					if c := condition(o, ct); !strings.Contains(c, tc.message) {
+						t.Errorf("%s is %q; want a message saying %q", ct, c, tc.message)
+					}
+				}
+				assertNothingCreated(t, o)
+				badInput("InvalidSpec", true)
+			})
+		}
+		deleteOrgs(t, all...)
+		waitGone(t, all, env.scale.converge)
+	})
+
+	parent := t
+	t.Run("system namespace allowed by the flag", func(t *testing.T) {
+		op.stop()
+		allowed := startOperator(t, "hostile-allow-system", "--allow-system-namespaces")
+		allowed.waitStarted(t)
+		defer func() {
+			allowed.stop()
+			op = startOperator(parent, "hostile-after")
+			op.waitStarted(t)
+		}()
+		o := newOrg("hostile-allowed", inNamespace("kube-public"))
+		cleanupOrgs(t, []string{o.Name})
+		create(t, o)
+		waitReady(t, []string{o.Name}, env.scale.converge)
+		verifyProvisioned(t, o.Name, []string{o.Name})
+		deleteOrgs(t, o.Name)
+		waitGone(t, []string{o.Name}, env.scale.converge)
+		ns := &corev1.Namespace{}
+		if err := env.k8s.Get(ctx, client.ObjectKey{Name: "kube-public"}, ns); err != nil || !ns.DeletionTimestamp.IsZero() {
+			t.Errorf("kube-public was deleted with the Organization that used it (%v)", err)
+		}
+		sum.orgs(1, 1)
+	})
+
+	t.Run("dangerous names provision harmlessly", func(t *testing.T) {
+		cases := []*tenancyv1alpha1.Organization{
+			newOrg("postgres"), newOrg("template0"), newOrg("template1"), newOrg("rds-superuser"),
+			newOrg("orgforge-admin"), newOrg("rdsadmin"), newOrg("public"), newOrg("pg-signal-backend"),
+			newOrg("hostile-display-sql", withDisplayName("'); DROP DATABASE postgres; --")),
+			newOrg("hostile-display-quote", withDisplayName(`"; DROP ROLE orgforge_admin; -- \' $$`)),
+			newOrg("hostile-display-unicode", withDisplayName("\uff21\uff23\uff2d\uff25 \u0440ostgres \u200b\u202e")),
+			newOrg("hostile-display-traversal", withDisplayName("../../orgs/postgres/")),
+		}
+		var all []string
+		for _, o := range cases {
+			all = append(all, o.Name)
+		}
+		cleanupOrgs(t, all)
+		guarded := guardRealObjects(t)
+		create(t, cases...)
+		waitReady(t, all, env.scale.converge)
+		for _, o := range cases {
+			verifyProvisioned(t, o.Name, []string{o.Name})
+			badInput("harmless", false)
+		}
+		deleteOrgs(t, all...)
+		waitGone(t, all, env.scale.converge)
+		for _, o := range cases {
+			verifyGone(t, o.Name, []string{o.Name})
+		}
+		guarded.check(t)
+		sum.orgs(len(all), len(all))
+	})
+
+	t.Run("names taken by others are a Conflict and are never touched", func(t *testing.T) {
+		for _, policy := range []tenancyv1alpha1.DeletionPolicy{tenancyv1alpha1.DeletionPolicyDelete, tenancyv1alpha1.DeletionPolicyRetain} {
+			t.Run(string(policy), func(t *testing.T) { conflicts(t, strings.ToLower(string(policy))) })
+		}
+	})
+
+	assertAlive(t, op)
+	after := worldSnapshot(t)
+	if d := before.diff(after); d != "" {
+		t.Errorf("the world changed across the hostile inputs:\n%s", d)
+	}
+}
+
+// conflicts takes, before the Organizations exist, each name they will
+// need, the way someone else might, and checks that the operator reports a
+// Conflict, alters none of it and leaves all of it when the Organizations
+// are deleted with the given policy.
+func conflicts(t *testing.T, policy string) {
+	ctx := t.Context()
+	p := func(s string) string { return "taken-" + policy + "-" + s }
+	withPolicy := func(o *tenancyv1alpha1.Organization) {
+		o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicy(strings.ToUpper(policy[:1]) + policy[1:])
+	}
+
+	// A database with data, a login role, IAM users outside and inside
+	// orgforge's path, a Secret and a prefix marker, none of them
+	// orgforge's.
+	dbOrg, roleOrg, outsideOrg, taggedOrg, secretOrg, prefixOrg := p("db"), p("role"), p("iam-path"), p("iam-tag"), p("secret"), p("prefix")
+	db := naming.DatabaseName(dbOrg)
+	superSQL(t, "CREATE DATABASE "+db)
+	t.Cleanup(func() { superSQL(t, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)") })
+	superSQLIn(t, db, "CREATE TABLE precious (v int); INSERT INTO precious SELECT generate_series(1, 100)")
+	superSQL(t, "COMMENT ON DATABASE "+db+" IS 'belongs to payroll'")
+
+	role := naming.RoleName(roleOrg)
+	verifier, err := credentials.SCRAMVerifier("Payroll-Pa55")
+	if err != nil {
+		t.Fatal(err)
+	}
+	superSQL(t, "CREATE ROLE "+role+" LOGIN CONNECTION LIMIT 3 PASSWORD '"+verifier+"'")
+	t.Cleanup(func() { superSQL(t, "DROP ROLE IF EXISTS "+role) })
+	superSQL(t, "COMMENT ON ROLE "+role+" IS 'orgforge:org="+roleOrg+";uid=not-this-one'")
+
+	outside := foreignIAMUser(t, storage.UserName(outsideOrg), "/payroll/", nil)
+	tagged := foreignIAMUser(t, storage.UserName(taggedOrg), "/orgforge/", map[string]string{storage.TagUID: "another-uid", storage.TagOrg: taggedOrg})
+
+	ns := &corev1.Namespace{}
+	ns.Name = p("shared-ns")
+	if err := env.k8s.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	foreignSecret := &corev1.Secret{StringData: map[string]string{"password": "not-orgforges"}}
+	foreignSecret.Namespace, foreignSecret.Name = ns.Name, naming.DatabaseSecretName(secretOrg)
+	if err := env.k8s.Create(ctx, foreignSecret); err != nil {
+		t.Fatal(err)
+	}
+
+	markerKey := "orgs/" + prefixOrg + "/" + storage.MarkerName
+	root := env.stack.S3.RootClient()
+	for key, body := range map[string]string{markerKey: "payroll's own marker", "orgs/" + prefixOrg + "/ledger.csv": "1,2,3"} {
+		if err := putObject(ctx, root, key, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = env.storage.DeletePrefix(context.Background(), "orgs/"+prefixOrg+"/") })
+
+	state := func() string {
+		var b strings.Builder
+		row := env.su.QueryRow(ctx, `SELECT d.datname, pg_get_userbyid(d.datdba), shobj_description(d.oid, 'pg_database'),
+			(SELECT rolpassword FROM pg_authid WHERE rolname = $2), (SELECT rolconnlimit FROM pg_roles WHERE rolname = $2),
+			(SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $2)
+			FROM pg_database d WHERE d.datname = $1`, db, role)
+		var name, owner, comment, password, roleComment string
+		var limit int
+		if err := row.Scan(&name, &owner, &comment, &password, &limit, &roleComment); err != nil {
+			return "catalog: " + err.Error()
+		}
+		var rows int
+		_ = superQueryIn(t, db, "SELECT count(*) FROM precious", &rows)
+		fmt.Fprintf(&b, "database %s owner %s comment %q rows %d; role password %s limit %d comment %q\n",
+			name, owner, comment, rows, password, limit, roleComment)
+		for _, u := range []string{outside, tagged} {
+			fmt.Fprintf(&b, "IAM user %s: %s\n", u, describeIAMUser(ctx, u))
+		}
+		s := &corev1.Secret{}
+		if err := env.k8s.Get(ctx, client.ObjectKeyFromObject(foreignSecret), s); err != nil {
+			fmt.Fprintf(&b, "Secret: %v\n", err)
+		} else {
+			fmt.Fprintf(&b, "Secret labels %v data %q owners %v\n", s.Labels, s.Data, s.OwnerReferences)
+		}
+		for _, key := range []string{markerKey, "orgs/" + prefixOrg + "/ledger.csv"} {
+			body, err := getObject(ctx, root, key)
+			fmt.Fprintf(&b, "object %s: %q %v\n", key, body, err)
+		}
+		return b.String()
+	}
+	was := state()
+
+	cases := []struct {
+		org       *tenancyv1alpha1.Organization
+		condition string
+		names     string
+	}{
+		{newOrg(dbOrg, withPolicy), tenancyv1alpha1.ConditionDatabaseReady, `database "` + db + `"`},
+		{newOrg(roleOrg, withPolicy), tenancyv1alpha1.ConditionDatabaseReady, `role "` + role + `"`},
+		{newOrg(outsideOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `IAM user "` + outside + `" exists outside orgforge's path`},
+		{newOrg(taggedOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `IAM user "` + tagged + `" belongs to the organization with uid "another-uid"`},
+		{newOrg(secretOrg, withPolicy, inNamespace(ns.Name)), tenancyv1alpha1.ConditionDatabaseReady, "Secret " + ns.Name + "/" + foreignSecret.Name},
+		{newOrg(prefixOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `prefix "orgs/` + prefixOrg + `/" holds a .orgforge that orgforge did not write`},
+	}
+	var all []string
+	for _, tc := range cases {
+		all = append(all, tc.org.Name)
+	}
+	cleanupOrgs(t, all)
+	for _, tc := range cases {
+		create(t, tc.org)
+	}
+	for _, tc := range cases {
+		o := waitReason(t, tc.org.Name, tc.condition, tenancyv1alpha1.ReasonConflict)
+		if c := condition(o, tc.condition); !strings.Contains(c, tc.names) {
+			t.Errorf("%s: %s is %q; want it to name %s", tc.org.Name, tc.condition, c, tc.names)
+		}
+		badInput("Conflict", true)
+	}
+	if now := state(); now != was {
+		t.Errorf("objects orgforge does not own changed while it reconciled:\nbefore: %s\nafter:  %s", was, now)
+	}
+	deleteOrgs(t, all...)
+	waitGone(t, all, env.scale.converge)
+	if now := state(); now != was {
+		t.Errorf("objects orgforge does not own changed when the Organizations were deleted (%s):\nbefore: %s\nafter:  %s", policy, was, now)
+	}
+	// What the operator did create for them went with them, or stays
+	// by the Retain policy.
+	if policy == "delete" {
+		for _, tc := range cases {
+			verifyGoneExcept(t, tc.org.Name, db, role)
+		}
+	} else {
+		for _, tc := range cases {
+			cleanupRetained(t, tc.org.Name, db, role)
+		}
+	}
+}
+
+// guarded is what the dangerous names must never reach: the real
+// databases and roles whose names they spell.
+type guarded struct{ before string }
+
+func guardRealObjects(t *testing.T) guarded {
+	return guarded{before: realObjects(t)}
+}
+
+func realObjects(t *testing.T) string {
+	var out string
+	err := env.su.QueryRow(t.Context(), `SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+		SELECT format('database %s owner %s comment %s acl %s', datname, pg_get_userbyid(datdba), shobj_description(oid, 'pg_database'), datacl) AS x
+			FROM pg_database WHERE datname IN ('postgres', 'template0', 'template1')
+		UNION ALL
+		SELECT format('role %s super %s createdb %s createrole %s login %s password %s comment %s members %s', rolname, rolsuper, rolcreatedb, rolcreaterole, rolcanlogin,
+			rolpassword, shobj_description(oid, 'pg_authid'),
+			(SELECT string_agg(pg_get_userbyid(member), ',' ORDER BY 1) FROM pg_auth_members WHERE roleid = a.oid))
+			FROM pg_authid a WHERE rolname IN ('postgres', 'rds_superuser', 'rds_iam', 'orgforge_admin', 'pg_signal_backend', 'public', 'rdsadmin')) s`).Scan(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (g guarded) check(t *testing.T) {
+	if now := realObjects(t); now != g.before {
+		t.Errorf("real databases or roles changed:\nbefore:\n%s\nafter:\n%s", g.before, now)
+	}
+}
+
+func inNamespace(ns string) func(*tenancyv1alpha1.Organization) {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = ns }
+}
+
+func withExtensions(names ...string) func(*tenancyv1alpha1.Organization) {
+	return func(o *tenancyv1alpha1.Organization) {
+		for _, n := range names {
+			o.Spec.Database.Extensions = append(o.Spec.Database.Extensions, tenancyv1alpha1.ExtensionName(n))
+		}
+	}
+}
+
+func withDisplayName(s string) func(*tenancyv1alpha1.Organization) {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.DisplayName = s }
+}
+
+func badInput(kind string, refused bool) {
+	sum.mu.Lock()
+	defer sum.mu.Unlock()
+	b := &sum.badInputs
+	switch kind {
+	case "admission":
+		b.admission++
+	case "InvalidSpec":
+		b.invalidSpec++
+	case "Conflict":
+		b.conflict++
+	case "harmless":
+		b.harmless++
+		return
+	}
+	b.total++
+	if refused {
+		b.refused++
+	}
+}
+
+// waitReason waits until condition condType of the Organization is False
+// with reason.
+func waitReason(t *testing.T, name, condType, reason string) *tenancyv1alpha1.Organization {
+	t.Helper()
+	o := &tenancyv1alpha1.Organization{}
+	eventually(t, env.scale.converge, fmt.Sprintf("%s %s=False/%s", name, condType, reason), func() (bool, string) {
+		if err := env.k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
+			return false, err.Error()
+		}
+		c := condition(o, condType)
+		return strings.HasPrefix(c, "False/"+reason+":"), c
+	})
+	return o
+}
+
+// assertNothingCreated checks that no database, role, IAM user, object,
+// namespace or Secret exists for the Organization.
+func assertNothingCreated(t *testing.T, o *tenancyv1alpha1.Organization) {
+	t.Helper()
+	ctx := t.Context()
+	db := naming.DatabaseName(o.Name)
+	if dbs, err := databases(ctx, db); err != nil || len(dbs) > 0 {
+		t.Errorf("databases %v (%v)", keysOf(dbs), err)
+	}
+	if rls, err := roles(ctx, db); err != nil || len(rls) > 0 {
+		t.Errorf("roles %v (%v)", keysOf(rls), err)
+	}
+	if users, err := iamUsers(ctx, storage.UserName(o.Name)); err != nil || len(users) > 0 {
+		t.Errorf("IAM users %v (%v)", users, err)
+	}
+	if keys, err := objects(ctx, "orgs/"+o.Name+"/"); err != nil || len(keys) > 0 {
+		t.Errorf("objects %v (%v)", keys, err)
+	}
+	ns := o.Spec.Namespace
+	if ns == "" {
+		ns = naming.Namespace(o.Name)
+		if err := env.k8s.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace %s was created (%v)", ns, err)
+		}
+	}
+	for _, s := range []string{naming.DatabaseSecretName(o.Name), naming.StorageSecretName(o.Name)} {
+		if err := env.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: s}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Secret %s/%s was written (%v)", ns, s, err)
+		}
+	}
+}
+
+// verifyGoneExcept is verifyGone for one organization, leaving out the
+// foreign database and role that took its names.
+func verifyGoneExcept(t *testing.T, org, foreignDB, foreignRole string) {
+	t.Helper()
+	ctx := t.Context()
+	db := naming.DatabaseName(org)
+	if dbs, err := databases(ctx, db); err != nil || (len(dbs) > 0 && db != foreignDB) {
+		t.Errorf("%s: databases left %v (%v)", org, keysOf(dbs), err)
+	}
+	if rls, err := roles(ctx, db); err != nil || (len(rls) > 0 && db != foreignRole) {
+		t.Errorf("%s: roles left %v (%v)", org, keysOf(rls), err)
+	}
+	if keys, err := objects(ctx, "orgs/"+org+"/"); err != nil || (len(keys) > 0 && !strings.HasSuffix(org, "-prefix")) {
+		t.Errorf("%s: objects left %v (%v)", org, keys, err)
+	}
+}
+
+// cleanupRetained removes what the Retain policy kept for an organization
+// that orgforge provisioned in part.
+func cleanupRetained(t *testing.T, org, foreignDB, foreignRole string) {
+	db := naming.DatabaseName(org)
+	if db != foreignDB {
+		superSQL(t, "DROP DATABASE IF EXISTS "+db+" WITH (FORCE)")
+	}
+	if db != foreignRole {
+		superSQL(t, "DROP ROLE IF EXISTS "+db)
+	}
+	if !strings.HasSuffix(org, "-prefix") {
+		if _, err := env.storage.DeletePrefix(t.Context(), "orgs/"+org+"/"); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func superSQL(t *testing.T, sql string) {
+	t.Helper()
+	if _, err := env.su.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func superSQLIn(t *testing.T, db, sql string) {
+	t.Helper()
+	if err := superQueryIn(t, db, sql); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func superQueryIn(t *testing.T, db, sql string, dest ...any) error {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, env.stack.Postgres.SuperuserDSN(db))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	if len(dest) == 0 {
+		_, err = conn.Exec(ctx, sql)
+		return err
+	}
+	return conn.QueryRow(ctx, sql).Scan(dest...)
+}
+
+// foreignIAMUser creates an IAM user the way another team would, with an
+// access key, and removes it when the test ends.
+func foreignIAMUser(t *testing.T, name, path string, tags map[string]string) string {
+	t.Helper()
+	ctx := t.Context()
+	in := &iam.CreateUserInput{UserName: aws.String(name), Path: aws.String(path)}
+	for k, v := range tags {
+		in.Tags = append(in.Tags, iamtypes.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	if _, err := env.iam.CreateUser(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteIAMUser(name) })
+	if _, err := env.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(name)}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func describeIAMUser(ctx context.Context, name string) string {
+	u, err := env.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(name)})
+	if err != nil {
+		return err.Error()
+	}
+	keys, err := env.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)})
+	if err != nil {
+		return err.Error()
+	}
+	var ids []string
+	for _, k := range keys.AccessKeyMetadata {
+		ids = append(ids, aws.ToString(k.AccessKeyId))
+	}
+	pols, err := env.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)})
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("path %s keys %v policies %v", aws.ToString(u.User.Path), ids, pols.PolicyNames)
+}
+
+// deleteIAMUser removes a user whatever its path, as its owner would.
+func deleteIAMUser(name string) {
+	ctx := context.Background()
+	if keys, err := env.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)}); err == nil {
+		for _, k := range keys.AccessKeyMetadata {
+			_, _ = env.iam.DeleteAccessKey(ctx, &iam.DeleteAccessKeyInput{UserName: aws.String(name), AccessKeyId: k.AccessKeyId})
+		}
+	}
+	if pols, err := env.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)}); err == nil {
+		for _, p := range pols.PolicyNames {
+			_, _ = env.iam.DeleteUserPolicy(ctx, &iam.DeleteUserPolicyInput{UserName: aws.String(name), PolicyName: aws.String(p)})
+		}
+	}
+	_, _ = env.iam.DeleteUser(ctx, &iam.DeleteUserInput{UserName: aws.String(name)})
+}
+
+// snapshot is everything orgforge could create, by name.
+type snapshot map[string]bool
+
+func worldSnapshot(t *testing.T) snapshot {
+	t.Helper()
+	ctx := t.Context()
+	s := snapshot{}
+	dbs, err := databases(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range dbs {
+		s["database "+n] = true
+	}
+	rls, err := roles(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range rls {
+		s["role "+n] = true
+	}
+	users, err := iamUsers(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := range users {
+		s["IAM user "+n] = true
+	}
+	keys, err := objects(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		s["object "+k] = true
+	}
+	return s
+}
+
+func (s snapshot) diff(o snapshot) string {
+	var out []string
+	for k := range s {
+		if !o[k] {
+			out = append(out, "- "+k)
+		}
+	}
+	for k := range o {
+		if !s[k] {
+			out = append(out, "+ "+k)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,446 @@
+// Package chaos_test is orgforge's reliability and security suite: the
+// operator runs as a separate process, built from main.go, against the real
+// local stack, and is SIGKILLed, starved of its dependencies, made to fail
+// over and fed hostile input. Every scenario then checks the state of the
+// world: PostgreSQL's catalogs, the bucket, IAM and the API server.
+//
+// `make test` runs the short version of every scenario; `make chaos` sets
+// ORGFORGE_CHAOS_LONG=1 for the long one. docs/reliability.md records the
+// figures.
+package chaos_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/go-logr/logr"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// scale is how hard each scenario pushes.
+type scale struct {
+	name string
+	// crashOrgs are provisioned and deleted while the operator is killed
+	// crashKills times in each phase.
+	crashOrgs, crashKills int
+	// pgOutages PostgreSQL outages of pgOutage each; one S3 and IAM outage
+	// of s3Outage.
+	pgOutages          int
+	pgOutage, s3Outage time.Duration
+	outageOrgs         int
+	leaderOrgs         int
+	// failovers is how many times the leader is killed.
+	failovers int
+	// converge bounds every wait for the world to settle.
+	converge time.Duration
+}
+
+var (
+	short = scale{name: "short",
+		crashOrgs: 15, crashKills: 3,
+		pgOutages: 1, pgOutage: 3 * time.Second, s3Outage: 3 * time.Second, outageOrgs: 4,
+		leaderOrgs: 6, failovers: 1,
+		converge: 3 * time.Minute}
+	long = scale{name: "long",
+		crashOrgs: 200, crashKills: 20,
+		pgOutages: 2, pgOutage: 30 * time.Second, s3Outage: 30 * time.Second, outageOrgs: 20,
+		leaderOrgs: 40, failovers: 3,
+		converge: 10 * time.Minute}
+)
+
+// harness is the suite's shared state: the stack, clients that inspect it,
+// and what the hygiene check reads at the end.
+type harness struct {
+	scale   scale
+	dir     string
+	stack   *devstack.Stack
+	k8s     client.WithWatch
+	manager string
+	// su inspects PostgreSQL as the bootstrap superuser; the operator never
+	// uses it.
+	su      *pgxpool.Pool
+	storage *storage.Service
+	iam     *iam.Client
+	files   struct{ dsn, keyID, secretKey string }
+
+	mu sync.Mutex
+	// logs are the operator processes' log files.
+	logs []string
+	seq  int
+}
+
+var (
+	env    *harness
+	scheme = runtime.NewScheme()
+	sum    = &summary{}
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	// The suite's own clients log nothing; the operator processes log to
+	// files.
+	ctrllog.SetLogger(logr.Discard())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := &harness{scale: short}
+	if os.Getenv("ORGFORGE_CHAOS_LONG") == "1" {
+		h.scale = long
+	}
+	var err error
+	if h.dir, err = os.MkdirTemp("", "orgforge-chaos-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	keep := os.Getenv("ORGFORGE_CHAOS_KEEP") == "1"
+	defer func() {
+		if !keep {
+			_ = os.RemoveAll(h.dir)
+		}
+	}()
+	if err := h.start(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "chaos:", err)
+		return 1
+	}
+	defer h.close()
+	env = h
+	collectors := startCollectors(ctx, h)
+
+	code := m.Run()
+
+	cancel()
+	collectors.wait()
+	leaks, report := checkHygiene(h, collectors)
+	orphans := globalOrphans(h)
+	sum.print(os.Stdout, h.scale.name, leaks, orphans, report)
+	if len(leaks) > 0 || len(orphans) > 0 {
+		for _, l := range leaks {
+			fmt.Fprintln(os.Stderr, "SECRET LEAKED:", l)
+		}
+		for _, o := range orphans {
+			fmt.Fprintln(os.Stderr, "ORPHAN:", o)
+		}
+		code = 1
+	}
+	if code != 0 {
+		keep = true
+		fmt.Fprintf(os.Stderr, "chaos: logs kept in %s\n", h.dir)
+	}
+	return code
+}
+
+func (h *harness) start(ctx context.Context) error {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, tenancyv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return err
+		}
+	}
+	built := make(chan error, 1)
+	go func() { built <- h.buildManager() }()
+
+	root, err := devstack.RepoRoot()
+	if err != nil {
+		return err
+	}
+	h.stack, err = devstack.Start(ctx, devstack.Options{
+		Dir:  filepath.Join(h.dir, "stack"),
+		Kube: true, CRDPaths: []string{filepath.Join(root, "config", "crd", "bases")},
+		Postgres: true,
+		// Every statement the operator sends is logged, so that the
+		// hygiene check can read the SQL for passwords.
+		PostgresOptions: devstack.PostgresOptions{Settings: map[string]string{
+			"log_statement": "all", "log_line_prefix": "%m [%p] %u@%d ",
+		}},
+		S3: true,
+	})
+	if err != nil {
+		<-built
+		return err
+	}
+	if err := <-built; err != nil {
+		return err
+	}
+	if h.k8s, err = client.NewWithWatch(h.stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	if h.su, err = pgxpool.New(ctx, h.stack.Postgres.SuperuserDSN("postgres")); err != nil {
+		return err
+	}
+	s3 := h.stack.S3
+	if h.storage, err = storage.New(ctx, storage.Config{
+		Bucket: s3.Bucket, Region: s3.Region, Endpoint: s3.Endpoint, IAMEndpoint: s3.IAMEndpoint, UsePathStyle: true,
+		AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey,
+	}, logr.Discard()); err != nil {
+		return err
+	}
+	h.iam = iam.New(iam.Options{
+		Region: s3.Region, BaseEndpoint: aws.String(s3.IAMEndpoint),
+		Credentials: awscreds.NewStaticCredentialsProvider(s3.AccessKey, s3.SecretKey, ""),
+	})
+	// The operator reads its secrets from files, as from a mounted Secret.
+	h.files.dsn = filepath.Join(h.dir, "admin-dsn")
+	h.files.keyID = filepath.Join(h.dir, "s3-access-key-id")
+	h.files.secretKey = filepath.Join(h.dir, "s3-secret-access-key")
+	for path, v := range map[string]string{h.files.dsn: h.stack.Postgres.AdminDSN(), h.files.keyID: s3.AccessKey, h.files.secretKey: s3.SecretKey} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(filepath.Join(h.dir, "logs"), 0o755)
+}
+
+// buildManager builds the operator from main.go, or takes $ORGFORGE_MANAGER.
+func (h *harness) buildManager() error {
+	if bin := os.Getenv("ORGFORGE_MANAGER"); bin != "" {
+		h.manager = bin
+		return nil
+	}
+	h.manager = filepath.Join(h.dir, "manager")
+	cmd := exec.Command("go", "build", "-o", h.manager, "github.com/orgforge/orgforge")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("building the manager: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func (h *harness) close() {
+	if h.storage != nil {
+		h.storage.Close()
+	}
+	if h.su != nil {
+		h.su.Close()
+	}
+	if h.stack != nil {
+		_ = h.stack.Close()
+	}
+}
+
+// operator is one manager process.
+type operator struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{}
+	err     error
+	// signalled is set when the test itself ended the process.
+	mu        sync.Mutex
+	signalled bool
+}
+
+// args are the flags every operator process gets: debug logging, its
+// secrets from files, no ports of its own.
+func (h *harness) args(extra ...string) []string {
+	s3 := h.stack.S3
+	args := []string{
+		"--kubeconfig", h.stack.Kube.KubeconfigPath,
+		"--leader-elect=false",
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address=0",
+		"--zap-devel", "--zap-log-level=debug",
+		"--resync-period=2m",
+		"--max-concurrent-reconciles=4",
+		"--database-admin-dsn-file", h.files.dsn,
+		"--s3-bucket", s3.Bucket,
+		"--s3-endpoint", s3.Endpoint,
+		"--iam-endpoint", s3.IAMEndpoint,
+		"--s3-region", s3.Region,
+		"--s3-path-style",
+		"--s3-access-key-id-file", h.files.keyID,
+		"--s3-secret-access-key-file", h.files.secretKey,
+	}
+	return append(args, extra...)
+}
+
+// startOperator runs a manager process until the test ends or it is killed.
+func startOperator(t testing.TB, name string, extra ...string) *operator {
+	t.Helper()
+	env.mu.Lock()
+	env.seq++
+	logPath := filepath.Join(env.dir, "logs", fmt.Sprintf("%03d-%s.log", env.seq, name))
+	env.logs = append(env.logs, logPath)
+	env.mu.Unlock()
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(env.manager, env.args(extra...)...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The operator dies with the test binary, whatever happens to it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		t.Fatalf("starting %s: %v", env.manager, err)
+	}
+	op := &operator{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		op.err = cmd.Wait()
+		_ = logFile.Close()
+		close(op.done)
+	}()
+	t.Cleanup(op.stop)
+	return op
+}
+
+// waitStarted waits until the operator's controller runs: its services
+// are connected and its caches synced.
+func (o *operator) waitStarted(t testing.TB) {
+	t.Helper()
+	eventually(t, 2*time.Minute, o.name+" to start its controller", func() (bool, string) {
+		assertAlive(t, o)
+		return strings.Contains(o.log(), "Starting workers"), "not started"
+	})
+}
+
+// kill SIGKILLs the process, as a node failure or an OOM kill would.
+func (o *operator) kill() {
+	o.mu.Lock()
+	o.signalled = true
+	o.mu.Unlock()
+	_ = o.cmd.Process.Signal(syscall.SIGKILL)
+	<-o.done
+}
+
+// stop asks the process to end and kills it if it does not.
+func (o *operator) stop() {
+	if o.exited() {
+		return
+	}
+	o.mu.Lock()
+	o.signalled = true
+	o.mu.Unlock()
+	_ = o.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-o.done:
+	case <-time.After(20 * time.Second):
+		_ = o.cmd.Process.Signal(syscall.SIGKILL)
+		<-o.done
+	}
+}
+
+func (o *operator) exited() bool {
+	select {
+	case <-o.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// crashed reports an exit the test did not cause, with the log's tail.
+func (o *operator) crashed() (bool, string) {
+	if !o.exited() {
+		return false, ""
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.signalled {
+		return false, ""
+	}
+	return true, fmt.Sprintf("operator %s exited on its own (%v); log tail:\n%s", o.name, o.err, tailFile(o.logPath, 40))
+}
+
+func (o *operator) log() string {
+	b, _ := os.ReadFile(o.logPath)
+	return string(b)
+}
+
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// summary gathers the figures every scenario reports, printed at the end
+// and recorded in docs/reliability.md.
+type summary struct {
+	mu          sync.Mutex
+	kills       map[string]int
+	outages     []string
+	provisioned int
+	deleted     int
+	badInputs   struct{ total, refused, admission, invalidSpec, conflict, harmless int }
+	isolation   struct{ pairs, denied int }
+	figures     []string
+}
+
+func (s *summary) kill(scenario string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kills == nil {
+		s.kills = map[string]int{}
+	}
+	s.kills[scenario]++
+}
+
+func (s *summary) outage(what string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outages = append(s.outages, what)
+}
+
+func (s *summary) orgs(provisioned, deleted int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.provisioned += provisioned
+	s.deleted += deleted
+}
+
+func (s *summary) figure(format string, args ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.figures = append(s.figures, fmt.Sprintf(format, args...))
+}
+
+func (s *summary) print(w *os.File, scale string, leaks, orphans []string, hygiene string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := 0
+	var kills []string
+	for k, n := range s.kills {
+		total += n
+		kills = append(kills, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kills)
+	b := &s.badInputs
+	fmt.Fprintf(w, "\n=== orgforge chaos summary (%s) ===\n", scale)
+	fmt.Fprintf(w, "kills survived:       %d (%s)\n", total, strings.Join(kills, ", "))
+	fmt.Fprintf(w, "outages survived:     %d (%s)\n", len(s.outages), strings.Join(s.outages, ", "))
+	fmt.Fprintf(w, "orgs provisioned:     %d\n", s.provisioned)
+	fmt.Fprintf(w, "orgs deleted:         %d\n", s.deleted)
+	fmt.Fprintf(w, "orphans found:        %d\n", len(orphans))
+	fmt.Fprintf(w, "secrets leaked:       %d (%s)\n", len(leaks), hygiene)
+	fmt.Fprintf(w, "bad inputs rejected:  %d/%d (admission %d, InvalidSpec %d, Conflict %d); dangerous names provisioned harmlessly: %d\n",
+		b.refused, b.total, b.admission, b.invalidSpec, b.conflict, b.harmless)
+	fmt.Fprintf(w, "isolation:            %d/%d cross-tenant attempts denied\n", s.isolation.denied, s.isolation.pairs)
+	for _, f := range s.figures {
+		fmt.Fprintf(w, "  %s\n", f)
+	}
+	fmt.Fprintln(w)
+}

@@ -1,0 +1,566 @@
+package chaos_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// newOrg returns an Organization with Delete policy and the API server's
+// defaults spelled out.
+func newOrg(name string, mutate ...func(*tenancyv1alpha1.Organization)) *tenancyv1alpha1.Organization {
+	o := &tenancyv1alpha1.Organization{}
+	o.Name = name
+	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
+	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 1, MaxConnections: 5}
+	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+	for _, m := range mutate {
+		m(o)
+	}
+	return o
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%03d", prefix, i)
+	}
+	return out
+}
+
+func create(t testing.TB, orgs ...*tenancyv1alpha1.Organization) {
+	t.Helper()
+	for _, o := range orgs {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := env.k8s.Create(ctx, o)
+		cancel()
+		if err != nil {
+			t.Fatalf("creating %s: %v", o.Name, err)
+		}
+	}
+}
+
+// deleteOrgs asks for the deletion of the named Organizations.
+func deleteOrgs(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		o := &tenancyv1alpha1.Organization{}
+		o.Name = n
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := env.k8s.Delete(ctx, o)
+		cancel()
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("deleting %s: %v", n, err)
+		}
+	}
+}
+
+// cleanupOrgs deletes, when the test ends, those of the named
+// Organizations a failure left behind, with an operator of its own, so
+// that one failed scenario does not spill into the next.
+func cleanupOrgs(t testing.TB, names []string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		all, err := orgs(ctx)
+		if err != nil {
+			t.Logf("clean-up: %v", err)
+			return
+		}
+		var left []string
+		for _, n := range names {
+			if _, ok := all[n]; ok {
+				left = append(left, n)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		op := startOperator(t, "cleanup")
+		defer op.stop()
+		deleteOrgs(t, left...)
+		for ctx.Err() == nil {
+			if all, err := orgs(ctx); err == nil {
+				remaining := 0
+				for _, n := range left {
+					if _, ok := all[n]; ok {
+						remaining++
+					}
+				}
+				if remaining == 0 {
+					return
+				}
+			}
+			time.Sleep(time.Second)
+		}
+		t.Logf("clean-up: %d organizations are still there", len(left))
+	})
+}
+
+// eventually polls cond until it holds or the timeout passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	last := ""
+	for {
+		ok, detail := cond()
+		if ok {
+			return time.Since(start)
+		}
+		last = detail
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// orgs returns the Organizations by name.
+func orgs(ctx context.Context) (map[string]*tenancyv1alpha1.Organization, error) {
+	var list tenancyv1alpha1.OrganizationList
+	if err := env.k8s.List(ctx, &list); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*tenancyv1alpha1.Organization, len(list.Items))
+	for i := range list.Items {
+		out[list.Items[i].Name] = &list.Items[i]
+	}
+	return out, nil
+}
+
+// readyNow reports whether o is Ready for its current generation.
+func readyNow(o *tenancyv1alpha1.Organization) bool {
+	c := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == o.Generation &&
+		o.Status.ObservedGeneration == o.Generation
+}
+
+func condition(o *tenancyv1alpha1.Organization, t string) string {
+	c := meta.FindStatusCondition(o.Status.Conditions, t)
+	if c == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
+}
+
+// countReady counts the named Organizations that are Ready.
+func countReady(names []string) (int, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	all, err := orgs(ctx)
+	if err != nil {
+		return 0, err.Error()
+	}
+	n, example := 0, ""
+	for _, name := range names {
+		o, ok := all[name]
+		switch {
+		case ok && readyNow(o):
+			n++
+		case example == "" && ok:
+			example = name + " " + condition(o, tenancyv1alpha1.ConditionReady)
+		case example == "":
+			example = name + " missing"
+		}
+	}
+	return n, example
+}
+
+// waitReady waits until every named Organization is Ready and returns how
+// long that took.
+func waitReady(t testing.TB, names []string, timeout time.Duration) time.Duration {
+	t.Helper()
+	return eventually(t, timeout, fmt.Sprintf("%d organizations Ready", len(names)), func() (bool, string) {
+		n, example := countReady(names)
+		return n == len(names), fmt.Sprintf("%d/%d Ready; e.g. %s", n, len(names), example)
+	})
+}
+
+// waitGone waits until none of the named Organizations exists.
+func waitGone(t testing.TB, names []string, timeout time.Duration) time.Duration {
+	t.Helper()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	return eventually(t, timeout, fmt.Sprintf("%d organizations deleted", len(names)), func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		all, err := orgs(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		left, example := 0, ""
+		for n, o := range all {
+			if want[n] {
+				left++
+				if example == "" {
+					example = fmt.Sprintf("%s finalizers %v %s", n, o.Finalizers, condition(o, tenancyv1alpha1.ConditionReady))
+				}
+			}
+		}
+		return left == 0, fmt.Sprintf("%d left; e.g. %s", left, example)
+	})
+}
+
+// pgObject is a database or role as the catalogs show it.
+type pgObject struct {
+	name, owner, comment string
+}
+
+// databases returns the databases whose name starts with prefix.
+func databases(ctx context.Context, prefix string) (map[string]pgObject, error) {
+	rows, err := env.su.Query(ctx, `SELECT datname, pg_get_userbyid(datdba), COALESCE(shobj_description(oid, 'pg_database'), '')
+		FROM pg_database WHERE starts_with(datname, $1)`, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]pgObject{}
+	var o pgObject
+	_, err = pgx.ForEachRow(rows, []any{&o.name, &o.owner, &o.comment}, func() error {
+		out[o.name] = o
+		return nil
+	})
+	return out, err
+}
+
+// roles returns the roles whose name starts with prefix.
+func roles(ctx context.Context, prefix string) (map[string]pgObject, error) {
+	rows, err := env.su.Query(ctx, `SELECT rolname, '', COALESCE(shobj_description(oid, 'pg_authid'), '')
+		FROM pg_roles WHERE starts_with(rolname, $1)`, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]pgObject{}
+	var o pgObject
+	_, err = pgx.ForEachRow(rows, []any{&o.name, &o.owner, &o.comment}, func() error {
+		out[o.name] = o
+		return nil
+	})
+	return out, err
+}
+
+// iamUsers returns the IAM users whose name starts with prefix, by name,
+// with their paths.
+func iamUsers(ctx context.Context, prefix string) (map[string]string, error) {
+	out := map[string]string{}
+	pages := iam.NewListUsersPaginator(env.iam, &iam.ListUsersInput{})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range page.Users {
+			if name := aws.ToString(u.UserName); strings.HasPrefix(name, prefix) {
+				out[name] = aws.ToString(u.Path)
+			}
+		}
+	}
+	return out, nil
+}
+
+// objects returns the keys under prefix.
+func objects(ctx context.Context, prefix string) ([]string, error) {
+	var keys []string
+	pages := s3.NewListObjectsV2Paginator(env.stack.S3.RootClient(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(env.stack.S3.Bucket), Prefix: aws.String(prefix),
+	})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range page.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+	}
+	return keys, nil
+}
+
+func getSecret(ctx context.Context, o *tenancyv1alpha1.Organization, name string) (*corev1.Secret, error) {
+	ns := o.Status.Namespace
+	if ns == "" {
+		ns = naming.Namespace(o.Name)
+	}
+	s := &corev1.Secret{}
+	err := env.k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)
+	return s, err
+}
+
+// checkProvisioned verifies one Ready Organization against the world:
+// exactly one database and role carrying its marker, one IAM user with one
+// access key, the one its Secret holds, and Secrets whose credentials work.
+func checkProvisioned(ctx context.Context, o *tenancyv1alpha1.Organization, dbs, rls map[string]pgObject, users map[string]string) error {
+	db := naming.DatabaseName(o.Name)
+	marker := aurora.Marker{Org: o.Name, UID: string(o.UID)}.String()
+	if d, ok := dbs[db]; !ok || d.comment != marker || d.owner != db {
+		return fmt.Errorf("database %s: %+v, want owner %s and marker %s", db, d, db, marker)
+	}
+	if r, ok := rls[db]; !ok || r.comment != marker {
+		return fmt.Errorf("role %s: %+v, want marker %s", db, r, marker)
+	}
+	user := storage.UserName(o.Name)
+	if path, ok := users[user]; !ok || path != "/orgforge/" {
+		return fmt.Errorf("IAM user %s: present %v path %q", user, ok, path)
+	}
+	keys, err := env.storage.ListAccessKeys(ctx, user)
+	if err != nil {
+		return fmt.Errorf("access keys of %s: %w", user, err)
+	}
+	st, err := getSecret(ctx, o, o.Name+"-storage")
+	if err != nil {
+		return err
+	}
+	if len(keys) != 1 || keys[0] != string(st.Data["access-key-id"]) {
+		return fmt.Errorf("IAM user %s has keys %v; want exactly the Secret's %s", user, keys, st.Data["access-key-id"])
+	}
+	return checkCredentials(ctx, o)
+}
+
+// checkCredentials uses the Secrets as an application would: the database
+// uri opens a pgxpool as the org's role in its database, and the key writes
+// and reads back an object in the org's prefix.
+func checkCredentials(ctx context.Context, o *tenancyv1alpha1.Organization) error {
+	ds, err := getSecret(ctx, o, o.Name+"-database")
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, string(ds.Data["uri"]))
+	if err != nil {
+		return fmt.Errorf("%s: the uri does not open a pool: %w", o.Name, err)
+	}
+	defer pool.Close()
+	var user, db string
+	if err := pool.QueryRow(ctx, "SELECT current_user, current_database()").Scan(&user, &db); err != nil {
+		return fmt.Errorf("%s: login with the database Secret: %w", o.Name, err)
+	}
+	if want := naming.DatabaseName(o.Name); user != want || db != want {
+		return fmt.Errorf("%s: logged in as %s to %s, want %s", o.Name, user, db, want)
+	}
+
+	st, err := getSecret(ctx, o, o.Name+"-storage")
+	if err != nil {
+		return err
+	}
+	c := env.stack.S3.Client(string(st.Data["access-key-id"]), string(st.Data["secret-access-key"]))
+	key := string(st.Data["prefix"]) + "probe.txt"
+	body := "written by " + o.Name
+	// A new key may take a moment to be honoured everywhere.
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if last = putObject(ctx, c, key, body); last != nil {
+			continue
+		}
+		got, err := getObject(ctx, c, key)
+		if err == nil && got == body {
+			return nil
+		}
+		last = fmt.Errorf("read back %q, %v", got, err)
+	}
+	return fmt.Errorf("%s: the storage Secret's key does not write and read %s: %w", o.Name, key, last)
+}
+
+func putObject(ctx context.Context, c *s3.Client, key, body string) error {
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.stack.S3.Bucket), Key: aws.String(key), Body: strings.NewReader(body)})
+	return err
+}
+
+func getObject(ctx context.Context, c *s3.Client, key string) (string, error) {
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(env.stack.S3.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = out.Body.Close() }()
+	b, err := io.ReadAll(out.Body)
+	return string(b), err
+}
+
+// verifyProvisioned checks every named Organization with checkProvisioned,
+// and that nothing else carries the scenario's prefix.
+func verifyProvisioned(t testing.TB, prefix string, want []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	all, err := orgs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbPrefix := naming.DatabaseName(prefix)
+	dbs, err := databases(ctx, dbPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rls, err := roles(ctx, dbPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users, err := iamUsers(ctx, storage.UserName(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dbs) != len(want) || len(rls) != len(want) || len(users) != len(want) {
+		t.Errorf("%d organizations, but %d databases, %d roles and %d IAM users named after them", len(want), len(dbs), len(rls), len(users))
+	}
+	errs := parallel(want, 4, func(name string) error {
+		o, ok := all[name]
+		if !ok {
+			return fmt.Errorf("%s is missing", name)
+		}
+		return checkProvisioned(ctx, o, dbs, rls, users)
+	})
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
+
+// verifyGone checks that nothing of the named Organizations is left:
+// database, role, objects, IAM user, or the Organization itself.
+func verifyGone(t testing.TB, prefix string, names []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	dbPrefix := naming.DatabaseName(prefix)
+	if dbs, err := databases(ctx, dbPrefix); err != nil || len(dbs) > 0 {
+		t.Errorf("databases left: %v (%v)", keysOf(dbs), err)
+	}
+	if rls, err := roles(ctx, dbPrefix); err != nil || len(rls) > 0 {
+		t.Errorf("roles left: %v (%v)", keysOf(rls), err)
+	}
+	if users, err := iamUsers(ctx, storage.UserName(prefix)); err != nil || len(users) > 0 {
+		t.Errorf("IAM users left: %v (%v)", users, err)
+	}
+	for _, n := range names {
+		if _, err := env.storage.ListAccessKeys(ctx, storage.UserName(n)); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("ListAccessKeys(%s) = %v, want ErrNotFound", storage.UserName(n), err)
+		}
+	}
+	if keys, err := objects(ctx, "orgs/"+prefix); err != nil || len(keys) > 0 {
+		t.Errorf("objects left: %d, e.g. %v (%v)", len(keys), first(keys, 5), err)
+	}
+	all, err := orgs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if o, ok := all[n]; ok {
+			t.Errorf("Organization %s is still there with finalizers %v", n, o.Finalizers)
+		}
+	}
+}
+
+// globalOrphans lists, after every scenario, whatever orgforge could have
+// left behind anywhere: databases, roles, objects, IAM users and
+// Organizations.
+func globalOrphans(h *harness) []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out []string
+	if dbs, err := databases(ctx, "org_"); err != nil {
+		out = append(out, "listing databases: "+err.Error())
+	} else {
+		for n := range dbs {
+			out = append(out, "database "+n)
+		}
+	}
+	if rls, err := roles(ctx, "org_"); err != nil {
+		out = append(out, "listing roles: "+err.Error())
+	} else {
+		for n := range rls {
+			out = append(out, "role "+n)
+		}
+	}
+	if keys, err := objects(ctx, "orgs/"); err != nil {
+		out = append(out, "listing objects: "+err.Error())
+	} else {
+		for _, k := range keys {
+			out = append(out, "object "+k)
+		}
+	}
+	if users, err := iamUsers(ctx, ""); err != nil {
+		out = append(out, "listing IAM users: "+err.Error())
+	} else {
+		for n, path := range users {
+			out = append(out, "IAM user "+path+n)
+		}
+	}
+	if all, err := orgs(ctx); err != nil {
+		out = append(out, "listing Organizations: "+err.Error())
+	} else {
+		for n, o := range all {
+			out = append(out, fmt.Sprintf("Organization %s (finalizers %v)", n, o.Finalizers))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func keysOf[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func first(s []string, n int) []string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// parallel runs fn on every item, n at a time, and returns the errors.
+func parallel(items []string, n int, fn func(string) error) []error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, n)
+	for _, it := range items {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(it); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// assertAlive fails the test if an operator exited without being told to.
+func assertAlive(t testing.TB, ops ...*operator) {
+	t.Helper()
+	for _, op := range ops {
+		if crashed, why := op.crashed(); crashed {
+			t.Fatal(why)
+		}
+	}
+}
