@@ -141,13 +141,14 @@ func run() int {
 		return 1
 	}
 	r := &controllers.OrganizationReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   mgr.GetScheme(),
-		Recorder: mgr.GetEventRecorder("orgforge"),
-		Database: reg.Aurora,
-		Storage:  reg.Storage,
-		Creds:    reg.Credentials,
-		Settings: controllers.SettingsFrom(cfg),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("orgforge"),
+		Database:  reg.Aurora,
+		Storage:   reg.Storage,
+		Creds:     reg.Credentials,
+		Settings:  controllers.SettingsFrom(cfg),
 	}
 	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
 		log.Error(err, "Setting up the Organization controller")

@@ -50,12 +50,15 @@ type Settings struct {
 // storage prefix and scoped access, and reports them on its status.
 type OrganizationReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder EventRecorder
-	Database Database
-	Storage  Storage
-	Creds    Credentials
-	Settings Settings
+	// APIReader reads past the cache; it confirms a Secret is really gone
+	// before the operator makes a new password for it.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  EventRecorder
+	Database  Database
+	Storage   Storage
+	Creds     Credentials
+	Settings  Settings
 }
 
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch

@@ -428,7 +428,14 @@ func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope, 
 // conflict if a Secret of that name exists that the operator did not write.
 func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, name string, s *scope) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := r.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) && r.APIReader != nil {
+		// The cache may not have seen a Secret written a moment ago. Taking
+		// it as missing would set a new password on the role and leave the
+		// Secret with the old one, so ask the API server before concluding.
+		err = r.APIReader.Get(ctx, key, secret)
+	}
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

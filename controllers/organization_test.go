@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -426,4 +427,33 @@ func findCondition(o *tenancyv1alpha1.Organization, t string) (c struct{ Status,
 		}
 	}
 	return c
+}
+
+// laggingCache answers every Secret read with NotFound, as an informer cache
+// does for a Secret created a moment ago.
+type laggingCache struct{ client.Client }
+
+func (c laggingCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return apierrors.NewNotFound(corev1.Resource("secrets"), key.Name)
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func TestASecretMissingFromTheCacheKeepsItsPassword(t *testing.T) {
+	startOperatorWith(t, nil, func(c client.Client) client.Client { return laggingCache{c} })
+	ctx := context.Background()
+	apply(t, newOrg("november"))
+	o := waitReady(t, "november")
+	before := secret(t, o, "november-database")
+	// Two resyncs, each reading the Secret through the lagging cache.
+	time.Sleep(2*resync + time.Second)
+	after := secret(t, o, "november-database")
+	if string(after.Data["password"]) != string(before.Data["password"]) {
+		t.Error("the password changed although the Secret was there all along")
+	}
+	if err := login(ctx, string(after.Data["uri"])); err != nil {
+		t.Fatalf("the Secret's login no longer works: %v", err)
+	}
+	waitReady(t, "november")
 }

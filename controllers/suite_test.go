@@ -188,6 +188,13 @@ func (o *operator) eventsSnapshot() []string {
 // replaces the database service when a test needs to interrupt it.
 func startOperator(t *testing.T, db controllers.Database) *operator {
 	t.Helper()
+	return startOperatorWith(t, db, nil)
+}
+
+// startOperatorWith is startOperator with the manager's client wrapped, for
+// tests that make the cache lag.
+func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client) *operator {
+	t.Helper()
 	if db == nil {
 		db = reg.Aurora
 	}
@@ -202,14 +209,19 @@ func startOperator(t *testing.T, db controllers.Database) *operator {
 		t.Fatal(err)
 	}
 	op := &operator{done: make(chan struct{})}
+	c := mgr.GetClient()
+	if wrap != nil {
+		c = wrap(c)
+	}
 	r := &controllers.OrganizationReconciler{
-		Client:   counting{Client: mgr.GetClient(), writes: &op.writes},
-		Scheme:   mgr.GetScheme(),
-		Recorder: countingRecorder{EventRecorder: mgr.GetEventRecorder("orgforge"), writes: &op.writes, mu: &op.mu, events: &op.events},
-		Database: db,
-		Storage:  reg.Storage,
-		Creds:    reg.Credentials,
-		Settings: controllers.SettingsFrom(cfg),
+		Client:    counting{Client: c, writes: &op.writes},
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  countingRecorder{EventRecorder: mgr.GetEventRecorder("orgforge"), writes: &op.writes, mu: &op.mu, events: &op.events},
+		Database:  db,
+		Storage:   reg.Storage,
+		Creds:     reg.Credentials,
+		Settings:  controllers.SettingsFrom(cfg),
 	}
 	skip := true
 	err = r.SetupWithManager(mgr, controller.Options{
