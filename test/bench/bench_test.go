@@ -1,0 +1,176 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestPercentileIsNearestRank(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = i + 1
+	}
+	cases := map[string]struct {
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		"empty":             {nil, 50, 0},
+		"one value":         {ms(7), 99, 7 * time.Millisecond},
+		"median of four":    {ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		"p95 of 1..100":     {ms(hundred...), 95, 95 * time.Millisecond},
+		"p99 of 1..100":     {ms(hundred...), 99, 99 * time.Millisecond},
+		"p99 of ten is max": {ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 99, 10 * time.Millisecond},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := percentile(tc.sorted, tc.p); got != tc.want {
+				t.Errorf("percentile(%v) = %v, want %v", tc.p, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewPhaseSpansFirstStartToLastEndAndCountsOnlyCompleted(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	starts := map[string]time.Time{"a": t0, "b": t0.Add(time.Second), "c": t0.Add(2 * time.Second)}
+	ends := map[string]time.Time{"a": t0.Add(2 * time.Second), "b": t0.Add(4 * time.Second)}
+	p := newPhase(3, starts, ends)
+	want := Phase{
+		N: 3, Completed: 2, Seconds: 4, OrgsPerSecond: 0.5, StartSpreadSeconds: 2,
+		P50Seconds: 2, P95Seconds: 3, P99Seconds: 3, MaxSeconds: 3,
+		LatenciesMs: []int64{2000, 3000},
+	}
+	if diff := cmp.Diff(want, p); diff != "" {
+		t.Errorf("phase (-want +got):\n%s", diff)
+	}
+}
+
+func TestCountDDLSplitsByApplicationName(t *testing.T) {
+	log := strings.Join([]string{
+		`2026-11-25 19:46:01.123 UTC [101] app=orgforge LOG:  statement: CREATE ROLE "org_a" WITH LOGIN`,
+		`2026-11-25 19:46:01.124 UTC [101] app=orgforge LOG:  statement: COMMENT ON ROLE "org_a" IS 'x'`,
+		`2026-11-25 19:46:01.125 UTC [102] app=orgforge-raw LOG:  statement: CREATE DATABASE "org_b"`,
+		`2026-11-25 19:46:01.126 UTC [103] app=orgforge LOG:  execute <unnamed>: GRANT "org_a" TO CURRENT_USER`,
+		`2026-11-25 19:46:01.127 UTC [104] app= LOG:  checkpoint starting: immediate force wait`,
+		`2026-11-25 19:46:01.128 UTC [101] app=orgforge ERROR:  role "org_a" already exists`,
+		`2026-11-25 19:46:01.128 UTC [101] app=orgforge STATEMENT:  CREATE ROLE "org_a" WITH LOGIN`,
+	}, "\n")
+	got, err := countDDL(strings.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]int{"orgforge": 3, "orgforge-raw": 1}, got); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+}
+
+func TestParseCPUSecondsCountsFromTheCommandsClosingParenthesis(t *testing.T) {
+	// A command name with spaces and a parenthesis; utime 250, stime 50.
+	stat := "4242 (my (odd) cmd) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 0 0"
+	got, err := parseCPUSeconds(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 3 {
+		t.Errorf("cpu seconds = %v, want 3", got)
+	}
+	if _, err := parseCPUSeconds("garbage"); err == nil {
+		t.Error("parsed a stat line without a command name")
+	}
+}
+
+func TestAPIWritesCountsWriteVerbsAndSeparatesTheHeartbeat(t *testing.T) {
+	before := `# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 4
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 10
+`
+	after := `# TYPE apiserver_request_total counter
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="POST",version="v1"} 6
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 500
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="tenancy.orgforge.io",resource="organizations",scope="resource",subresource="status",verb="PATCH",version="v1alpha1"} 1
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="coordination.k8s.io",resource="leases",scope="resource",subresource="",verb="PUT",version="v1"} 13
+`
+	b, err := parseMetrics(strings.NewReader(before))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := parseMetrics(strings.NewReader(after))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delta := writesDelta(apiWrites(b), apiWrites(a))
+	want := map[string]int{
+		"POST secrets": 2,
+		"PATCH tenancy.orgforge.io/organizations/status": 1,
+		"PUT coordination.k8s.io/leases":                 3,
+	}
+	if diff := cmp.Diff(want, delta); diff != "" {
+		t.Errorf("writes (-want +got):\n%s", diff)
+	}
+	others, heartbeat := splitHeartbeat(delta)
+	if others != 3 || heartbeat != 3 {
+		t.Errorf("others, heartbeat = %d, %d; want 3, 3", others, heartbeat)
+	}
+}
+
+func TestPlanReusesTheNScenarioForItsSweepPoint(t *testing.T) {
+	o, err := parseFlags([]string{"--n", "100,500", "--sweep", "1,4,8", "--sweep-n", "500"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range plan(o) {
+		flags := ""
+		if s.Sweep {
+			flags += " sweep"
+		}
+		if s.Steady {
+			flags += " steady"
+		}
+		if s.Delete {
+			flags += " delete"
+		}
+		got = append(got, s.Name+flags)
+	}
+	want := []string{"n100-c4 delete", "n500-c4 sweep steady delete", "n500-c1 sweep", "n500-c8 sweep"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("plan (-want +got):\n%s", diff)
+	}
+}
+
+func TestGroupCPUSumsEachChildsTreeAndNamesTheOperator(t *testing.T) {
+	const self = 100
+	all := []procEntry{
+		{pid: self, ppid: 1, comm: "bench", own: 2, reaped: 50},
+		{pid: 200, ppid: self, comm: "postgres", own: 1, reaped: 3},
+		{pid: 201, ppid: 200, comm: "postgres", own: 0.5},
+		{pid: 202, ppid: 200, comm: "postgres", own: 0.25},
+		{pid: 300, ppid: self, comm: "mgr", own: 4},
+		{pid: 400, ppid: self, comm: "versitygw", own: 1},
+		{pid: 401, ppid: self, comm: "versitygw", own: 2},
+		{pid: 500, ppid: 1, comm: "postgres", own: 99},
+	}
+	got := groupCPU(all, self, 300)
+	want := cpuSnapshot{"bench": 2, "postgres": 4.75, "orgforge": 4, "versitygw": 3}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("cpu (-want +got):\n%s", diff)
+	}
+	e, err := parseProcStat("300 (my mgr) S 100 300 300 0 -1 4194560 1 0 0 0 250 50 30 20 20 0 12 0 100 0 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.pid != 300 || e.ppid != 100 || e.comm != "my mgr" || e.own != 3 || e.reaped != 0.5 {
+		t.Errorf("parsed %+v", e)
+	}
+}

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/devstack"
+)
+
+// Application names that tell the operator's sessions from the raw loop's
+// and the bench's own in pg_stat_activity and the server log.
+const (
+	appOperator = "orgforge"
+	appRaw      = "orgforge-raw"
+	appBench    = "orgforge-bench"
+)
+
+// env is one side's stack and the bench's handles on it.
+type env struct {
+	st *devstack.Stack
+	su *pgx.Conn
+	// postmaster is PostgreSQL's main process, ended at once by close.
+	postmaster int
+	log        *pgLog
+	sampler    *connSampler
+
+	// Kubernetes, for the operator side only.
+	kube      client.WithWatch
+	clientset *kubernetes.Clientset
+}
+
+// startEnv starts a fresh stack in dir: PostgreSQL with fsync on and every
+// DDL statement logged with its session's application_name, versitygw, and
+// the control plane when kube is set.
+func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, err error) {
+	st, err := devstack.Start(ctx, devstack.Options{
+		Dir:      dir,
+		Kube:     kube,
+		CRDPaths: []string{o.crdDir},
+		Postgres: true,
+		PostgresOptions: devstack.PostgresOptions{
+			Durable: true,
+			Settings: map[string]string{
+				"log_statement":   "ddl",
+				"log_line_prefix": "%m [%p] app=%a ",
+			},
+		},
+		S3: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e := &env{st: st, log: &pgLog{path: st.Postgres.LogPath}}
+	defer func() {
+		if err != nil {
+			_ = e.close()
+		}
+	}()
+	if e.su, err = connectSuperuser(ctx, st); err != nil {
+		return nil, err
+	}
+	var backend int
+	if err := e.su.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return nil, err
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend)); err == nil {
+		if pe, err := parseProcStat(string(b)); err == nil {
+			if pm, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pe.ppid)); err == nil {
+				if pp, err := parseProcStat(string(pm)); err == nil && pp.comm == "postgres" {
+					e.postmaster = pp.pid
+				}
+			}
+		}
+	}
+	sampleConn, err := connectSuperuser(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	e.sampler = startConnSampler(sampleConn, 25*time.Millisecond)
+	if kube {
+		cfg := rest.CopyConfig(st.Kube.Config)
+		// The bench's own client must never be what limits the apply rate.
+		cfg.QPS, cfg.Burst = -1, 0
+		scheme := runtime.NewScheme()
+		if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
+			return nil, err
+		}
+		if e.kube, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {
+			return nil, err
+		}
+		if e.clientset, err = kubernetes.NewForConfig(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+func connectSuperuser(ctx context.Context, st *devstack.Stack) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(st.Postgres.SuperuserDSN("postgres"))
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["application_name"] = appBench
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return pgx.ConnectConfig(cctx, cfg)
+}
+
+func (e *env) close() error {
+	if e.sampler != nil {
+		e.sampler.close()
+	}
+	if e.su != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.su.Close(ctx)
+		cancel()
+	}
+	// The data is thrown away, so PostgreSQL may skip the shutdown
+	// checkpoint, which after hundreds of CREATE DATABASE takes tens of
+	// seconds: SIGQUIT is its immediate shutdown. The stack's Close then
+	// finds it ended.
+	if e.postmaster > 0 {
+		_ = syscall.Kill(e.postmaster, syscall.SIGQUIT)
+	}
+	return e.st.Close()
+}
+
+// connSampler polls pg_stat_activity and keeps, per application_name, the
+// most sessions seen at once since the last reset.
+type connSampler struct {
+	conn *pgx.Conn
+	mu   sync.Mutex
+	peak map[string]int
+	// samples counts the polls, to show the sampling was alive.
+	samples int
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func startConnSampler(conn *pgx.Conn, every time.Duration) *connSampler {
+	s := &connSampler{conn: conn, peak: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go s.loop(every)
+	return s
+}
+
+func (s *connSampler) loop(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rows, err := s.conn.Query(ctx, `SELECT application_name, count(*)::int FROM pg_stat_activity
+			WHERE backend_type = 'client backend' AND application_name IN ($1, $2) GROUP BY 1`, appOperator, appRaw)
+		counts := map[string]int{}
+		if err == nil {
+			for rows.Next() {
+				var app string
+				var n int
+				if rows.Scan(&app, &n) == nil {
+					counts[app] = n
+				}
+			}
+			rows.Close()
+		}
+		cancel()
+		s.mu.Lock()
+		s.samples++
+		for app, n := range counts {
+			s.peak[app] = max(s.peak[app], n)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// reset starts a new window.
+func (s *connSampler) reset() {
+	s.mu.Lock()
+	s.peak = map[string]int{}
+	s.mu.Unlock()
+}
+
+// peakOf is the most sessions of app seen at once since the last reset.
+func (s *connSampler) peakOf(app string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak[app]
+}
+
+func (s *connSampler) close() {
+	close(s.stop)
+	<-s.done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.conn.Close(ctx)
+}
+
+// pgLog reads the server's log, where log_statement=ddl writes every DDL
+// statement with its session's application_name.
+type pgLog struct{ path string }
+
+// mark is the log's current end.
+func (l *pgLog) mark() int64 {
+	fi, err := os.Stat(l.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// ddlSince counts, per application_name, the DDL statements logged after
+// offset from.
+func (l *pgLog) ddlSince(from int64) (map[string]int, error) {
+	f, err := os.Open(l.path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return countDDL(f)
+}
+
+// countDDL counts the statement lines of a log written with
+// log_line_prefix '%m [%p] app=%a ', per application name.
+func countDDL(r io.Reader) (map[string]int, error) {
+	counts := map[string]int{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		_, rest, ok := strings.Cut(line, " app=")
+		if !ok {
+			continue
+		}
+		app, msg, ok := strings.Cut(rest, " ")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(msg, "LOG:  statement: ") || strings.HasPrefix(msg, "LOG:  execute ") {
+			counts[app]++
+		}
+	}
+	return counts, sc.Err()
+}
+
+// serverVersions asks PostgreSQL and the apiserver for their versions.
+func (e *env) serverVersions(ctx context.Context) (pg, kube string) {
+	if err := e.su.QueryRow(ctx, "SELECT version()").Scan(&pg); err != nil {
+		pg = fmt.Sprintf("unknown (%v)", err)
+	}
+	if e.clientset != nil {
+		if v, err := e.clientset.Discovery().ServerVersion(); err == nil {
+			kube = v.GitVersion
+		} else {
+			kube = fmt.Sprintf("unknown (%v)", err)
+		}
+	}
+	return pg, kube
+}

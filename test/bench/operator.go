@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/orgforge/orgforge/internal/devstack"
+)
+
+// operator is the orgforge binary running as its own process against a
+// stack, as it runs in a cluster.
+type operator struct {
+	cmd     *exec.Cmd
+	args    []string
+	logPath string
+	metrics string
+	probe   string
+	pprof   string
+	done    chan struct{}
+	waitErr error
+}
+
+// operatorFlags are the settings the bench changes; everything else is the
+// operator's default.
+type operatorFlags struct {
+	maxConcurrentReconciles int
+	databaseMaxConnections  int
+	// resyncPeriod is left at the default when zero.
+	resyncPeriod time.Duration
+}
+
+// startOperator runs bin against st with flags, its log in dir, and waits
+// until its readyz passes (every service reachable).
+func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, name string, f operatorFlags) (*operator, error) {
+	dsnFile := filepath.Join(dir, "admin-dsn")
+	keyFile := filepath.Join(dir, "s3-access-key-id")
+	secretFile := filepath.Join(dir, "s3-secret-access-key")
+	for path, v := range map[string]string{dsnFile: st.Postgres.AdminDSN(), keyFile: st.S3.AccessKey, secretFile: st.S3.SecretKey} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	var addrs [3]string
+	for i := range addrs {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = "127.0.0.1:" + strconv.Itoa(port)
+	}
+	o := &operator{
+		logPath: filepath.Join(dir, name+".log"),
+		metrics: addrs[0], probe: addrs[1], pprof: addrs[2],
+		done: make(chan struct{}),
+	}
+	o.args = []string{
+		"--kubeconfig", st.Kube.KubeconfigPath,
+		"--leader-elect=false",
+		"--metrics-bind-address", o.metrics,
+		"--health-probe-bind-address", o.probe,
+		"--pprof-bind-address", o.pprof,
+		"--database-admin-dsn-file", dsnFile,
+		"--database-max-connections", strconv.Itoa(f.databaseMaxConnections),
+		"--max-concurrent-reconciles", strconv.Itoa(f.maxConcurrentReconciles),
+		"--s3-bucket", st.S3.Bucket,
+		"--s3-endpoint", st.S3.Endpoint,
+		"--iam-endpoint", st.S3.IAMEndpoint,
+		"--s3-region", st.S3.Region,
+		"--s3-path-style",
+		"--s3-access-key-id-file", keyFile,
+		"--s3-secret-access-key-file", secretFile,
+	}
+	if f.resyncPeriod > 0 {
+		o.args = append(o.args, "--resync-period", f.resyncPeriod.String())
+	}
+	logFile, err := os.Create(o.logPath)
+	if err != nil {
+		return nil, err
+	}
+	o.cmd = exec.Command(bin, o.args...)
+	o.cmd.Stdout, o.cmd.Stderr = logFile, logFile
+	// The operator dies with the bench, whatever ends it.
+	o.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := o.cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	go func() {
+		o.waitErr = o.cmd.Wait()
+		_ = logFile.Close()
+		close(o.done)
+	}()
+	if err := o.waitReady(ctx, time.Minute); err != nil {
+		o.stop()
+		return nil, err
+	}
+	return o, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (o *operator) exited() bool {
+	select {
+	case <-o.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (o *operator) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if o.exited() {
+			return fmt.Errorf("operator exited (%v):\n%s", o.waitErr, tailFile(o.logPath, 20))
+		}
+		if httpGet(ctx, "http://"+o.probe+"/readyz", nil) == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("operator not ready after %s:\n%s", timeout, tailFile(o.logPath, 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stop asks the operator to end, as a Deployment's rollout would, and kills
+// it if it has not within 20s.
+func (o *operator) stop() {
+	if o.exited() {
+		return
+	}
+	_ = o.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-o.done:
+	case <-time.After(20 * time.Second):
+		_ = o.cmd.Process.Kill()
+		<-o.done
+	}
+}
+
+// procStats is what /proc says of the operator process.
+type procStats struct {
+	PeakRSSMiB float64 `json:"peakRssMiB"`
+	RSSMiB     float64 `json:"rssMiB"`
+	CPUSeconds float64 `json:"cpuSeconds"`
+}
+
+// stats reads VmHWM (the peak resident set since start), VmRSS and the
+// CPU time used so far (user+system).
+func (o *operator) stats() (procStats, error) {
+	pid := o.cmd.Process.Pid
+	return readProcStats(pid)
+}
+
+func readProcStats(pid int) (procStats, error) {
+	var ps procStats
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ps, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch k {
+		case "VmHWM":
+			dst = &ps.PeakRSSMiB
+		case "VmRSS":
+			dst = &ps.RSSMiB
+		default:
+			continue
+		}
+		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		if err != nil {
+			return ps, fmt.Errorf("/proc/%d/status %s: %w", pid, k, err)
+		}
+		*dst = kb / 1024
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ps, err
+	}
+	ps.CPUSeconds, err = parseCPUSeconds(string(stat))
+	return ps, err
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times; 100 on
+// every Linux architecture Go supports.
+const clockTicks = 100
+
+// parseCPUSeconds reads utime and stime, the 14th and 15th fields of
+// /proc/<pid>/stat; the command name before them may hold spaces, so the
+// fields are counted from its closing parenthesis.
+func parseCPUSeconds(stat string) (float64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc stat %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	// f[0] is field 3 (state); utime is field 14, stime field 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc stat %q", stat)
+	}
+	utime, err := strconv.ParseFloat(f[11], 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseFloat(f[12], 64)
+	if err != nil {
+		return 0, err
+	}
+	return (utime + stime) / clockTicks, nil
+}
+
+// scrape reads the operator's Prometheus metrics.
+func (o *operator) scrape(ctx context.Context) (map[string]*dto.MetricFamily, error) {
+	var buf bytes.Buffer
+	if err := httpGet(ctx, "http://"+o.metrics+"/metrics", &buf); err != nil {
+		return nil, err
+	}
+	return parseMetrics(&buf)
+}
+
+// profile saves a pprof profile, e.g. "profile?seconds=20" or "heap".
+func (o *operator) profile(ctx context.Context, what, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	return httpGet(ctx, "http://"+o.pprof+"/debug/pprof/"+what, f)
+}
+
+func httpGet(ctx context.Context, url string, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if w == nil {
+		w = io.Discard
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}
+
+// tailFile returns the last n lines of a log, for error messages.
+func tailFile(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

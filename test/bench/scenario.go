@@ -1,0 +1,434 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// runScenario runs the raw side, then the orgforge side, each on its own
+// fresh stack, and compares them.
+func runScenario(ctx context.Context, o *options, sc scenario, res *Results) ScenarioResult {
+	r := ScenarioResult{Name: sc.Name, N: sc.N, Concurrency: sc.Concurrency, Sweep: sc.Sweep}
+	if err := runRawSide(ctx, o, sc, &r, res); err != nil {
+		r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.Name, err))
+	}
+	if err := runOperatorSide(ctx, o, sc, &r, res); err != nil {
+		r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.Name, err))
+	}
+	r.CreateRatio = ratio(r.Orgforge.Create.OrgsPerSecond, r.Raw.Create.OrgsPerSecond)
+	if r.Orgforge.Delete != nil && r.Raw.Delete != nil {
+		r.DeleteRatio = ratio(r.Orgforge.Delete.OrgsPerSecond, r.Raw.Delete.OrgsPerSecond)
+	}
+	// A raw organization that failed is a finding about the services, not
+	// a failure of the measurement: it is reported, and the run goes on.
+	for what, p := range map[string]*Phase{"raw create": &r.Raw.Create, "raw delete": r.Raw.Delete} {
+		if p != nil && p.Completed < p.N {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s %s: %d of %d failed: %s", sc.Name, what, p.N-p.Completed, p.N, strings.Join(p.Errors, "; ")))
+		}
+	}
+	for what, p := range map[string]*Phase{"orgforge create": &r.Orgforge.Create, "orgforge delete": r.Orgforge.Delete} {
+		if p != nil && p.Completed < p.N {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s %s: only %d of %d completed", sc.Name, what, p.Completed, p.N))
+		}
+	}
+	for side, l := range map[string]*Leftovers{"raw": r.Raw.Leftovers, "orgforge": r.Orgforge.Leftovers} {
+		if l != nil && l.total() > 0 {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s %s: deletion left %s", sc.Name, side, leftovers(l)))
+		}
+	}
+	logf("%s: create ratio %.2f, delete ratio %.2f", sc.Name, r.CreateRatio, r.DeleteRatio)
+	return r
+}
+
+func (e *env) noteVersions(ctx context.Context, res *Results) {
+	pg, kube := e.serverVersions(ctx)
+	if res.Machine.PostgresVersion == "" {
+		res.Machine.PostgresVersion = pg
+	}
+	if res.Machine.KubernetesVersion == "" && kube != "" {
+		res.Machine.KubernetesVersion = kube
+	}
+}
+
+func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) error {
+	dir := filepath.Join(o.work, sc.Name+"-raw")
+	e, err := startEnv(ctx, o, dir, false)
+	if err != nil {
+		return fmt.Errorf("starting the stack: %w", err)
+	}
+	defer func() { _ = e.close() }()
+	e.noteVersions(ctx, res)
+	svc, err := newRawServices(ctx, e.st, o.dbMaxConns)
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+
+	names := make([]string, sc.N)
+	orgs := make([]rawOrg, sc.N)
+	for i := range orgs {
+		names[i] = fmt.Sprintf("raw-%s-%04d", sc.Name, i)
+		if orgs[i], err = newRawOrg(names[i]); err != nil {
+			return err
+		}
+	}
+	phase := func(work func(context.Context, rawOrg) error) Phase {
+		pctx, cancel := context.WithTimeout(ctx, o.phaseTimeout)
+		defer cancel()
+		mark := e.log.mark()
+		e.sampler.reset()
+		svc.steps.take()
+		cpu := takeCPU(0)
+		lr := workerLoop(pctx, sc.N, sc.Concurrency, func(ctx context.Context, i int) error { return work(ctx, orgs[i]) })
+		p := loopPhase(names, lr)
+		p.Steps = svc.steps.take()
+		p.CPUSeconds = takeCPU(0).since(cpu)
+		p.PeakConnections = e.sampler.peakOf(appRaw)
+		if ddl, err := e.log.ddlSince(mark); err == nil {
+			p.DDLStatements = ddl[appRaw]
+			p.DDLPerOrg = round(float64(p.DDLStatements)/float64(max(p.Completed, 1)), 2)
+		}
+		return p
+	}
+
+	logf("%s: raw create, %d workers", sc.Name, sc.Concurrency)
+	r.Raw.Create = phase(svc.provision)
+	logf("%s: raw created %d/%d in %.1fs (%.1f/s)", sc.Name, r.Raw.Create.Completed, sc.N, r.Raw.Create.Seconds, r.Raw.Create.OrgsPerSecond)
+	if !sc.Delete {
+		return nil
+	}
+	logf("%s: raw delete", sc.Name)
+	p := phase(svc.deprovision)
+	r.Raw.Delete = &p
+	logf("%s: raw deleted %d/%d in %.1fs (%.1f/s)", sc.Name, p.Completed, sc.N, p.Seconds, p.OrgsPerSecond)
+	l, err := e.leftovers(ctx)
+	if err != nil {
+		return err
+	}
+	r.Raw.Leftovers = &l
+	return nil
+}
+
+func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) (err error) {
+	dir := filepath.Join(o.work, sc.Name+"-orgforge")
+	e, err := startEnv(ctx, o, dir, true)
+	if err != nil {
+		return fmt.Errorf("starting the stack: %w", err)
+	}
+	defer func() { _ = e.close() }()
+	e.noteVersions(ctx, res)
+
+	flags := operatorFlags{maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns}
+	op, err := startOperator(ctx, o.manager, e.st, dir, "operator-create", flags)
+	if err != nil {
+		return err
+	}
+	// op is replaced when the steady state restarts the operator; whichever
+	// runs at the end is stopped.
+	defer func() { op.stop() }()
+	detail := &OperatorDetail{Args: op.args}
+	r.Orgforge.Operator = detail
+
+	tctx, stopTracker := context.WithCancel(ctx)
+	t := startTracker(tctx, e.kube, sc.Name)
+	defer func() { stopTracker(); <-t.done }()
+
+	names := make([]string, sc.N)
+	for i := range names {
+		names[i] = fmt.Sprintf("org-%s-%04d", sc.Name, i)
+	}
+
+	// Create.
+	apiBefore, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return fmt.Errorf("apiserver metrics: %w", err)
+	}
+	mBefore, err := op.scrape(ctx)
+	if err != nil {
+		return fmt.Errorf("operator metrics: %w", err)
+	}
+	mark := e.log.mark()
+	e.sampler.reset()
+	profileDone := make(chan struct{})
+	if sc.Profile {
+		// The raw side's time is the best guess of how long this takes.
+		secs := int(min(max(r.Raw.Create.Seconds, 5), 120))
+		path := filepath.Join(o.out, "profiles", sc.Name+"-create-cpu.pprof")
+		go func() {
+			defer close(profileDone)
+			if err := mkdirFor(path); err == nil {
+				if err := op.profile(ctx, fmt.Sprintf("profile?seconds=%d", secs), path); err == nil {
+					detail.Profiles = append(detail.Profiles, relTo(o.out, path))
+				}
+			}
+		}()
+	} else {
+		close(profileDone)
+	}
+	logf("%s: orgforge create, applying %d Organizations", sc.Name, sc.N)
+	cpu := takeCPU(op.cmd.Process.Pid)
+	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers)
+	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
+	r.Orgforge.Create = newPhase(sc.N, applied, t.times(readyMap))
+	r.Orgforge.Create.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
+	r.Orgforge.Create.PeakConnections = e.sampler.peakOf(appOperator)
+	for _, err := range firstErrors(applyErrs, 5) {
+		r.Orgforge.Create.Errors = append(r.Orgforge.Create.Errors, err.Error())
+	}
+	if len(missing) > 0 {
+		r.Orgforge.Create.Errors = append(r.Orgforge.Create.Errors, fmt.Sprintf("%d not Ready after %s, e.g. %s", len(missing), o.phaseTimeout, missing[0]))
+	}
+	if detail.CreateProcess, err = op.stats(); err != nil {
+		return err
+	}
+	if ddl, err := e.log.ddlSince(mark); err == nil {
+		r.Orgforge.Create.DDLStatements = ddl[appOperator]
+		r.Orgforge.Create.DDLPerOrg = round(float64(ddl[appOperator])/float64(max(r.Orgforge.Create.Completed, 1)), 2)
+	}
+	mAfter, err := op.scrape(ctx)
+	if err != nil {
+		return fmt.Errorf("operator metrics: %w", err)
+	}
+	detail.CreateMetrics = operatorMetrics(mAfter).delta(operatorMetrics(mBefore))
+	apiAfter, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return fmt.Errorf("apiserver metrics: %w", err)
+	}
+	detail.CreateAPIWrites = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
+	detail.CreateAPILatency = latencyDelta(apiLatency(apiBefore), apiLatency(apiAfter))
+	others, _ := splitHeartbeat(detail.CreateAPIWrites)
+	ownCreates := detail.CreateAPIWrites["POST tenancy.orgforge.io/organizations"]
+	detail.CreateAPIWritesPerOrg = round(float64(others-ownCreates)/float64(sc.N), 2)
+	detail.PeakRSSMiB = detail.CreateProcess.PeakRSSMiB
+	c := r.Orgforge.Create
+	logf("%s: orgforge Ready %d/%d in %.1fs (%.1f/s), p50 %.2fs p99 %.2fs, peak conns %d, RSS %.1f MiB",
+		sc.Name, c.Completed, sc.N, c.Seconds, c.OrgsPerSecond, c.P50Seconds, c.P99Seconds, c.PeakConnections, detail.PeakRSSMiB)
+	<-profileDone
+	if sc.Profile {
+		path := filepath.Join(o.out, "profiles", sc.Name+"-ready-heap.pprof")
+		if err := op.profile(ctx, "heap", path); err == nil {
+			detail.Profiles = append(detail.Profiles, relTo(o.out, path))
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d Organizations not Ready after %s (operator log %s)", len(missing), o.phaseTimeout, op.logPath)
+	}
+
+	if sc.Steady {
+		ss, next, err := steadyState(ctx, o, sc, e, op, dir)
+		if next != nil {
+			op = next
+		}
+		if err != nil {
+			return fmt.Errorf("steady state: %w", err)
+		}
+		r.Steady = ss
+		detail.PeakRSSMiB = max(detail.PeakRSSMiB, ss.Process.PeakRSSMiB)
+	}
+	if !sc.Delete {
+		if st, err := op.stats(); err == nil {
+			detail.PeakRSSMiB = max(detail.PeakRSSMiB, st.PeakRSSMiB)
+		}
+		return nil
+	}
+
+	// Delete.
+	if mBefore, err = op.scrape(ctx); err != nil {
+		return fmt.Errorf("operator metrics: %w", err)
+	}
+	if apiBefore, err = e.scrapeAPIServer(ctx); err != nil {
+		return fmt.Errorf("apiserver metrics: %w", err)
+	}
+	before, err := op.stats()
+	if err != nil {
+		return err
+	}
+	mark = e.log.mark()
+	e.sampler.reset()
+	logf("%s: orgforge delete", sc.Name)
+	cpu = takeCPU(op.cmd.Process.Pid)
+	deleted, deleteErrs := deleteAll(ctx, e.kube, names, o.appliers)
+	missing = t.waitAll(ctx, names, goneMap, o.phaseTimeout)
+	dp := newPhase(sc.N, deleted, t.times(goneMap))
+	dp.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
+	dp.PeakConnections = e.sampler.peakOf(appOperator)
+	for _, err := range firstErrors(deleteErrs, 5) {
+		dp.Errors = append(dp.Errors, err.Error())
+	}
+	if len(missing) > 0 {
+		dp.Errors = append(dp.Errors, fmt.Sprintf("%d not gone after %s, e.g. %s", len(missing), o.phaseTimeout, missing[0]))
+	}
+	if ddl, err := e.log.ddlSince(mark); err == nil {
+		dp.DDLStatements = ddl[appOperator]
+		dp.DDLPerOrg = round(float64(dp.DDLStatements)/float64(max(dp.Completed, 1)), 2)
+	}
+	r.Orgforge.Delete = &dp
+	after, err := op.stats()
+	if err != nil {
+		return err
+	}
+	detail.DeleteCPUSeconds = round(after.CPUSeconds-before.CPUSeconds, 2)
+	detail.PeakRSSMiB = max(detail.PeakRSSMiB, after.PeakRSSMiB)
+	if mAfter, err = op.scrape(ctx); err == nil {
+		dm := operatorMetrics(mAfter).delta(operatorMetrics(mBefore))
+		detail.DeleteMetrics = &dm
+	}
+	if apiAfter, err = e.scrapeAPIServer(ctx); err == nil {
+		detail.DeleteAPIWrites = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
+		others, _ := splitHeartbeat(detail.DeleteAPIWrites)
+		own := detail.DeleteAPIWrites["DELETE tenancy.orgforge.io/organizations"]
+		detail.DeleteAPIWritesPerOrg = round(float64(others-own)/float64(sc.N), 2)
+	}
+	logf("%s: orgforge deleted %d/%d in %.1fs (%.1f/s)", sc.Name, dp.Completed, sc.N, dp.Seconds, dp.OrgsPerSecond)
+	l, err := e.leftovers(ctx)
+	if err != nil {
+		return err
+	}
+	r.Orgforge.Leftovers = &l
+	if len(missing) > 0 {
+		return fmt.Errorf("%d Organizations not gone after %s (operator log %s)", len(missing), o.phaseTimeout, op.logPath)
+	}
+	return nil
+}
+
+// steadyState restarts the operator with a short resync period over the N
+// Ready Organizations and counts, while nothing changes, the Kubernetes
+// writes and DDL statements: the restart's pass over every Organization
+// and two resync passes. It then restarts the operator with its defaults
+// again, waits for that restart's pass, and returns it for the deletion.
+func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *operator, dir string) (*SteadyResult, *operator, error) {
+	ss := &SteadyResult{N: sc.N, ResyncPeriodSeconds: o.steady.Seconds()}
+	current.stop()
+	apiBefore, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	mark := e.log.mark()
+	e.sampler.reset()
+	start := time.Now()
+	logf("%s: steady state, operator restarted with --resync-period %s", sc.Name, o.steady)
+	op, err := startOperator(ctx, o.manager, e.st, dir, "operator-steady", operatorFlags{
+		maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns, resyncPeriod: o.steady,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	// The restart's pass, then two resync periods' worth of passes.
+	passDeadline := time.Now().Add(o.phaseTimeout)
+	if err := waitReconciles(ctx, op, sc.N, passDeadline); err != nil {
+		return nil, op, fmt.Errorf("restart pass: %w", err)
+	}
+	ss.InitialPassSeconds = round(time.Since(start).Seconds(), 2)
+	deadline := time.Now().Add(2*o.steady + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
+	_ = waitReconciles(ctx, op, 3*sc.N, deadline)
+	ss.WindowSeconds = round(time.Since(start).Seconds(), 1)
+
+	fams, err := op.scrape(ctx)
+	if err != nil {
+		return nil, op, err
+	}
+	ss.Metrics = operatorMetrics(fams)
+	ss.Reconciles = sumInts(ss.Metrics.Reconciles)
+	ss.Passes = round(float64(ss.Reconciles)/float64(sc.N), 2)
+	ss.OperatorClientWrites = writeMethods(ss.Metrics.ClientRequests)
+	apiAfter, err := e.scrapeAPIServer(ctx)
+	if err != nil {
+		return nil, op, err
+	}
+	ss.APIWritesByKind = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
+	ss.APIWrites, ss.HeartbeatWrites = splitHeartbeat(ss.APIWritesByKind)
+	if ddl, err := e.log.ddlSince(mark); err == nil {
+		ss.DDLStatements = ddl[appOperator]
+	} else {
+		return nil, op, err
+	}
+	ss.PeakConnections = e.sampler.peakOf(appOperator)
+	if ss.Process, err = op.stats(); err != nil {
+		return nil, op, err
+	}
+	logf("%s: steady state over %.0fs: %d reconciles (%.1f passes), %d API writes (+%d apiserver lease), %d DDL",
+		sc.Name, ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements)
+	op.stop()
+
+	next, err := startOperator(ctx, o.manager, e.st, dir, "operator-delete", operatorFlags{
+		maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns,
+	})
+	if err != nil {
+		return ss, nil, err
+	}
+	if err := waitReconciles(ctx, next, sc.N, time.Now().Add(o.phaseTimeout)); err != nil {
+		return ss, next, fmt.Errorf("restart pass before deleting: %w", err)
+	}
+	return ss, next, nil
+}
+
+// waitReconciles waits until the operator has finished n reconciles.
+func waitReconciles(ctx context.Context, op *operator, n int, deadline time.Time) error {
+	for {
+		fams, err := op.scrape(ctx)
+		if err == nil && sumInts(operatorMetrics(fams).Reconciles) >= n {
+			return nil
+		}
+		if op.exited() {
+			return errors.New("operator exited:\n" + tailFile(op.logPath, 20))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("fewer than %d reconciles by the deadline", n)
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+}
+
+// leftovers counts what organizations left outside Kubernetes: databases
+// and roles named org_*, IAM users under orgforge's path, objects under
+// orgs/.
+func (e *env) leftovers(ctx context.Context) (Leftovers, error) {
+	var l Leftovers
+	err := e.su.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_database WHERE datname LIKE 'org\_%'),
+		(SELECT count(*) FROM pg_roles WHERE rolname LIKE 'org\_%')`).Scan(&l.Databases, &l.Roles)
+	if err != nil {
+		return l, fmt.Errorf("counting databases: %w", err)
+	}
+	objects := s3.NewListObjectsV2Paginator(e.st.S3.RootClient(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(e.st.S3.Bucket), Prefix: aws.String("orgs/"),
+	})
+	for objects.HasMorePages() {
+		page, err := objects.NextPage(ctx)
+		if err != nil {
+			return l, fmt.Errorf("listing objects: %w", err)
+		}
+		l.Objects += len(page.Contents)
+	}
+	iamClient := iam.New(iam.Options{
+		Region:       e.st.S3.Region,
+		BaseEndpoint: aws.String(e.st.S3.IAMEndpoint),
+		Credentials:  credentials.NewStaticCredentialsProvider(e.st.S3.AccessKey, e.st.S3.SecretKey, ""),
+	})
+	users := iam.NewListUsersPaginator(iamClient, &iam.ListUsersInput{PathPrefix: aws.String(storage.DefaultIAMPath)})
+	for users.HasMorePages() {
+		page, err := users.NextPage(ctx)
+		if err != nil {
+			return l, fmt.Errorf("listing IAM users: %w", err)
+		}
+		l.IAMUsers += len(page.Users)
+	}
+	return l, nil
+}
+
+func firstErrors(errs []error, n int) []error {
+	if len(errs) > n {
+		return append(errs[:n:n], fmt.Errorf("and %d more errors", len(errs)-n))
+	}
+	return errs
+}
