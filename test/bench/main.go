@@ -57,9 +57,10 @@ type options struct {
 	profile     bool
 	profileN    int
 
-	phaseTimeout time.Duration
-	timeout      time.Duration
-	keepWork     bool
+	phaseTimeout  time.Duration
+	timeout       time.Duration
+	keepWork      bool
+	operatorFirst bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -94,6 +95,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.phaseTimeout, "phase-timeout", 10*time.Minute, "Longest wait for one phase (all Ready, all gone, one raw loop).")
 	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "Longest the whole run may take.")
 	fs.BoolVar(&o.keepWork, "keep-work", false, "Keep --work (logs) at the end.")
+	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Run each scenario's orgforge side before its raw side (to see whether the order matters).")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

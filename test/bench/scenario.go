@@ -20,11 +20,22 @@ import (
 // fresh stack, and compares them.
 func runScenario(ctx context.Context, o *options, sc scenario, res *Results) ScenarioResult {
 	r := ScenarioResult{Name: sc.Name, N: sc.N, Concurrency: sc.Concurrency, Sweep: sc.Sweep}
-	if err := runRawSide(ctx, o, sc, &r, res); err != nil {
-		r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.Name, err))
+	raw := func() {
+		if err := runRawSide(ctx, o, sc, &r, res); err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.Name, err))
+		}
 	}
-	if err := runOperatorSide(ctx, o, sc, &r, res); err != nil {
-		r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.Name, err))
+	operator := func() {
+		if err := runOperatorSide(ctx, o, sc, &r, res); err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.Name, err))
+		}
+	}
+	if o.operatorFirst {
+		operator()
+		raw()
+	} else {
+		raw()
+		operator()
 	}
 	r.CreateRatio = ratio(r.Orgforge.Create.OrgsPerSecond, r.Raw.Create.OrgsPerSecond)
 	if r.Orgforge.Delete != nil && r.Raw.Delete != nil {
