@@ -93,7 +93,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.profile, "profile", true, "Save CPU and heap profiles of the operator (pprof) in the --profile-n scenario.")
 	fs.IntVar(&o.profileN, "profile-n", 500, "N of the scenario to profile; the largest N when no scenario has it.")
 	fs.DurationVar(&o.phaseTimeout, "phase-timeout", 10*time.Minute, "Longest wait for one phase (all Ready, all gone, one raw loop).")
-	fs.DurationVar(&o.timeout, "timeout", 40*time.Minute, "Longest the whole run may take.")
+	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "Longest the whole run may take (the issue's full set with N=1000 takes about 45 minutes).")
 	fs.BoolVar(&o.keepWork, "keep-work", false, "Keep --work (logs) at the end.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Run each scenario's orgforge side before its raw side (to see whether the order matters).")
 	if err := fs.Parse(args); err != nil {
