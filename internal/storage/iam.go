@@ -272,8 +272,39 @@ func (s *Service) DeletePrefixUser(ctx context.Context, user string) (deleted bo
 	if user == "" {
 		return false, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
 	}
+	got, err := s.getUser(ctx, user)
+	switch {
+	case err != nil || got == nil:
+		return false, err
+	case aws.ToString(got.Path) != s.cfg.IAMPath:
+		return false, fmt.Errorf("%w: IAM user %q is outside orgforge's path %s; orgforge deletes only its own users",
+			ErrConflict, user, s.cfg.IAMPath)
+	}
+	return s.deleteUser(ctx, user)
+}
+
+// DeleteOwnedPrefixUser is DeletePrefixUser for the user of the
+// organization m only: a user of that name that is outside orgforge's IAM
+// path, or carries another organization's UID tag or none, is ErrConflict
+// and is not touched.
+func (s *Service) DeleteOwnedPrefixUser(ctx context.Context, user string, m Marker) (deleted bool, err error) {
+	if user == "" || m.UID == "" {
+		return false, fmt.Errorf("%w: empty IAM user name or organization UID", ErrInvalid)
+	}
+	got, err := s.getUser(ctx, user)
+	if err != nil || got == nil {
+		return false, err
+	}
+	if err := s.checkUser(got, m); err != nil {
+		return false, err
+	}
+	return s.deleteUser(ctx, user)
+}
+
+// getUser reads user; a user that does not exist is nil, not an error.
+func (s *Service) getUser(ctx context.Context, user string) (*iamtypes.User, error) {
 	var got *iamtypes.User
-	err = s.do(ctx, "GetUser", func(ctx context.Context) error {
+	err := s.do(ctx, "GetUser", func(ctx context.Context) error {
 		out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
 		if err == nil {
 			got = out.User
@@ -282,15 +313,16 @@ func (s *Service) DeletePrefixUser(ctx context.Context, user string) (deleted bo
 	})
 	switch {
 	case isNoSuchEntity(err):
-		return false, nil
+		return nil, nil
 	case err != nil:
-		return false, fmt.Errorf("reading IAM user %q: %w", user, err)
-	case aws.ToString(got.Path) != s.cfg.IAMPath:
-		return false, fmt.Errorf("%w: IAM user %q is outside orgforge's path %s; orgforge deletes only its own users",
-			ErrConflict, user, s.cfg.IAMPath)
+		return nil, fmt.Errorf("reading IAM user %q: %w", user, err)
 	}
+	return got, nil
+}
 
-	// IAM refuses to delete a user that still has keys or policies.
+// deleteUser removes user's keys and inline policies, which IAM requires
+// first, and then the user.
+func (s *Service) deleteUser(ctx context.Context, user string) (bool, error) {
 	if _, err := s.DeleteAccessKeys(ctx, user); err != nil {
 		return false, err
 	}
@@ -319,34 +351,6 @@ func (s *Service) DeletePrefixUser(ctx context.Context, user string) (deleted bo
 	}
 	s.log.Info("Deleted IAM user", "user", user)
 	return true, nil
-}
-
-// DeleteOwnedPrefixUser is DeletePrefixUser for the user of the
-// organization m only: a user of that name that is outside orgforge's IAM
-// path, or carries another organization's UID tag or none, is ErrConflict
-// and is not touched.
-func (s *Service) DeleteOwnedPrefixUser(ctx context.Context, user string, m Marker) (deleted bool, err error) {
-	if user == "" || m.UID == "" {
-		return false, fmt.Errorf("%w: empty IAM user name or organization UID", ErrInvalid)
-	}
-	var got *iamtypes.User
-	err = s.do(ctx, "GetUser", func(ctx context.Context) error {
-		out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
-		if err == nil {
-			got = out.User
-		}
-		return err
-	})
-	switch {
-	case isNoSuchEntity(err):
-		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("reading IAM user %q: %w", user, err)
-	}
-	if err := s.checkUser(got, m); err != nil {
-		return false, err
-	}
-	return s.DeletePrefixUser(ctx, user)
 }
 
 func (s *Service) listUserPolicies(ctx context.Context, user string) ([]string, error) {
