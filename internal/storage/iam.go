@@ -76,19 +76,12 @@ func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, pr
 
 func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (created bool, err error) {
 	for range 2 {
-		var got *iamtypes.User
-		err := s.do(ctx, "GetUser", func(ctx context.Context) error {
-			out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
-			if err == nil {
-				got = out.User
-			}
-			return err
-		})
+		got, err := s.getUser(ctx, user)
 		switch {
-		case err == nil:
+		case err != nil:
+			return false, err
+		case got != nil:
 			return false, s.checkUser(got, m)
-		case !isNoSuchEntity(err):
-			return false, fmt.Errorf("reading IAM user %q: %w", user, err)
 		}
 
 		err = s.do(ctx, "CreateUser", func(ctx context.Context) error {
