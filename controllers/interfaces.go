@@ -29,7 +29,7 @@ type Storage interface {
 	EnsurePrefix(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
 	PrefixOwner(ctx context.Context, prefix string) (storage.Marker, bool, error)
 	DeletePrefix(ctx context.Context, prefix string) (int, error)
-	EnsurePrefixUser(ctx context.Context, org string, marker storage.Marker, prefix string) (string, bool, error)
+	EnsurePrefixUser(ctx context.Context, org string, marker storage.Marker, prefix string) (string, storage.UserChange, error)
 	CreateAccessKey(ctx context.Context, user string) (storage.AccessKey, error)
 	ListAccessKeys(ctx context.Context, user string) ([]string, error)
 	DeleteAccessKeys(ctx context.Context, user string, keep ...string) (int, error)

@@ -3,6 +3,8 @@ package controllers
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -109,6 +111,7 @@ func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv
 	}
 	observeReadiness(base, org)
 	r.failureEvents(base, org)
+	r.changeEvent(base, org, s)
 	if equality.Semantic.DeepEqual(base.Status, org.Status) {
 		return nil
 	}
@@ -135,6 +138,41 @@ func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Or
 		}
 		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s: %s", t, now.Message)
 	}
+}
+
+// changeEvent reports in one Event everything this reconcile changed: one
+// write per reconcile that did something, none for a no-op. Its reason is
+// Provisioned when the Organization just became Ready, Changed otherwise.
+func (r *OrganizationReconciler) changeEvent(before, after *tenancyv1alpha1.Organization, s *scope) {
+	all := slices.Concat(s.nsNotes, s.dbNotes, s.stNotes)
+	if len(all) == 0 {
+		return
+	}
+	reason := ReasonChanged
+	if !meta.IsStatusConditionTrue(before.Status.Conditions, tenancyv1alpha1.ConditionReady) &&
+		meta.IsStatusConditionTrue(after.Status.Conditions, tenancyv1alpha1.ConditionReady) {
+		reason = tenancyv1alpha1.ReasonProvisioned
+	}
+	r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, reason, "Reconcile", "%s", eventNote(all))
+}
+
+// ReasonChanged is the reason of an Event listing changes made to an
+// Organization that did not just become Ready.
+const ReasonChanged = "Changed"
+
+// eventNoteLimit is under the 1 kB an Event's note may hold.
+const eventNoteLimit = 1000
+
+// eventNote joins notes into one sentence that fits an Event.
+func eventNote(all []string) string {
+	msg := strings.Join(all, "; ")
+	if msg != "" {
+		msg = strings.ToUpper(msg[:1]) + msg[1:]
+	}
+	if len(msg) > eventNoteLimit {
+		msg = msg[:eventNoteLimit-3] + "..."
+	}
+	return msg
 }
 
 // SetupWithManager registers the reconciler. Secrets it owns are watched,

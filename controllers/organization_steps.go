@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,7 +45,19 @@ type scope struct {
 	role      string
 	prefix    string
 	outcome   outcome
+	// freshNamespace is set when this reconcile created the namespace, so
+	// that no Secret can exist in it yet.
+	freshNamespace bool
+	// What each part changed, reported in one Event at the end. The
+	// database and storage parts run at once, so each has its own list.
+	nsNotes, dbNotes, stNotes notes
 }
+
+// notes collects what a part of a reconcile changed outside Kubernetes or
+// in its Secrets, for the one Event that reports all of it.
+type notes []string
+
+func (n *notes) add(format string, args ...any) { *n = append(*n, fmt.Sprintf(format, args...)) }
 
 func newScope(org *tenancyv1alpha1.Organization, settings Settings) *scope {
 	ns := org.Spec.Namespace
@@ -99,8 +112,21 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 		}
 		return ctrl.Result{}, err
 	}
-	dbErr := r.reconcileDatabase(ctx, s)
-	stErr := r.reconcileStorage(ctx, s)
+	// The two parts touch different services and different fields of s,
+	// so they run at once: a reconcile takes as long as the slower one.
+	var dbErr, stErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if p := recover(); p != nil {
+				dbErr = fmt.Errorf("panic in the database steps: %v", p)
+			}
+		}()
+		dbErr = r.reconcileDatabase(ctx, s)
+	}()
+	stErr = r.reconcileStorage(ctx, s)
+	<-done
 	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -154,10 +180,15 @@ func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) 
 	switch {
 	case apierrors.IsNotFound(err):
 		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
-		if err := r.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		err := r.Create(ctx, ns)
+		switch {
+		case apierrors.IsAlreadyExists(err):
+			return nil
+		case err != nil:
 			return fmt.Errorf("creating namespace %s: %w", s.namespace, err)
 		}
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "NamespaceCreated", "Create", "Created namespace %s", s.namespace)
+		s.freshNamespace = true
+		s.nsNotes.add("created namespace %s", s.namespace)
 		return nil
 	case err != nil:
 		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
@@ -193,14 +224,20 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 
 	var change aurora.Change
 	err = r.timed("role", func() error {
-		info, err := r.Database.InspectRole(ctx, s.role)
-		if err != nil {
-			return err
+		// A new Secret, or a role to create: the role gets a password now
+		// and the Secret is written after it. Only a Secret's password
+		// needs a look at the role, to learn whether it must be created.
+		setPassword := password == ""
+		if !setPassword {
+			info, err := r.Database.InspectRole(ctx, s.role)
+			if err != nil {
+				return err
+			}
+			setPassword = !info.Exists
 		}
 		verifier := ""
-		if password == "" || !info.Exists {
-			// A new Secret, or a role to create: the role gets a password
-			// now and the Secret is written after it.
+		if setPassword {
+			var err error
 			if password == "" {
 				if password, err = r.Creds.NewPassword(); err != nil {
 					return err
@@ -210,6 +247,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 				return err
 			}
 		}
+		var err error
 		change, err = r.Database.EnsureRole(ctx, aurora.RoleSpec{
 			Name: s.role, Marker: s.dbMarker(), Verifier: verifier, ConnLimit: spec.Pool.MaxConnections,
 		})
@@ -218,7 +256,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	if err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
-	r.changed(s, change, "Role", "role "+s.role)
+	s.dbNotes.change(change, "role "+s.role)
 
 	err = r.timed("database", func() error {
 		change, err = r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
@@ -227,7 +265,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	if err != nil {
 		return fmt.Errorf("ensuring database %s: %w", s.database, err)
 	}
-	r.changed(s, change, "Database", "database "+s.database)
+	s.dbNotes.change(change, "database "+s.database)
 
 	err = r.timed("secure", func() error {
 		change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
@@ -237,8 +275,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		return fmt.Errorf("securing database %s: %w", s.database, err)
 	}
 	if change != aurora.Unchanged {
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "DatabaseSecured", "Update",
-			"Revoked PUBLIC access to database %s and gave schema public to %s", s.database, s.role)
+		s.dbNotes.add("revoked PUBLIC access to database %s and gave schema public to %s", s.database, s.role)
 	}
 
 	if len(spec.Extensions) > 0 {
@@ -255,13 +292,13 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 			return fmt.Errorf("ensuring extensions in %s: %w", s.database, err)
 		}
 		for _, e := range created {
-			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "ExtensionCreated", "Create", "Created extension %s in database %s", e, s.database)
+			s.dbNotes.add("created extension %s in database %s", e, s.database)
 		}
 	}
 
 	data := r.databaseSecretData(s, password)
 	if err := r.timed("databaseSecret", func() error {
-		return r.writeSecret(ctx, s, naming.DatabaseSecretName(s.org.Name), secret, data)
+		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data)
 	}); err != nil {
 		return err
 	}
@@ -320,7 +357,7 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 		return fmt.Errorf("ensuring prefix %s: %w", s.prefix, err)
 	}
 	if created {
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "PrefixCreated", "Create", "Created prefix s3://%s/%s", r.Storage.Bucket(), s.prefix)
+		s.stNotes.add("created prefix s3://%s/%s", r.Storage.Bucket(), s.prefix)
 	}
 
 	name := naming.StorageSecretName(s.org.Name)
@@ -336,6 +373,9 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 	}
 	user := r.Storage.UserName(s.org.Name)
 	withKey := s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone
+	// onlyKey is set when the user was created here, so the key issued for
+	// it is its only one.
+	onlyKey := false
 	if err := r.timed("accessKey", func() error {
 		if !withKey {
 			deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
@@ -344,20 +384,21 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 				return nil
 			}
 			if deleted {
-				r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its keys: storage.access is None", user)
+				s.stNotes.add("deleted IAM user %s and its keys: storage.access is None", user)
 			}
 			return err
 		}
-		id, key, err := r.ensureAccessKey(ctx, s, user, secret)
+		id, key, fresh, err := r.ensureAccessKey(ctx, s, user, secret)
+		onlyKey = fresh
 		data["access-key-id"], data["secret-access-key"] = []byte(id), []byte(key)
 		return err
 	}); err != nil {
 		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
 	}
-	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, name, secret, data) }); err != nil {
+	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data) }); err != nil {
 		return err
 	}
-	if withKey {
+	if withKey && !onlyKey {
 		if err := r.deleteStaleKeys(ctx, s, user, string(data["access-key-id"])); err != nil {
 			return err
 		}
@@ -373,38 +414,46 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 
 // ensureAccessKey ensures the prefix-scoped user and returns the key the
 // Secret should hold: the Secret's own while it works, a new one otherwise.
-func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, user string, secret *corev1.Secret) (id, key string, err error) {
-	_, changed, err := r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix)
+// fresh is set when the user was created here: it holds no key but the one
+// returned.
+func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, user string, secret *corev1.Secret) (id, key string, fresh bool, err error) {
+	_, change, err := r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix)
 	if err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	if changed {
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "IAMUserUpdated", "Update", "Set IAM user %s's policy to prefix %s", user, s.prefix)
+	switch change {
+	case storage.UserCreated:
+		s.stNotes.add("created IAM user %s with access to prefix %s only", user, s.prefix)
+	case storage.PolicyUpdated:
+		s.stNotes.add("set IAM user %s's policy to prefix %s", user, s.prefix)
 	}
 	if secret != nil {
 		id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
 	}
-	if id != "" && key != "" {
+	if id != "" && key != "" && change != storage.UserCreated {
 		works, err := r.Storage.AccessKeyWorks(ctx, id, key, s.prefix)
 		if err != nil || works {
-			return id, key, err
+			return id, key, false, err
 		}
 	}
-	// A user may hold two keys and none of this user's is in use, so clear
-	// them before issuing the one the Secret will hold.
-	if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
-		return "", "", err
+	if change != storage.UserCreated {
+		// A user may hold two keys and none of this user's is in use, so
+		// clear them before issuing the one the Secret will hold. A user
+		// created a moment ago has none.
+		if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
+			return "", "", false, err
+		}
 	}
 	ak, err := r.Storage.CreateAccessKey(ctx, user)
 	if err != nil {
-		return "", "", err
+		return "", "", false, err
 	}
-	reason := "AccessKeyCreated"
+	verb := "issued"
 	if id != "" {
-		reason = "AccessKeyRotated"
+		verb = "rotated to"
 	}
-	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, reason, "Create", "Issued access key %s for prefix %s", ak.ID, s.prefix)
-	return ak.ID, ak.Secret, nil
+	s.stNotes.add("%s access key %s for prefix %s", verb, ak.ID, s.prefix)
+	return ak.ID, ak.Secret, change == storage.UserCreated, nil
 }
 
 // deleteStaleKeys removes every key of user but the one in the Secret.
@@ -420,7 +469,7 @@ func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope, 
 	if err != nil {
 		return fmt.Errorf("deleting stale access keys of %s: %w", user, err)
 	}
-	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "StaleAccessKeysDeleted", "Delete", "Deleted %d stale access keys of %s", n, user)
+	s.stNotes.add("deleted %d stale access keys of %s", n, user)
 	return nil
 }
 
@@ -430,10 +479,11 @@ func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, nam
 	secret := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: namespace, Name: name}
 	err := r.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) && r.APIReader != nil {
+	if apierrors.IsNotFound(err) && r.APIReader != nil && !s.freshNamespace {
 		// The cache may not have seen a Secret written a moment ago. Taking
 		// it as missing would set a new password on the role and leave the
 		// Secret with the old one, so ask the API server before concluding.
+		// A namespace created in this reconcile holds no Secret to miss.
 		err = r.APIReader.Get(ctx, key, secret)
 	}
 	if apierrors.IsNotFound(err) {
@@ -450,7 +500,7 @@ func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, nam
 
 // writeSecret creates the Secret or updates it when its data differs; an
 // unchanged Secret costs no write.
-func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, name string, existing *corev1.Secret, data map[string][]byte) error {
+func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte) error {
 	if existing == nil {
 		secret := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels()},
@@ -466,7 +516,7 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, name
 			}
 			return fmt.Errorf("creating Secret %s/%s: %w", s.namespace, name, err)
 		}
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "SecretCreated", "Create", "Wrote Secret %s/%s", s.namespace, name)
+		n.add("wrote Secret %s/%s", s.namespace, name)
 		return nil
 	}
 	if secretDataEqual(existing.Data, data) {
@@ -477,7 +527,7 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, name
 	if err := r.Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating Secret %s/%s: %w", s.namespace, name, err)
 	}
-	r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "SecretUpdated", "Update", "Updated Secret %s/%s", s.namespace, name)
+	n.add("updated Secret %s/%s", s.namespace, name)
 	return nil
 }
 
@@ -494,13 +544,13 @@ func secretDataEqual(a, b map[string][]byte) bool {
 	return true
 }
 
-// changed emits one event for a real change and none for a no-op.
-func (r *OrganizationReconciler) changed(s *scope, c aurora.Change, kind, what string) {
+// change notes a real change and nothing for a no-op.
+func (n *notes) change(c aurora.Change, what string) {
 	switch c {
 	case aurora.Created:
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, kind+"Created", "Create", "Created %s", what)
+		n.add("created %s", what)
 	case aurora.Updated:
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, kind+"Updated", "Update", "Updated %s to match the spec", what)
+		n.add("updated %s to match the spec", what)
 	}
 }
 
@@ -519,14 +569,27 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		return ctrl.Result{}, nil
 	}
 	s := newScope(org, r.Settings)
-	if err := r.deleteExternal(ctx, s); err != nil {
+	// One Event reports the clean-up: what was done, and what it waits on.
+	var done notes
+	if err := r.deleteExternal(ctx, s, &done); err != nil {
 		base := org.DeepCopy()
 		setDeletingCondition(org, err)
 		if perr := r.Status().Patch(ctx, org, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
 			ctrl.LoggerFrom(ctx).Error(perr, "Patching status while deleting")
 		}
-		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, "DeleteFailed", "Delete", "Clean-up is waiting: %s", conditionMessage(err))
+		msg := "Clean-up is waiting: " + conditionMessage(err)
+		if len(done) > 0 {
+			msg += ". Done so far: " + strings.Join(done, "; ")
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, "DeleteFailed", "Delete", "%s", eventNote([]string{msg}))
 		return ctrl.Result{}, err
+	}
+	if len(done) > 0 {
+		reason := "Deleted"
+		if org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
+			reason = "Retained"
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}
 	patch := client.MergeFrom(org.DeepCopy())
 	controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
@@ -536,7 +599,8 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 	return ctrl.Result{}, nil
 }
 
-func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) error {
+// deleteExternal notes in done each thing it deleted or kept.
+func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
 	if err := r.validate(s); err != nil {
 		// Nothing was ever provisioned for a spec that does not validate.
 		return nil
@@ -549,15 +613,14 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	case err != nil:
 		return fmt.Errorf("deleting IAM user %s: %w", user, err)
 	case deleted:
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "AccessKeyRevoked", "Delete", "Deleted IAM user %s and its access keys", user)
+		done.add("deleted IAM user %s and its access keys", user)
 	}
 
 	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
 		if err := r.keepDatabaseSecret(ctx, s); err != nil {
 			return err
 		}
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "Retained", "Delete",
-			"Retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
+		done.add("retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
 			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
 		return nil
 	}
@@ -574,7 +637,7 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 			return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
 		}
 		if n > 0 {
-			r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "PrefixDeleted", "Delete", "Deleted %d objects under %s", n, s.prefix)
+			done.add("deleted %d objects under %s", n, s.prefix)
 		}
 	}
 
@@ -585,7 +648,7 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	case err != nil:
 		return fmt.Errorf("dropping database %s: %w", s.database, err)
 	case dropped:
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "DatabaseDropped", "Delete", "Dropped database %s", s.database)
+		done.add("dropped database %s", s.database)
 	}
 	dropped, err = r.Database.DropRole(ctx, s.role, s.dbMarker())
 	switch {
@@ -594,7 +657,7 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	case err != nil:
 		return fmt.Errorf("dropping role %s: %w", s.role, err)
 	case dropped:
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "RoleDropped", "Delete", "Dropped role %s", s.role)
+		done.add("dropped role %s", s.role)
 	}
 
 	ns := &corev1.Namespace{}
@@ -607,7 +670,7 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
 		}
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, "NamespaceDeleted", "Delete", "Deleted namespace %s", s.namespace)
+		done.add("deleted namespace %s", s.namespace)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -456,4 +457,59 @@ func TestASecretMissingFromTheCacheKeepsItsPassword(t *testing.T) {
 		t.Fatalf("the Secret's login no longer works: %v", err)
 	}
 	waitReady(t, "november")
+}
+
+// orgEvents lists the Events the API server holds about Organization name,
+// as reason: note.
+func orgEvents(t *testing.T, name string) []string {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := k8s.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "Organization" && e.Regarding.Name == name {
+			out = append(out, e.Reason+": "+e.Note)
+		}
+	}
+	return out
+}
+
+func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
+	startOperator(t, nil)
+	apply(t, newOrg("kilo"))
+	waitReady(t, "kilo")
+	var provisioned string
+	eventually(t, 10*time.Second, "one Provisioned event", func() (bool, string) {
+		evs := orgEvents(t, "kilo")
+		if len(evs) != 1 || !strings.HasPrefix(evs[0], "Provisioned: ") {
+			return false, fmt.Sprint(evs)
+		}
+		provisioned = evs[0]
+		return true, ""
+	})
+	for _, want := range []string{"namespace org-kilo", "role org_kilo", "database org_kilo", "prefix s3://", "IAM user orgforge-kilo", "access key", "Secret org-kilo/"} {
+		if !strings.Contains(provisioned, want) {
+			t.Errorf("Provisioned event does not mention %q: %s", want, provisioned)
+		}
+	}
+
+	deleteAndWait(t, "kilo")
+	eventually(t, 10*time.Second, "one Deleted event", func() (bool, string) {
+		evs := orgEvents(t, "kilo")
+		if len(evs) != 2 || !strings.HasPrefix(evs[1], "Deleted: ") && !strings.HasPrefix(evs[0], "Deleted: ") {
+			return false, fmt.Sprint(evs)
+		}
+		return true, ""
+	})
+	for _, e := range orgEvents(t, "kilo") {
+		if strings.HasPrefix(e, "Deleted: ") {
+			for _, want := range []string{"IAM user orgforge-kilo", "dropped database org_kilo", "dropped role org_kilo", "namespace org-kilo"} {
+				if !strings.Contains(e, want) {
+					t.Errorf("Deleted event does not mention %q: %s", want, e)
+				}
+			}
+		}
+	}
 }

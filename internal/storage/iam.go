@@ -45,33 +45,54 @@ func isNoSuchEntity(err error) bool {
 	return errors.As(err, &nse) || errorCode(err) == "NoSuchEntity"
 }
 
+// UserChange is what EnsurePrefixUser did.
+type UserChange int
+
+const (
+	// UserUnchanged: the user and its policy were already as wanted.
+	UserUnchanged UserChange = iota
+	// UserCreated: the user is new, so it has its policy and no keys yet.
+	UserCreated
+	// PolicyUpdated: the user existed and its policy was written.
+	PolicyUpdated
+)
+
 // EnsurePrefixUser makes sure organization org has an IAM user, under the
 // configured IAM path and tagged with its UID, whose inline policy confines
 // it to prefix (see PolicyDocument). It reports whether it created the user
-// or rewrote the policy. A user of that name that is not orgforge's, or
-// belongs to another UID, is ErrConflict and is not touched.
-func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, prefix string) (user string, changed bool, err error) {
+// or rewrote the policy: a user it created holds no access key, so a caller
+// need not look for stale ones. A user of that name that is not orgforge's,
+// or belongs to another UID, is ErrConflict and is not touched.
+func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, prefix string) (user string, change UserChange, err error) {
 	if err := validateOrg(org); err != nil {
-		return "", false, err
+		return "", UserUnchanged, err
 	}
 	if m.UID == "" {
-		return "", false, fmt.Errorf("%w: organization %q has no UID", ErrInvalid, org)
+		return "", UserUnchanged, fmt.Errorf("%w: organization %q has no UID", ErrInvalid, org)
 	}
 	want, err := buildPolicy(s.cfg.Bucket, prefix)
 	if err != nil {
-		return "", false, err
+		return "", UserUnchanged, err
 	}
 	user = UserName(org)
 
 	created, err := s.ensureUser(ctx, user, org, m)
 	if err != nil {
-		return user, false, err
+		return user, UserUnchanged, err
 	}
-	updated, err := s.ensurePolicy(ctx, user, want)
-	if err != nil {
-		return user, created, err
+	// A user created a moment ago has no policy to read.
+	updated, err := s.ensurePolicy(ctx, user, want, !created)
+	switch {
+	case created:
+		// Even when the policy failed: the caller must know the user is
+		// new, and the next call writes the policy.
+		return user, UserCreated, err
+	case err != nil:
+		return user, UserUnchanged, err
+	case updated:
+		return user, PolicyUpdated, nil
 	}
-	return user, created || updated, nil
+	return user, UserUnchanged, nil
 }
 
 func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (created bool, err error) {
@@ -131,28 +152,18 @@ func (s *Service) checkUser(u *iamtypes.User, m Marker) error {
 	return nil
 }
 
-func (s *Service) ensurePolicy(ctx context.Context, user string, want policyDocument) (changed bool, err error) {
-	var current string
-	err = s.do(ctx, "GetUserPolicy", func(ctx context.Context) error {
-		out, err := s.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(PolicyName)})
-		if err == nil {
-			current = aws.ToString(out.PolicyDocument)
+// ensurePolicy writes user's inline policy unless read is set and the
+// policy IAM holds is already want. A new user is not read: it has none.
+func (s *Service) ensurePolicy(ctx context.Context, user string, want policyDocument, read bool) (changed bool, err error) {
+	if read {
+		current, found, err := s.userPolicy(ctx, user)
+		if err != nil {
+			return false, err
 		}
-		return err
-	})
-	switch {
-	case err == nil:
-		// IAM returns the document URL-encoded (RFC 3986).
-		if decoded, derr := url.PathUnescape(current); derr == nil {
-			current = decoded
-		}
-		if samePolicy(current, want) {
+		if found && samePolicy(current, want) {
 			return false, nil
 		}
-	case !isNoSuchEntity(err):
-		return false, fmt.Errorf("reading policy %s of IAM user %q: %w", PolicyName, user, err)
 	}
-
 	doc, err := encodePolicy(want)
 	if err != nil {
 		return false, err
@@ -170,6 +181,29 @@ func (s *Service) ensurePolicy(ctx context.Context, user string, want policyDocu
 	}
 	s.log.Info("Wrote IAM user policy", "user", user, "policy", PolicyName)
 	return true, nil
+}
+
+// userPolicy reads user's inline policy, decoded; found is false when the
+// user has none.
+func (s *Service) userPolicy(ctx context.Context, user string) (doc string, found bool, err error) {
+	err = s.do(ctx, "GetUserPolicy", func(ctx context.Context) error {
+		out, err := s.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(PolicyName)})
+		if err == nil {
+			doc = aws.ToString(out.PolicyDocument)
+		}
+		return err
+	})
+	switch {
+	case isNoSuchEntity(err):
+		return "", false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("reading policy %s of IAM user %q: %w", PolicyName, user, err)
+	}
+	// IAM returns the document URL-encoded (RFC 3986).
+	if decoded, derr := url.PathUnescape(doc); derr == nil {
+		doc = decoded
+	}
+	return doc, true, nil
 }
 
 // CreateAccessKey creates a new access key for user. IAM allows two per

@@ -96,9 +96,9 @@ func TestEnsurePrefixUserCreatesTheUserOnceAndChangesNothingTheSecondTime(t *tes
 	ctx := t.Context()
 	m := Marker{Org: "twice", UID: "uid-twice"}
 
-	user, changed, err := s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
-	if err != nil || !changed || user != "orgforge-twice" {
-		t.Fatalf("first EnsurePrefixUser = %q, %v, %v; want orgforge-twice, changed", user, changed, err)
+	user, change, err := s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
+	if err != nil || change != UserCreated || user != "orgforge-twice" {
+		t.Fatalf("first EnsurePrefixUser = %q, %v, %v; want orgforge-twice, UserCreated", user, change, err)
 	}
 	path, tags := userTags(t, s, user)
 	if path != DefaultIAMPath {
@@ -112,9 +112,9 @@ func TestEnsurePrefixUserCreatesTheUserOnceAndChangesNothingTheSecondTime(t *tes
 	}
 
 	rec.reset()
-	user, changed, err = s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
-	if err != nil || changed || user != "orgforge-twice" {
-		t.Fatalf("second EnsurePrefixUser = %q, %v, %v; want no change", user, changed, err)
+	user, change, err = s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
+	if err != nil || change != UserUnchanged || user != "orgforge-twice" {
+		t.Fatalf("second EnsurePrefixUser = %q, %v, %v; want UserUnchanged", user, change, err)
 	}
 	if w := rec.writes(); len(w) != 0 {
 		t.Errorf("second EnsurePrefixUser wrote: %q", w)
@@ -136,9 +136,9 @@ func TestEnsurePrefixUserRewritesADriftedPolicy(t *testing.T) {
 		t.Fatalf("PutUserPolicy: %v", err)
 	}
 
-	_, changed, err := s.EnsurePrefixUser(ctx, "drift", m, "orgs/drift/")
-	if err != nil || !changed {
-		t.Fatalf("EnsurePrefixUser over a drifted policy = %v, %v; want changed", changed, err)
+	_, change, err := s.EnsurePrefixUser(ctx, "drift", m, "orgs/drift/")
+	if err != nil || change != PolicyUpdated {
+		t.Fatalf("EnsurePrefixUser over a drifted policy = %v, %v; want PolicyUpdated", change, err)
 	}
 	if diff := cmp.Diff(wantPolicy(t, "orgs/drift/"), userPolicy(t, s, user)); diff != "" {
 		t.Errorf("policy (-want +got):\n%s", diff)
