@@ -5,8 +5,11 @@ import (
 	"context"
 	"io"
 	"maps"
+	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -75,6 +78,17 @@ func splitHeartbeat(delta map[string]int) (others, heartbeat int) {
 		}
 	}
 	return others, heartbeat
+}
+
+// profileAPIServer saves a CPU profile of the apiserver over secs seconds,
+// read from its /debug/pprof as the admin.
+func (e *env) profileAPIServer(ctx context.Context, secs int, path string) error {
+	b, err := e.clientset.Discovery().RESTClient().Get().AbsPath("/debug/pprof/profile").
+		Param("seconds", strconv.Itoa(secs)).Timeout(time.Duration(secs+30) * time.Second).DoRaw(ctx)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }
 
 // scrapeAPIServer reads the apiserver's metrics as the admin.
