@@ -258,6 +258,43 @@ type execer interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// querier is a pool or a connection.
+type querier interface {
+	execer
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// staleAttempts bounds withAdminConn's attempts.
+const staleAttempts = 3
+
+// withAdminConn runs fn on one admin connection, so that a database's
+// checks, creation and comment see one session's view. PostgreSQL caches in
+// each session the roles its user belongs to. A GRANT committed by another
+// session while that cache is being rebuilt can be missed, and the session
+// then refuses (SQLSTATE 42501, "must be member of role" or "must be owner
+// of database") until something else clears its cache. fn has checked the
+// membership before it acts, so such a refusal is retried, on a new
+// connection, whose cache starts empty; the suspect one is closed.
+func (s *Service) withAdminConn(ctx context.Context, fn func(querier) error) error {
+	for attempt := 1; ; attempt++ {
+		conn, err := s.admin.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(conn)
+		var pgErr *pgconn.PgError
+		if attempt < staleAttempts && errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+			// Hijack takes the connection out of the pool, which may then
+			// open another in its place once this one has ended.
+			awaitServerClose(conn.Hijack(), s.cfg.ConnectTimeout)
+			s.log.V(1).Info("Refused in spite of the admin's membership; retrying on a new connection", "attempt", attempt, "sqlstate", pgErr.Code)
+			continue
+		}
+		conn.Release()
+		return err
+	}
+}
+
 // execDDL sends one DDL statement, counting it. The statement may hold a
 // verifier, so it never goes into a log or an error.
 func (s *Service) execDDL(ctx context.Context, q execer, stmt string) error {

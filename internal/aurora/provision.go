@@ -89,9 +89,9 @@ type roleState struct {
 	member bool
 }
 
-func (s *Service) observeRole(ctx context.Context, name string) (roleState, error) {
+func (s *Service) observeRole(ctx context.Context, q querier, name string) (roleState, error) {
 	var st roleState
-	err := s.admin.QueryRow(ctx, `SELECT r.rolcanlogin, r.rolconnlimit,
+	err := q.QueryRow(ctx, `SELECT r.rolcanlogin, r.rolconnlimit,
 			COALESCE(shobj_description(r.oid, 'pg_authid'), ''),
 			pg_has_role(current_user, r.oid, $2)
 		FROM pg_roles r WHERE r.rolname = $1`, name, s.memberPrivilege).Scan(&st.canLogin, &st.connLimit, &st.comment, &st.member)
@@ -112,9 +112,9 @@ type dbState struct {
 	comment string
 }
 
-func (s *Service) observeDatabase(ctx context.Context, name string) (dbState, error) {
+func (s *Service) observeDatabase(ctx context.Context, q querier, name string) (dbState, error) {
 	var st dbState
-	err := s.admin.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
+	err := q.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
 			COALESCE(shobj_description(d.oid, 'pg_database'), '')
 		FROM pg_database d WHERE d.datname = $1`, name).Scan(&st.owner, &st.comment)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -166,7 +166,7 @@ func (s *Service) EnsureRole(ctx context.Context, spec RoleSpec) (Change, error)
 }
 
 func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error) {
-	st, err := s.observeRole(ctx, spec.Name)
+	st, err := s.observeRole(ctx, s.admin, spec.Name)
 	if err != nil {
 		return Unchanged, err
 	}
@@ -252,11 +252,11 @@ func mustQuote(s string) string {
 }
 
 // ensureMember makes the admin a member of role, which must be ours.
-func (s *Service) ensureMember(ctx context.Context, role string, st roleState) error {
+func (s *Service) ensureMember(ctx context.Context, q querier, role string, st roleState) error {
 	if st.member {
 		return nil
 	}
-	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("GRANT %s TO CURRENT_USER", ident(role))); err != nil {
+	if err := s.execDDL(ctx, q, fmt.Sprintf("GRANT %s TO CURRENT_USER", ident(role))); err != nil {
 		return fmt.Errorf("granting role %q to the admin: %w", role, err)
 	}
 	return nil
@@ -264,8 +264,8 @@ func (s *Service) ensureMember(ctx context.Context, role string, st roleState) e
 
 // ownerRole observes the role meant to own an Organization's database and
 // checks that it is the Organization's.
-func (s *Service) ownerRole(ctx context.Context, owner string, m Marker) (roleState, error) {
-	st, err := s.observeRole(ctx, owner)
+func (s *Service) ownerRole(ctx context.Context, q querier, owner string, m Marker) (roleState, error) {
+	st, err := s.observeRole(ctx, q, owner)
 	if err != nil {
 		return roleState{}, err
 	}
@@ -296,9 +296,11 @@ func (s *Service) EnsureDatabase(ctx context.Context, name, owner string, marker
 	}
 	var change Change
 	err := s.run(ctx, "EnsureDatabase", func(ctx context.Context) error {
-		var err error
-		change, err = s.ensureDatabase(ctx, name, owner, marker)
-		return err
+		return s.withAdminConn(ctx, func(q querier) error {
+			var err error
+			change, err = s.ensureDatabase(ctx, q, name, owner, marker)
+			return err
+		})
 	})
 	if err != nil {
 		return Unchanged, err
@@ -312,8 +314,8 @@ func (s *Service) EnsureDatabase(ctx context.Context, name, owner string, marker
 	return change, nil
 }
 
-func (s *Service) ensureDatabase(ctx context.Context, name, owner string, marker Marker) (Change, error) {
-	db, err := s.observeDatabase(ctx, name)
+func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner string, marker Marker) (Change, error) {
+	db, err := s.observeDatabase(ctx, q, name)
 	if err != nil {
 		return Unchanged, err
 	}
@@ -321,39 +323,39 @@ func (s *Service) ensureDatabase(ctx context.Context, name, owner string, marker
 	if db.exists && !adopt && !isOurs(db.comment, marker) {
 		return Unchanged, conflict("database", name, db.comment)
 	}
-	role, err := s.ownerRole(ctx, owner, marker)
+	role, err := s.ownerRole(ctx, q, owner, marker)
 	if err != nil {
 		return Unchanged, err
 	}
 	comment := fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident(name), mustQuote(marker.String()))
 	switch {
 	case !db.exists:
-		if err := s.ensureMember(ctx, owner, role); err != nil {
+		if err := s.ensureMember(ctx, q, owner, role); err != nil {
 			return Unchanged, err
 		}
 		// CREATE DATABASE cannot run in a transaction: should the comment
 		// fail, the next call adopts the database by its owner.
-		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner))); err != nil {
+		if err := s.execDDL(ctx, q, fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner))); err != nil {
 			return Unchanged, fmt.Errorf("creating database %q: %w", name, err)
 		}
-		if err := s.execDDL(ctx, s.admin, comment); err != nil {
+		if err := s.execDDL(ctx, q, comment); err != nil {
 			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
 		}
 		return Created, nil
 	case adopt:
-		if err := s.ensureMember(ctx, owner, role); err != nil {
+		if err := s.ensureMember(ctx, q, owner, role); err != nil {
 			return Unchanged, err
 		}
-		if err := s.execDDL(ctx, s.admin, comment); err != nil {
+		if err := s.execDDL(ctx, q, comment); err != nil {
 			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
 		}
 		s.log.Info("Adopted database left unmarked by an interrupted creation", "database", name, "owner", owner)
 		return Created, nil
 	case db.owner != owner:
-		if err := s.ensureMember(ctx, owner, role); err != nil {
+		if err := s.ensureMember(ctx, q, owner, role); err != nil {
 			return Unchanged, err
 		}
-		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner))); err != nil {
+		if err := s.execDDL(ctx, q, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner))); err != nil {
 			return Unchanged, fmt.Errorf("changing owner of database %q from %q: %w", name, db.owner, err)
 		}
 		return Updated, nil
@@ -610,9 +612,11 @@ func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) 
 	// connection failed leaves the next attempt nothing to drop.
 	var dropped, sent bool
 	err := s.run(ctx, "DropDatabase", func(ctx context.Context) error {
-		var err error
-		dropped, err = s.dropDatabase(ctx, name, marker, &sent)
-		return err
+		return s.withAdminConn(ctx, func(q querier) error {
+			var err error
+			dropped, err = s.dropDatabase(ctx, q, name, marker, &sent)
+			return err
+		})
 	})
 	if err != nil {
 		return false, err
@@ -623,12 +627,12 @@ func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) 
 	return dropped, nil
 }
 
-func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker, sent *bool) (bool, error) {
-	db, err := s.observeDatabase(ctx, name)
+func (s *Service) dropDatabase(ctx context.Context, q querier, name string, marker Marker, sent *bool) (bool, error) {
+	db, err := s.observeDatabase(ctx, q, name)
 	if err != nil || !db.exists {
 		return *sent && err == nil, err
 	}
-	role, err := s.observeRole(ctx, db.owner)
+	role, err := s.observeRole(ctx, q, db.owner)
 	if err != nil {
 		return false, err
 	}
@@ -639,13 +643,13 @@ func (s *Service) dropDatabase(ctx context.Context, name string, marker Marker, 
 	// Dropping needs the rights of the owner; the admin has them as a
 	// member, which it can regain only over a role of ours.
 	if ownerOurs {
-		if err := s.ensureMember(ctx, db.owner, role); err != nil {
+		if err := s.ensureMember(ctx, q, db.owner, role); err != nil {
 			return false, err
 		}
 	}
 	s.orgs.forget(name)
 	*sent = true
-	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(name))); err != nil {
+	if err := s.execDDL(ctx, q, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(name))); err != nil {
 		return false, fmt.Errorf("dropping database %q: %w", name, err)
 	}
 	return true, nil
@@ -664,7 +668,7 @@ func (s *Service) DropRole(ctx context.Context, name string, marker Marker) (boo
 	}
 	var dropped, sent bool
 	err := s.run(ctx, "DropRole", func(ctx context.Context) error {
-		st, err := s.observeRole(ctx, name)
+		st, err := s.observeRole(ctx, s.admin, name)
 		if err != nil || !st.exists {
 			dropped = sent && err == nil
 			return err
@@ -755,7 +759,7 @@ func (s *Service) InspectRole(ctx context.Context, name string) (RoleInfo, error
 	}
 	var info RoleInfo
 	err := s.run(ctx, "InspectRole", func(ctx context.Context) error {
-		st, err := s.observeRole(ctx, name)
+		st, err := s.observeRole(ctx, s.admin, name)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package aurora
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -602,5 +603,51 @@ func TestNamesPostgreSQLWouldTruncateAreRefused(t *testing.T) {
 	}
 	if _, _, err := svc.OrgPool(ctx, long); !errors.Is(err, ErrInvalid) {
 		t.Errorf("OrgPool(64-byte name): err = %v, want ErrInvalid", err)
+	}
+}
+
+func TestARefusalDespiteMembershipIsRetriedOnANewConnectionAndTheSuspectOneClosed(t *testing.T) {
+	svc := newService(t)
+	ctx := testContext(t)
+	refused := &pgconn.PgError{Code: "42501", Message: "must be owner of database x"}
+
+	var pids []uint32
+	err := svc.withAdminConn(ctx, func(q querier) error {
+		var pid uint32
+		if err := q.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			return err
+		}
+		pids = append(pids, pid)
+		if len(pids) == 1 {
+			return fmt.Errorf("creating database: %w", refused)
+		}
+		return nil
+	})
+	if err != nil || len(pids) != 2 {
+		t.Fatalf("withAdminConn = %v after %d attempts; want success on the second", err, len(pids))
+	}
+	if pids[0] == pids[1] {
+		t.Errorf("the retry ran on the refusing session %d; want a new one", pids[0])
+	}
+	var open int
+	if err := superuser(t, "postgres").QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pids[0]).Scan(&open); err != nil {
+		t.Fatal(err)
+	}
+	if open != 0 {
+		t.Errorf("the refusing session %d is still open", pids[0])
+	}
+
+	attempts := 0
+	err = svc.withAdminConn(ctx, func(querier) error {
+		attempts++
+		return refused
+	})
+	if !errors.Is(err, refused) || attempts != staleAttempts {
+		t.Errorf("a lasting refusal: err %v after %d attempts; want it returned after %d", err, attempts, staleAttempts)
+	}
+	attempts = 0
+	other := &pgconn.PgError{Code: "42P04"}
+	if err := svc.withAdminConn(ctx, func(querier) error { attempts++; return other }); !errors.Is(err, other) || attempts != 1 {
+		t.Errorf("another error: err %v after %d attempts; want it returned at once", err, attempts)
 	}
 }
