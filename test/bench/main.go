@@ -15,9 +15,19 @@
 //     until each is Ready, then deleted (deletionPolicy Delete) and timed
 //     until each is gone.
 //
-// One scenario also restarts the operator with a short resync period and
-// counts the Kubernetes writes and the DDL statements it makes while
-// nothing changes.
+// The two sides of a scenario run one after the other, and this machine's
+// disk and CPU drift over minutes: whichever side lands in a slow minute
+// loses, whatever its code does. So the headline scenario (the largest N at
+// --concurrency) runs --rounds rounds, each a fresh pair of stacks, and
+// alternates which side goes first (raw then orgforge, orgforge then raw,
+// ...). Its orgs/s are pooled over the rounds, each side's organizations
+// over its seconds, and its ratios are the pooled orgforge orgs/s over the
+// pooled raw ones. Every other scenario runs one round.
+//
+// The headline's first round also profiles the operator and, after the
+// creations, restarts it with a short resync period to count the
+// Kubernetes writes and the DDL statements it makes while nothing changes.
+// Later rounds only time the creations and the deletions.
 package main
 
 import (
@@ -61,6 +71,7 @@ type options struct {
 	timeout       time.Duration
 	keepWork      bool
 	operatorFirst bool
+	rounds        int
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -95,7 +106,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.phaseTimeout, "phase-timeout", 10*time.Minute, "Longest wait for one phase (all Ready, all gone, one raw loop).")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "Longest the whole run may take (the issue's full set with N=1000 takes about 45 minutes).")
 	fs.BoolVar(&o.keepWork, "keep-work", false, "Keep --work (logs) at the end.")
-	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Run each scenario's orgforge side before its raw side (to see whether the order matters).")
+	// One N=500 round costs about 3.3 minutes (the default set takes about
+	// 16.5 with one); more than two would push it past twenty.
+	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 3.3 minutes.")
+	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -128,6 +142,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.appliers < 1 {
 		return nil, fmt.Errorf("--appliers must be at least 1")
+	}
+	if o.rounds < 1 {
+		return nil, fmt.Errorf("--rounds must be at least 1")
 	}
 	if o.steadyN == 0 && len(o.ns) > 0 {
 		o.steadyN = slices.Max(o.ns)
@@ -164,20 +181,52 @@ type scenario struct {
 	// Sweep marks a point of the concurrency sweep.
 	Sweep bool
 	// Delete times deletion; otherwise the stack is dropped as it is.
-	Delete  bool
+	Delete bool
+	// Steady and Profile are done in the first round only.
 	Steady  bool
 	Profile bool
+	// Rounds is how many side-by-side pairs the scenario runs.
+	Rounds int
+	// Round is the one being run, from 1; set by runScenario.
+	Round int
+}
+
+// label names the scenario in logs and errors, with the round when it runs
+// more than one.
+func (sc scenario) label() string {
+	if sc.Rounds > 1 {
+		return fmt.Sprintf("%s round %d/%d", sc.Name, sc.Round, sc.Rounds)
+	}
+	return sc.Name
+}
+
+// stackDir is the folder, under --work, of one side's stack in the round
+// being run.
+func (sc scenario) stackDir(o *options, side string) string {
+	if sc.Round > 1 {
+		return filepath.Join(o.work, fmt.Sprintf("%s-r%d-%s", sc.Name, sc.Round, side))
+	}
+	return filepath.Join(o.work, sc.Name+"-"+side)
 }
 
 // plan lists the scenarios: the N scenarios first, then the sweep points
-// that no N scenario already measured.
+// that no N scenario already measured. The headline scenario, the largest
+// N at --concurrency, runs --rounds rounds; every other scenario one.
 func plan(o *options) []scenario {
 	var out []scenario
+	headline := 0
+	if len(o.ns) > 0 {
+		headline = slices.Max(o.ns)
+	}
 	for _, n := range o.ns {
+		rounds := 1
+		if n == headline {
+			rounds = o.rounds
+		}
 		out = append(out, scenario{
 			Name: fmt.Sprintf("n%d-c%d", n, o.concurrency), N: n, Concurrency: o.concurrency,
 			Sweep: n == o.sweepN && slices.Contains(o.sweep, o.concurrency), Delete: true,
-			Steady: n == o.steadyN, Profile: o.profile && n == o.profileN,
+			Steady: n == o.steadyN, Profile: o.profile && n == o.profileN, Rounds: rounds,
 		})
 	}
 	for _, c := range o.sweep {
@@ -186,7 +235,7 @@ func plan(o *options) []scenario {
 		}
 		out = append(out, scenario{
 			Name: fmt.Sprintf("n%d-c%d", o.sweepN, c), N: o.sweepN, Concurrency: c,
-			Sweep: true, Delete: o.sweepDelete,
+			Sweep: true, Delete: o.sweepDelete, Rounds: 1,
 		})
 	}
 	return out
@@ -250,7 +299,7 @@ func run(ctx context.Context, o *options) error {
 		Settings: Settings{
 			Ns: o.ns, Concurrency: o.concurrency, Sweep: o.sweep, SweepN: o.sweepN, SweepDelete: o.sweepDelete,
 			SteadyN: o.steadyN, SteadyResyncSeconds: o.steady.Seconds(), DatabaseMaxConnections: o.dbMaxConns,
-			Appliers: o.appliers, PostgresFsync: true,
+			Appliers: o.appliers, PostgresFsync: true, Rounds: o.rounds, OperatorFirst: o.operatorFirst,
 		},
 		Machine: machineInfo(o.manager),
 	}
@@ -294,6 +343,9 @@ func scenarioNames(scs []scenario) string {
 	names := make([]string, len(scs))
 	for i, s := range scs {
 		names[i] = s.Name
+		if s.Rounds > 1 {
+			names[i] += fmt.Sprintf(" (%d rounds)", s.Rounds)
+		}
 	}
 	return strings.Join(names, ", ")
 }

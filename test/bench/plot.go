@@ -12,8 +12,9 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// writePlots draws the apply-to-Ready latency CDF of each N and the
-// throughput against concurrency, as PNGs next to results.md.
+// writePlots draws the apply-to-Ready latency CDF of each N (the first
+// round's, for a scenario run several) and the throughput against
+// concurrency (pooled over the rounds), as PNGs next to results.md.
 func writePlots(dir string, r *Results) error {
 	if err := latencyPlot(filepath.Join(dir, "latency-cdf.png"), r); err != nil {
 		return err
@@ -26,6 +27,9 @@ var dashed = []vg.Length{vg.Points(6), vg.Points(3)}
 func latencyPlot(path string, r *Results) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("Apply-to-Ready latency, N applied at once, concurrency %d", r.Settings.Concurrency)
+	if r.multiRound() {
+		p.Title.Text += " (round 1)"
+	}
 	p.X.Label.Text = "seconds from apply (raw: from the loop's start)"
 	p.Y.Label.Text = "fraction of organizations"
 	p.Y.Min, p.Y.Max = 0, 1
@@ -101,19 +105,19 @@ func throughputPlot(path string, r *Results) error {
 		dash  bool
 		get   func(ScenarioResult) (float64, bool)
 	}{
-		{"orgforge create", 0, false, func(s ScenarioResult) (float64, bool) { return s.Orgforge.Create.OrgsPerSecond, true }},
-		{"raw create", 0, true, func(s ScenarioResult) (float64, bool) { return s.Raw.Create.OrgsPerSecond, true }},
+		{"orgforge create", 0, false, func(s ScenarioResult) (float64, bool) { return s.Pooled.Create.Orgforge.OrgsPerSecond, true }},
+		{"raw create", 0, true, func(s ScenarioResult) (float64, bool) { return s.Pooled.Create.Raw.OrgsPerSecond, true }},
 		{"orgforge delete", 1, false, func(s ScenarioResult) (float64, bool) {
-			if s.Orgforge.Delete == nil {
+			if s.Pooled.Delete == nil {
 				return 0, false
 			}
-			return s.Orgforge.Delete.OrgsPerSecond, true
+			return s.Pooled.Delete.Orgforge.OrgsPerSecond, true
 		}},
 		{"raw delete", 1, true, func(s ScenarioResult) (float64, bool) {
-			if s.Raw.Delete == nil {
+			if s.Pooled.Delete == nil {
 				return 0, false
 			}
-			return s.Raw.Delete.OrgsPerSecond, true
+			return s.Pooled.Delete.Raw.OrgsPerSecond, true
 		}},
 	}
 	for _, se := range series {

@@ -50,24 +50,123 @@ type Settings struct {
 	DatabaseMaxConnections int     `json:"databaseMaxConnections"`
 	Appliers               int     `json:"appliers"`
 	PostgresFsync          bool    `json:"postgresFsync"`
+	// Rounds is how many the headline scenario (the largest N at
+	// Concurrency) ran; OperatorFirst starts round 1 with orgforge.
+	Rounds        int  `json:"rounds"`
+	OperatorFirst bool `json:"operatorFirst"`
 }
 
-// ScenarioResult is one scenario's two sides and their ratios.
+// ScenarioResult is one scenario's rounds, its two sides and their ratios.
 type ScenarioResult struct {
 	Name        string `json:"name"`
 	N           int    `json:"n"`
 	Concurrency int    `json:"concurrency"`
 	Sweep       bool   `json:"sweep"`
-	// CreateRatio and DeleteRatio are orgforge's orgs/s over raw's.
-	CreateRatio float64       `json:"createRatio"`
-	DeleteRatio float64       `json:"deleteRatio,omitempty"`
-	Raw         SideResult    `json:"raw"`
-	Orgforge    SideResult    `json:"orgforge"`
-	Steady      *SteadyResult `json:"steadyState,omitempty"`
-	Errors      []string      `json:"errors,omitempty"`
+	// CreateRatio and DeleteRatio are orgforge's orgs/s over raw's, both
+	// pooled over the rounds (Pooled).
+	CreateRatio float64 `json:"createRatio"`
+	DeleteRatio float64 `json:"deleteRatio,omitempty"`
+	Pooled      Pooled  `json:"pooled"`
+	// Rounds are every side-by-side pair the scenario ran, in order.
+	Rounds []Round `json:"rounds"`
+	// Raw and Orgforge are the first round's sides with all their detail:
+	// the operator's metrics and profiles, steps and CPU by process.
+	Raw      SideResult    `json:"raw"`
+	Orgforge SideResult    `json:"orgforge"`
+	Steady   *SteadyResult `json:"steadyState,omitempty"`
+	Errors   []string      `json:"errors,omitempty"`
 	// Warnings are raw organizations that failed: findings about the
 	// services, which the run reports and goes on.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Round is one pair of a scenario: both sides, each on its own fresh stack,
+// one after the other.
+type Round struct {
+	// Round counts from 1.
+	Round int `json:"round"`
+	// First is the side that ran first: raw or orgforge.
+	First       string  `json:"first"`
+	CreateRatio float64 `json:"createRatio"`
+	DeleteRatio float64 `json:"deleteRatio,omitempty"`
+	// Raw and Orgforge are the round's sides; the operator's detail is in
+	// ScenarioResult.Orgforge only.
+	Raw      SideResult `json:"raw"`
+	Orgforge SideResult `json:"orgforge"`
+}
+
+// Pooled is a scenario's throughput over all its rounds.
+type Pooled struct {
+	Create PooledPair  `json:"create"`
+	Delete *PooledPair `json:"delete,omitempty"`
+}
+
+// PooledPair is one phase, creation or deletion, pooled over the rounds in
+// which both sides measured it.
+type PooledPair struct {
+	Rounds   int        `json:"rounds"`
+	Raw      PooledSide `json:"raw"`
+	Orgforge PooledSide `json:"orgforge"`
+	// Ratio is orgforge's pooled orgs/s over raw's.
+	Ratio float64 `json:"ratio"`
+}
+
+// PooledSide is one side's organizations completed and seconds, summed
+// over the rounds, and their quotient.
+type PooledSide struct {
+	Completed     int     `json:"completed"`
+	Seconds       float64 `json:"seconds"`
+	OrgsPerSecond float64 `json:"orgsPerSecond"`
+}
+
+// pool sums each side's organizations and seconds over the rounds, so
+// that a long round weighs more than a short one (a mean of the rounds'
+// ratios would not), and divides. A phase is pooled over the rounds in
+// which both sides measured it, so that the two sides cover the same
+// rounds.
+func pool(rounds []Round) Pooled {
+	pair := func(get func(SideResult) *Phase) *PooledPair {
+		var p PooledPair
+		for _, r := range rounds {
+			raw, op := get(r.Raw), get(r.Orgforge)
+			if raw == nil || op == nil || raw.N == 0 || op.N == 0 {
+				continue
+			}
+			p.Rounds++
+			p.Raw.Completed += raw.Completed
+			p.Raw.Seconds += raw.Seconds
+			p.Orgforge.Completed += op.Completed
+			p.Orgforge.Seconds += op.Seconds
+		}
+		if p.Rounds == 0 {
+			return nil
+		}
+		var rawRate, opRate float64
+		if p.Raw.Seconds > 0 {
+			rawRate = float64(p.Raw.Completed) / p.Raw.Seconds
+		}
+		if p.Orgforge.Seconds > 0 {
+			opRate = float64(p.Orgforge.Completed) / p.Orgforge.Seconds
+		}
+		p.Raw.Seconds, p.Orgforge.Seconds = round(p.Raw.Seconds, 3), round(p.Orgforge.Seconds, 3)
+		p.Raw.OrgsPerSecond, p.Orgforge.OrgsPerSecond = round(rawRate, 2), round(opRate, 2)
+		p.Ratio = ratio(opRate, rawRate)
+		return &p
+	}
+	var out Pooled
+	if c := pair(func(s SideResult) *Phase { return &s.Create }); c != nil {
+		out.Create = *c
+	}
+	out.Delete = pair(func(s SideResult) *Phase { return s.Delete })
+	return out
+}
+
+// roundsNote says how a scenario's figures were pooled.
+func roundsNote(k int) string {
+	if k == 1 {
+		return "one round"
+	}
+	return fmt.Sprintf("pooled over %d rounds, alternating order", k)
 }
 
 // SideResult is one side of a scenario.
@@ -331,6 +430,27 @@ func (r *Results) targetScenario() (*ScenarioResult, string) {
 	return best, fmt.Sprintf("N=%d (no N=500 in this run)", best.N)
 }
 
+// multiRound is whether any scenario of the run ran more than one round.
+func (r *Results) multiRound() bool {
+	for _, s := range r.Scenarios {
+		if len(s.Rounds) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// roundSecs is each round's seconds of one phase, joined with " + ".
+func roundSecs(s ScenarioResult, get func(Round) *Phase) string {
+	var out []string
+	for _, rd := range s.Rounds {
+		if p := get(rd); p != nil {
+			out = append(out, secs(*p))
+		}
+	}
+	return strings.Join(out, " + ")
+}
+
 // evaluateTargets checks the issue's targets against the figures.
 func evaluateTargets(r *Results) []Target {
 	var out []Target
@@ -346,13 +466,16 @@ func evaluateTargets(r *Results) []Target {
 	s, label := r.targetScenario()
 	createGot, deleteGot := "-", "-"
 	var createOK, deleteOK, createM, deleteM bool
+	// The ratios are the pooled ones (ScenarioResult.CreateRatio).
 	if s != nil && s.CreateRatio > 0 {
+		c := s.Pooled.Create
 		createM, createOK = true, s.CreateRatio >= 0.8
-		createGot = fmt.Sprintf("%.2f× (%.1f vs %.1f orgs/s)", s.CreateRatio, s.Orgforge.Create.OrgsPerSecond, s.Raw.Create.OrgsPerSecond)
+		createGot = fmt.Sprintf("%.2f× (%.1f vs %.1f orgs/s, %s)", s.CreateRatio, c.Orgforge.OrgsPerSecond, c.Raw.OrgsPerSecond, roundsNote(c.Rounds))
 	}
-	if s != nil && s.DeleteRatio > 0 && s.Orgforge.Delete != nil && s.Raw.Delete != nil {
+	if s != nil && s.Pooled.Delete != nil && s.DeleteRatio > 0 {
+		d := s.Pooled.Delete
 		deleteM, deleteOK = true, s.DeleteRatio >= 0.8
-		deleteGot = fmt.Sprintf("%.2f× (%.1f vs %.1f orgs/s)", s.DeleteRatio, s.Orgforge.Delete.OrgsPerSecond, s.Raw.Delete.OrgsPerSecond)
+		deleteGot = fmt.Sprintf("%.2f× (%.1f vs %.1f orgs/s, %s)", s.DeleteRatio, d.Orgforge.OrgsPerSecond, d.Raw.OrgsPerSecond, roundsNote(d.Rounds))
 	}
 	out = append(out,
 		Target{Name: "Create throughput at " + label + ", concurrency " + fmt.Sprint(r.Settings.Concurrency), Want: "≥ 0.8× raw", Got: createGot, Status: status(createM, createOK)},
@@ -361,15 +484,22 @@ func evaluateTargets(r *Results) []Target {
 
 	peak, where := 0, ""
 	for _, sc := range r.Scenarios {
-		phases := map[string]int{"create": sc.Orgforge.Create.PeakConnections}
-		if sc.Orgforge.Delete != nil {
-			phases["delete"] = sc.Orgforge.Delete.PeakConnections
+		phases := map[string]int{}
+		for _, rd := range sc.Rounds {
+			name := ""
+			if len(sc.Rounds) > 1 {
+				name = fmt.Sprintf(" round %d", rd.Round)
+			}
+			phases["create"+name] = rd.Orgforge.Create.PeakConnections
+			if rd.Orgforge.Delete != nil {
+				phases["delete"+name] = rd.Orgforge.Delete.PeakConnections
+			}
 		}
 		if sc.Steady != nil {
 			phases["steady state"] = sc.Steady.PeakConnections
 		}
-		for ph, v := range phases {
-			if v > peak {
+		for _, ph := range sortedKeys(phases) {
+			if v := phases[ph]; v > peak {
 				peak, where = v, sc.Name+" "+ph
 			}
 		}
@@ -437,11 +567,22 @@ func markdown(r *Results) string {
 	st := r.Settings
 	w("Every side of every scenario runs on a fresh stack. The operator runs as its own process with default settings but `--max-concurrent-reconciles`; the raw loop runs as many workers through the same services with the same connection cap (%d). Ratios are orgforge's orgs/s over raw's. Run took %.0f s.\n\n",
 		st.DatabaseMaxConnections, r.TotalSeconds)
+	multi := r.multiRound()
+	r1 := ""
+	if multi {
+		r1 = " (round 1)"
+		for _, s := range r.Scenarios {
+			if len(s.Rounds) > 1 {
+				w("The N=%d scenario ran %d rounds, each a fresh pair of stacks, alternating which side ran first (round 1: %s), because the machine's speed drifts over minutes and the side that runs in a slow minute loses. Its orgs/s and ratios are pooled over the rounds: each side's organizations completed over its seconds, summed over the rounds. Its s columns list each round's; its other figures are round 1's, as later rounds time only the creations and the deletions.\n\n",
+					s.N, len(s.Rounds), s.Rounds[0].First)
+			}
+		}
+	}
 
 	main := filterScenarios(r.Scenarios, func(s ScenarioResult) bool { return s.Concurrency == st.Concurrency && slices.Contains(st.Ns, s.N) })
 	if len(main) > 0 {
 		w("## Create: N Organizations applied at once, concurrency %d\n\n", st.Concurrency)
-		w("| N | orgforge s (applying took) | orgforge orgs/s | raw s | raw orgs/s | ratio | apply→Ready p50 / p95 / p99 s | raw p50 / p95 / p99 s | peak PG conns orgforge / raw (cap %d) | DDL/org orgforge / raw | API writes/org | operator peak RSS MiB | operator CPU s | other load CPU s orgforge / raw |\n", st.DatabaseMaxConnections)
+		w("| N | orgforge s (applying took) | orgforge orgs/s | raw s | raw orgs/s | ratio | apply→Ready p50 / p95 / p99 s%s | raw p50 / p95 / p99 s%s | peak PG conns orgforge / raw (cap %d) | DDL/org orgforge / raw | API writes/org | operator peak RSS MiB | operator CPU s | other load CPU s orgforge / raw |\n", r1, r1, st.DatabaseMaxConnections)
 		w("|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---:|---:|---|\n")
 		for _, s := range main {
 			o, rw := s.Orgforge.Create, s.Raw.Create
@@ -452,16 +593,17 @@ func markdown(r *Results) string {
 				writes = fmt.Sprintf("%.1f", d.CreateAPIWritesPerOrg)
 			}
 			w("| %d | %s (%.1f) | %.1f | %s | %.1f | **%.2f** | %s | %s | %d / %d | %.1f / %.1f | %s | %s | %s | %s |\n",
-				s.N, secs(o), o.StartSpreadSeconds, o.OrgsPerSecond, secs(rw), rw.OrgsPerSecond, s.CreateRatio, pct(o), pct(rw),
+				s.N, roundSecs(s, func(rd Round) *Phase { return &rd.Orgforge.Create }), o.StartSpreadSeconds, s.Pooled.Create.Orgforge.OrgsPerSecond,
+				roundSecs(s, func(rd Round) *Phase { return &rd.Raw.Create }), s.Pooled.Create.Raw.OrgsPerSecond, s.CreateRatio, pct(o), pct(rw),
 				o.PeakConnections, rw.PeakConnections, o.DDLPerOrg, rw.DDLPerOrg, writes, rss, cpu, noise(o, &rw))
 		}
 		w("\n")
 		w("## Delete: the N Organizations deleted at once (deletionPolicy Delete), concurrency %d\n\n", st.Concurrency)
-		w("| N | orgforge s | orgforge orgs/s | raw s | raw orgs/s | ratio | delete→gone p50 / p95 / p99 s | peak PG conns orgforge / raw | DDL/org orgforge / raw | API writes/org | operator CPU s | leftovers orgforge / raw | other load CPU s orgforge / raw |\n")
+		w("| N | orgforge s | orgforge orgs/s | raw s | raw orgs/s | ratio | delete→gone p50 / p95 / p99 s%s | peak PG conns orgforge / raw | DDL/org orgforge / raw | API writes/org | operator CPU s | leftovers orgforge / raw | other load CPU s orgforge / raw |\n", r1)
 		w("|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---|\n")
 		for _, s := range main {
-			o, rw := s.Orgforge.Delete, s.Raw.Delete
-			if o == nil || rw == nil {
+			o, rw, pd := s.Orgforge.Delete, s.Raw.Delete, s.Pooled.Delete
+			if o == nil || rw == nil || pd == nil {
 				continue
 			}
 			cpu, writes := "-", "-"
@@ -470,27 +612,64 @@ func markdown(r *Results) string {
 				writes = fmt.Sprintf("%.1f", d.DeleteAPIWritesPerOrg)
 			}
 			w("| %d | %s | %.1f | %s | %.1f | **%.2f** | %s | %d / %d | %.1f / %.1f | %s | %s | %s / %s | %s |\n",
-				s.N, secs(*o), o.OrgsPerSecond, secs(*rw), rw.OrgsPerSecond, s.DeleteRatio, pct(*o),
+				s.N, roundSecs(s, func(rd Round) *Phase { return rd.Orgforge.Delete }), pd.Orgforge.OrgsPerSecond,
+				roundSecs(s, func(rd Round) *Phase { return rd.Raw.Delete }), pd.Raw.OrgsPerSecond, s.DeleteRatio, pct(*o),
 				o.PeakConnections, rw.PeakConnections, o.DDLPerOrg, rw.DDLPerOrg, writes, cpu,
 				leftovers(s.Orgforge.Leftovers), leftovers(s.Raw.Leftovers), noise(*o, rw))
 		}
 		w("\n")
 	}
 
+	for _, s := range r.Scenarios {
+		if len(s.Rounds) < 2 {
+			continue
+		}
+		w("## Rounds: N=%d, concurrency %d, alternating which side runs first\n\n", s.N, s.Concurrency)
+		w("| round | first | raw create orgs/s (s) | orgforge create orgs/s (s) | create ratio | raw delete orgs/s (s) | orgforge delete orgs/s (s) | delete ratio |\n")
+		w("|---|---|---:|---:|---:|---:|---:|---:|\n")
+		rate := func(p *Phase) string {
+			if p == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f (%s)", p.OrgsPerSecond, secs(*p))
+		}
+		for _, rd := range s.Rounds {
+			dr := "-"
+			if rd.DeleteRatio > 0 {
+				dr = fmt.Sprintf("%.2f", rd.DeleteRatio)
+			}
+			w("| %d | %s | %s | %s | %.2f | %s | %s | %s |\n", rd.Round, rd.First, rate(&rd.Raw.Create), rate(&rd.Orgforge.Create),
+				rd.CreateRatio, rate(rd.Raw.Delete), rate(rd.Orgforge.Delete), dr)
+		}
+		pooled := func(p PooledSide) string {
+			return fmt.Sprintf("%.1f (%d in %.1f)", p.OrgsPerSecond, p.Completed, p.Seconds)
+		}
+		c := s.Pooled.Create
+		pdr, pdo, pdRatio := "-", "-", "-"
+		if d := s.Pooled.Delete; d != nil {
+			pdr, pdo, pdRatio = pooled(d.Raw), pooled(d.Orgforge), fmt.Sprintf("**%.2f**", d.Ratio)
+		}
+		w("| pooled, %d rounds | | %s | %s | **%.2f** | %s | %s | %s |\n\n", c.Rounds, pooled(c.Raw), pooled(c.Orgforge), c.Ratio, pdr, pdo, pdRatio)
+	}
+
 	sweep := filterScenarios(r.Scenarios, func(s ScenarioResult) bool { return s.Sweep })
 	slices.SortFunc(sweep, func(a, b ScenarioResult) int { return a.Concurrency - b.Concurrency })
 	if len(sweep) > 0 {
 		w("## Concurrency sweep: N=%d, `--max-concurrent-reconciles` = raw workers\n\n", st.SweepN)
-		w("| concurrency | orgforge create orgs/s | raw create orgs/s | create ratio | apply→Ready p50 / p95 / p99 s | peak PG conns orgforge / raw | orgforge delete orgs/s | raw delete orgs/s | delete ratio | other load CPU s orgforge / raw (create) |\n")
+		w("| concurrency | orgforge create orgs/s | raw create orgs/s | create ratio | apply→Ready p50 / p95 / p99 s%s | peak PG conns orgforge / raw | orgforge delete orgs/s | raw delete orgs/s | delete ratio | other load CPU s orgforge / raw (create) |\n", r1)
 		w("|---:|---:|---:|---:|---|---|---:|---:|---:|---|\n")
 		for _, s := range sweep {
 			od, rd, dr := "-", "-", "-"
-			if s.Orgforge.Delete != nil && s.Raw.Delete != nil {
-				od, rd = fmt.Sprintf("%.1f", s.Orgforge.Delete.OrgsPerSecond), fmt.Sprintf("%.1f", s.Raw.Delete.OrgsPerSecond)
+			if d := s.Pooled.Delete; d != nil {
+				od, rd = fmt.Sprintf("%.1f", d.Orgforge.OrgsPerSecond), fmt.Sprintf("%.1f", d.Raw.OrgsPerSecond)
 				dr = fmt.Sprintf("%.2f", s.DeleteRatio)
 			}
-			w("| %d | %.1f | %.1f | **%.2f** | %s | %d / %d | %s | %s | %s | %s |\n", s.Concurrency,
-				s.Orgforge.Create.OrgsPerSecond, s.Raw.Create.OrgsPerSecond, s.CreateRatio, pct(s.Orgforge.Create),
+			c := fmt.Sprint(s.Concurrency)
+			if len(s.Rounds) > 1 {
+				c += fmt.Sprintf(" (%s)", roundsNote(len(s.Rounds)))
+			}
+			w("| %s | %.1f | %.1f | **%.2f** | %s | %d / %d | %s | %s | %s | %s |\n", c,
+				s.Pooled.Create.Orgforge.OrgsPerSecond, s.Pooled.Create.Raw.OrgsPerSecond, s.CreateRatio, pct(s.Orgforge.Create),
 				s.Orgforge.Create.PeakConnections, s.Raw.Create.PeakConnections, od, rd, dr, noise(s.Orgforge.Create, &s.Raw.Create))
 		}
 		w("\n")
@@ -519,7 +698,11 @@ func markdown(r *Results) string {
 
 	if s, _ := r.targetScenario(); s != nil && s.Orgforge.Operator != nil {
 		d := s.Orgforge.Operator
-		w("## Where the operator's time went: %s create\n\n", s.Name)
+		which := ""
+		if len(s.Rounds) > 1 {
+			which = fmt.Sprintf(", round 1 of %d", len(s.Rounds))
+		}
+		w("## Where the operator's time went: %s create%s\n\n", s.Name, which)
 		rt, qw := d.CreateMetrics.ReconcileTime, d.CreateMetrics.QueueWait
 		w("Reconciles %v; mean reconcile %.0f ms (%d), mean queue wait %.0f ms. Operator API requests by method: %v.\n\n",
 			d.CreateMetrics.Reconciles, rt.MeanMs, rt.Count, qw.MeanMs, d.CreateMetrics.ClientRequests)

@@ -16,50 +16,120 @@ import (
 	"github.com/orgforge/orgforge/internal/storage"
 )
 
-// runScenario runs the raw side, then the orgforge side, each on its own
-// fresh stack, and compares them.
+// Sides of a scenario, as Round.First names them.
+const (
+	sideRaw      = "raw"
+	sideOrgforge = "orgforge"
+)
+
+// firstSide is the side that runs first in round k (from 1): raw in odd
+// rounds and orgforge in even ones, the other way round with
+// --operator-first. Alternating (ABBA) gives each side the early and the
+// late slot as often, so a drift of the machine's speed over the minutes
+// of a scenario weighs on both sides alike.
+func firstSide(k int, operatorFirst bool) string {
+	if (k%2 == 1) != operatorFirst {
+		return sideRaw
+	}
+	return sideOrgforge
+}
+
+// runScenario runs the scenario's rounds. Each round runs both sides, each
+// on its own fresh stack, in the order firstSide gives; only the first
+// round profiles the operator and watches the steady state. The ratios are
+// pooled over the rounds.
 func runScenario(ctx context.Context, o *options, sc scenario, res *Results) ScenarioResult {
 	r := ScenarioResult{Name: sc.Name, N: sc.N, Concurrency: sc.Concurrency, Sweep: sc.Sweep}
+	for k := 1; k <= max(sc.Rounds, 1); k++ {
+		rsc := sc
+		rsc.Round = k
+		if k > 1 {
+			rsc.Profile, rsc.Steady = false, false
+		}
+		if ctx.Err() != nil {
+			r.Errors = append(r.Errors, rsc.label()+": not run: "+ctx.Err().Error())
+			break
+		}
+		round := runRound(ctx, o, rsc, res, &r)
+		r.Rounds = append(r.Rounds, round)
+		if sc.Rounds > 1 {
+			logf("%s: create ratio %.2f, delete ratio %.2f (%s first)", rsc.label(), round.CreateRatio, round.DeleteRatio, round.First)
+		}
+	}
+	r.Pooled = pool(r.Rounds)
+	r.CreateRatio = r.Pooled.Create.Ratio
+	if r.Pooled.Delete != nil {
+		r.DeleteRatio = r.Pooled.Delete.Ratio
+	}
+	for _, round := range r.Rounds {
+		name := sc.Name
+		if len(r.Rounds) > 1 {
+			name = fmt.Sprintf("%s round %d", sc.Name, round.Round)
+		}
+		// A raw organization that failed is a finding about the services,
+		// not a failure of the measurement: it is reported, and the run
+		// goes on.
+		for what, p := range map[string]*Phase{"raw create": &round.Raw.Create, "raw delete": round.Raw.Delete} {
+			if p != nil && p.Completed < p.N {
+				r.Warnings = append(r.Warnings, fmt.Sprintf("%s %s: %d of %d failed: %s", name, what, p.N-p.Completed, p.N, strings.Join(p.Errors, "; ")))
+			}
+		}
+		for what, p := range map[string]*Phase{"orgforge create": &round.Orgforge.Create, "orgforge delete": round.Orgforge.Delete} {
+			if p != nil && p.Completed < p.N {
+				r.Errors = append(r.Errors, fmt.Sprintf("%s %s: only %d of %d completed", name, what, p.Completed, p.N))
+			}
+		}
+		for side, l := range map[string]*Leftovers{sideRaw: round.Raw.Leftovers, sideOrgforge: round.Orgforge.Leftovers} {
+			if l != nil && l.total() > 0 {
+				r.Errors = append(r.Errors, fmt.Sprintf("%s %s: deletion left %s", name, side, leftovers(l)))
+			}
+		}
+	}
+	if len(r.Rounds) > 1 {
+		logf("%s: pooled over %d rounds: create ratio %.2f, delete ratio %.2f", sc.Name, len(r.Rounds), r.CreateRatio, r.DeleteRatio)
+	} else {
+		logf("%s: create ratio %.2f, delete ratio %.2f", sc.Name, r.CreateRatio, r.DeleteRatio)
+	}
+	return r
+}
+
+// runRound runs round sc.Round of the scenario into a Round. The first
+// round's sides, with all their detail, and its steady state also go to r;
+// every round's errors do.
+func runRound(ctx context.Context, o *options, sc scenario, res *Results, r *ScenarioResult) Round {
+	// The sides fill a ScenarioResult of their own: the operator side reads
+	// the raw side's creation time (to size its profile) from it.
+	var sides ScenarioResult
 	raw := func() {
-		if err := runRawSide(ctx, o, sc, &r, res); err != nil {
-			r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.Name, err))
+		if err := runRawSide(ctx, o, sc, &sides, res); err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.label(), err))
 		}
 	}
 	operator := func() {
-		if err := runOperatorSide(ctx, o, sc, &r, res); err != nil {
-			r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.Name, err))
+		if err := runOperatorSide(ctx, o, sc, &sides, res); err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.label(), err))
 		}
 	}
-	if o.operatorFirst {
-		operator()
+	first := firstSide(sc.Round, o.operatorFirst)
+	if first == sideRaw {
 		raw()
+		operator()
 	} else {
-		raw()
 		operator()
+		raw()
 	}
-	r.CreateRatio = ratio(r.Orgforge.Create.OrgsPerSecond, r.Raw.Create.OrgsPerSecond)
-	if r.Orgforge.Delete != nil && r.Raw.Delete != nil {
-		r.DeleteRatio = ratio(r.Orgforge.Delete.OrgsPerSecond, r.Raw.Delete.OrgsPerSecond)
+	if sc.Round == 1 {
+		r.Raw, r.Orgforge, r.Steady = sides.Raw, sides.Orgforge, sides.Steady
 	}
-	// A raw organization that failed is a finding about the services, not
-	// a failure of the measurement: it is reported, and the run goes on.
-	for what, p := range map[string]*Phase{"raw create": &r.Raw.Create, "raw delete": r.Raw.Delete} {
-		if p != nil && p.Completed < p.N {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("%s %s: %d of %d failed: %s", sc.Name, what, p.N-p.Completed, p.N, strings.Join(p.Errors, "; ")))
-		}
+	round := Round{Round: sc.Round, First: first, Raw: sides.Raw, Orgforge: sides.Orgforge}
+	// The operator's detail is the first round's, kept once in
+	// ScenarioResult.Orgforge.
+	round.Orgforge.Operator = nil
+	round.CreateRatio = ratio(round.Orgforge.Create.OrgsPerSecond, round.Raw.Create.OrgsPerSecond)
+	if round.Orgforge.Delete != nil && round.Raw.Delete != nil {
+		round.DeleteRatio = ratio(round.Orgforge.Delete.OrgsPerSecond, round.Raw.Delete.OrgsPerSecond)
 	}
-	for what, p := range map[string]*Phase{"orgforge create": &r.Orgforge.Create, "orgforge delete": r.Orgforge.Delete} {
-		if p != nil && p.Completed < p.N {
-			r.Errors = append(r.Errors, fmt.Sprintf("%s %s: only %d of %d completed", sc.Name, what, p.Completed, p.N))
-		}
-	}
-	for side, l := range map[string]*Leftovers{"raw": r.Raw.Leftovers, "orgforge": r.Orgforge.Leftovers} {
-		if l != nil && l.total() > 0 {
-			r.Errors = append(r.Errors, fmt.Sprintf("%s %s: deletion left %s", sc.Name, side, leftovers(l)))
-		}
-	}
-	logf("%s: create ratio %.2f, delete ratio %.2f", sc.Name, r.CreateRatio, r.DeleteRatio)
-	return r
+	return round
 }
 
 func (e *env) noteVersions(ctx context.Context, res *Results) {
@@ -73,7 +143,7 @@ func (e *env) noteVersions(ctx context.Context, res *Results) {
 }
 
 func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) error {
-	dir := filepath.Join(o.work, sc.Name+"-raw")
+	dir := sc.stackDir(o, sideRaw)
 	e, err := startEnv(ctx, o, dir, false)
 	if err != nil {
 		return fmt.Errorf("starting the stack: %w", err)
@@ -113,16 +183,16 @@ func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult,
 		return p
 	}
 
-	logf("%s: raw create, %d workers", sc.Name, sc.Concurrency)
+	logf("%s: raw create, %d workers", sc.label(), sc.Concurrency)
 	r.Raw.Create = phase(svc.provision)
-	logf("%s: raw created %d/%d in %.1fs (%.1f/s)", sc.Name, r.Raw.Create.Completed, sc.N, r.Raw.Create.Seconds, r.Raw.Create.OrgsPerSecond)
+	logf("%s: raw created %d/%d in %.1fs (%.1f/s)", sc.label(), r.Raw.Create.Completed, sc.N, r.Raw.Create.Seconds, r.Raw.Create.OrgsPerSecond)
 	if !sc.Delete {
 		return nil
 	}
-	logf("%s: raw delete", sc.Name)
+	logf("%s: raw delete", sc.label())
 	p := phase(svc.deprovision)
 	r.Raw.Delete = &p
-	logf("%s: raw deleted %d/%d in %.1fs (%.1f/s)", sc.Name, p.Completed, sc.N, p.Seconds, p.OrgsPerSecond)
+	logf("%s: raw deleted %d/%d in %.1fs (%.1f/s)", sc.label(), p.Completed, sc.N, p.Seconds, p.OrgsPerSecond)
 	l, err := e.leftovers(ctx)
 	if err != nil {
 		return err
@@ -132,7 +202,7 @@ func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult,
 }
 
 func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) (err error) {
-	dir := filepath.Join(o.work, sc.Name+"-orgforge")
+	dir := sc.stackDir(o, sideOrgforge)
 	e, err := startEnv(ctx, o, dir, true)
 	if err != nil {
 		return fmt.Errorf("starting the stack: %w", err)
@@ -196,7 +266,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	} else {
 		close(profileDone)
 	}
-	logf("%s: orgforge create, applying %d Organizations", sc.Name, sc.N)
+	logf("%s: orgforge create, applying %d Organizations", sc.label(), sc.N)
 	cpu := takeCPU(op.cmd.Process.Pid)
 	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers)
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
@@ -233,7 +303,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	detail.PeakRSSMiB = detail.CreateProcess.PeakRSSMiB
 	c := r.Orgforge.Create
 	logf("%s: orgforge Ready %d/%d in %.1fs (%.1f/s), p50 %.2fs p99 %.2fs, peak conns %d, RSS %.1f MiB",
-		sc.Name, c.Completed, sc.N, c.Seconds, c.OrgsPerSecond, c.P50Seconds, c.P99Seconds, c.PeakConnections, detail.PeakRSSMiB)
+		sc.label(), c.Completed, sc.N, c.Seconds, c.OrgsPerSecond, c.P50Seconds, c.P99Seconds, c.PeakConnections, detail.PeakRSSMiB)
 	<-profileDone
 	if sc.Profile {
 		path := filepath.Join(o.out, "profiles", sc.Name+"-ready-heap.pprof")
@@ -276,7 +346,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	mark = e.log.mark()
 	e.sampler.reset()
-	logf("%s: orgforge delete", sc.Name)
+	logf("%s: orgforge delete", sc.label())
 	cpu = takeCPU(op.cmd.Process.Pid)
 	deleted, deleteErrs := deleteAll(ctx, e.kube, names, o.appliers)
 	missing = t.waitAll(ctx, names, goneMap, o.phaseTimeout)
@@ -310,7 +380,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 		own := detail.DeleteAPIWrites["DELETE tenancy.orgforge.io/organizations"]
 		detail.DeleteAPIWritesPerOrg = round(float64(others-own)/float64(sc.N), 2)
 	}
-	logf("%s: orgforge deleted %d/%d in %.1fs (%.1f/s)", sc.Name, dp.Completed, sc.N, dp.Seconds, dp.OrgsPerSecond)
+	logf("%s: orgforge deleted %d/%d in %.1fs (%.1f/s)", sc.label(), dp.Completed, sc.N, dp.Seconds, dp.OrgsPerSecond)
 	l, err := e.leftovers(ctx)
 	if err != nil {
 		return err
@@ -337,7 +407,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	mark := e.log.mark()
 	e.sampler.reset()
 	start := time.Now()
-	logf("%s: steady state, operator restarted with --resync-period %s", sc.Name, o.steady)
+	logf("%s: steady state, operator restarted with --resync-period %s", sc.label(), o.steady)
 	op, err := startOperator(ctx, o.manager, e.st, dir, "operator-steady", operatorFlags{
 		maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns, resyncPeriod: o.steady,
 	})
@@ -378,7 +448,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 		return nil, op, err
 	}
 	logf("%s: steady state over %.0fs: %d reconciles (%.1f passes), %d API writes (+%d apiserver lease), %d DDL",
-		sc.Name, ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements)
+		sc.label(), ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements)
 	op.stop()
 
 	next, err := startOperator(ctx, o.manager, e.st, dir, "operator-delete", operatorFlags{
