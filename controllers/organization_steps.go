@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -267,15 +268,30 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	}
 	s.dbNotes.change(change, "database "+s.database)
 
+	// Schema public inside the database is set up when the database is
+	// new or the spec changed, or after a failure; a resync of a Ready
+	// Organization checks only who may connect, which needs no session in
+	// the tenant's database. Inside it the tenant is the owner: what it
+	// changes there reaches no other tenant, who cannot connect.
+	inside := change != aurora.Unchanged || s.org.Status.ObservedGeneration != s.org.Generation ||
+		!meta.IsStatusConditionTrue(s.org.Status.Conditions, tenancyv1alpha1.ConditionDatabaseReady)
 	err = r.timed("secure", func() error {
-		change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
+		if inside {
+			change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
+		} else {
+			change, err = r.Database.SecureDatabaseAccess(ctx, s.database)
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("securing database %s: %w", s.database, err)
 	}
-	if change != aurora.Unchanged {
+	switch {
+	case change == aurora.Unchanged:
+	case inside:
 		s.dbNotes.add("revoked PUBLIC access to database %s and gave schema public to %s", s.database, s.role)
+	default:
+		s.dbNotes.add("revoked PUBLIC access to database %s", s.database)
 	}
 
 	if len(spec.Extensions) > 0 {

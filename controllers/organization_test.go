@@ -478,34 +478,34 @@ func orgEvents(t *testing.T, name string) []string {
 
 func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 	startOperator(t, nil)
-	apply(t, newOrg("kilo"))
-	waitReady(t, "kilo")
+	apply(t, newOrg("oscar"))
+	waitReady(t, "oscar")
 	var provisioned string
 	eventually(t, 10*time.Second, "one Provisioned event", func() (bool, string) {
-		evs := orgEvents(t, "kilo")
+		evs := orgEvents(t, "oscar")
 		if len(evs) != 1 || !strings.HasPrefix(evs[0], "Provisioned: ") {
 			return false, fmt.Sprint(evs)
 		}
 		provisioned = evs[0]
 		return true, ""
 	})
-	for _, want := range []string{"namespace org-kilo", "role org_kilo", "database org_kilo", "prefix s3://", "IAM user orgforge-kilo", "access key", "Secret org-kilo/"} {
+	for _, want := range []string{"namespace org-oscar", "role org_oscar", "database org_oscar", "prefix s3://", "IAM user orgforge-oscar", "access key", "Secret org-oscar/"} {
 		if !strings.Contains(provisioned, want) {
 			t.Errorf("Provisioned event does not mention %q: %s", want, provisioned)
 		}
 	}
 
-	deleteAndWait(t, "kilo")
+	deleteAndWait(t, "oscar")
 	eventually(t, 10*time.Second, "one Deleted event", func() (bool, string) {
-		evs := orgEvents(t, "kilo")
+		evs := orgEvents(t, "oscar")
 		if len(evs) != 2 || !strings.HasPrefix(evs[1], "Deleted: ") && !strings.HasPrefix(evs[0], "Deleted: ") {
 			return false, fmt.Sprint(evs)
 		}
 		return true, ""
 	})
-	for _, e := range orgEvents(t, "kilo") {
+	for _, e := range orgEvents(t, "oscar") {
 		if strings.HasPrefix(e, "Deleted: ") {
-			for _, want := range []string{"IAM user orgforge-kilo", "dropped database org_kilo", "dropped role org_kilo", "namespace org-kilo"} {
+			for _, want := range []string{"IAM user orgforge-oscar", "dropped database org_oscar", "dropped role org_oscar", "namespace org-oscar"} {
 				if !strings.Contains(e, want) {
 					t.Errorf("Deleted event does not mention %q: %s", want, e)
 				}

@@ -389,10 +389,41 @@ func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Chang
 	return change, nil
 }
 
+// SecureDatabaseAccess is the part of SecureDatabase done from the admin
+// session: PUBLIC loses its default CONNECT and TEMPORARY on database name.
+// It opens no session in the tenant's database, so it is cheap enough for
+// every resync; schema public inside the database is the tenant's to keep.
+func (s *Service) SecureDatabaseAccess(ctx context.Context, name string) (Change, error) {
+	if err := validName("database", name); err != nil {
+		return Unchanged, err
+	}
+	var change Change
+	err := s.run(ctx, "SecureDatabaseAccess", func(ctx context.Context) error {
+		var err error
+		change, err = s.revokePublic(ctx, name)
+		return err
+	})
+	if err != nil {
+		return Unchanged, err
+	}
+	if change != Unchanged {
+		s.log.Info("Revoked PUBLIC's access to database", "database", name)
+	}
+	return change, nil
+}
+
 func (s *Service) secureDatabase(ctx context.Context, name, owner string) (Change, error) {
-	change := Unchanged
 	// The admin pool first, released before the tenant pool is taken, so
 	// that no call holds a connection while waiting for another.
+	change, err := s.revokePublic(ctx, name)
+	if err != nil {
+		return change, err
+	}
+	return s.schemaPublic(ctx, name, owner, change)
+}
+
+// revokePublic takes PUBLIC's database-level privileges away.
+func (s *Service) revokePublic(ctx context.Context, name string) (Change, error) {
 	var publicHas bool
 	err := s.admin.QueryRow(ctx, `SELECT EXISTS (
 			SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a WHERE a.grantee = 0)
@@ -403,13 +434,17 @@ func (s *Service) secureDatabase(ctx context.Context, name, owner string) (Chang
 	if err != nil {
 		return Unchanged, fmt.Errorf("reading privileges on database %q: %w", name, err)
 	}
-	if publicHas {
-		if err := s.execDDL(ctx, s.admin, fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", ident(name))); err != nil {
-			return Unchanged, fmt.Errorf("revoking PUBLIC's privileges on database %q: %w", name, err)
-		}
-		change = Updated
+	if !publicHas {
+		return Unchanged, nil
 	}
+	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", ident(name))); err != nil {
+		return Unchanged, fmt.Errorf("revoking PUBLIC's privileges on database %q: %w", name, err)
+	}
+	return Updated, nil
+}
 
+// schemaPublic is the part of SecureDatabase done in the tenant's database.
+func (s *Service) schemaPublic(ctx context.Context, name, owner string, change Change) (Change, error) {
 	pool, release, err := s.OrgPool(ctx, name)
 	if err != nil {
 		return change, err

@@ -651,3 +651,46 @@ func TestARefusalDespiteMembershipIsRetriedOnANewConnectionAndTheSuspectOneClose
 		t.Errorf("another error: err %v after %d attempts; want it returned at once", err, attempts)
 	}
 }
+
+func TestSecureDatabaseAccessTakesBackAConnectGrantedToPublicWithoutEnteringTheDatabase(t *testing.T) {
+	svc := newService(t)
+	ctx := testContext(t)
+	a := newTenant(t)
+	provision(t, svc, a)
+	su := superuser(t, "postgres")
+	mustExec(t, su, "GRANT CONNECT, TEMPORARY ON DATABASE "+ident(a.name)+" TO PUBLIC")
+
+	tenantSessions := func() int {
+		var n int
+		if err := su.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2",
+			a.name, svc.cfg.ApplicationName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	svc.orgs.forget(a.name)
+	for deadline := time.Now().Add(5 * time.Second); tenantSessions() != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the tenant pool's session did not end")
+		}
+	}
+
+	change, err := svc.SecureDatabaseAccess(ctx, a.name)
+	if err != nil || change != Updated {
+		t.Fatalf("SecureDatabaseAccess = %v, %v; want Updated", change, err)
+	}
+	var publicConnect bool
+	if err := su.QueryRow(ctx, "SELECT has_database_privilege('public', $1, 'CONNECT')", a.name).Scan(&publicConnect); err != nil {
+		t.Fatal(err)
+	}
+	if publicConnect {
+		t.Error("PUBLIC may still connect")
+	}
+	if n := tenantSessions(); n != 0 {
+		t.Errorf("%d sessions in the tenant's database; want none", n)
+	}
+	ddl := svc.DDLCount()
+	if change, err := svc.SecureDatabaseAccess(ctx, a.name); err != nil || change != Unchanged || svc.DDLCount() != ddl {
+		t.Errorf("second SecureDatabaseAccess = %v, %v with %d DDL; want Unchanged and none", change, err, svc.DDLCount()-ddl)
+	}
+}
