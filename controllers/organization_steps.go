@@ -115,23 +115,32 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	}
 	// The two parts touch different services and different fields of s,
 	// so they run at once: a reconcile takes as long as the slower one.
-	var dbErr, stErr error
+	dbErr, stErr := concurrently(
+		func() error { return r.reconcileDatabase(ctx, s) },
+		func() error { return r.reconcileStorage(ctx, s) })
+	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: r.Settings.ResyncPeriod}, nil
+}
+
+// concurrently runs a in a new goroutine and b in this one, and returns
+// both their errors once both have returned. A panic in a becomes its error,
+// as controller-runtime makes one in the reconcile's own goroutine.
+func concurrently(a, b func() error) (errA, errB error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		defer func() {
 			if p := recover(); p != nil {
-				dbErr = fmt.Errorf("panic in the database steps: %v", p)
+				errA = fmt.Errorf("panic: %v", p)
 			}
 		}()
-		dbErr = r.reconcileDatabase(ctx, s)
+		errA = a()
 	}()
-	stErr = r.reconcileStorage(ctx, s)
+	errB = b()
 	<-done
-	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{RequeueAfter: r.Settings.ResyncPeriod}, nil
+	return errA, errB
 }
 
 // retryable drops errors that only a change of spec or a person can fix:
@@ -615,12 +624,60 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 	return ctrl.Result{}, nil
 }
 
-// deleteExternal notes in done each thing it deleted or kept.
+// deleteExternal notes in done each thing it deleted or kept. The storage
+// and the database are cleaned up at once; the namespace goes last.
 func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
 	if err := r.validate(s); err != nil {
 		// Nothing was ever provisioned for a spec that does not validate.
 		return nil
 	}
+	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
+		if err := r.deleteUser(ctx, s, done); err != nil {
+			return err
+		}
+		if err := r.keepDatabaseSecret(ctx, s); err != nil {
+			return err
+		}
+		done.add("retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
+			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
+		return nil
+	}
+
+	var stDone, dbDone notes
+	dbErr, stErr := concurrently(
+		func() error { return r.dropDatabase(ctx, s, &dbDone) },
+		func() error {
+			// The key goes first, so that the tenant loses access before
+			// its data goes.
+			if err := r.deleteUser(ctx, s, &stDone); err != nil {
+				return err
+			}
+			return r.deletePrefix(ctx, s, &stDone)
+		})
+	*done = append(*done, stDone...)
+	*done = append(*done, dbDone...)
+	if err := errors.Join(stErr, dbErr); err != nil {
+		return err
+	}
+
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
+	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
+		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
+		}
+		done.add("deleted namespace %s", s.namespace)
+	}
+	return nil
+}
+
+// deleteUser deletes the organization's IAM user and its keys, unless
+// someone else's user has its name.
+func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done *notes) error {
 	user := r.Storage.UserName(s.org.Name)
 	deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
 	switch {
@@ -631,32 +688,32 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 	case deleted:
 		done.add("deleted IAM user %s and its access keys", user)
 	}
+	return nil
+}
 
-	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
-		if err := r.keepDatabaseSecret(ctx, s); err != nil {
-			return err
-		}
-		done.add("retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
-			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
-		return nil
-	}
-
+// deletePrefix deletes the objects under the prefix, unless its marker
+// names another Organization.
+func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, done *notes) error {
 	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
 	if err != nil {
 		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
 	}
 	if found && owner.UID != string(s.org.UID) {
 		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", s.prefix)
-	} else {
-		n, err := r.Storage.DeletePrefix(ctx, s.prefix)
-		if err != nil {
-			return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
-		}
-		if n > 0 {
-			done.add("deleted %d objects under %s", n, s.prefix)
-		}
+		return nil
 	}
+	n, err := r.Storage.DeletePrefix(ctx, s.prefix)
+	if err != nil {
+		return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
+	}
+	if n > 0 {
+		done.add("deleted %d objects under %s", n, s.prefix)
+	}
+	return nil
+}
 
+// dropDatabase drops the database, then the role, each only if ours.
+func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope, done *notes) error {
 	dropped, err := r.Database.DropDatabase(ctx, s.database, s.dbMarker())
 	switch {
 	case errors.Is(err, aurora.ErrConflict):
@@ -674,19 +731,6 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 		return fmt.Errorf("dropping role %s: %w", s.role, err)
 	case dropped:
 		done.add("dropped role %s", s.role)
-	}
-
-	ns := &corev1.Namespace{}
-	err = r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
-	switch {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
-	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
-		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
-		}
-		done.add("deleted namespace %s", s.namespace)
 	}
 	return nil
 }
