@@ -15,7 +15,7 @@ type Database interface {
 	EnsureRole(ctx context.Context, spec aurora.RoleSpec) (aurora.Change, error)
 	EnsureDatabase(ctx context.Context, name, owner string, marker aurora.Marker) (aurora.Change, error)
 	SecureDatabase(ctx context.Context, name, owner string) (aurora.Change, error)
-	SecureDatabaseAccess(ctx context.Context, name string) (aurora.Change, error)
+	SecureDatabaseAccess(ctx context.Context, name, owner string) (aurora.Change, error)
 	EnsureExtensions(ctx context.Context, db string, extensions []string) ([]string, error)
 	CheckExtensions(ctx context.Context, extensions []string) error
 	DropDatabase(ctx context.Context, name string, marker aurora.Marker) (bool, error)

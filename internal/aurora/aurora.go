@@ -267,14 +267,33 @@ type querier interface {
 // staleAttempts bounds withAdminConn's attempts.
 const staleAttempts = 3
 
+// staleMembershipError marks a refusal (SQLSTATE 42501) of a statement that
+// needed the admin's membership in a role, after that membership was
+// confirmed on the same session.
+type staleMembershipError struct{ err error }
+
+func (e *staleMembershipError) Error() string { return e.err.Error() }
+func (e *staleMembershipError) Unwrap() error { return e.err }
+
+// refusedDespiteMembership wraps err as a staleMembershipError when it is a
+// 42501; the caller has confirmed the admin's membership on this session.
+func refusedDespiteMembership(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+		return &staleMembershipError{err: err}
+	}
+	return err
+}
+
 // withAdminConn runs fn on one admin connection, so that a database's
 // checks, creation and comment see one session's view. PostgreSQL caches in
 // each session the roles its user belongs to. A GRANT committed by another
 // session while that cache is being rebuilt can be missed, and the session
-// then refuses (SQLSTATE 42501, "must be member of role" or "must be owner
-// of database") until something else clears its cache. fn has checked the
-// membership before it acts, so such a refusal is retried, on a new
-// connection, whose cache starts empty; the suspect one is closed.
+// then refuses ("must be member of role", "must be owner of database")
+// until something else clears its cache. When fn reports such a refusal
+// after confirming the membership (refusedDespiteMembership), fn runs again
+// on another connection and the suspect one is closed. Any other error,
+// permission errors included, is returned at once.
 func (s *Service) withAdminConn(ctx context.Context, fn func(querier) error) error {
 	for attempt := 1; ; attempt++ {
 		conn, err := s.admin.Acquire(ctx)
@@ -282,12 +301,15 @@ func (s *Service) withAdminConn(ctx context.Context, fn func(querier) error) err
 			return err
 		}
 		err = fn(conn)
-		var pgErr *pgconn.PgError
-		if attempt < staleAttempts && errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
-			// Hijack takes the connection out of the pool, which may then
-			// open another in its place once this one has ended.
-			awaitServerClose(conn.Hijack(), s.cfg.ConnectTimeout)
-			s.log.V(1).Info("Refused in spite of the admin's membership; retrying on a new connection", "attempt", attempt, "sqlstate", pgErr.Code)
+		var stale *staleMembershipError
+		if attempt < staleAttempts && errors.As(err, &stale) {
+			// The connection keeps its pool slot until it has ended on
+			// the server; released closed, the pool then destroys it.
+			c := conn.Conn()
+			awaitServerClose(c, s.cfg.ConnectTimeout)
+			_ = c.Close(ctx)
+			conn.Release()
+			s.log.V(1).Info("Refused in spite of the admin's membership; retrying on a new connection", "attempt", attempt)
 			continue
 		}
 		conn.Release()

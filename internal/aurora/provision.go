@@ -336,10 +336,10 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 		// CREATE DATABASE cannot run in a transaction: should the comment
 		// fail, the next call adopts the database by its owner.
 		if err := s.execDDL(ctx, q, fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner))); err != nil {
-			return Unchanged, fmt.Errorf("creating database %q: %w", name, err)
+			return Unchanged, fmt.Errorf("creating database %q: %w", name, refusedDespiteMembership(err))
 		}
 		if err := s.execDDL(ctx, q, comment); err != nil {
-			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
+			return Unchanged, fmt.Errorf("marking database %q: %w", name, refusedDespiteMembership(err))
 		}
 		return Created, nil
 	case adopt:
@@ -347,7 +347,7 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 			return Unchanged, err
 		}
 		if err := s.execDDL(ctx, q, comment); err != nil {
-			return Unchanged, fmt.Errorf("marking database %q: %w", name, err)
+			return Unchanged, fmt.Errorf("marking database %q: %w", name, refusedDespiteMembership(err))
 		}
 		s.log.Info("Adopted database left unmarked by an interrupted creation", "database", name, "owner", owner)
 		return Created, nil
@@ -356,7 +356,7 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 			return Unchanged, err
 		}
 		if err := s.execDDL(ctx, q, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner))); err != nil {
-			return Unchanged, fmt.Errorf("changing owner of database %q from %q: %w", name, db.owner, err)
+			return Unchanged, fmt.Errorf("changing owner of database %q from %q: %w", name, db.owner, refusedDespiteMembership(err))
 		}
 		return Updated, nil
 	}
@@ -368,6 +368,19 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 // CONNECT and TEMPORARY, the owner gets schema public, and PUBLIC may not
 // create in it.
 func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Change, error) {
+	return s.secure(ctx, "SecureDatabase", name, owner, true)
+}
+
+// SecureDatabaseAccess is SecureDatabase for a database secured before: it
+// looks inside the database, at schema public, only when PUBLIC may still
+// connect to it, which is how a database whose securing was interrupted
+// looks (SecureDatabase revokes PUBLIC's access last). Otherwise it opens no
+// session in the tenant's database, so it is cheap enough for every resync.
+func (s *Service) SecureDatabaseAccess(ctx context.Context, name, owner string) (Change, error) {
+	return s.secure(ctx, "SecureDatabaseAccess", name, owner, false)
+}
+
+func (s *Service) secure(ctx context.Context, operation, name, owner string, inside bool) (Change, error) {
 	if err := validName("database", name); err != nil {
 		return Unchanged, err
 	}
@@ -375,9 +388,9 @@ func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Chang
 		return Unchanged, err
 	}
 	var change Change
-	err := s.run(ctx, "SecureDatabase", func(ctx context.Context) error {
+	err := s.run(ctx, operation, func(ctx context.Context) error {
 		var err error
-		change, err = s.secureDatabase(ctx, name, owner)
+		change, err = s.secureDatabase(ctx, name, owner, inside)
 		return err
 	})
 	if err != nil {
@@ -389,58 +402,44 @@ func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Chang
 	return change, nil
 }
 
-// SecureDatabaseAccess is the part of SecureDatabase done from the admin
-// session: PUBLIC loses its default CONNECT and TEMPORARY on database name.
-// It opens no session in the tenant's database, so it is cheap enough for
-// every resync; schema public inside the database is the tenant's to keep.
-func (s *Service) SecureDatabaseAccess(ctx context.Context, name string) (Change, error) {
-	if err := validName("database", name); err != nil {
-		return Unchanged, err
-	}
-	var change Change
-	err := s.run(ctx, "SecureDatabaseAccess", func(ctx context.Context) error {
-		var err error
-		change, err = s.revokePublic(ctx, name)
-		return err
-	})
-	if err != nil {
-		return Unchanged, err
-	}
-	if change != Unchanged {
-		s.log.Info("Revoked PUBLIC's access to database", "database", name)
-	}
-	return change, nil
-}
-
-func (s *Service) secureDatabase(ctx context.Context, name, owner string) (Change, error) {
+func (s *Service) secureDatabase(ctx context.Context, name, owner string, inside bool) (Change, error) {
 	// The admin pool first, released before the tenant pool is taken, so
 	// that no call holds a connection while waiting for another.
-	change, err := s.revokePublic(ctx, name)
+	publicHas, err := s.publicHasAccess(ctx, name)
 	if err != nil {
-		return change, err
+		return Unchanged, err
 	}
-	return s.schemaPublic(ctx, name, owner, change)
+	change := Unchanged
+	// Schema public first and PUBLIC's access last, so that a database
+	// PUBLIC can still reach is one whose schema may not be done yet.
+	if inside || publicHas {
+		if change, err = s.schemaPublic(ctx, name, owner, change); err != nil {
+			return change, err
+		}
+	}
+	if !publicHas {
+		return change, nil
+	}
+	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", ident(name))); err != nil {
+		return change, fmt.Errorf("revoking PUBLIC's privileges on database %q: %w", name, err)
+	}
+	return Updated, nil
 }
 
-// revokePublic takes PUBLIC's database-level privileges away.
-func (s *Service) revokePublic(ctx context.Context, name string) (Change, error) {
+// publicHasAccess reports whether PUBLIC holds any privilege on database
+// name, as every new database grants it CONNECT and TEMPORARY.
+func (s *Service) publicHasAccess(ctx context.Context, name string) (bool, error) {
 	var publicHas bool
 	err := s.admin.QueryRow(ctx, `SELECT EXISTS (
 			SELECT 1 FROM aclexplode(COALESCE(d.datacl, acldefault('d', d.datdba))) a WHERE a.grantee = 0)
 		FROM pg_database d WHERE d.datname = $1`, name).Scan(&publicHas)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Unchanged, fmt.Errorf("%w: database %q does not exist", ErrInvalid, name)
+		return false, fmt.Errorf("%w: database %q does not exist", ErrInvalid, name)
 	}
 	if err != nil {
-		return Unchanged, fmt.Errorf("reading privileges on database %q: %w", name, err)
+		return false, fmt.Errorf("reading privileges on database %q: %w", name, err)
 	}
-	if !publicHas {
-		return Unchanged, nil
-	}
-	if err := s.execDDL(ctx, s.admin, fmt.Sprintf("REVOKE ALL ON DATABASE %s FROM PUBLIC", ident(name))); err != nil {
-		return Unchanged, fmt.Errorf("revoking PUBLIC's privileges on database %q: %w", name, err)
-	}
-	return Updated, nil
+	return publicHas, nil
 }
 
 // schemaPublic is the part of SecureDatabase done in the tenant's database.
@@ -685,6 +684,9 @@ func (s *Service) dropDatabase(ctx context.Context, q querier, name string, mark
 	s.orgs.forget(name)
 	*sent = true
 	if err := s.execDDL(ctx, q, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(name))); err != nil {
+		if ownerOurs {
+			err = refusedDespiteMembership(err)
+		}
 		return false, fmt.Errorf("dropping database %q: %w", name, err)
 	}
 	return true, nil

@@ -619,7 +619,7 @@ func TestARefusalDespiteMembershipIsRetriedOnANewConnectionAndTheSuspectOneClose
 		}
 		pids = append(pids, pid)
 		if len(pids) == 1 {
-			return fmt.Errorf("creating database: %w", refused)
+			return fmt.Errorf("creating database: %w", refusedDespiteMembership(refused))
 		}
 		return nil
 	})
@@ -640,25 +640,31 @@ func TestARefusalDespiteMembershipIsRetriedOnANewConnectionAndTheSuspectOneClose
 	attempts := 0
 	err = svc.withAdminConn(ctx, func(querier) error {
 		attempts++
-		return refused
+		return refusedDespiteMembership(refused)
 	})
 	if !errors.Is(err, refused) || attempts != staleAttempts {
 		t.Errorf("a lasting refusal: err %v after %d attempts; want it returned after %d", err, attempts, staleAttempts)
 	}
-	attempts = 0
-	other := &pgconn.PgError{Code: "42P04"}
-	if err := svc.withAdminConn(ctx, func(querier) error { attempts++; return other }); !errors.Is(err, other) || attempts != 1 {
-		t.Errorf("another error: err %v after %d attempts; want it returned at once", err, attempts)
+	if total, max := svc.admin.Stat().TotalConns(), svc.admin.Stat().MaxConns(); total > max {
+		t.Errorf("the admin pool holds %d connections after the retries; its cap is %d", total, max)
+	}
+
+	// A refusal fn did not vouch for, like any other error, is returned at
+	// once: a real lack of privilege is not retried.
+	for _, other := range []error{refused, &pgconn.PgError{Code: "42P04"}} {
+		attempts = 0
+		if err := svc.withAdminConn(ctx, func(querier) error { attempts++; return other }); !errors.Is(err, other) || attempts != 1 {
+			t.Errorf("%v: err %v after %d attempts; want it returned at once", other, err, attempts)
+		}
 	}
 }
 
-func TestSecureDatabaseAccessTakesBackAConnectGrantedToPublicWithoutEnteringTheDatabase(t *testing.T) {
+func TestSecureDatabaseAccessEntersTheDatabaseOnlyWhenPublicCanStillConnect(t *testing.T) {
 	svc := newService(t)
 	ctx := testContext(t)
 	a := newTenant(t)
 	provision(t, svc, a)
 	su := superuser(t, "postgres")
-	mustExec(t, su, "GRANT CONNECT, TEMPORARY ON DATABASE "+ident(a.name)+" TO PUBLIC")
 
 	tenantSessions := func() int {
 		var n int
@@ -668,29 +674,45 @@ func TestSecureDatabaseAccessTakesBackAConnectGrantedToPublicWithoutEnteringTheD
 		}
 		return n
 	}
-	svc.orgs.forget(a.name)
-	for deadline := time.Now().Add(5 * time.Second); tenantSessions() != 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the tenant pool's session did not end")
+	closeTenantPool := func() {
+		svc.orgs.forget(a.name)
+		for deadline := time.Now().Add(5 * time.Second); tenantSessions() != 0; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the tenant pool's session did not end")
+			}
 		}
 	}
 
-	change, err := svc.SecureDatabaseAccess(ctx, a.name)
-	if err != nil || change != Updated {
-		t.Fatalf("SecureDatabaseAccess = %v, %v; want Updated", change, err)
-	}
-	var publicConnect bool
-	if err := su.QueryRow(ctx, "SELECT has_database_privilege('public', $1, 'CONNECT')", a.name).Scan(&publicConnect); err != nil {
-		t.Fatal(err)
-	}
-	if publicConnect {
-		t.Error("PUBLIC may still connect")
+	// A secured database: nothing to do, and no session inside it.
+	closeTenantPool()
+	ddl := svc.DDLCount()
+	if change, err := svc.SecureDatabaseAccess(ctx, a.name, a.name); err != nil || change != Unchanged || svc.DDLCount() != ddl {
+		t.Errorf("SecureDatabaseAccess on a secured database = %v, %v with %d DDL; want Unchanged and none", change, err, svc.DDLCount()-ddl)
 	}
 	if n := tenantSessions(); n != 0 {
 		t.Errorf("%d sessions in the tenant's database; want none", n)
 	}
-	ddl := svc.DDLCount()
-	if change, err := svc.SecureDatabaseAccess(ctx, a.name); err != nil || change != Unchanged || svc.DDLCount() != ddl {
-		t.Errorf("second SecureDatabaseAccess = %v, %v with %d DDL; want Unchanged and none", change, err, svc.DDLCount()-ddl)
+
+	// What an interrupted SecureDatabase leaves: PUBLIC may connect, and
+	// schema public is not the tenant's yet.
+	mustExec(t, su, "GRANT CONNECT, TEMPORARY ON DATABASE "+ident(a.name)+" TO PUBLIC")
+	mustExec(t, superuser(t, a.name), "ALTER SCHEMA public OWNER TO pg_database_owner")
+	mustExec(t, superuser(t, a.name), "GRANT CREATE ON SCHEMA public TO PUBLIC")
+	change, err := svc.SecureDatabaseAccess(ctx, a.name, a.name)
+	if err != nil || change != Updated {
+		t.Fatalf("SecureDatabaseAccess = %v, %v; want Updated", change, err)
+	}
+	var publicConnect, publicCreate bool
+	var schemaOwner string
+	if err := su.QueryRow(ctx, "SELECT has_database_privilege('public', $1, 'CONNECT')", a.name).Scan(&publicConnect); err != nil {
+		t.Fatal(err)
+	}
+	if err := superuser(t, a.name).QueryRow(ctx, `SELECT has_schema_privilege('public', 'public', 'CREATE'),
+		pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'`).Scan(&publicCreate, &schemaOwner); err != nil {
+		t.Fatal(err)
+	}
+	if publicConnect || publicCreate || schemaOwner != a.name {
+		t.Errorf("after SecureDatabaseAccess: PUBLIC connect %v, PUBLIC create in public %v, schema owner %q; want false, false, %q",
+			publicConnect, publicCreate, schemaOwner, a.name)
 	}
 }
