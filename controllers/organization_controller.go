@@ -148,17 +148,13 @@ func (r *OrganizationReconciler) changeEvent(before, after *tenancyv1alpha1.Orga
 	if len(all) == 0 {
 		return
 	}
-	reason := ReasonChanged
+	reason := tenancyv1alpha1.EventReasonChanged
 	if !meta.IsStatusConditionTrue(before.Status.Conditions, tenancyv1alpha1.ConditionReady) &&
 		meta.IsStatusConditionTrue(after.Status.Conditions, tenancyv1alpha1.ConditionReady) {
 		reason = tenancyv1alpha1.ReasonProvisioned
 	}
 	r.Recorder.Eventf(after, nil, corev1.EventTypeNormal, reason, "Reconcile", "%s", eventNote(all))
 }
-
-// ReasonChanged is the reason of an Event listing changes made to an
-// Organization that did not just become Ready.
-const ReasonChanged = "Changed"
 
 // eventNoteLimit is under the 1 kB an Event's note may hold.
 const eventNoteLimit = 1000

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -125,8 +126,9 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 }
 
 // concurrently runs a in a new goroutine and b in this one, and returns
-// both their errors once both have returned. A panic in a becomes its error,
-// as controller-runtime makes one in the reconcile's own goroutine.
+// both their errors once both have returned; b's panic, too, waits for a. A
+// panic in a becomes its error, as controller-runtime makes one of a panic
+// in the reconcile's own goroutine.
 func concurrently(a, b func() error) (errA, errB error) {
 	done := make(chan struct{})
 	go func() {
@@ -138,9 +140,20 @@ func concurrently(a, b func() error) (errA, errB error) {
 		}()
 		errA = a()
 	}()
+	defer func() { <-done }()
 	errB = b()
-	<-done
 	return errA, errB
+}
+
+// recoverStep, deferred by a part of the reconcile after the deferred call
+// that reports its outcome, turns a panic into the part's error, logged
+// with its stack: the part's condition then reports a failure, not the
+// last error it happened to hold.
+func recoverStep(ctx context.Context, part string, err *error) {
+	if p := recover(); p != nil {
+		ctrl.LoggerFrom(ctx).Error(fmt.Errorf("%v", p), "Panic in the "+part+" steps", "stack", string(debug.Stack()))
+		*err = fmt.Errorf("internal error in the %s steps: %v", part, p)
+	}
 }
 
 // retryable drops errors that only a change of spec or a person can fix:
@@ -220,6 +233,7 @@ func ownsNamespace(ns *corev1.Namespace, org string) bool {
 // repaired by the next reconcile, which finds no Secret and sets a new one.
 func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) (err error) {
 	defer func() { s.outcome.database = databaseResult(err, r.Database.Endpoint()) }()
+	defer recoverStep(ctx, "database", &err)
 	log := ctrl.LoggerFrom(ctx)
 	spec := s.org.Spec.Database
 
@@ -277,30 +291,27 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	}
 	s.dbNotes.change(change, "database "+s.database)
 
-	// Schema public inside the database is set up when the database is
-	// new or the spec changed, or after a failure; a resync of a Ready
-	// Organization checks only who may connect, which needs no session in
-	// the tenant's database. Inside it the tenant is the owner: what it
-	// changes there reaches no other tenant, who cannot connect.
+	// Schema public inside the database is checked when the database is
+	// new, the spec changed or DatabaseReady is not True. A resync of a
+	// Ready Organization checks who may connect, and enters the database
+	// only if PUBLIC still may, as after an interrupted securing. Inside it
+	// the tenant is the owner: what it changes there reaches no other
+	// tenant, who cannot connect.
 	inside := change != aurora.Unchanged || s.org.Status.ObservedGeneration != s.org.Generation ||
 		!meta.IsStatusConditionTrue(s.org.Status.Conditions, tenancyv1alpha1.ConditionDatabaseReady)
 	err = r.timed("secure", func() error {
 		if inside {
 			change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
 		} else {
-			change, err = r.Database.SecureDatabaseAccess(ctx, s.database)
+			change, err = r.Database.SecureDatabaseAccess(ctx, s.database, s.role)
 		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("securing database %s: %w", s.database, err)
 	}
-	switch {
-	case change == aurora.Unchanged:
-	case inside:
-		s.dbNotes.add("revoked PUBLIC access to database %s and gave schema public to %s", s.database, s.role)
-	default:
-		s.dbNotes.add("revoked PUBLIC access to database %s", s.database)
+	if change != aurora.Unchanged {
+		s.dbNotes.add("secured database %s: no access for PUBLIC, schema public for %s", s.database, s.role)
 	}
 
 	if len(spec.Extensions) > 0 {
@@ -374,6 +385,7 @@ func (r *OrganizationReconciler) databaseSecretData(s *scope, password string) m
 // outlive the next reconcile.
 func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) (err error) {
 	defer func() { s.outcome.storage = storageResult(err) }()
+	defer recoverStep(ctx, "storage", &err)
 	var created bool
 	if err := r.timed("prefix", func() error {
 		created, err = r.Storage.EnsurePrefix(ctx, s.prefix, s.storageMarker())
@@ -606,13 +618,13 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		if len(done) > 0 {
 			msg += ". Done so far: " + strings.Join(done, "; ")
 		}
-		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, "DeleteFailed", "Delete", "%s", eventNote([]string{msg}))
+		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, tenancyv1alpha1.EventReasonDeleteFailed, "Delete", "%s", eventNote([]string{msg}))
 		return ctrl.Result{}, err
 	}
 	if len(done) > 0 {
-		reason := "Deleted"
+		reason := tenancyv1alpha1.EventReasonDeleted
 		if org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
-			reason = "Retained"
+			reason = tenancyv1alpha1.EventReasonRetained
 		}
 		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}

@@ -88,6 +88,23 @@ const (
 	ReasonNotReady = "NotReady"
 )
 
+// Reasons of the Events recorded about an Organization, besides
+// ReasonProvisioned (the changes that made it Ready) and the failure reasons
+// above (one warning per new failure).
+const (
+	// EventReasonChanged lists what a reconcile changed, when the
+	// Organization did not just become Ready.
+	EventReasonChanged = "Changed"
+	// EventReasonDeleted lists what the clean-up deleted.
+	EventReasonDeleted = "Deleted"
+	// EventReasonRetained lists what the clean-up kept (deletionPolicy
+	// Retain) and what it revoked.
+	EventReasonRetained = "Retained"
+	// EventReasonDeleteFailed is the warning of a clean-up that waits on
+	// something; it lists what was done so far.
+	EventReasonDeleteFailed = "DeleteFailed"
+)
+
 // PoolSpec is the connection pool the organization's applications are told to
 // use. MaxConnections is also the login role's CONNECTION LIMIT.
 // +kubebuilder:validation:XValidation:rule="self.minConnections <= self.maxConnections",message="database.pool.minConnections must not be greater than database.pool.maxConnections"
