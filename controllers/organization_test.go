@@ -513,3 +513,42 @@ func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 		}
 	}
 }
+
+func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorking(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("papa"))
+	o := waitReady(t, "papa")
+	old := secret(t, o, "papa-storage")
+	oldClient := stack.S3.Client(string(old.Data["access-key-id"]), string(old.Data["secret-access-key"]))
+	if err := put(ctx, oldClient, "orgs/papa/before.txt", "x"); err != nil {
+		t.Fatalf("the first key does not work: %v", err)
+	}
+	if err := k8s.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	var fresh *corev1.Secret
+	eventually(t, 30*time.Second, "a new storage Secret", func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "papa-storage"}, s); err != nil {
+			return false, err.Error()
+		}
+		fresh = s
+		return s.UID != old.UID, "same Secret"
+	})
+	id := string(fresh.Data["access-key-id"])
+	if id == string(old.Data["access-key-id"]) {
+		t.Fatal("the reissued Secret kept the old key")
+	}
+	keys, err := reg.Storage.ListAccessKeys(ctx, reg.Storage.UserName("papa"))
+	if err != nil || len(keys) != 1 || keys[0] != id {
+		t.Errorf("IAM user's keys = %v, %v; want only the new Secret's %s", keys, err, id)
+	}
+	eventually(t, 30*time.Second, "the new key to work", func() (bool, string) {
+		err := put(ctx, stack.S3.Client(id, string(fresh.Data["secret-access-key"])), "orgs/papa/after.txt", "y")
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := put(ctx, oldClient, "orgs/papa/late.txt", "z"); err == nil {
+		t.Error("the old key still writes")
+	}
+}
