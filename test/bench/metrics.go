@@ -44,14 +44,7 @@ func apiWrites(fams map[string]*dto.MetricFamily) map[string]float64 {
 		if !writeVerbs[l["verb"]] {
 			continue
 		}
-		res := l["resource"]
-		if l["group"] != "" {
-			res = l["group"] + "/" + res
-		}
-		if l["subresource"] != "" {
-			res += "/" + l["subresource"]
-		}
-		out[l["verb"]+" "+res] += m.GetCounter().GetValue()
+		out[requestKey(l)] += m.GetCounter().GetValue()
 	}
 	return out
 }
@@ -289,14 +282,7 @@ func apiLatency(fams map[string]*dto.MetricFamily) map[string]HistogramSummary {
 			if !writeVerbs[l["verb"]] || m.GetHistogram() == nil {
 				continue
 			}
-			res := l["resource"]
-			if l["group"] != "" {
-				res = l["group"] + "/" + res
-			}
-			if l["subresource"] != "" {
-				res += "/" + l["subresource"]
-			}
-			add(l["verb"]+" "+res, m.GetHistogram())
+			add(requestKey(l), m.GetHistogram())
 		}
 	}
 	if fam := fams["etcd_request_duration_seconds"]; fam != nil {
@@ -320,4 +306,17 @@ func latencyDelta(before, after map[string]HistogramSummary) map[string]Histogra
 		}
 	}
 	return out
+}
+
+// requestKey names an apiserver request series by its labels, as
+// "VERB group/resource/subresource".
+func requestKey(l map[string]string) string {
+	res := l["resource"]
+	if l["group"] != "" {
+		res = l["group"] + "/" + res
+	}
+	if l["subresource"] != "" {
+		res += "/" + l["subresource"]
+	}
+	return l["verb"] + " " + res
 }

@@ -232,24 +232,19 @@ type pgObject struct {
 
 // databases returns the databases whose name starts with prefix.
 func databases(ctx context.Context, prefix string) (map[string]pgObject, error) {
-	rows, err := env.su.Query(ctx, `SELECT datname, pg_get_userbyid(datdba), COALESCE(shobj_description(oid, 'pg_database'), '')
+	return pgObjects(ctx, `SELECT datname, pg_get_userbyid(datdba), COALESCE(shobj_description(oid, 'pg_database'), '')
 		FROM pg_database WHERE starts_with(datname, $1)`, prefix)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]pgObject{}
-	var o pgObject
-	_, err = pgx.ForEachRow(rows, []any{&o.name, &o.owner, &o.comment}, func() error {
-		out[o.name] = o
-		return nil
-	})
-	return out, err
 }
 
 // roles returns the roles whose name starts with prefix.
 func roles(ctx context.Context, prefix string) (map[string]pgObject, error) {
-	rows, err := env.su.Query(ctx, `SELECT rolname, '', COALESCE(shobj_description(oid, 'pg_authid'), '')
+	return pgObjects(ctx, `SELECT rolname, '', COALESCE(shobj_description(oid, 'pg_authid'), '')
 		FROM pg_roles WHERE starts_with(rolname, $1)`, prefix)
+}
+
+// pgObjects runs a query of name, owner and comment, by name.
+func pgObjects(ctx context.Context, sql, prefix string) (map[string]pgObject, error) {
+	rows, err := env.su.Query(ctx, sql, prefix)
 	if err != nil {
 		return nil, err
 	}
