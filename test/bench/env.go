@@ -140,11 +140,17 @@ func (e *env) close() error {
 }
 
 // connSampler polls pg_stat_activity and keeps, per application_name, the
-// most sessions seen at once since the last reset.
+// most sessions seen at once since the last reset, and how many were
+// active (the server working on a statement) or idle (the server waiting
+// for the client, or the session idle in its pool) on average.
 type connSampler struct {
 	conn *pgx.Conn
 	mu   sync.Mutex
 	peak map[string]int
+	// active and idle sum, per application, the sessions in each state over
+	// the polls since the last reset, which window counts.
+	active, idle map[string]int
+	window       int
 	// samples counts the polls, to show the sampling was alive.
 	samples int
 	stop    chan struct{}
@@ -152,7 +158,8 @@ type connSampler struct {
 }
 
 func startConnSampler(conn *pgx.Conn, every time.Duration) *connSampler {
-	s := &connSampler{conn: conn, peak: map[string]int{}, stop: make(chan struct{}), done: make(chan struct{})}
+	s := &connSampler{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	s.reset()
 	go s.loop(every)
 	return s
 }
@@ -168,24 +175,31 @@ func (s *connSampler) loop(every time.Duration) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rows, err := s.conn.Query(ctx, `SELECT application_name, count(*)::int FROM pg_stat_activity
-			WHERE backend_type = 'client backend' AND application_name IN ($1, $2) GROUP BY 1`, appOperator, appRaw)
-		counts := map[string]int{}
+		rows, err := s.conn.Query(ctx, `SELECT application_name, count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int
+			FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name IN ($1, $2) GROUP BY 1`, appOperator, appRaw)
+		counts, active := map[string]int{}, map[string]int{}
 		if err == nil {
 			for rows.Next() {
 				var app string
-				var n int
-				if rows.Scan(&app, &n) == nil {
-					counts[app] = n
+				var n, a int
+				if rows.Scan(&app, &n, &a) == nil {
+					counts[app], active[app] = n, a
 				}
 			}
 			rows.Close()
+			err = rows.Err()
 		}
 		cancel()
+		if err != nil {
+			continue
+		}
 		s.mu.Lock()
 		s.samples++
+		s.window++
 		for app, n := range counts {
 			s.peak[app] = max(s.peak[app], n)
+			s.active[app] += active[app]
+			s.idle[app] += n - active[app]
 		}
 		s.mu.Unlock()
 	}
@@ -194,8 +208,20 @@ func (s *connSampler) loop(every time.Duration) {
 // reset starts a new window.
 func (s *connSampler) reset() {
 	s.mu.Lock()
-	s.peak = map[string]int{}
+	s.peak, s.active, s.idle, s.window = map[string]int{}, map[string]int{}, map[string]int{}, 0
 	s.mu.Unlock()
+}
+
+// sessionsOf is the mean number of app's sessions active and idle over the
+// polls since the last reset; nil before the first poll.
+func (s *connSampler) sessionsOf(app string) *Sessions {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.window == 0 {
+		return nil
+	}
+	n := float64(s.window)
+	return &Sessions{Active: round(float64(s.active[app])/n, 2), Idle: round(float64(s.idle[app])/n, 2), Samples: s.window}
 }
 
 // peakOf is the most sessions of app seen at once since the last reset.

@@ -199,9 +199,12 @@ type Phase struct {
 	MaxSeconds float64 `json:"maxSeconds"`
 	// PeakConnections is the most PostgreSQL sessions of the side seen at
 	// once in pg_stat_activity during the phase.
-	PeakConnections int     `json:"peakConnections"`
-	DDLStatements   int     `json:"ddlStatements"`
-	DDLPerOrg       float64 `json:"ddlPerOrg"`
+	PeakConnections int `json:"peakConnections"`
+	// Sessions is how the side's PostgreSQL sessions were spent, on
+	// average over the phase.
+	Sessions      *Sessions `json:"sessions,omitempty"`
+	DDLStatements int       `json:"ddlStatements"`
+	DDLPerOrg     float64   `json:"ddlPerOrg"`
 	// CPUSeconds is the CPU each process of the stack used in the phase:
 	// orgforge, postgres (with its backends), kube-apiserver, etcd,
 	// versitygw, and bench (the raw loop runs in the bench itself).
@@ -210,6 +213,16 @@ type Phase struct {
 	Steps       map[string]HistogramSummary `json:"steps,omitempty"`
 	LatenciesMs []int64                     `json:"latenciesMs"`
 	Errors      []string                    `json:"errors,omitempty"`
+}
+
+// Sessions are a side's PostgreSQL sessions over a phase, from
+// pg_stat_activity polled every 25 ms: the mean number active (the server
+// running a statement, or waiting for CPU, a lock or the disk to do so) and
+// idle (open, the server waiting for the client's next statement).
+type Sessions struct {
+	Active  float64 `json:"active"`
+	Idle    float64 `json:"idle"`
+	Samples int     `json:"samples"`
 }
 
 // OperatorDetail is what the operator process and its metrics showed.
@@ -727,6 +740,11 @@ func markdown(r *Results) string {
 			}
 			w("| total of the stack | %.1f | %.1f |\n", to, tr)
 			w("| other processes on the machine (noise) | %.1f | %.1f |\n\n", s.Orgforge.Create.CPUSeconds["other"], s.Raw.Create.CPUSeconds["other"])
+			writeCPUCeiling(w, s.Rounds, r.Machine.Cores)
+		}
+		if so, sr := s.Orgforge.Create.Sessions, s.Raw.Create.Sessions; so != nil && sr != nil {
+			w("PostgreSQL sessions during the creations, mean over the phase (pg_stat_activity every 25 ms): orgforge %.2f active, %.2f idle; raw %.2f active, %.2f idle. Active is the server running a statement or waiting for CPU, a lock or the disk; idle is an open session waiting for its client.\n\n",
+				so.Active, so.Idle, sr.Active, sr.Idle)
 		}
 		if len(d.CreateAPILatency) > 0 {
 			w("Kubernetes writes during the creations, as the apiserver timed them (mean per request):")
@@ -840,4 +858,74 @@ func noise(o Phase, raw *Phase) string {
 		r = fmt.Sprintf("%.1f", raw.CPUSeconds["other"])
 	}
 	return fmt.Sprintf("%.1f / %s", o.CPUSeconds["other"], r)
+}
+
+// cpuCeiling is what the machine's CPU allows orgforge's create rate to be,
+// as a ratio to raw's, when CPU is what limits both sides: raw's stack
+// (postgres, versitygw and the loop in the bench) over the same plus what
+// the Kubernetes side adds (kube-apiserver, etcd, the operator and the
+// bench's applying, less the raw loop's own share in the bench, which the
+// operator does instead). It assumes postgres and versitygw cost each side
+// the same for the same work, which ServicesCPU checks.
+type cpuCeiling struct {
+	RawStack, OrgforgeStack, Kubernetes, Ratio float64
+	// ServicesOrgforge and ServicesRaw are postgres and versitygw's CPU on
+	// each side, the same work.
+	ServicesOrgforge, ServicesRaw float64
+}
+
+func ceilingOf(o, r map[string]float64) (cpuCeiling, bool) {
+	if len(o) == 0 || len(r) == 0 {
+		return cpuCeiling{}, false
+	}
+	var c cpuCeiling
+	for k, v := range r {
+		if k != "other" {
+			c.RawStack += v
+		}
+	}
+	for k, v := range o {
+		if k != "other" {
+			c.OrgforgeStack += v
+		}
+	}
+	c.Kubernetes = o["kube-apiserver"] + o["etcd"] + o["orgforge"] + o["bench"] - r["bench"]
+	c.ServicesOrgforge = o["postgres"] + o["versitygw"]
+	c.ServicesRaw = r["postgres"] + r["versitygw"]
+	if c.RawStack+c.Kubernetes <= 0 {
+		return cpuCeiling{}, false
+	}
+	c.Ratio = c.RawStack / (c.RawStack + c.Kubernetes)
+	return c, true
+}
+
+// writeCPUCeiling writes, for each round that measured CPU, how busy the
+// machine was and the create ratio its CPU allows.
+func writeCPUCeiling(w func(string, ...any), rounds []Round, cores int) {
+	var rows []string
+	var sum cpuCeiling
+	for _, rd := range rounds {
+		c, ok := ceilingOf(rd.Orgforge.Create.CPUSeconds, rd.Raw.Create.CPUSeconds)
+		if !ok || rd.Orgforge.Create.Seconds <= 0 || rd.Raw.Create.Seconds <= 0 {
+			continue
+		}
+		busyO := c.OrgforgeStack / rd.Orgforge.Create.Seconds
+		busyR := c.RawStack / rd.Raw.Create.Seconds
+		rows = append(rows, fmt.Sprintf("| %d | %.2f / %.2f | %.1f | %.1f | %.1f / %.1f | %.2f | %.2f |\n",
+			rd.Round, busyO, busyR, c.RawStack, c.Kubernetes, c.ServicesOrgforge, c.ServicesRaw, c.Ratio, rd.CreateRatio))
+		sum.RawStack += c.RawStack
+		sum.Kubernetes += c.Kubernetes
+	}
+	if len(rows) == 0 {
+		return
+	}
+	w("What the CPU allows. When both sides keep the machine's %d cores busy, CPU is what limits them, and the create ratio can be at most raw's stack CPU over the same plus what the Kubernetes side adds: kube-apiserver, etcd, the operator and the bench's applying, less the raw loop's own CPU in the bench, whose work the operator does instead. That bound holds if postgres and versitygw cost both sides the same for the same statements and calls; their columns show how far they did:\n\n", cores)
+	w("| round | cores busy orgforge / raw | raw stack CPU s | Kubernetes side adds, CPU s | postgres + versitygw CPU s orgforge / raw | ratio the CPU allows | measured create ratio |\n|---:|---|---:|---:|---|---:|---:|\n")
+	for _, row := range rows {
+		w("%s", row)
+	}
+	if len(rows) > 1 {
+		w("\nOver the rounds: %.1f / (%.1f + %.1f) = %.2f.\n", sum.RawStack, sum.RawStack, sum.Kubernetes, sum.RawStack/(sum.RawStack+sum.Kubernetes))
+	}
+	w("\n")
 }

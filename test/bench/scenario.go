@@ -176,6 +176,7 @@ func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult,
 		p.Steps = svc.steps.take()
 		p.CPUSeconds = takeCPU(0).since(cpu)
 		p.PeakConnections = e.sampler.peakOf(appRaw)
+		p.Sessions = e.sampler.sessionsOf(appRaw)
 		if ddl, err := e.log.ddlSince(mark); err == nil {
 			p.DDLStatements = ddl[appRaw]
 			p.DDLPerOrg = round(float64(p.DDLStatements)/float64(max(p.Completed, 1)), 2)
@@ -273,6 +274,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	r.Orgforge.Create = newPhase(sc.N, applied, t.times(readyMap))
 	r.Orgforge.Create.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
 	r.Orgforge.Create.PeakConnections = e.sampler.peakOf(appOperator)
+	r.Orgforge.Create.Sessions = e.sampler.sessionsOf(appOperator)
 	for _, err := range firstErrors(applyErrs, 5) {
 		r.Orgforge.Create.Errors = append(r.Orgforge.Create.Errors, err.Error())
 	}
@@ -353,6 +355,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	dp := newPhase(sc.N, deleted, t.times(goneMap))
 	dp.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
 	dp.PeakConnections = e.sampler.peakOf(appOperator)
+	dp.Sessions = e.sampler.sessionsOf(appOperator)
 	for _, err := range firstErrors(deleteErrs, 5) {
 		dp.Errors = append(dp.Errors, err.Error())
 	}
