@@ -249,6 +249,9 @@ func (p *Postgres) SuperuserDSN(database string) string {
 	return fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", p.socketDir, p.Port, superUser, database)
 }
 
+// DataDir is the server's data folder.
+func (p *Postgres) DataDir() string { return p.dataDir }
+
 // Stop shuts the server down (fast mode) and keeps its data for Start.
 func (p *Postgres) Stop() error {
 	return p.proc.stop(syscall.SIGINT, 20*time.Second)

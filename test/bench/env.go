@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,6 +107,8 @@ func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, e
 			return nil, err
 		}
 	}
+	// The previous stack's data goes before anything is measured.
+	discarded.Wait()
 	return e, nil
 }
 
@@ -136,7 +139,36 @@ func (e *env) close() error {
 	if e.postmaster > 0 {
 		_ = syscall.Kill(e.postmaster, syscall.SIGQUIT)
 	}
+	if e.st.Postgres != nil {
+		discard(e.st.Postgres.DataDir())
+	}
 	return e.st.Close()
+}
+
+// discarded counts the folders being removed in the background.
+var discarded sync.WaitGroup
+
+// discard moves a stack's PostgreSQL data aside and removes it in the
+// background. After hundreds of CREATE DATABASE it holds about 150,000
+// files and 4.5 GiB, which take this machine's disk some 14 s to delete;
+// startEnv waits for the removal once the next stack is up, so it overlaps
+// that start-up and never a measured phase. Should the move fail, the
+// stack's Close removes the folder as before.
+func discard(dir string) {
+	aside, err := os.MkdirTemp(filepath.Dir(filepath.Dir(dir)), "discarded-")
+	if err != nil {
+		return
+	}
+	target := filepath.Join(aside, "data")
+	if err := os.Rename(dir, target); err != nil {
+		_ = os.Remove(aside)
+		return
+	}
+	discarded.Add(1)
+	go func() {
+		defer discarded.Done()
+		_ = os.RemoveAll(aside)
+	}()
 }
 
 // connSampler polls pg_stat_activity and keeps, per application_name, the

@@ -292,6 +292,9 @@ func run(ctx context.Context, o *options) error {
 	} else if err := os.MkdirAll(o.work, 0o755); err != nil {
 		return err
 	}
+	// Stacks' data removed in the background is gone before the run ends,
+	// even one cut short.
+	defer discarded.Wait()
 
 	scenarios := plan(o)
 	res := &Results{
@@ -323,6 +326,9 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 	}
+	// The last stack's data is still being removed; the run lasts until
+	// it is gone.
+	discarded.Wait()
 	res.Finished = time.Now().UTC()
 	res.TotalSeconds = time.Since(start).Seconds()
 	res.Targets = evaluateTargets(res)
