@@ -287,7 +287,7 @@ func TestGroupCPUSumsEachChildsTreeAndNamesTheOperator(t *testing.T) {
 }
 
 func TestCPUCeilingChargesOrgforgeOnlyWithWhatKubernetesAdds(t *testing.T) {
-	// Round 1 of the N=500 reference run (605659c).
+	// Round 1 of the N=500 scenario of the run on 605659c.
 	orgforge := map[string]float64{"bench": 2.72, "etcd": 3.05, "kube-apiserver": 12.51, "orgforge": 7.69,
 		"postgres": 60.08, "versitygw": 19.14, "other": 3.15}
 	raw := map[string]float64{"bench": 5.52, "postgres": 42.46, "versitygw": 17.59, "other": 3.23}
