@@ -860,13 +860,13 @@ func noise(o Phase, raw *Phase) string {
 	return fmt.Sprintf("%.1f / %s", o.CPUSeconds["other"], r)
 }
 
-// cpuCeiling is what the machine's CPU allows orgforge's create rate to be,
-// as a ratio to raw's, when CPU is what limits both sides: raw's stack
-// (postgres, versitygw and the loop in the bench) over the same plus what
-// the Kubernetes side adds (kube-apiserver, etcd, the operator and the
-// bench's applying, less the raw loop's own share in the bench, which the
-// operator does instead). It assumes postgres and versitygw cost each side
-// the same for the same work, which ServicesCPU checks.
+// cpuCeiling estimates the create ratio the machine's CPU allows, when CPU is
+// what limits both sides: raw's stack (postgres, versitygw and the loop in
+// the bench) over the same plus what the Kubernetes side adds
+// (kube-apiserver, etcd, the operator and the bench's applying, less the raw
+// loop's own share in the bench, which the operator does instead). It
+// assumes postgres and versitygw cost each side the same for the same work;
+// ServicesOrgforge and ServicesRaw show whether they did.
 type cpuCeiling struct {
 	RawStack, OrgforgeStack, Kubernetes, Ratio float64
 	// ServicesOrgforge and ServicesRaw are postgres and versitygw's CPU on
@@ -919,7 +919,7 @@ func writeCPUCeiling(w func(string, ...any), rounds []Round, cores int) {
 	if len(rows) == 0 {
 		return
 	}
-	w("What the CPU allows. When both sides keep the machine's %d cores busy, CPU is what limits them, and the create ratio can be at most raw's stack CPU over the same plus what the Kubernetes side adds: kube-apiserver, etcd, the operator and the bench's applying, less the raw loop's own CPU in the bench, whose work the operator does instead. That bound holds if postgres and versitygw cost both sides the same for the same statements and calls; their columns show how far they did:\n\n", cores)
+	w("What the CPU allows, an estimate. If both sides were wholly limited by the machine's %d cores, and postgres and versitygw spent the same CPU on the same statements and calls on both sides, the create ratio would be raw's stack CPU over the same plus what the Kubernetes side adds: kube-apiserver, etcd, the operator and the bench's applying, less the raw loop's own CPU in the bench, whose work the operator does instead. The columns show how busy the cores were and what postgres and versitygw did spend:\n\n", cores)
 	w("| round | cores busy orgforge / raw | raw stack CPU s | Kubernetes side adds, CPU s | postgres + versitygw CPU s orgforge / raw | ratio the CPU allows | measured create ratio |\n|---:|---|---:|---:|---|---:|---:|\n")
 	for _, row := range rows {
 		w("%s", row)
