@@ -313,3 +313,39 @@ func TestCPUCeilingChargesOrgforgeOnlyWithWhatKubernetesAdds(t *testing.T) {
 		t.Error("a ceiling from a side that measured no CPU")
 	}
 }
+
+func TestMarkdownShowsWhatTheCPUAllowsPerRoundAndTheSessions(t *testing.T) {
+	side := func(seconds float64, cpu map[string]float64, s *Sessions) SideResult {
+		p := timedPhase(500, 500, seconds)
+		p.CPUSeconds, p.Sessions = cpu, s
+		return SideResult{Create: *p}
+	}
+	// Figures of the size of one N=500 round, given as both rounds.
+	orgforgeCPU := map[string]float64{"bench": 1.9, "etcd": 2.1, "kube-apiserver": 11.4, "orgforge": 6.4,
+		"postgres": 51.0, "versitygw": 18.5, "other": 2.0}
+	rawCPU := map[string]float64{"bench": 1.7, "postgres": 55.0, "versitygw": 17.0, "other": 1.0}
+	rd := Round{Round: 1, First: "raw", CreateRatio: 0.84,
+		Raw:      side(44.0, rawCPU, &Sessions{Active: 1.68, Idle: 2.07}),
+		Orgforge: side(52.3, orgforgeCPU, &Sessions{Active: 1.83, Idle: 1.84})}
+	rd2 := rd
+	rd2.Round, rd2.First = 2, "orgforge"
+	sc := ScenarioResult{Name: "n500-c4", N: 500, Concurrency: 4, Rounds: []Round{rd, rd2},
+		Raw: rd.Raw, Orgforge: rd.Orgforge}
+	sc.Orgforge.Operator = &OperatorDetail{}
+	md := markdown(&Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4},
+		Scenarios: []ScenarioResult{sc}})
+
+	// Raw's stack 73.7 s; Kubernetes adds 11.4 + 2.1 + 6.4 + 1.9 - 1.7 =
+	// 20.1 s; 73.7 / 93.8 = 0.79. Orgforge's stack 91.3 s over 52.3 s is
+	// 1.75 cores busy, raw's 73.7 s over 44.0 s 1.68.
+	for _, want := range []string{
+		"| 1 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
+		"| 2 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
+		"Over the rounds: 147.4 / (147.4 + 40.2) = 0.79.",
+		"orgforge 1.83 active, 1.84 idle; raw 1.68 active, 2.07 idle",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+}
