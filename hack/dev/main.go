@@ -111,34 +111,22 @@ func run(managerBin, dir, samples string, readyTimeout time.Duration) error {
 // startManager runs the operator binary against the stack, as the
 // Aurora-like admin, with its log in the stack's folder.
 func startManager(ctx context.Context, bin string, st *devstack.Stack) (*exec.Cmd, error) {
-	dsnFile := filepath.Join(st.Dir, "admin-dsn")
-	keyFile := filepath.Join(st.Dir, "s3-access-key-id")
-	secretFile := filepath.Join(st.Dir, "s3-secret-access-key")
-	for path, v := range map[string]string{dsnFile: st.Postgres.AdminDSN(), keyFile: st.S3.AccessKey, secretFile: st.S3.SecretKey} {
-		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
-			return nil, err
-		}
+	services, err := st.OperatorFlags(st.Dir)
+	if err != nil {
+		return nil, err
 	}
 	logFile, err := os.Create(filepath.Join(st.Dir, "manager.log"))
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, bin,
+	cmd := exec.CommandContext(ctx, bin, append([]string{
 		"--kubeconfig", st.Kube.KubeconfigPath,
 		"--leader-elect=false",
 		"--metrics-bind-address", "127.0.0.1:0",
 		"--health-probe-bind-address", "127.0.0.1:0",
 		"--zap-devel",
 		"--resync-period", "1m",
-		"--database-admin-dsn-file", dsnFile,
-		"--s3-bucket", st.S3.Bucket,
-		"--s3-endpoint", st.S3.Endpoint,
-		"--iam-endpoint", st.S3.IAMEndpoint,
-		"--s3-region", st.S3.Region,
-		"--s3-path-style",
-		"--s3-access-key-id-file", keyFile,
-		"--s3-secret-access-key-file", secretFile,
-	)
+	}, services...)...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -97,3 +97,32 @@ func (s *Stack) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// OperatorFlags writes the admin's connection string and the S3 key pair
+// into dir, readable by their owner only, as a deployment's mounted Secrets
+// hold them, and returns the operator flags that point it at the stack's
+// PostgreSQL, S3 and IAM through those files. Kubernetes, ports, logging
+// and the rest are the caller's to add.
+func (s *Stack) OperatorFlags(dir string) ([]string, error) {
+	if s.Postgres == nil || s.S3 == nil {
+		return nil, errors.New("devstack: the operator needs the stack's PostgreSQL and S3")
+	}
+	dsn := filepath.Join(dir, "admin-dsn")
+	keyID := filepath.Join(dir, "s3-access-key-id")
+	secretKey := filepath.Join(dir, "s3-secret-access-key")
+	for path, v := range map[string]string{dsn: s.Postgres.AdminDSN(), keyID: s.S3.AccessKey, secretKey: s.S3.SecretKey} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			return nil, fmt.Errorf("devstack: writing the operator's secret files: %w", err)
+		}
+	}
+	return []string{
+		"--database-admin-dsn-file=" + dsn,
+		"--s3-bucket=" + s.S3.Bucket,
+		"--s3-endpoint=" + s.S3.Endpoint,
+		"--iam-endpoint=" + s.S3.IAMEndpoint,
+		"--s3-region=" + s.S3.Region,
+		"--s3-path-style",
+		"--s3-access-key-id-file=" + keyID,
+		"--s3-secret-access-key-file=" + secretKey,
+	}, nil
+}

@@ -46,13 +46,9 @@ type operatorFlags struct {
 // startOperator runs bin against st with flags, its log in dir, and waits
 // until its readyz passes (every service reachable).
 func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, name string, f operatorFlags) (*operator, error) {
-	dsnFile := filepath.Join(dir, "admin-dsn")
-	keyFile := filepath.Join(dir, "s3-access-key-id")
-	secretFile := filepath.Join(dir, "s3-secret-access-key")
-	for path, v := range map[string]string{dsnFile: st.Postgres.AdminDSN(), keyFile: st.S3.AccessKey, secretFile: st.S3.SecretKey} {
-		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
-			return nil, err
-		}
+	services, err := st.OperatorFlags(dir)
+	if err != nil {
+		return nil, err
 	}
 	var addrs [3]string
 	for i := range addrs {
@@ -73,17 +69,10 @@ func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, nam
 		"--metrics-bind-address", o.metrics,
 		"--health-probe-bind-address", o.probe,
 		"--pprof-bind-address", o.pprof,
-		"--database-admin-dsn-file", dsnFile,
 		"--database-max-connections", strconv.Itoa(f.databaseMaxConnections),
 		"--max-concurrent-reconciles", strconv.Itoa(f.maxConcurrentReconciles),
-		"--s3-bucket", st.S3.Bucket,
-		"--s3-endpoint", st.S3.Endpoint,
-		"--iam-endpoint", st.S3.IAMEndpoint,
-		"--s3-region", st.S3.Region,
-		"--s3-path-style",
-		"--s3-access-key-id-file", keyFile,
-		"--s3-secret-access-key-file", secretFile,
 	}
+	o.args = append(o.args, services...)
 	if f.resyncPeriod > 0 {
 		o.args = append(o.args, "--resync-period", f.resyncPeriod.String())
 	}

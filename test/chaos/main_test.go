@@ -81,7 +81,8 @@ type harness struct {
 	su      *pgxpool.Pool
 	storage *storage.Service
 	iam     *iam.Client
-	files   struct{ dsn, keyID, secretKey string }
+	// services are the flags that point the operator at the stack.
+	services []string
 
 	mu sync.Mutex
 	// logs are the operator processes' log files.
@@ -198,13 +199,8 @@ func (h *harness) start(ctx context.Context) error {
 		Credentials: awscreds.NewStaticCredentialsProvider(s3.AccessKey, s3.SecretKey, ""),
 	})
 	// The operator reads its secrets from files, as from a mounted Secret.
-	h.files.dsn = filepath.Join(h.dir, "admin-dsn")
-	h.files.keyID = filepath.Join(h.dir, "s3-access-key-id")
-	h.files.secretKey = filepath.Join(h.dir, "s3-secret-access-key")
-	for path, v := range map[string]string{h.files.dsn: h.stack.Postgres.AdminDSN(), h.files.keyID: s3.AccessKey, h.files.secretKey: s3.SecretKey} {
-		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
-			return err
-		}
+	if h.services, err = h.stack.OperatorFlags(h.dir); err != nil {
+		return err
 	}
 	return os.MkdirAll(filepath.Join(h.dir, "logs"), 0o755)
 }
@@ -251,7 +247,6 @@ type operator struct {
 // args are the flags every operator process gets: debug logging, its
 // secrets from files, no ports of its own.
 func (h *harness) args(extra ...string) []string {
-	s3 := h.stack.S3
 	args := []string{
 		"--kubeconfig", h.stack.Kube.KubeconfigPath,
 		"--leader-elect=false",
@@ -260,15 +255,8 @@ func (h *harness) args(extra ...string) []string {
 		"--zap-devel", "--zap-log-level=debug",
 		"--resync-period=2m",
 		"--max-concurrent-reconciles=4",
-		"--database-admin-dsn-file", h.files.dsn,
-		"--s3-bucket", s3.Bucket,
-		"--s3-endpoint", s3.Endpoint,
-		"--iam-endpoint", s3.IAMEndpoint,
-		"--s3-region", s3.Region,
-		"--s3-path-style",
-		"--s3-access-key-id-file", h.files.keyID,
-		"--s3-secret-access-key-file", h.files.secretKey,
 	}
+	args = append(args, h.services...)
 	return append(args, extra...)
 }
 

@@ -137,15 +137,9 @@ func TestOperatorAsInstalled(t *testing.T) {
 func startInstalledManager(t *testing.T, s managerSettings) string {
 	t.Helper()
 	dir := t.TempDir()
-	files := map[string]string{
-		"dsn":               stack.Postgres.AdminDSN(),
-		"access-key-id":     stack.S3.AccessKey,
-		"secret-access-key": stack.S3.SecretKey,
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	services, err := stack.OperatorFlags(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	writeServiceAccountKubeconfig(t, kubeconfig)
@@ -160,15 +154,8 @@ func startInstalledManager(t *testing.T, s managerSettings) string {
 		"--leader-election-namespace=" + installNamespace,
 		"--metrics-bind-address=127.0.0.1:0",
 		"--health-probe-bind-address=127.0.0.1:0",
-		"--database-admin-dsn-file=" + filepath.Join(dir, "dsn"),
-		"--s3-bucket=" + stack.S3.Bucket,
-		"--s3-region=" + stack.S3.Region,
-		"--s3-endpoint=" + stack.S3.Endpoint,
-		"--iam-endpoint=" + stack.S3.IAMEndpoint,
-		"--s3-path-style",
-		"--s3-access-key-id-file=" + filepath.Join(dir, "access-key-id"),
-		"--s3-secret-access-key-file=" + filepath.Join(dir, "secret-access-key"),
 	}
+	args = append(args, services...)
 	logPath := filepath.Join(dir, "manager.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
