@@ -189,10 +189,8 @@ type connSampler struct {
 	// the polls since the last reset, which window counts.
 	active, idle map[string]int
 	window       int
-	// samples counts the polls, to show the sampling was alive.
-	samples int
-	stop    chan struct{}
-	done    chan struct{}
+	stop         chan struct{}
+	done         chan struct{}
 }
 
 func startConnSampler(conn *pgx.Conn, every time.Duration) *connSampler {
@@ -232,7 +230,6 @@ func (s *connSampler) loop(every time.Duration) {
 			continue
 		}
 		s.mu.Lock()
-		s.samples++
 		s.window++
 		for app, n := range counts {
 			s.peak[app] = max(s.peak[app], n)
