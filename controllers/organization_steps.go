@@ -628,9 +628,12 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		}
 		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}
-	patch := client.MergeFrom(org.DeepCopy())
-	controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
-	if err := r.Patch(ctx, org, patch); err != nil && !apierrors.IsNotFound(err) {
+	err := r.timed("removeFinalizer", func() error {
+		patch := client.MergeFrom(org.DeepCopy())
+		controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
+		return r.Patch(ctx, org, patch)
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
@@ -657,14 +660,14 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 
 	var stDone, dbDone notes
 	dbErr, stErr := concurrently(
-		func() error { return r.dropDatabase(ctx, s, &dbDone) },
+		func() error { return r.timed("dropDatabase", func() error { return r.dropDatabase(ctx, s, &dbDone) }) },
 		func() error {
 			// The key goes first, so that the tenant loses access before
 			// its data goes.
-			if err := r.deleteUser(ctx, s, &stDone); err != nil {
+			if err := r.timed("deleteUser", func() error { return r.deleteUser(ctx, s, &stDone) }); err != nil {
 				return err
 			}
-			return r.deletePrefix(ctx, s, &stDone)
+			return r.timed("deletePrefix", func() error { return r.deletePrefix(ctx, s, &stDone) })
 		})
 	*done = append(*done, stDone...)
 	*done = append(*done, dbDone...)
@@ -672,6 +675,12 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 		return err
 	}
 
+	return r.timed("deleteNamespace", func() error { return r.deleteNamespace(ctx, s, done) })
+}
+
+// deleteNamespace deletes the organization's namespace, if orgforge made it
+// for this Organization.
+func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, done *notes) error {
 	ns := &corev1.Namespace{}
 	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
 	switch {

@@ -32,6 +32,11 @@ type PostgresOptions struct {
 	Durable bool
 	// Settings are extra server settings, for example log_statement=all.
 	Settings map[string]string
+	// BaseDir, when set, holds the server's folder instead of the stack's
+	// folder or, when running as root, the system's temporary folder: for
+	// example a filesystem of its own, as a database server has. As root
+	// it must be traversable by the postgres user.
+	BaseDir string
 }
 
 // Postgres is a PostgreSQL server from Debian's binaries, run from a
@@ -68,13 +73,18 @@ func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Post
 		}
 		// The server user must reach its folders; the caller's folder may sit
 		// under a private home, so use a world-traversable temporary one.
-		if p.base, err = os.MkdirTemp("", "orgforge-pg-"); err != nil {
+		if p.base, err = os.MkdirTemp(opts.BaseDir, "orgforge-pg-"); err != nil {
 			return nil, err
 		}
 		p.ownsBase = true
 		if err := os.Chmod(p.base, 0o755); err != nil {
 			return nil, err
 		}
+	} else if opts.BaseDir != "" {
+		if p.base, err = os.MkdirTemp(opts.BaseDir, "orgforge-pg-"); err != nil {
+			return nil, err
+		}
+		p.ownsBase = true
 	} else {
 		p.base = filepath.Join(dir, "postgres")
 		if err := os.MkdirAll(p.base, 0o700); err != nil {

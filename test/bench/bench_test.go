@@ -349,3 +349,15 @@ func TestMarkdownShowsWhatTheCPUAllowsPerRoundAndTheSessions(t *testing.T) {
 		}
 	}
 }
+
+func TestMarkdownSaysWherePostgreSQLKeptItsData(t *testing.T) {
+	r := &Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4}}
+	if md := markdown(r); strings.Contains(md, "PostgreSQL's data:") {
+		t.Error("results.md names a place for PostgreSQL's data that the run did not record")
+	}
+	r.Settings.PostgresData = (&volume{}).describe()
+	want := "PostgreSQL's data: its own ext4 filesystem with a journal (a 64 GiB sparse image on a loop device)."
+	if md := markdown(r); !strings.Contains(md, want) {
+		t.Errorf("results.md lacks %q", want)
+	}
+}

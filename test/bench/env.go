@@ -59,6 +59,7 @@ func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, e
 				"log_statement":   "ddl",
 				"log_line_prefix": "%m [%p] app=%a ",
 			},
+			BaseDir: o.pgBase,
 		},
 		S3: true,
 	})

@@ -72,6 +72,10 @@ type options struct {
 	keepWork      bool
 	operatorFirst bool
 	rounds        int
+	// pgVolume gives PostgreSQL a filesystem of its own (volume.go);
+	// pgBase is where its stacks' servers then keep their data.
+	pgVolume bool
+	pgBase   string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -109,6 +113,7 @@ func parseFlags(args []string) (*options, error) {
 	// One N=500 round costs about 3.3 minutes (the default set takes about
 	// 16.5 with one); more than two would push it past twenty.
 	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 3.3 minutes.")
+	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -292,8 +297,22 @@ func run(ctx context.Context, o *options) error {
 	} else if err := os.MkdirAll(o.work, 0o755); err != nil {
 		return err
 	}
+	pgData := "the work folder"
+	if o.pgVolume {
+		v, err := mountVolume(o.work)
+		if err != nil {
+			logf("PostgreSQL's data stays in the work folder: no filesystem of its own: %v", err)
+		} else {
+			defer func() {
+				if err := v.unmount(); err != nil {
+					logf("Warning: %v", err)
+				}
+			}()
+			o.pgBase, pgData = v.dir, v.describe()
+		}
+	}
 	// Stacks' data removed in the background is gone before the run ends,
-	// even one cut short.
+	// even one cut short (and before the volume is unmounted).
 	defer discarded.Wait()
 
 	scenarios := plan(o)
@@ -302,7 +321,7 @@ func run(ctx context.Context, o *options) error {
 		Settings: Settings{
 			Ns: o.ns, Concurrency: o.concurrency, Sweep: o.sweep, SweepN: o.sweepN, SweepDelete: o.sweepDelete,
 			SteadyN: o.steadyN, SteadyResyncSeconds: o.steady.Seconds(), DatabaseMaxConnections: o.dbMaxConns,
-			Appliers: o.appliers, PostgresFsync: true, Rounds: o.rounds, OperatorFirst: o.operatorFirst,
+			Appliers: o.appliers, PostgresFsync: true, PostgresData: pgData, Rounds: o.rounds, OperatorFirst: o.operatorFirst,
 		},
 		Machine: machineInfo(o.manager),
 	}

@@ -50,6 +50,8 @@ type Settings struct {
 	DatabaseMaxConnections int     `json:"databaseMaxConnections"`
 	Appliers               int     `json:"appliers"`
 	PostgresFsync          bool    `json:"postgresFsync"`
+	// PostgresData says where the servers kept their data.
+	PostgresData string `json:"postgresData"`
 	// Rounds is how many the headline scenario (the largest N at
 	// Concurrency) ran; OperatorFirst starts round 1 with orgforge.
 	Rounds        int  `json:"rounds"`
@@ -578,6 +580,9 @@ func markdown(r *Results) string {
 	w("Machine: %d cores (%s), %.1f GiB, Linux %s. %s; Kubernetes %s (envtest kube-apiserver + etcd); versitygw for S3 and IAM. %s, operator %s (%s).\n\n",
 		m.Cores, m.CPUModel, m.MemoryGiB, m.Kernel, firstWords(m.PostgresVersion, 2)+" (fsync on)", m.KubernetesVersion, m.GoVersion, m.OperatorVersion, m.GitCommit)
 	st := r.Settings
+	if st.PostgresData != "" {
+		w("PostgreSQL's data: %s.\n\n", st.PostgresData)
+	}
 	w("Every side of every scenario runs on a fresh stack. The operator runs as its own process with default settings but `--max-concurrent-reconciles`; the raw loop runs as many workers through the same services with the same connection cap (%d). Ratios are orgforge's orgs/s over raw's. Run took %.0f s.\n\n",
 		st.DatabaseMaxConnections, r.TotalSeconds)
 	multi := r.multiRound()
@@ -771,17 +776,26 @@ func markdown(r *Results) string {
 		}
 		w("\n")
 		if s.Raw.Delete != nil && len(s.Raw.Delete.Steps) > 0 {
-			w("Raw delete steps: ")
-			for i, k := range sortedKeys(s.Raw.Delete.Steps) {
-				h := s.Raw.Delete.Steps[k]
-				if i > 0 {
-					w(", ")
+			steps := func(m map[string]HistogramSummary) {
+				for i, k := range sortedKeys(m) {
+					if i > 0 {
+						w(", ")
+					}
+					w("%s %.0f ms", k, m[k].MeanMs)
 				}
-				w("%s %.0f ms", k, h.MeanMs)
 			}
+			w("Raw delete steps: ")
+			steps(s.Raw.Delete.Steps)
 			w(" (mean per call).")
 			if dm := d.DeleteMetrics; dm != nil {
-				w(" orgforge delete: reconciles %v, mean reconcile %.0f ms.", dm.Reconciles, dm.ReconcileTime.MeanMs)
+				w(" orgforge delete: reconciles %v, mean reconcile %.0f ms", dm.Reconciles, dm.ReconcileTime.MeanMs)
+				if len(dm.Steps) > 0 {
+					// dropDatabase runs beside deleteUser then deletePrefix.
+					w("; steps ")
+					steps(dm.Steps)
+					w(" (dropDatabase runs beside deleteUser and deletePrefix)")
+				}
+				w(".")
 			}
 			w("\n\n")
 		}
