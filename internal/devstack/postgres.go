@@ -228,13 +228,17 @@ func quoteLiteral(s string) string {
 	return string(append(out, '\''))
 }
 
+// AdminDatabase is the database AdminDSN connects to, as an Aurora
+// cluster's master user does by default.
+const AdminDatabase = "postgres"
+
 // AdminDSN is how the operator connects: over TCP as orgforge_admin.
 func (p *Postgres) AdminDSN() string {
 	u := url.URL{
 		Scheme:   "postgres",
 		User:     url.UserPassword(AdminUser, p.AdminPassword),
 		Host:     fmt.Sprintf("%s:%d", p.Host, p.Port),
-		Path:     "/postgres",
+		Path:     "/" + AdminDatabase,
 		RawQuery: "sslmode=disable",
 	}
 	return u.String()

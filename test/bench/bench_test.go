@@ -325,14 +325,14 @@ func TestMarkdownShowsWhatTheCPUAllowsPerRoundAndTheSessions(t *testing.T) {
 		"postgres": 51.0, "versitygw": 18.5, "other": 2.0}
 	rawCPU := map[string]float64{"bench": 1.7, "postgres": 55.0, "versitygw": 17.0, "other": 1.0}
 	rd := Round{Round: 1, First: "raw", CreateRatio: 0.84,
-		Raw:      side(44.0, rawCPU, &Sessions{Active: 1.68, Idle: 2.07}),
-		Orgforge: side(52.3, orgforgeCPU, &Sessions{Active: 1.83, Idle: 1.84})}
+		Raw:      side(44.0, rawCPU, &Sessions{Active: 1.68, AdminActive: 1.21, Idle: 2.07}),
+		Orgforge: side(52.3, orgforgeCPU, &Sessions{Active: 1.83, AdminActive: 1.40, Idle: 1.84})}
 	rd2 := rd
 	rd2.Round, rd2.First = 2, "orgforge"
 	sc := ScenarioResult{Name: "n500-c4", N: 500, Concurrency: 4, Rounds: []Round{rd, rd2},
 		Raw: rd.Raw, Orgforge: rd.Orgforge}
 	sc.Orgforge.Operator = &OperatorDetail{}
-	md := markdown(&Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4},
+	md := markdown(&Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4, DatabaseMaxConnections: 4},
 		Scenarios: []ScenarioResult{sc}})
 
 	// Raw's stack 73.7 s; Kubernetes adds 11.4 + 2.1 + 6.4 + 1.9 - 1.7 =
@@ -342,7 +342,7 @@ func TestMarkdownShowsWhatTheCPUAllowsPerRoundAndTheSessions(t *testing.T) {
 		"| 1 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
 		"| 2 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
 		"Over the rounds: 147.4 / (147.4 + 40.2) = 0.79.",
-		"orgforge 1.83 active, 1.84 idle; raw 1.68 active, 2.07 idle",
+		"orgforge 1.83 active (1.40 of them in the admin database, of the admin pool's 2 connections), 1.84 idle; raw 1.68 active (1.21 in the admin database), 2.07 idle",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("results.md lacks %q", want)

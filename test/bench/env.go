@@ -187,11 +187,13 @@ type connSampler struct {
 	mu   sync.Mutex
 	peak map[string]int
 	// active and idle sum, per application, the sessions in each state over
-	// the polls since the last reset, which window counts.
-	active, idle map[string]int
-	window       int
-	stop         chan struct{}
-	done         chan struct{}
+	// the polls since the last reset, which window counts; adminActive sums
+	// the active ones connected to the admin database (the admin pool's; the
+	// others are in tenants' databases).
+	active, idle, adminActive map[string]int
+	window                    int
+	stop                      chan struct{}
+	done                      chan struct{}
 }
 
 func startConnSampler(conn *pgx.Conn, every time.Duration) *connSampler {
@@ -212,15 +214,17 @@ func (s *connSampler) loop(every time.Duration) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rows, err := s.conn.Query(ctx, `SELECT application_name, count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int
-			FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name IN ($1, $2) GROUP BY 1`, appOperator, appRaw)
-		counts, active := map[string]int{}, map[string]int{}
+		rows, err := s.conn.Query(ctx, `SELECT application_name, count(*)::int, (count(*) FILTER (WHERE state = 'active'))::int,
+				(count(*) FILTER (WHERE state = 'active' AND datname = $3))::int
+			FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name IN ($1, $2) GROUP BY 1`,
+			appOperator, appRaw, devstack.AdminDatabase)
+		counts, active, adminActive := map[string]int{}, map[string]int{}, map[string]int{}
 		if err == nil {
 			for rows.Next() {
 				var app string
-				var n, a int
-				if rows.Scan(&app, &n, &a) == nil {
-					counts[app], active[app] = n, a
+				var n, a, aa int
+				if rows.Scan(&app, &n, &a, &aa) == nil {
+					counts[app], active[app], adminActive[app] = n, a, aa
 				}
 			}
 			rows.Close()
@@ -236,6 +240,7 @@ func (s *connSampler) loop(every time.Duration) {
 			s.peak[app] = max(s.peak[app], n)
 			s.active[app] += active[app]
 			s.idle[app] += n - active[app]
+			s.adminActive[app] += adminActive[app]
 		}
 		s.mu.Unlock()
 	}
@@ -244,7 +249,7 @@ func (s *connSampler) loop(every time.Duration) {
 // reset starts a new window.
 func (s *connSampler) reset() {
 	s.mu.Lock()
-	s.peak, s.active, s.idle, s.window = map[string]int{}, map[string]int{}, map[string]int{}, 0
+	s.peak, s.active, s.idle, s.adminActive, s.window = map[string]int{}, map[string]int{}, map[string]int{}, map[string]int{}, 0
 	s.mu.Unlock()
 }
 
@@ -257,7 +262,8 @@ func (s *connSampler) sessionsOf(app string) *Sessions {
 		return nil
 	}
 	n := float64(s.window)
-	return &Sessions{Active: round(float64(s.active[app])/n, 2), Idle: round(float64(s.idle[app])/n, 2), Samples: s.window}
+	return &Sessions{Active: round(float64(s.active[app])/n, 2), Idle: round(float64(s.idle[app])/n, 2),
+		AdminActive: round(float64(s.adminActive[app])/n, 2), Samples: s.window}
 }
 
 // peakOf is the most sessions of app seen at once since the last reset.

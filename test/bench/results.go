@@ -222,9 +222,12 @@ type Phase struct {
 // running a statement, or waiting for CPU, a lock or the disk to do so) and
 // idle (open, the server waiting for the client's next statement).
 type Sessions struct {
-	Active  float64 `json:"active"`
-	Idle    float64 `json:"idle"`
-	Samples int     `json:"samples"`
+	Active float64 `json:"active"`
+	Idle   float64 `json:"idle"`
+	// AdminActive is the part of Active in the admin database: the admin
+	// pool's connections at work, of the MaxConnections/2 it has.
+	AdminActive float64 `json:"adminActive"`
+	Samples     int     `json:"samples"`
 }
 
 // OperatorDetail is what the operator process and its metrics showed.
@@ -748,8 +751,8 @@ func markdown(r *Results) string {
 			writeCPUCeiling(w, s.Rounds, r.Machine.Cores)
 		}
 		if so, sr := s.Orgforge.Create.Sessions, s.Raw.Create.Sessions; so != nil && sr != nil {
-			w("PostgreSQL sessions during the creations, mean over the phase (pg_stat_activity every 25 ms): orgforge %.2f active, %.2f idle; raw %.2f active, %.2f idle. Active is the server running a statement or waiting for CPU, a lock or the disk; idle is an open session waiting for its client.\n\n",
-				so.Active, so.Idle, sr.Active, sr.Idle)
+			w("PostgreSQL sessions during the creations, mean over the phase (pg_stat_activity every 25 ms): orgforge %.2f active (%.2f of them in the admin database, of the admin pool's %d connections), %.2f idle; raw %.2f active (%.2f in the admin database), %.2f idle. Active is the server running a statement or waiting for CPU, a lock or the disk; idle is an open session waiting for its client.\n\n",
+				so.Active, so.AdminActive, max(1, r.Settings.DatabaseMaxConnections/2), so.Idle, sr.Active, sr.AdminActive, sr.Idle)
 		}
 		if len(d.CreateAPILatency) > 0 {
 			w("Kubernetes writes during the creations, as the apiserver timed them (mean per request):")
