@@ -97,6 +97,10 @@ type Service struct {
 	ddl             atomic.Int64
 }
 
+// AdminConnections is how many of maxConnections the admin pool gets; the
+// rest are for sessions in tenants' databases.
+func AdminConnections(maxConnections int32) int32 { return max(1, maxConnections/2) }
+
 // New connects to the cluster and checks that the admin login can do its
 // work. It fails, within about twice the connect timeout, with an error that
 // names the service, the endpoint and the admin user, and never the DSN.
@@ -122,7 +126,7 @@ func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
 			ErrInvalid, cfg.MaxConnections))
 	}
 
-	adminSlots := max(1, cfg.MaxConnections/2)
+	adminSlots := AdminConnections(cfg.MaxConnections)
 	pc.ConnConfig.ConnectTimeout = cfg.ConnectTimeout
 	pc.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	pc.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(cfg.StatementTimeout.Milliseconds(), 10)

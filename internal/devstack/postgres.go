@@ -71,20 +71,19 @@ func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Post
 		if p.cred, err = systemUser("postgres"); err != nil {
 			return nil, fmt.Errorf("postgres: running as root needs the postgres system user: %w", err)
 		}
-		// The server user must reach its folders; the caller's folder may sit
-		// under a private home, so use a world-traversable temporary one.
+	}
+	// As root, the server user must reach its folders; the caller's folder
+	// may sit under a private home, so use a world-traversable temporary one.
+	if p.cred != nil || opts.BaseDir != "" {
 		if p.base, err = os.MkdirTemp(opts.BaseDir, "orgforge-pg-"); err != nil {
 			return nil, err
 		}
 		p.ownsBase = true
-		if err := os.Chmod(p.base, 0o755); err != nil {
-			return nil, err
+		if p.cred != nil {
+			if err := os.Chmod(p.base, 0o755); err != nil {
+				return nil, err
+			}
 		}
-	} else if opts.BaseDir != "" {
-		if p.base, err = os.MkdirTemp(opts.BaseDir, "orgforge-pg-"); err != nil {
-			return nil, err
-		}
-		p.ownsBase = true
 	} else {
 		p.base = filepath.Join(dir, "postgres")
 		if err := os.MkdirAll(p.base, 0o700); err != nil {

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/orgforge/orgforge/internal/aurora"
 )
 
 // Results is everything one run measured; results.json is it as JSON.
@@ -752,7 +754,7 @@ func markdown(r *Results) string {
 		}
 		if so, sr := s.Orgforge.Create.Sessions, s.Raw.Create.Sessions; so != nil && sr != nil {
 			w("PostgreSQL sessions during the creations, mean over the phase (pg_stat_activity every 25 ms): orgforge %.2f active (%.2f of them in the admin database, of the admin pool's %d connections), %.2f idle; raw %.2f active (%.2f in the admin database), %.2f idle. Active is the server running a statement or waiting for CPU, a lock or the disk; idle is an open session waiting for its client.\n\n",
-				so.Active, so.AdminActive, max(1, r.Settings.DatabaseMaxConnections/2), so.Idle, sr.Active, sr.AdminActive, sr.Idle)
+				so.Active, so.AdminActive, aurora.AdminConnections(int32(r.Settings.DatabaseMaxConnections)), so.Idle, sr.Active, sr.AdminActive, sr.Idle)
 		}
 		if len(d.CreateAPILatency) > 0 {
 			w("Kubernetes writes during the creations, as the apiserver timed them (mean per request):")
@@ -793,7 +795,6 @@ func markdown(r *Results) string {
 			if dm := d.DeleteMetrics; dm != nil {
 				w(" orgforge delete: reconciles %v, mean reconcile %.0f ms", dm.Reconciles, dm.ReconcileTime.MeanMs)
 				if len(dm.Steps) > 0 {
-					// dropDatabase runs beside deleteUser then deletePrefix.
 					w("; steps ")
 					steps(dm.Steps)
 					w(" (dropDatabase runs beside deleteUser and deletePrefix)")

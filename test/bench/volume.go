@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// volume is a filesystem of PostgreSQL's own for the run: an ext4 image,
-// with its journal, mounted over a loop device in the work folder.
+// volume is a filesystem of PostgreSQL's own for the run: an ext4 image
+// with its journal, kept in the work folder and mounted over a loop device.
 //
 // Why: this machine's root filesystem is ext4 without a journal. Without
 // one, ext4 does not reuse an inode freed in the last 60 s (300 s while its
