@@ -733,18 +733,14 @@ func markdown(r *Results) string {
 			w("CPU seconds used during the create phase, by process (the machine has %d cores):\n\n", r.Machine.Cores)
 			w("| process | orgforge side (%.1f s wall) | raw side (%.1f s wall) |\n|---|---:|---:|\n", s.Orgforge.Create.Seconds, s.Raw.Create.Seconds)
 			procs := map[string]bool{}
-			var to, tr float64
-			for k, v := range s.Orgforge.Create.CPUSeconds {
+			for k := range s.Orgforge.Create.CPUSeconds {
 				procs[k] = true
-				to += v
 			}
-			for k, v := range s.Raw.Create.CPUSeconds {
+			for k := range s.Raw.Create.CPUSeconds {
 				procs[k] = true
-				tr += v
 			}
 			delete(procs, "other")
-			to -= s.Orgforge.Create.CPUSeconds["other"]
-			tr -= s.Raw.Create.CPUSeconds["other"]
+			to, tr := stackCPU(s.Orgforge.Create.CPUSeconds), stackCPU(s.Raw.Create.CPUSeconds)
 			for _, k := range sortedKeys(procs) {
 				w("| %s | %.1f | %.1f |\n", k, s.Orgforge.Create.CPUSeconds[k], s.Raw.Create.CPUSeconds[k])
 			}
@@ -892,21 +888,23 @@ type cpuCeiling struct {
 	ServicesOrgforge, ServicesRaw float64
 }
 
+// stackCPU is the CPU of a side's stack: every process but "other", the
+// rest of the machine.
+func stackCPU(m map[string]float64) float64 {
+	var sum float64
+	for k, v := range m {
+		if k != "other" {
+			sum += v
+		}
+	}
+	return sum
+}
+
 func ceilingOf(o, r map[string]float64) (cpuCeiling, bool) {
 	if len(o) == 0 || len(r) == 0 {
 		return cpuCeiling{}, false
 	}
-	var c cpuCeiling
-	for k, v := range r {
-		if k != "other" {
-			c.RawStack += v
-		}
-	}
-	for k, v := range o {
-		if k != "other" {
-			c.OrgforgeStack += v
-		}
-	}
+	c := cpuCeiling{RawStack: stackCPU(r), OrgforgeStack: stackCPU(o)}
 	c.Kubernetes = o["kube-apiserver"] + o["etcd"] + o["orgforge"] + o["bench"] - r["bench"]
 	c.ServicesOrgforge = o["postgres"] + o["versitygw"]
 	c.ServicesRaw = r["postgres"] + r["versitygw"]
