@@ -133,10 +133,10 @@ func TestPlanReusesTheNScenarioForItsSweepPointAndRepeatsOnlyTheHeadline(t *test
 	}{
 		"default rounds": {
 			args: []string{"--n", "100,500", "--sweep", "1,4,8", "--sweep-n", "500"},
-			want: []string{"n100-c4 delete x1", "n500-c4 sweep steady delete x2", "n500-c1 sweep x1", "n500-c8 sweep x1"},
+			want: []string{"n100-c4 delete x1", "n500-c4 sweep steady delete floor x2", "n500-c1 sweep x1", "n500-c8 sweep x1"},
 		},
-		"three rounds, headline given first": {
-			args: []string{"--n", "500,100", "--sweep", "", "--rounds", "3"},
+		"three rounds, headline given first, no floor": {
+			args: []string{"--n", "500,100", "--sweep", "", "--rounds", "3", "--floor=false"},
 			want: []string{"n500-c4 steady delete x3", "n100-c4 delete x1"},
 		},
 	}
@@ -157,6 +157,9 @@ func TestPlanReusesTheNScenarioForItsSweepPointAndRepeatsOnlyTheHeadline(t *test
 				}
 				if s.Delete {
 					flags += " delete"
+				}
+				if s.Floor {
+					flags += " floor"
 				}
 				got = append(got, fmt.Sprintf("%s%s x%d", s.Name, flags, s.Rounds))
 			}
@@ -230,6 +233,69 @@ func TestPoolDividesSummedOrganizationsBySummedSeconds(t *testing.T) {
 	}
 	if got := pool(rounds[:1]); got.Create.Ratio != 0.538 {
 		t.Errorf("one round's pooled create ratio = %v, want its own ratio 0.538", got.Create.Ratio)
+	}
+}
+
+func TestPoolSetsTheFloorBesideBothSidesOverTheRoundsThatRanIt(t *testing.T) {
+	rounds := []Round{
+		{Round: 1, First: "raw",
+			Raw:      SideResult{Create: *timedPhase(500, 500, 30)},
+			Floor:    &SideResult{Create: *timedPhase(500, 500, 40)},
+			Orgforge: SideResult{Create: *timedPhase(500, 500, 44)}},
+		{Round: 2, First: "orgforge",
+			Raw:      SideResult{Create: *timedPhase(500, 500, 34)},
+			Floor:    &SideResult{Create: *timedPhase(500, 500, 38)},
+			Orgforge: SideResult{Create: *timedPhase(500, 500, 42)}},
+		// No floor in round 3: it counts for the pair, not for the floor.
+		{Round: 3, First: "raw",
+			Raw:      SideResult{Create: *timedPhase(500, 500, 10)},
+			Orgforge: SideResult{Create: *timedPhase(500, 500, 100)}},
+	}
+	got := pool(rounds)
+	// 1000 in 64 s, 78 s and 86 s: 15.63, 12.82 and 11.63 orgs/s.
+	want := &PooledFloor{
+		Rounds:          2,
+		Raw:             PooledSide{Completed: 1000, Seconds: 64, OrgsPerSecond: 15.63},
+		Floor:           PooledSide{Completed: 1000, Seconds: 78, OrgsPerSecond: 12.82},
+		Orgforge:        PooledSide{Completed: 1000, Seconds: 86, OrgsPerSecond: 11.63},
+		FloorRatio:      0.821,
+		OrgforgeToFloor: 0.907,
+	}
+	if diff := cmp.Diff(want, got.Floor); diff != "" {
+		t.Errorf("pooled floor (-want +got):\n%s", diff)
+	}
+	if got.Create.Rounds != 3 {
+		t.Errorf("the pair was pooled over %d rounds, want all 3", got.Create.Rounds)
+	}
+	if got := pool(rounds[2:]); got.Floor != nil {
+		t.Errorf("rounds without a floor pooled one: %+v", got.Floor)
+	}
+}
+
+func TestMarkdownSetsTheFloorBetweenRawAndOrgforge(t *testing.T) {
+	floor := timedPhase(500, 500, 40)
+	floor.CPUSeconds = map[string]float64{"bench": 6.1, "kube-apiserver": 10.2, "postgres": 25.0}
+	floor.APIWritesPerOrg = 6
+	orgforge := timedPhase(500, 500, 44)
+	orgforge.CPUSeconds = map[string]float64{"bench": 1.5, "kube-apiserver": 11.5, "orgforge": 6.8, "postgres": 24.3}
+	rd := Round{Round: 1, First: "raw", CreateRatio: 0.68, FloorRatio: 0.75,
+		Raw: SideResult{Create: *timedPhase(500, 500, 30)}, Floor: &SideResult{Create: *floor}, Orgforge: SideResult{Create: *orgforge}}
+	sc := ScenarioResult{Name: "n500-c4", N: 500, Concurrency: 4, Rounds: []Round{rd},
+		Raw: rd.Raw, Orgforge: rd.Orgforge, Floor: rd.Floor}
+	sc.Orgforge.Operator = &OperatorDetail{CreateAPIWritesPerOrg: 6}
+	sc.Pooled = pool(sc.Rounds)
+	md := markdown(&Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4, DatabaseMaxConnections: 4},
+		Scenarios: []ScenarioResult{sc}})
+	for _, want := range []string{
+		"| 1 | raw, floor, orgforge | 16.7 (30.0) | 12.5 (40.0) | 11.4 (44.0) | 0.75 | 0.68 | 0.91 |",
+		"| round 1 | | 16.7 | 12.5 | 11.4 | **0.75** | 0.68 | **0.91** |",
+		"floor 6.0, orgforge 6.0.",
+		"| orgforge | 0.0 | 6.8 |",
+		"| total of the stack | 41.3 | 44.1 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q", want)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -99,6 +100,10 @@ func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, e
 		cfg.QPS, cfg.Burst = -1, 0
 		scheme := runtime.NewScheme()
 		if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
+			return nil, err
+		}
+		// The floor side writes Namespaces and Secrets with it.
+		if err := clientgoscheme.AddToScheme(scheme); err != nil {
 			return nil, err
 		}
 		if e.kube, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme}); err != nil {

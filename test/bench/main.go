@@ -72,6 +72,7 @@ type options struct {
 	keepWork      bool
 	operatorFirst bool
 	rounds        int
+	floor         bool
 	// pgVolume gives PostgreSQL a filesystem of its own (volume.go);
 	// pgBase is where its stacks' servers then keep their data.
 	pgVolume bool
@@ -115,6 +116,7 @@ func parseFlags(args []string) (*options, error) {
 	// One N=500 round costs about 2.8 minutes (the default set took 13.5
 	// with two); more than three would push it past twenty.
 	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 2.8 minutes.")
+	fs.BoolVar(&o.floor, "floor", true, "Run a third side in each round of the headline scenario, creations only: the raw loop plus the Kubernetes writes orgforge makes for each Organization, with no controller. Each round's costs about a minute more.")
 	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
@@ -192,6 +194,8 @@ type scenario struct {
 	// Steady and Profile are done in the first round only.
 	Steady  bool
 	Profile bool
+	// Floor adds the floor side (floor.go) to each round's creations.
+	Floor bool
 	// Rounds is how many side-by-side pairs the scenario runs.
 	Rounds int
 	// Round is the one being run, from 1; set by runScenario.
@@ -234,6 +238,7 @@ func plan(o *options) []scenario {
 			Name: fmt.Sprintf("n%d-c%d", n, o.concurrency), N: n, Concurrency: o.concurrency,
 			Sweep: n == o.sweepN && slices.Contains(o.sweep, o.concurrency), Delete: true,
 			Steady: n == o.steadyN, Profile: o.profile && n == o.profileN, Rounds: rounds,
+			Floor: o.floor && n == headline,
 		})
 	}
 	for _, c := range o.sweep {

@@ -149,6 +149,23 @@ func (t *tracker) waitAll(ctx context.Context, names []string, pick func(*tracke
 	}
 }
 
+// waitSeen waits until the watch has seen the Organization, as a
+// controller learns of one from its watch.
+func (t *tracker) waitSeen(ctx context.Context, name string) error {
+	for {
+		t.mu.Lock()
+		seen := t.seen[name]
+		t.mu.Unlock()
+		if seen {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func readyMap(t *tracker) map[string]time.Time { return t.ready }
 func goneMap(t *tracker) map[string]time.Time  { return t.gone }
 

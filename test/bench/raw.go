@@ -94,10 +94,19 @@ func newUID() (string, error) {
 // order: role with a SCRAM verifier, database with its marker, database
 // secured, prefix marker, IAM user with its prefix policy, access key.
 func (r *rawServices) provision(ctx context.Context, o rawOrg) error {
+	if _, err := r.provisionDatabase(ctx, o); err != nil {
+		return err
+	}
+	_, err := r.provisionStorage(ctx, o)
+	return err
+}
+
+// provisionDatabase makes the role, with a new password it returns, and
+// the database, marked and secured.
+func (r *rawServices) provisionDatabase(ctx context.Context, o rawOrg) (password string, err error) {
 	dbMarker := aurora.Marker{Org: o.name, UID: o.uid}
 	if err := r.steps.time("role", func() error {
-		password, err := r.creds.NewPassword()
-		if err != nil {
+		if password, err = r.creds.NewPassword(); err != nil {
 			return err
 		}
 		verifier, err := r.creds.Verifier(password)
@@ -107,26 +116,32 @@ func (r *rawServices) provision(ctx context.Context, o rawOrg) error {
 		_, err = r.db.EnsureRole(ctx, aurora.RoleSpec{Name: o.role, Marker: dbMarker, Verifier: verifier, ConnLimit: 10})
 		return err
 	}); err != nil {
-		return fmt.Errorf("role: %w", err)
+		return "", fmt.Errorf("role: %w", err)
 	}
 	if err := r.steps.time("database", func() error {
 		_, err := r.db.EnsureDatabase(ctx, o.database, o.role, dbMarker)
 		return err
 	}); err != nil {
-		return fmt.Errorf("database: %w", err)
+		return "", fmt.Errorf("database: %w", err)
 	}
 	if err := r.steps.time("secure", func() error {
 		_, err := r.db.SecureDatabase(ctx, o.database, o.role)
 		return err
 	}); err != nil {
-		return fmt.Errorf("secure: %w", err)
+		return "", fmt.Errorf("secure: %w", err)
 	}
+	return password, nil
+}
+
+// provisionStorage makes the prefix marker, the IAM user with its prefix
+// policy, and the access key it returns.
+func (r *rawServices) provisionStorage(ctx context.Context, o rawOrg) (key storage.AccessKey, err error) {
 	stMarker := storage.Marker{Org: o.name, UID: o.uid}
 	if err := r.steps.time("prefix", func() error {
 		_, err := r.st.EnsurePrefix(ctx, o.prefix, stMarker)
 		return err
 	}); err != nil {
-		return fmt.Errorf("prefix: %w", err)
+		return key, fmt.Errorf("prefix: %w", err)
 	}
 	var user string
 	if err := r.steps.time("iamUser", func() error {
@@ -134,15 +149,15 @@ func (r *rawServices) provision(ctx context.Context, o rawOrg) error {
 		user, _, err = r.st.EnsurePrefixUser(ctx, o.name, stMarker, o.prefix)
 		return err
 	}); err != nil {
-		return fmt.Errorf("IAM user: %w", err)
+		return key, fmt.Errorf("IAM user: %w", err)
 	}
 	if err := r.steps.time("accessKey", func() error {
-		_, err := r.st.CreateAccessKey(ctx, user)
+		key, err = r.st.CreateAccessKey(ctx, user)
 		return err
 	}); err != nil {
-		return fmt.Errorf("access key: %w", err)
+		return key, fmt.Errorf("access key: %w", err)
 	}
-	return nil
+	return key, nil
 }
 
 // deprovision removes it all again, in the reconciler's order.

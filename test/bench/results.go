@@ -75,10 +75,13 @@ type ScenarioResult struct {
 	Rounds []Round `json:"rounds"`
 	// Raw and Orgforge are the first round's sides with all their detail:
 	// the operator's metrics and profiles, steps and CPU by process.
-	Raw      SideResult    `json:"raw"`
-	Orgforge SideResult    `json:"orgforge"`
-	Steady   *SteadyResult `json:"steadyState,omitempty"`
-	Errors   []string      `json:"errors,omitempty"`
+	Raw      SideResult `json:"raw"`
+	Orgforge SideResult `json:"orgforge"`
+	// Floor is the first round's floor side (floor.go), when the scenario
+	// ran one.
+	Floor  *SideResult   `json:"floor,omitempty"`
+	Steady *SteadyResult `json:"steadyState,omitempty"`
+	Errors []string      `json:"errors,omitempty"`
 	// Warnings are raw organizations that failed: findings about the
 	// services, which the run reports and goes on.
 	Warnings []string `json:"warnings,omitempty"`
@@ -97,12 +100,33 @@ type Round struct {
 	// ScenarioResult.Orgforge only.
 	Raw      SideResult `json:"raw"`
 	Orgforge SideResult `json:"orgforge"`
+	// Floor, creation only, ran between the two when the scenario has it;
+	// FloorRatio is its orgs/s over raw's.
+	Floor      *SideResult `json:"floor,omitempty"`
+	FloorRatio float64     `json:"floorRatio,omitempty"`
 }
 
 // Pooled is a scenario's throughput over all its rounds.
 type Pooled struct {
 	Create PooledPair  `json:"create"`
 	Delete *PooledPair `json:"delete,omitempty"`
+	// Floor is the floor side's creations, over the rounds that ran all
+	// three sides.
+	Floor *PooledFloor `json:"floor,omitempty"`
+}
+
+// PooledFloor sets the floor side beside the other two, each pooled over
+// the same rounds.
+type PooledFloor struct {
+	Rounds   int        `json:"rounds"`
+	Raw      PooledSide `json:"raw"`
+	Floor    PooledSide `json:"floor"`
+	Orgforge PooledSide `json:"orgforge"`
+	// FloorRatio is the floor's orgs/s over raw's: what an operator making
+	// orgforge's Kubernetes writes could reach here. OrgforgeToFloor is
+	// orgforge's over the floor's: what the controller costs beyond them.
+	FloorRatio      float64 `json:"floorRatio"`
+	OrgforgeToFloor float64 `json:"orgforgeToFloor"`
 }
 
 // PooledPair is one phase, creation or deletion, pooled over the rounds in
@@ -131,30 +155,21 @@ type PooledSide struct {
 func pool(rounds []Round) Pooled {
 	pair := func(get func(SideResult) *Phase) *PooledPair {
 		var p PooledPair
+		var raws, ops []*Phase
 		for _, r := range rounds {
 			raw, op := get(r.Raw), get(r.Orgforge)
 			if raw == nil || op == nil || raw.N == 0 || op.N == 0 {
 				continue
 			}
-			p.Rounds++
-			p.Raw.Completed += raw.Completed
-			p.Raw.Seconds += raw.Seconds
-			p.Orgforge.Completed += op.Completed
-			p.Orgforge.Seconds += op.Seconds
+			raws, ops = append(raws, raw), append(ops, op)
 		}
-		if p.Rounds == 0 {
+		if len(raws) == 0 {
 			return nil
 		}
 		var rawRate, opRate float64
-		if p.Raw.Seconds > 0 {
-			rawRate = float64(p.Raw.Completed) / p.Raw.Seconds
-		}
-		if p.Orgforge.Seconds > 0 {
-			opRate = float64(p.Orgforge.Completed) / p.Orgforge.Seconds
-		}
-		p.Raw.Seconds, p.Orgforge.Seconds = round(p.Raw.Seconds, 3), round(p.Orgforge.Seconds, 3)
-		p.Raw.OrgsPerSecond, p.Orgforge.OrgsPerSecond = round(rawRate, 2), round(opRate, 2)
-		p.Ratio = ratio(opRate, rawRate)
+		p.Raw, rawRate = poolSide(raws)
+		p.Orgforge, opRate = poolSide(ops)
+		p.Rounds, p.Ratio = len(raws), ratio(opRate, rawRate)
 		return &p
 	}
 	var out Pooled
@@ -162,7 +177,40 @@ func pool(rounds []Round) Pooled {
 		out.Create = *c
 	}
 	out.Delete = pair(func(s SideResult) *Phase { return s.Delete })
+	var raws, floors, ops []*Phase
+	for _, r := range rounds {
+		if r.Floor == nil || r.Floor.Create.N == 0 || r.Raw.Create.N == 0 || r.Orgforge.Create.N == 0 {
+			continue
+		}
+		raws, floors, ops = append(raws, &r.Raw.Create), append(floors, &r.Floor.Create), append(ops, &r.Orgforge.Create)
+	}
+	if len(floors) > 0 {
+		f := &PooledFloor{Rounds: len(floors)}
+		var rawRate, floorRate, opRate float64
+		f.Raw, rawRate = poolSide(raws)
+		f.Floor, floorRate = poolSide(floors)
+		f.Orgforge, opRate = poolSide(ops)
+		f.FloorRatio, f.OrgforgeToFloor = ratio(floorRate, rawRate), ratio(opRate, floorRate)
+		out.Floor = f
+	}
 	return out
+}
+
+// poolSide sums one side's organizations and seconds over its phases, and
+// returns them with their quotient rounded, and the quotient unrounded for
+// the ratios.
+func poolSide(phases []*Phase) (PooledSide, float64) {
+	var s PooledSide
+	for _, p := range phases {
+		s.Completed += p.Completed
+		s.Seconds += p.Seconds
+	}
+	var rate float64
+	if s.Seconds > 0 {
+		rate = float64(s.Completed) / s.Seconds
+	}
+	s.Seconds, s.OrgsPerSecond = round(s.Seconds, 3), round(rate, 2)
+	return s, rate
 }
 
 // roundsNote says how a scenario's figures were pooled.
@@ -214,9 +262,12 @@ type Phase struct {
 	// versitygw, and bench (the raw loop runs in the bench itself).
 	CPUSeconds map[string]float64 `json:"cpuSeconds,omitempty"`
 	// Steps is the raw loop's time per step.
-	Steps       map[string]HistogramSummary `json:"steps,omitempty"`
-	LatenciesMs []int64                     `json:"latenciesMs"`
-	Errors      []string                    `json:"errors,omitempty"`
+	Steps map[string]HistogramSummary `json:"steps,omitempty"`
+	// APIWritesPerOrg counts the floor side's Kubernetes writes per
+	// organization, the apply's creates left out.
+	APIWritesPerOrg float64  `json:"apiWritesPerOrg,omitempty"`
+	LatenciesMs     []int64  `json:"latenciesMs"`
+	Errors          []string `json:"errors,omitempty"`
 }
 
 // Sessions are a side's PostgreSQL sessions over a phase, from
@@ -675,6 +726,10 @@ func markdown(r *Results) string {
 		w("| pooled, %d rounds | | %s | %s | **%.2f** | %s | %s | %s |\n\n", c.Rounds, pooled(c.Raw), pooled(c.Orgforge), c.Ratio, pdr, pdo, pdRatio)
 	}
 
+	for _, s := range r.Scenarios {
+		writeFloor(w, s)
+	}
+
 	sweep := filterScenarios(r.Scenarios, func(s ScenarioResult) bool { return s.Sweep })
 	slices.SortFunc(sweep, func(a, b ScenarioResult) int { return a.Concurrency - b.Concurrency })
 	if len(sweep) > 0 {
@@ -944,4 +999,60 @@ func writeCPUCeiling(w func(string, ...any), rounds []Round, cores int) {
 		w("\nOver the rounds: %.1f / (%.1f + %.1f) = %.2f.\n", sum.RawStack, sum.RawStack, sum.Kubernetes, sum.RawStack/(sum.RawStack+sum.Kubernetes))
 	}
 	w("\n")
+}
+
+// writeFloor writes the floor side's rounds beside the other two, and the
+// first round's CPU by process beside orgforge's.
+func writeFloor(w func(string, ...any), s ScenarioResult) {
+	f := s.Pooled.Floor
+	if f == nil {
+		return
+	}
+	w("## The floor: the raw loop plus orgforge's Kubernetes writes, N=%d, concurrency %d\n\n", s.N, s.Concurrency)
+	w("A third side, creations only, on a fresh stack of its own between the other two. The N Organizations are applied as on the orgforge side, and %d workers of the bench do, for each one the watch has seen, the raw loop's external work and the Kubernetes writes orgforge makes, in the same shapes: the finalizer patch, the namespace, the two Secrets, the status patch and the Event. No informer, cache or work queue. Like the raw loop, each worker does one organization's steps one after another. Its orgs/s over raw's is what these writes cost on this machine: what an operator that makes them, with raw's order of steps, could reach. orgforge's over the floor's is what the controller costs beyond the writes (its watch, cache and work queue), less what it gains by running the database and the storage parts of a reconcile at once.\n\n", s.Concurrency)
+	w("| round | order | raw orgs/s (s) | floor orgs/s (s) | orgforge orgs/s (s) | floor / raw | orgforge / raw | orgforge / floor |\n")
+	w("|---|---|---:|---:|---:|---:|---:|---:|\n")
+	for _, rd := range s.Rounds {
+		if rd.Floor == nil {
+			continue
+		}
+		order := "raw, floor, orgforge"
+		if rd.First == sideOrgforge {
+			order = "orgforge, floor, raw"
+		}
+		rc, fc, oc := rd.Raw.Create, rd.Floor.Create, rd.Orgforge.Create
+		w("| %d | %s | %.1f (%s) | %.1f (%s) | %.1f (%s) | %.2f | %.2f | %.2f |\n", rd.Round, order,
+			rc.OrgsPerSecond, secs(rc), fc.OrgsPerSecond, secs(fc), oc.OrgsPerSecond, secs(oc),
+			rd.FloorRatio, rd.CreateRatio, ratio(oc.OrgsPerSecond, fc.OrgsPerSecond))
+	}
+	label := "round 1"
+	if f.Rounds > 1 {
+		label = fmt.Sprintf("pooled, %d rounds", f.Rounds)
+	}
+	w("| %s | | %.1f | %.1f | %.1f | **%.2f** | %.2f | **%.2f** |\n\n", label,
+		f.Raw.OrgsPerSecond, f.Floor.OrgsPerSecond, f.Orgforge.OrgsPerSecond,
+		f.FloorRatio, ratio(f.Orgforge.OrgsPerSecond, f.Raw.OrgsPerSecond), f.OrgforgeToFloor)
+	fl := s.Floor
+	if fl == nil || len(fl.Create.CPUSeconds) == 0 || len(s.Orgforge.Create.CPUSeconds) == 0 {
+		return
+	}
+	writes := "-"
+	if d := s.Orgforge.Operator; d != nil {
+		writes = fmt.Sprintf("%.1f", d.CreateAPIWritesPerOrg)
+	}
+	w("Round 1's CPU seconds by process during the creations; the floor's loop runs in the bench. Kubernetes writes per Organization, the apply's creates left out: floor %.1f, orgforge %s.\n\n", fl.Create.APIWritesPerOrg, writes)
+	w("| process | floor side (%.1f s wall) | orgforge side (%.1f s wall) |\n|---|---:|---:|\n", fl.Create.Seconds, s.Orgforge.Create.Seconds)
+	procs := map[string]bool{}
+	for k := range fl.Create.CPUSeconds {
+		procs[k] = true
+	}
+	for k := range s.Orgforge.Create.CPUSeconds {
+		procs[k] = true
+	}
+	delete(procs, "other")
+	for _, k := range sortedKeys(procs) {
+		w("| %s | %.1f | %.1f |\n", k, fl.Create.CPUSeconds[k], s.Orgforge.Create.CPUSeconds[k])
+	}
+	w("| total of the stack | %.1f | %.1f |\n", stackCPU(fl.Create.CPUSeconds), stackCPU(s.Orgforge.Create.CPUSeconds))
+	w("| other processes on the machine (noise) | %.1f | %.1f |\n\n", fl.Create.CPUSeconds["other"], s.Orgforge.Create.CPUSeconds["other"])
 }

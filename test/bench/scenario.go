@@ -55,6 +55,10 @@ func runScenario(ctx context.Context, o *options, sc scenario, res *Results) Sce
 		if sc.Rounds > 1 {
 			logf("%s: create ratio %.2f, delete ratio %.2f (%s first)", rsc.label(), round.CreateRatio, round.DeleteRatio, round.First)
 		}
+		if round.Floor != nil {
+			logf("%s: floor over raw %.2f, orgforge over floor %.2f", rsc.label(), round.FloorRatio,
+				ratio(round.Orgforge.Create.OrgsPerSecond, round.Floor.Create.OrgsPerSecond))
+		}
 	}
 	r.Pooled = pool(r.Rounds)
 	r.CreateRatio = r.Pooled.Create.Ratio
@@ -110,18 +114,33 @@ func runRound(ctx context.Context, o *options, sc scenario, res *Results, r *Sce
 			r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.label(), err))
 		}
 	}
+	// The floor side, when the scenario has one, runs between the two, so
+	// that it too has the early and the late slot alike over the rounds.
+	floor := func() {
+		if !sc.Floor {
+			return
+		}
+		if err := runFloorSide(ctx, o, sc, &sides, res); err != nil {
+			r.Errors = append(r.Errors, fmt.Sprintf("%s floor: %v", sc.label(), err))
+		}
+	}
 	first := firstSide(sc.Round, o.operatorFirst)
 	if first == sideRaw {
 		raw()
+		floor()
 		operator()
 	} else {
 		operator()
+		floor()
 		raw()
 	}
 	if sc.Round == 1 {
-		r.Raw, r.Orgforge, r.Steady = sides.Raw, sides.Orgforge, sides.Steady
+		r.Raw, r.Orgforge, r.Floor, r.Steady = sides.Raw, sides.Orgforge, sides.Floor, sides.Steady
 	}
-	round := Round{Round: sc.Round, First: first, Raw: sides.Raw, Orgforge: sides.Orgforge}
+	round := Round{Round: sc.Round, First: first, Raw: sides.Raw, Orgforge: sides.Orgforge, Floor: sides.Floor}
+	if round.Floor != nil {
+		round.FloorRatio = ratio(round.Floor.Create.OrgsPerSecond, round.Raw.Create.OrgsPerSecond)
+	}
 	// The operator's detail is the first round's, kept once in
 	// ScenarioResult.Orgforge.
 	round.Orgforge.Operator = nil
@@ -143,18 +162,11 @@ func (e *env) noteVersions(ctx context.Context, res *Results) {
 }
 
 func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) error {
-	dir := sc.stackDir(o, sideRaw)
-	e, err := startEnv(ctx, o, dir, false)
-	if err != nil {
-		return fmt.Errorf("starting the stack: %w", err)
-	}
-	defer func() { _ = e.close() }()
-	e.noteVersions(ctx, res)
-	svc, err := newRawServices(ctx, e.st, o.dbMaxConns)
+	e, svc, err := startLoopStack(ctx, o, sc, sideRaw, res)
 	if err != nil {
 		return err
 	}
-	defer svc.close()
+	defer func() { svc.close(); _ = e.close() }()
 
 	names := make([]string, sc.N)
 	orgs := make([]rawOrg, sc.N)
@@ -200,6 +212,22 @@ func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult,
 	}
 	r.Raw.Leftovers = &l
 	return nil
+}
+
+// startLoopStack starts a side's fresh stack, the control plane too for
+// the floor side, and the raw loop's services on it.
+func startLoopStack(ctx context.Context, o *options, sc scenario, side string, res *Results) (*env, *rawServices, error) {
+	e, err := startEnv(ctx, o, sc.stackDir(o, side), side == sideFloor)
+	if err != nil {
+		return nil, nil, fmt.Errorf("starting the stack: %w", err)
+	}
+	e.noteVersions(ctx, res)
+	svc, err := newRawServices(ctx, e.st, o.dbMaxConns)
+	if err != nil {
+		_ = e.close()
+		return nil, nil, err
+	}
+	return e, svc, nil
 }
 
 func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) (err error) {
