@@ -200,7 +200,15 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 	wg.Go(func() { applied, applyErrs = applyAll(pctx, e.kube, names, sc.Name+"-floor", o.appliers) })
 	lr := workerLoop(pctx, sc.N, sc.Concurrency, func(ctx context.Context, i int) error { return f.provision(ctx, names[i]) })
 	wg.Wait()
-	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
+	// The loop wrote the status of the ones it finished; the watch has yet
+	// to see the last few. One that failed will never be Ready.
+	var done []string
+	for i, end := range lr.ends {
+		if !end.IsZero() {
+			done = append(done, names[i])
+		}
+	}
+	missing := t.waitAll(ctx, done, readyMap, o.phaseTimeout)
 	p := newPhase(sc.N, applied, t.times(readyMap))
 	p.CPUSeconds = takeCPU(0).since(cpu)
 	p.Steps = svc.steps.take()
@@ -218,6 +226,9 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 	logf("%s: floor Ready %d/%d in %.1fs (%.1f/s), %.1f API writes/org", sc.label(), p.Completed, sc.N, p.Seconds, p.OrgsPerSecond, p.APIWritesPerOrg)
 	if len(missing) > 0 {
 		return fmt.Errorf("%d Organizations not Ready after %s, e.g. %s", len(missing), o.phaseTimeout, missing[0])
+	}
+	if p.Completed < sc.N {
+		return fmt.Errorf("only %d of %d Organizations completed: %s", p.Completed, sc.N, strings.Join(p.Errors, "; "))
 	}
 	return nil
 }
