@@ -113,10 +113,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.phaseTimeout, "phase-timeout", 10*time.Minute, "Longest wait for one phase (all Ready, all gone, one raw loop).")
 	fs.DurationVar(&o.timeout, "timeout", 90*time.Minute, "Longest the whole run may take (the issue's full set with N=1000 took about 45 minutes when last timed).")
 	fs.BoolVar(&o.keepWork, "keep-work", false, "Keep --work (logs) at the end.")
-	// One N=500 round costs about 2.8 minutes (the default set took 13.5
-	// with two); more than three would push it past twenty.
-	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 2.8 minutes.")
-	fs.BoolVar(&o.floor, "floor", true, "Run a third side in each round of the headline scenario, creations only: the raw loop plus the Kubernetes writes orgforge makes for each Organization, with no controller. Each round's costs about a minute more.")
+	// One N=500 round with its floor side costs about 3.5 minutes (the
+	// default set took 14 with two, at 6f56273); a third brings it to about
+	// 17.5, a fourth past twenty.
+	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 3.5 minutes with its floor side, 2.8 without.")
+	fs.BoolVar(&o.floor, "floor", true, "Run a third side in each round of the headline scenario, creations only: the raw loop plus the Kubernetes writes orgforge makes for each Organization, with no controller. It adds about 50 seconds to each round.")
 	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
