@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,8 +59,8 @@ func (f *floorLoop) provision(ctx context.Context, name string) error {
 	}
 	finalizer := client.RawPatch(types.MergePatchType,
 		[]byte(`{"metadata":{"finalizers":["`+tenancyv1alpha1.FinalizerName+`"]}}`))
-	if err := f.kube.Patch(ctx, org, finalizer); err != nil {
-		return fmt.Errorf("finalizer: %w", err)
+	if err := kubeCall(ctx, func(ctx context.Context) error { return f.kube.Patch(ctx, org, finalizer) }); err != nil {
+		return fmt.Errorf("adding the finalizer to %s: %w", name, err)
 	}
 	o, err := newRawOrg(name)
 	if err != nil {
@@ -66,8 +69,9 @@ func (f *floorLoop) provision(ctx context.Context, name string) error {
 	o.uid = string(org.UID)
 	labels := map[string]string{controllers.LabelManagedBy: controllers.ManagedByValue, controllers.LabelOrganization: name}
 	namespace := naming.Namespace(name)
-	if err := f.kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: labels}}); err != nil {
-		return fmt.Errorf("namespace: %w", err)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: labels}}
+	if err := kubeCall(ctx, func(ctx context.Context) error { return f.kube.Create(ctx, ns) }); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", namespace, err)
 	}
 
 	password, err := f.raw.provisionDatabase(ctx, o)
@@ -91,8 +95,8 @@ func (f *floorLoop) provision(ctx context.Context, name string) error {
 
 	base := org.DeepCopy()
 	f.setReadyStatus(org, o, namespace)
-	if err := f.kube.Status().Patch(ctx, org, client.MergeFrom(base)); err != nil {
-		return fmt.Errorf("status: %w", err)
+	if err := kubeCall(ctx, func(ctx context.Context) error { return f.kube.Status().Patch(ctx, org, client.MergeFrom(base)) }); err != nil {
+		return fmt.Errorf("writing the status of %s: %w", name, err)
 	}
 	f.recorder.Eventf(org, nil, corev1.EventTypeNormal, tenancyv1alpha1.ReasonProvisioned, "Reconcile", "%s", strings.Join([]string{
 		"Created namespace " + namespace, "created role " + o.role, "created database " + o.database,
@@ -115,10 +119,17 @@ func (f *floorLoop) writeSecret(ctx context.Context, org *tenancyv1alpha1.Organi
 	if err := controllerutil.SetControllerReference(org, secret, f.kube.Scheme()); err != nil {
 		return err
 	}
-	if err := f.kube.Create(ctx, secret); err != nil {
-		return fmt.Errorf("Secret %s/%s: %w", namespace, name, err)
+	if err := kubeCall(ctx, func(ctx context.Context) error { return f.kube.Create(ctx, secret) }); err != nil {
+		return fmt.Errorf("creating Secret %s/%s: %w", namespace, name, err)
 	}
 	return nil
+}
+
+// kubeCall bounds one Kubernetes request, as the appliers' are.
+func kubeCall(ctx context.Context, fn func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return fn(ctx)
 }
 
 // databaseSecretData holds the keys the operator's database Secret holds.
@@ -177,7 +188,10 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 	t := startTracker(tctx, e.kube, sc.Name+"-floor")
 	defer func() { stopTracker(); <-t.done }()
 	f := &floorLoop{
-		raw: svc, kube: e.kube, seen: t, recorder: broadcaster.NewRecorder(e.kube.Scheme(), "orgforge"),
+		// Its writes carry the operator's field manager (its binary's
+		// name), so that the objects' managed fields have the operator's
+		// entries, not one entry merged with the apply's.
+		raw: svc, kube: client.WithFieldOwner(e.kube, "manager"), seen: t, recorder: broadcaster.NewRecorder(e.kube.Scheme(), "orgforge"),
 		dbHost: e.st.Postgres.Host, dbPort: e.st.Postgres.Port, endpoint: e.st.S3.Endpoint,
 	}
 	names := make([]string, sc.N)
@@ -197,7 +211,7 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 	var applied map[string]time.Time
 	var applyErrs []error
 	var wg sync.WaitGroup
-	wg.Go(func() { applied, applyErrs = applyAll(pctx, e.kube, names, sc.Name+"-floor", o.appliers) })
+	wg.Go(func() { applied, applyErrs = applyAllTracked(pctx, e.kube, names, sc.Name+"-floor", o.appliers, t) })
 	lr := workerLoop(pctx, sc.N, sc.Concurrency, func(ctx context.Context, i int) error { return f.provision(ctx, names[i]) })
 	wg.Wait()
 	// The loop wrote the status of the ones it finished; the watch has yet
@@ -208,7 +222,11 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 			done = append(done, names[i])
 		}
 	}
-	missing := t.waitAll(ctx, done, readyMap, o.phaseTimeout)
+	remaining := o.phaseTimeout
+	if deadline, ok := pctx.Deadline(); ok {
+		remaining = time.Until(deadline)
+	}
+	missing := t.waitAll(ctx, done, readyMap, remaining)
 	p := newPhase(sc.N, applied, t.times(readyMap))
 	p.CPUSeconds = takeCPU(0).since(cpu)
 	p.Steps = svc.steps.take()
@@ -223,12 +241,81 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 		p.APIWritesPerOrg = round(float64(others-writes["POST tenancy.orgforge.io/organizations"])/float64(sc.N), 2)
 	}
 	r.Floor = &SideResult{Create: p}
+	if len(done) > 0 {
+		if r.Floor.Shape, err = shapeOf(ctx, e.kube, done[0]); err != nil {
+			r.Floor.Create.Errors = append(r.Floor.Create.Errors, err.Error())
+		}
+	}
 	logf("%s: floor Ready %d/%d in %.1fs (%.1f/s), %.1f API writes/org", sc.label(), p.Completed, sc.N, p.Seconds, p.OrgsPerSecond, p.APIWritesPerOrg)
 	if len(missing) > 0 {
 		return fmt.Errorf("%d Organizations not Ready after %s, e.g. %s", len(missing), o.phaseTimeout, missing[0])
 	}
-	if p.Completed < sc.N {
-		return fmt.Errorf("only %d of %d Organizations completed: %s", p.Completed, sc.N, strings.Join(p.Errors, "; "))
-	}
+	// An organization the loop failed is reported with the raw loop's
+	// failures (runScenario), as a finding about the services.
 	return nil
+}
+
+// ObjectShape is what one Ready Organization's objects held, to show that
+// the floor writes what orgforge writes.
+type ObjectShape struct {
+	// Conditions are the status's, as Type=Status/Reason.
+	Conditions []string `json:"conditions"`
+	// SecretKeys are each Secret's data keys, by the Secret's name less
+	// the Organization's.
+	SecretKeys map[string][]string `json:"secretKeys"`
+	// Bytes are the objects' sizes as JSON, managed fields included:
+	// "organization" and each Secret's.
+	Bytes map[string]int `json:"bytes"`
+}
+
+// shapeOf reads an Organization and its two Secrets.
+func shapeOf(ctx context.Context, c client.Client, name string) (*ObjectShape, error) {
+	sh := &ObjectShape{SecretKeys: map[string][]string{}, Bytes: map[string]int{}}
+	org := &tenancyv1alpha1.Organization{}
+	if err := kubeCall(ctx, func(ctx context.Context) error { return c.Get(ctx, client.ObjectKey{Name: name}, org) }); err != nil {
+		return nil, fmt.Errorf("reading Organization %s: %w", name, err)
+	}
+	for _, cond := range org.Status.Conditions {
+		sh.Conditions = append(sh.Conditions, fmt.Sprintf("%s=%s/%s", cond.Type, cond.Status, cond.Reason))
+	}
+	slices.Sort(sh.Conditions)
+	b, err := json.Marshal(org)
+	if err != nil {
+		return nil, err
+	}
+	sh.Bytes["organization"] = len(b)
+	for _, secretName := range []string{naming.DatabaseSecretName(name), naming.StorageSecretName(name)} {
+		secret := &corev1.Secret{}
+		key := client.ObjectKey{Namespace: naming.Namespace(name), Name: secretName}
+		if err := kubeCall(ctx, func(ctx context.Context) error { return c.Get(ctx, key, secret) }); err != nil {
+			return nil, fmt.Errorf("reading Secret %s: %w", key, err)
+		}
+		short := strings.TrimPrefix(secretName, name+"-")
+		sh.SecretKeys[short] = slices.Sorted(maps.Keys(secret.Data))
+		if b, err = json.Marshal(secret); err != nil {
+			return nil, err
+		}
+		sh.Bytes[short] = len(b)
+	}
+	return sh, nil
+}
+
+// sameShape says how two shapes differ in what they hold, or "" when they
+// do not; their sizes are left to the reader.
+func sameShape(a, b *ObjectShape) string {
+	var diffs []string
+	if !slices.Equal(a.Conditions, b.Conditions) {
+		diffs = append(diffs, fmt.Sprintf("conditions %v against %v", a.Conditions, b.Conditions))
+	}
+	for _, k := range sortedKeys(a.SecretKeys) {
+		if !slices.Equal(a.SecretKeys[k], b.SecretKeys[k]) {
+			diffs = append(diffs, fmt.Sprintf("Secret %s keys %v against %v", k, a.SecretKeys[k], b.SecretKeys[k]))
+		}
+	}
+	for _, k := range sortedKeys(b.SecretKeys) {
+		if _, ok := a.SecretKeys[k]; !ok {
+			diffs = append(diffs, "Secret "+k+" only on one side")
+		}
+	}
+	return strings.Join(diffs, "; ")
 }

@@ -43,13 +43,17 @@ type tracker struct {
 	ready map[string]time.Time
 	gone  map[string]time.Time
 	seen  map[string]bool
+	// notApplied are the names whose create failed: no watch event will
+	// come for them.
+	notApplied map[string]error
 	// rewatches counts watches re-established after they ended.
 	rewatches int
 	done      chan struct{}
 }
 
 func startTracker(ctx context.Context, c client.WithWatch, run string) *tracker {
-	t := &tracker{ready: map[string]time.Time{}, gone: map[string]time.Time{}, seen: map[string]bool{}, done: make(chan struct{})}
+	t := &tracker{ready: map[string]time.Time{}, gone: map[string]time.Time{}, seen: map[string]bool{},
+		notApplied: map[string]error{}, done: make(chan struct{})}
 	go t.loop(ctx, c, client.MatchingLabels{labelRun: run})
 	return t
 }
@@ -150,20 +154,35 @@ func (t *tracker) waitAll(ctx context.Context, names []string, pick func(*tracke
 }
 
 // waitSeen waits until the watch has seen the Organization, as a
-// controller learns of one from its watch.
+// controller learns of one from its watch, or its create has failed.
 func (t *tracker) waitSeen(ctx context.Context, name string) error {
 	for {
 		t.mu.Lock()
-		seen := t.seen[name]
+		seen, applyErr := t.seen[name], t.notApplied[name]
 		t.mu.Unlock()
-		if seen {
+		switch {
+		case seen:
 			return nil
-		}
-		if ctx.Err() != nil {
+		case applyErr != nil:
+			return applyErr
+		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		time.Sleep(5 * time.Millisecond)
+		sleepCtx(ctx, 5*time.Millisecond)
 	}
+}
+
+// applyAllTracked is applyAll that also tells t which creates failed.
+func applyAllTracked(ctx context.Context, c client.Client, names []string, run string, workers int, t *tracker) (map[string]time.Time, []error) {
+	return forEach(ctx, names, workers, func(ctx context.Context, name string) error {
+		err := applyOne(ctx, c, name, run)
+		if err != nil {
+			t.mu.Lock()
+			t.notApplied[name] = err
+			t.mu.Unlock()
+		}
+		return err
+	})
 }
 
 func readyMap(t *tracker) map[string]time.Time { return t.ready }
@@ -184,12 +203,15 @@ func (t *tracker) times(pick func(*tracker) map[string]time.Time) map[string]tim
 // fast as the apiserver takes them, and returns when each create was sent.
 func applyAll(ctx context.Context, c client.Client, names []string, run string, workers int) (map[string]time.Time, []error) {
 	return forEach(ctx, names, workers, func(ctx context.Context, name string) error {
-		err := c.Create(ctx, newOrganization(name, run))
-		if err != nil {
-			return fmt.Errorf("creating Organization %s: %w", name, err)
-		}
-		return nil
+		return applyOne(ctx, c, name, run)
 	})
+}
+
+func applyOne(ctx context.Context, c client.Client, name, run string) error {
+	if err := c.Create(ctx, newOrganization(name, run)); err != nil {
+		return fmt.Errorf("creating Organization %s: %w", name, err)
+	}
+	return nil
 }
 
 // deleteAll deletes the Organizations the same way.

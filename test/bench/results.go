@@ -127,6 +127,8 @@ type PooledFloor struct {
 	// orgforge's over the floor's: what the controller costs beyond them.
 	FloorRatio      float64 `json:"floorRatio"`
 	OrgforgeToFloor float64 `json:"orgforgeToFloor"`
+	// OrgforgeRatio is orgforge's orgs/s over raw's in these rounds.
+	OrgforgeRatio float64 `json:"orgforgeRatio"`
 }
 
 // PooledPair is one phase, creation or deletion, pooled over the rounds in
@@ -190,7 +192,7 @@ func pool(rounds []Round) Pooled {
 		f.Raw, rawRate = poolSide(raws)
 		f.Floor, floorRate = poolSide(floors)
 		f.Orgforge, opRate = poolSide(ops)
-		f.FloorRatio, f.OrgforgeToFloor = ratio(floorRate, rawRate), ratio(opRate, floorRate)
+		f.FloorRatio, f.OrgforgeToFloor, f.OrgforgeRatio = ratio(floorRate, rawRate), ratio(opRate, floorRate), ratio(opRate, rawRate)
 		out.Floor = f
 	}
 	return out
@@ -229,6 +231,9 @@ type SideResult struct {
 	Leftovers *Leftovers `json:"leftovers,omitempty"`
 	// Operator is set on the orgforge side.
 	Operator *OperatorDetail `json:"operator,omitempty"`
+	// Shape is one Ready Organization's objects, on the orgforge and the
+	// floor sides of a scenario with a floor.
+	Shape *ObjectShape `json:"shape,omitempty"`
 }
 
 // Phase is one timed batch: N creations or N deletions.
@@ -1025,15 +1030,32 @@ func writeFloor(w func(string, ...any), s ScenarioResult) {
 			rc.OrgsPerSecond, secs(rc), fc.OrgsPerSecond, secs(fc), oc.OrgsPerSecond, secs(oc),
 			rd.FloorRatio, rd.CreateRatio, ratio(oc.OrgsPerSecond, fc.OrgsPerSecond))
 	}
-	label := "round 1"
-	if f.Rounds > 1 {
-		label = fmt.Sprintf("pooled, %d rounds", f.Rounds)
+	label := fmt.Sprintf("pooled, %d rounds", f.Rounds)
+	if f.Rounds == 1 {
+		label = "the round pooled"
 	}
 	w("| %s | | %.1f | %.1f | %.1f | **%.2f** | %.2f | **%.2f** |\n\n", label,
 		f.Raw.OrgsPerSecond, f.Floor.OrgsPerSecond, f.Orgforge.OrgsPerSecond,
-		f.FloorRatio, ratio(f.Orgforge.OrgsPerSecond, f.Raw.OrgsPerSecond), f.OrgforgeToFloor)
+		f.FloorRatio, f.OrgforgeRatio, f.OrgforgeToFloor)
 	fl := s.Floor
-	if fl == nil || len(fl.Create.CPUSeconds) == 0 || len(s.Orgforge.Create.CPUSeconds) == 0 {
+	if fl == nil {
+		return
+	}
+	if a, b := fl.Shape, s.Orgforge.Shape; a != nil && b != nil {
+		what := "the same conditions, and Secrets with the same keys"
+		if d := sameShape(a, b); d != "" {
+			what = "**different objects**: " + d
+		}
+		w("One Ready Organization of round 1 on each side: the floor's and orgforge's hold %s. As JSON, managed fields included, the floor's against orgforge's:", what)
+		for i, k := range sortedKeys(b.Bytes) {
+			if i > 0 {
+				w(";")
+			}
+			w(" %s %d / %d bytes", k, a.Bytes[k], b.Bytes[k])
+		}
+		w(".\n\n")
+	}
+	if len(fl.Create.CPUSeconds) == 0 || len(s.Orgforge.Create.CPUSeconds) == 0 {
 		return
 	}
 	writes := "-"

@@ -70,10 +70,14 @@ func runScenario(ctx context.Context, o *options, sc scenario, res *Results) Sce
 		if len(r.Rounds) > 1 {
 			name = fmt.Sprintf("%s round %d", sc.Name, round.Round)
 		}
-		// A raw organization that failed is a finding about the services,
-		// not a failure of the measurement: it is reported, and the run
-		// goes on.
-		for what, p := range map[string]*Phase{"raw create": &round.Raw.Create, "raw delete": round.Raw.Delete} {
+		// A raw or floor organization that failed is a finding about the
+		// services, not a failure of the measurement: it is reported, and
+		// the run goes on.
+		phases := map[string]*Phase{"raw create": &round.Raw.Create, "raw delete": round.Raw.Delete}
+		if round.Floor != nil {
+			phases["floor create"] = &round.Floor.Create
+		}
+		for what, p := range phases {
 			if p != nil && p.Completed < p.N {
 				r.Warnings = append(r.Warnings, fmt.Sprintf("%s %s: %d of %d failed: %s", name, what, p.N-p.Completed, p.N, strings.Join(p.Errors, "; ")))
 			}
@@ -114,8 +118,9 @@ func runRound(ctx context.Context, o *options, sc scenario, res *Results, r *Sce
 			r.Errors = append(r.Errors, fmt.Sprintf("%s orgforge: %v", sc.label(), err))
 		}
 	}
-	// The floor side, when the scenario has one, runs between the two, so
-	// that it too has the early and the late slot alike over the rounds.
+	// The floor side, when the scenario has one, runs between the two: the
+	// middle slot, which a steady drift of the machine's speed over the
+	// round weighs as it weighs the mean of the two ends.
 	floor := func() {
 		if !sc.Floor {
 			return
@@ -137,16 +142,21 @@ func runRound(ctx context.Context, o *options, sc scenario, res *Results, r *Sce
 	if sc.Round == 1 {
 		r.Raw, r.Orgforge, r.Floor, r.Steady = sides.Raw, sides.Orgforge, sides.Floor, sides.Steady
 	}
-	round := Round{Round: sc.Round, First: first, Raw: sides.Raw, Orgforge: sides.Orgforge, Floor: sides.Floor}
-	if round.Floor != nil {
-		round.FloorRatio = ratio(round.Floor.Create.OrgsPerSecond, round.Raw.Create.OrgsPerSecond)
-	}
+	return newRound(sc.Round, first, sides)
+}
+
+// newRound is round k of the sides that ran, first first, with its ratios.
+func newRound(k int, first string, sides ScenarioResult) Round {
+	round := Round{Round: k, First: first, Raw: sides.Raw, Orgforge: sides.Orgforge, Floor: sides.Floor}
 	// The operator's detail is the first round's, kept once in
 	// ScenarioResult.Orgforge.
 	round.Orgforge.Operator = nil
 	round.CreateRatio = ratio(round.Orgforge.Create.OrgsPerSecond, round.Raw.Create.OrgsPerSecond)
 	if round.Orgforge.Delete != nil && round.Raw.Delete != nil {
 		round.DeleteRatio = ratio(round.Orgforge.Delete.OrgsPerSecond, round.Raw.Delete.OrgsPerSecond)
+	}
+	if round.Floor != nil {
+		round.FloorRatio = ratio(round.Floor.Create.OrgsPerSecond, round.Raw.Create.OrgsPerSecond)
 	}
 	return round
 }
@@ -308,6 +318,11 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	if len(missing) > 0 {
 		r.Orgforge.Create.Errors = append(r.Orgforge.Create.Errors, fmt.Sprintf("%d not Ready after %s, e.g. %s", len(missing), o.phaseTimeout, missing[0]))
+	}
+	if sc.Floor && len(missing) == 0 {
+		if r.Orgforge.Shape, err = shapeOf(ctx, e.kube, names[0]); err != nil {
+			r.Orgforge.Create.Errors = append(r.Orgforge.Create.Errors, err.Error())
+		}
 	}
 	if detail.CreateProcess, err = op.stats(); err != nil {
 		return err
