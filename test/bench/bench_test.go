@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -289,6 +291,23 @@ func TestRoundTakesEachSidesOrgsPerSecondOverRaws(t *testing.T) {
 	}
 	if got := newRound(1, sideRaw, ScenarioResult{Raw: sides.Raw, Orgforge: sides.Orgforge}); got.Floor != nil || got.FloorRatio != 0 {
 		t.Errorf("a round without a floor has floor %v, ratio %v", got.Floor, got.FloorRatio)
+	}
+}
+
+func TestWaitSeenEndsWhenTheOrganizationIsSeenOrItsCreateFailed(t *testing.T) {
+	tr := &tracker{seen: map[string]bool{"seen": true}, notApplied: map[string]error{"failed": errors.New("creating Organization failed: denied")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := tr.waitSeen(ctx, "seen"); err != nil {
+		t.Errorf("waitSeen(seen) = %v, want nil", err)
+	}
+	if err := tr.waitSeen(ctx, "failed"); err == nil || !strings.Contains(err.Error(), "denied") {
+		t.Errorf("waitSeen(failed) = %v, want the create's error", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if err := tr.waitSeen(short, "never"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("waitSeen(never) = %v, want the context's deadline", err)
 	}
 }
 
