@@ -211,7 +211,7 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 	var applied map[string]time.Time
 	var applyErrs []error
 	var wg sync.WaitGroup
-	wg.Go(func() { applied, applyErrs = applyAllTracked(pctx, e.kube, names, sc.Name+"-floor", o.appliers, t) })
+	wg.Go(func() { applied, applyErrs = applyAll(pctx, e.kube, names, sc.Name+"-floor", o.appliers, t) })
 	lr := workerLoop(pctx, sc.N, sc.Concurrency, func(ctx context.Context, i int) error { return f.provision(ctx, names[i]) })
 	wg.Wait()
 	// The loop wrote the status of the ones it finished; the watch has yet

@@ -172,19 +172,6 @@ func (t *tracker) waitSeen(ctx context.Context, name string) error {
 	}
 }
 
-// applyAllTracked is applyAll that also tells t which creates failed.
-func applyAllTracked(ctx context.Context, c client.Client, names []string, run string, workers int, t *tracker) (map[string]time.Time, []error) {
-	return forEach(ctx, names, workers, func(ctx context.Context, name string) error {
-		err := applyOne(ctx, c, name, run)
-		if err != nil {
-			t.mu.Lock()
-			t.notApplied[name] = err
-			t.mu.Unlock()
-		}
-		return err
-	})
-}
-
 func readyMap(t *tracker) map[string]time.Time { return t.ready }
 func goneMap(t *tracker) map[string]time.Time  { return t.gone }
 
@@ -201,17 +188,19 @@ func (t *tracker) times(pick func(*tracker) map[string]time.Time) map[string]tim
 
 // applyAll creates the Organizations with workers client goroutines, as
 // fast as the apiserver takes them, and returns when each create was sent.
-func applyAll(ctx context.Context, c client.Client, names []string, run string, workers int) (map[string]time.Time, []error) {
+// A failed create is also noted in t, so that no one waits for its watch
+// event.
+func applyAll(ctx context.Context, c client.Client, names []string, run string, workers int, t *tracker) (map[string]time.Time, []error) {
 	return forEach(ctx, names, workers, func(ctx context.Context, name string) error {
-		return applyOne(ctx, c, name, run)
+		if err := c.Create(ctx, newOrganization(name, run)); err != nil {
+			err = fmt.Errorf("creating Organization %s: %w", name, err)
+			t.mu.Lock()
+			t.notApplied[name] = err
+			t.mu.Unlock()
+			return err
+		}
+		return nil
 	})
-}
-
-func applyOne(ctx context.Context, c client.Client, name, run string) error {
-	if err := c.Create(ctx, newOrganization(name, run)); err != nil {
-		return fmt.Errorf("creating Organization %s: %w", name, err)
-	}
-	return nil
 }
 
 // deleteAll deletes the Organizations the same way.

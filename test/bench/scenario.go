@@ -307,7 +307,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	logf("%s: orgforge create, applying %d Organizations", sc.label(), sc.N)
 	cpu := takeCPU(op.cmd.Process.Pid)
-	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers)
+	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t)
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
 	r.Orgforge.Create = newPhase(sc.N, applied, t.times(readyMap))
 	r.Orgforge.Create.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
