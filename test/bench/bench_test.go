@@ -351,18 +351,14 @@ func TestMarkdownSetsTheFloorBetweenRawAndOrgforge(t *testing.T) {
 	sc.Pooled = pool(sc.Rounds)
 	md := markdown(&Results{Machine: Machine{Cores: 2}, Settings: Settings{Ns: []int{500}, Concurrency: 4, DatabaseMaxConnections: 4},
 		Scenarios: []ScenarioResult{sc}})
-	for _, want := range []string{
+	mustContain(t, md,
 		"| 1 | raw, floor, orgforge | 16.7 (30.0) | 12.5 (40.0) | 11.4 (44.0) | 0.75 | 0.68 | 0.91 |",
 		"| the round pooled | | 16.7 | 12.5 | 11.4 | **0.75** | 0.68 | **0.91** |",
 		"floor 6.0, orgforge 6.0.",
 		"| orgforge | 0.0 | 6.8 |",
 		"| total of the stack | 41.3 | 44.1 |",
 		"hold **different objects**: Secret storage keys [bucket prefix] against [bucket]. As JSON, managed fields included, the floor's against orgforge's: database 880 / 900 bytes; organization 2300 / 2400 bytes; storage 720 / 700 bytes.",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("results.md lacks %q", want)
-		}
-	}
+	)
 }
 
 func TestTargetsJudgeThePooledRatios(t *testing.T) {
@@ -470,12 +466,18 @@ func TestMarkdownShowsWhatTheCPUAllowsPerRoundAndTheSessions(t *testing.T) {
 	// Raw's stack 73.7 s; Kubernetes adds 11.4 + 2.1 + 6.4 + 1.9 - 1.7 =
 	// 20.1 s; 73.7 / 93.8 = 0.79. Orgforge's stack 91.3 s over 52.3 s is
 	// 1.75 cores busy, raw's 73.7 s over 44.0 s 1.68.
-	for _, want := range []string{
+	mustContain(t, md,
 		"| 1 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
 		"| 2 | 1.75 / 1.68 | 73.7 | 20.1 | 69.5 / 72.0 | 0.79 | 0.84 |",
 		"Over the rounds: 147.4 / (147.4 + 40.2) = 0.79.",
 		"orgforge 1.83 active (1.40 of them in the admin database, of the admin pool's 2 connections), 1.84 idle; raw 1.68 active (1.21 in the admin database), 2.07 idle",
-	} {
+	)
+}
+
+// mustContain reports each of wants that results.md lacks.
+func mustContain(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("results.md lacks %q", want)
 		}

@@ -194,10 +194,7 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 		raw: svc, kube: client.WithFieldOwner(e.kube, "manager"), seen: t, recorder: broadcaster.NewRecorder(e.kube.Scheme(), "orgforge"),
 		dbHost: e.st.Postgres.Host, dbPort: e.st.Postgres.Port, endpoint: e.st.S3.Endpoint,
 	}
-	names := make([]string, sc.N)
-	for i := range names {
-		names[i] = fmt.Sprintf("floor-%s-%04d", sc.Name, i)
-	}
+	names := orgNames("floor", sc)
 	apiBefore, err := e.scrapeAPIServer(ctx)
 	if err != nil {
 		return fmt.Errorf("apiserver metrics: %w", err)
@@ -236,9 +233,7 @@ func runFloorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResul
 		p.Errors = append(p.Errors, err.Error())
 	}
 	if apiAfter, err := e.scrapeAPIServer(ctx); err == nil {
-		writes := writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
-		others, _ := splitHeartbeat(writes)
-		p.APIWritesPerOrg = round(float64(others-writes["POST tenancy.orgforge.io/organizations"])/float64(sc.N), 2)
+		p.APIWritesPerOrg = writesPerOrg(writesDelta(apiWrites(apiBefore), apiWrites(apiAfter)), "POST tenancy.orgforge.io/organizations", sc.N)
 	}
 	r.Floor = &SideResult{Create: p}
 	if len(done) > 0 {

@@ -60,6 +60,14 @@ func writesDelta(before, after map[string]float64) map[string]int {
 	return out
 }
 
+// writesPerOrg is the writes of delta per organization of n, less the
+// apiserver's heartbeat and the bench's own requests of kind own (its
+// creates or deletes of the Organizations).
+func writesPerOrg(delta map[string]int, own string, n int) float64 {
+	others, _ := splitHeartbeat(delta)
+	return round(float64(others-delta[own])/float64(n), 2)
+}
+
 // splitHeartbeat returns the writes not made by the apiserver's own
 // heartbeat, and the heartbeat's.
 func splitHeartbeat(delta map[string]int) (others, heartbeat int) {

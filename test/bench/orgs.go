@@ -35,6 +35,16 @@ func newOrganization(name, run string) *tenancyv1alpha1.Organization {
 	}
 }
 
+// orgNames names the scenario's N organizations of one side: names
+// differ between sides and between scenarios.
+func orgNames(side string, sc scenario) []string {
+	names := make([]string, sc.N)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s-%s-%04d", side, sc.Name, i)
+	}
+	return names
+}
+
 // tracker watches one run's Organizations and notes, for each, when it was
 // first seen Ready and when it was seen gone. Times are when the bench
 // received the event.

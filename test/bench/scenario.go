@@ -178,10 +178,9 @@ func runRawSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult,
 	}
 	defer func() { svc.close(); _ = e.close() }()
 
-	names := make([]string, sc.N)
+	names := orgNames("raw", sc)
 	orgs := make([]rawOrg, sc.N)
 	for i := range orgs {
-		names[i] = fmt.Sprintf("raw-%s-%04d", sc.Name, i)
 		if orgs[i], err = newRawOrg(names[i]); err != nil {
 			return err
 		}
@@ -264,10 +263,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	t := startTracker(tctx, e.kube, sc.Name)
 	defer func() { stopTracker(); <-t.done }()
 
-	names := make([]string, sc.N)
-	for i := range names {
-		names[i] = fmt.Sprintf("org-%s-%04d", sc.Name, i)
-	}
+	names := orgNames("org", sc)
 
 	// Create.
 	apiBefore, err := e.scrapeAPIServer(ctx)
@@ -342,9 +338,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	detail.CreateAPIWrites = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
 	detail.CreateAPILatency = latencyDelta(apiLatency(apiBefore), apiLatency(apiAfter))
-	others, _ := splitHeartbeat(detail.CreateAPIWrites)
-	ownCreates := detail.CreateAPIWrites["POST tenancy.orgforge.io/organizations"]
-	detail.CreateAPIWritesPerOrg = round(float64(others-ownCreates)/float64(sc.N), 2)
+	detail.CreateAPIWritesPerOrg = writesPerOrg(detail.CreateAPIWrites, "POST tenancy.orgforge.io/organizations", sc.N)
 	detail.PeakRSSMiB = detail.CreateProcess.PeakRSSMiB
 	c := r.Orgforge.Create
 	logf("%s: orgforge Ready %d/%d in %.1fs (%.1f/s), p50 %.2fs p99 %.2fs, peak conns %d, RSS %.1f MiB",
@@ -422,9 +416,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	if apiAfter, err = e.scrapeAPIServer(ctx); err == nil {
 		detail.DeleteAPIWrites = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
-		others, _ := splitHeartbeat(detail.DeleteAPIWrites)
-		own := detail.DeleteAPIWrites["DELETE tenancy.orgforge.io/organizations"]
-		detail.DeleteAPIWritesPerOrg = round(float64(others-own)/float64(sc.N), 2)
+		detail.DeleteAPIWritesPerOrg = writesPerOrg(detail.DeleteAPIWrites, "DELETE tenancy.orgforge.io/organizations", sc.N)
 	}
 	logf("%s: orgforge deleted %d/%d in %.1fs (%.1f/s)", sc.label(), dp.Completed, sc.N, dp.Seconds, dp.OrgsPerSecond)
 	l, err := e.leftovers(ctx)
