@@ -1,7 +1,17 @@
 // Package aurora is the registry's PostgreSQL service, the seed's
 // AuroraService: it gives each Organization a login role and a database on an
-// Aurora PostgreSQL cluster (or any PostgreSQL 15), as an admin login that has
-// CREATEDB and CREATEROLE but is not a superuser.
+// Aurora PostgreSQL cluster (or any PostgreSQL 13 to 17), as an admin login
+// that has CREATEDB and CREATEROLE but is not a superuser.
+//
+// A tenant's database is its own because PUBLIC may not connect to it: only
+// its owner, the tenant's role, may (and the admin, a member of that role,
+// and superusers). From PostgreSQL 15 the tenant also owns its schema public,
+// which PUBLIC may not create in. Before 15 schema public belongs to the
+// bootstrap superuser (rdsadmin on Aurora) and PUBLIC may create in it, as in
+// every database of those versions; neither the admin nor the tenant can
+// change that, so it stays: the tenant, the only one who may connect, uses
+// schema public just as on 15. What differs between majors is in
+// versionRules, and nowhere else.
 //
 // Every provisioning call observes the server before it acts, so that calling
 // it again changes nothing and runs no DDL. Objects are marked as the
@@ -90,11 +100,9 @@ type Service struct {
 	orgConfig *pgxpool.Config
 	orgs      *orgPools
 
-	// memberPrivilege is what pg_has_role must grant the admin over a
-	// tenant role to create a database it owns: membership up to
-	// PostgreSQL 15, the SET option from 16.
-	memberPrivilege string
-	ddl             atomic.Int64
+	// rules is what differs between PostgreSQL majors, learnt once.
+	rules versionRules
+	ddl   atomic.Int64
 }
 
 // AdminConnections is how many of maxConnections the admin pool gets; the
@@ -189,11 +197,41 @@ func (s *Service) checkAdmin(ctx context.Context) error {
 	if super {
 		s.log.Info("Admin role is a superuser; orgforge needs only CREATEDB and CREATEROLE", "endpoint", s.endpoint)
 	}
-	s.memberPrivilege = "MEMBER"
-	if version >= 160000 {
-		s.memberPrivilege = "SET"
-	}
+	s.rules = rulesFor(version)
 	return nil
+}
+
+// versionRules is everything the service does differently on different
+// PostgreSQL majors (13 to 17, the ones Aurora runs). rulesFor is the only
+// place that reads the server's version.
+type versionRules struct {
+	// memberPrivilege is what pg_has_role must grant the admin over a
+	// tenant role to create a database it owns: membership up to
+	// PostgreSQL 15, the SET option from 16, where a role's creator gets
+	// ADMIN on it but not SET.
+	memberPrivilege string
+	// securesSchemaPublic tells whether SecureDatabase makes schema
+	// public the tenant's and closes it to PUBLIC. From PostgreSQL 15,
+	// schema public of a new database belongs to pg_database_owner, so
+	// the database's owner, and the admin through it, may do that. Before
+	// 15 it belongs to the bootstrap superuser (rdsadmin on Aurora) and
+	// PUBLIC may create in it; only a superuser can change either, so
+	// SecureDatabase leaves it as it is. The database is still the
+	// tenant's alone, since PUBLIC may not connect to it.
+	securesSchemaPublic bool
+}
+
+// rulesFor returns the rules of a server whose server_version_num is
+// version.
+func rulesFor(version int) versionRules {
+	r := versionRules{memberPrivilege: "MEMBER", securesSchemaPublic: true}
+	if version < 150000 {
+		r.securesSchemaPublic = false
+	}
+	if version >= 160000 {
+		r.memberPrivilege = "SET"
+	}
+	return r
 }
 
 func (s *Service) newOrgPool(db string) (*pgxpool.Pool, error) {

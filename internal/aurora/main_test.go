@@ -82,6 +82,16 @@ func superuser(t *testing.T, db string) *pgx.Conn {
 	return conn
 }
 
+// serverVersion is the test server's server_version_num.
+func serverVersion(t *testing.T) int {
+	t.Helper()
+	var v int
+	if err := superuser(t, "postgres").QueryRow(testContext(t), "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func mustExec(t *testing.T, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(testContext(t), sql, args...); err != nil {

@@ -94,7 +94,7 @@ func (s *Service) observeRole(ctx context.Context, q querier, name string) (role
 	err := q.QueryRow(ctx, `SELECT r.rolcanlogin, r.rolconnlimit,
 			COALESCE(shobj_description(r.oid, 'pg_authid'), ''),
 			pg_has_role(current_user, r.oid, $2)
-		FROM pg_roles r WHERE r.rolname = $1`, name, s.memberPrivilege).Scan(&st.canLogin, &st.connLimit, &st.comment, &st.member)
+		FROM pg_roles r WHERE r.rolname = $1`, name, s.rules.memberPrivilege).Scan(&st.canLogin, &st.connLimit, &st.comment, &st.member)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return roleState{}, nil
 	}
@@ -365,8 +365,9 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 
 // SecureDatabase closes an Organization's database to everyone but its
 // owner (and the admin, a member of the owner): PUBLIC loses its default
-// CONNECT and TEMPORARY, the owner gets schema public, and PUBLIC may not
-// create in it.
+// CONNECT and TEMPORARY. From PostgreSQL 15 the owner also gets schema
+// public, and PUBLIC may not create in it; before 15 schema public is left
+// to the bootstrap superuser who owns it (see versionRules).
 func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Change, error) {
 	return s.secure(ctx, "SecureDatabase", name, owner, true)
 }
@@ -376,6 +377,7 @@ func (s *Service) SecureDatabase(ctx context.Context, name, owner string) (Chang
 // connect to it, which is how a database whose securing was interrupted
 // looks (SecureDatabase revokes PUBLIC's access last). Otherwise it opens no
 // session in the tenant's database, so it is cheap enough for every resync.
+// Before PostgreSQL 15 it never looks inside, as there is nothing to do.
 func (s *Service) SecureDatabaseAccess(ctx context.Context, name, owner string) (Change, error) {
 	return s.secure(ctx, "SecureDatabaseAccess", name, owner, false)
 }
@@ -412,7 +414,7 @@ func (s *Service) secureDatabase(ctx context.Context, name, owner string, inside
 	change := Unchanged
 	// Schema public first and PUBLIC's access last, so that a database
 	// PUBLIC can still reach is one whose schema may not be done yet.
-	if inside || publicHas {
+	if s.rules.securesSchemaPublic && (inside || publicHas) {
 		if change, err = s.schemaPublic(ctx, name, owner, change); err != nil {
 			return change, err
 		}

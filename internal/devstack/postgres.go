@@ -2,7 +2,9 @@ package devstack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -24,6 +26,10 @@ const (
 	AdminUser = "orgforge_admin"
 	// superUser is the bootstrap superuser; only the harness uses it.
 	superUser = "postgres"
+	// serverUser runs initdb and the server when the stack runs as root,
+	// which both refuse. nobody exists on every Linux system, unlike the
+	// postgres user that a distribution's server package creates.
+	serverUser = "nobody"
 )
 
 // PostgresOptions tunes the test server.
@@ -35,12 +41,13 @@ type PostgresOptions struct {
 	// BaseDir, when set, holds the server's folder instead of the stack's
 	// folder or, when running as root, the system's temporary folder: for
 	// example a filesystem of its own, as a database server has. As root
-	// it must be traversable by the postgres user.
+	// it must be traversable by the server's user, nobody.
 	BaseDir string
 }
 
-// Postgres is a PostgreSQL server from Debian's binaries, run from a
-// temporary data folder on a loopback port.
+// Postgres is a PostgreSQL server, from the binaries hack/tools.sh installs
+// (or any others named by ORGFORGE_PG_BIN), run from a temporary data folder
+// on a loopback port.
 type Postgres struct {
 	Host          string
 	Port          int
@@ -59,8 +66,8 @@ type Postgres struct {
 }
 
 // StartPostgres initialises a cluster under dir (or a private temporary
-// folder when running as root, because the server runs as the postgres system
-// user), starts it and creates the Aurora-like admin.
+// folder when running as root, because the server then runs as nobody),
+// starts it and creates the Aurora-like admin.
 func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Postgres, error) {
 	bin, err := toolPath("postgres", EnvPGBin)
 	if err != nil {
@@ -68,8 +75,8 @@ func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Post
 	}
 	p := &Postgres{Host: "127.0.0.1", bin: bin, opts: opts}
 	if os.Geteuid() == 0 {
-		if p.cred, err = systemUser("postgres"); err != nil {
-			return nil, fmt.Errorf("postgres: running as root needs the postgres system user: %w", err)
+		if p.cred, err = systemUser(serverUser); err != nil {
+			return nil, fmt.Errorf("postgres: running as root, the server runs as %s: %w", serverUser, err)
 		}
 	}
 	// As root, the server user must reach its folders; the caller's folder
@@ -130,7 +137,12 @@ func (p *Postgres) initdb() error {
 		"--auth-local=trust", "--auth-host=scram-sha-256")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
 	cmd.Dir = p.base
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if p.cred != nil && errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("postgres: initdb as %s: %w; running as root, the server runs as %s, who must be able to read %s and the folders above it, as hack/tools.sh installs it",
+			serverUser, err, serverUser, p.bin)
+	}
+	if err != nil {
 		return fmt.Errorf("postgres: initdb failed: %w\n%s", err, out)
 	}
 	return nil
