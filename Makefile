@@ -38,6 +38,25 @@ TOOLS_ENV = KUBEBUILDER_ASSETS="$$(hack/tools.sh envtest)" \
 
 GO_TEST_FLAGS ?= -race -timeout 25m
 
+# PostgreSQL majors (hack/tools.sh pins one release of each). Every test runs
+# on the default, 17; the packages that talk to PostgreSQL run again on each
+# of PG_OTHER_MAJORS, and the reconciler's on the oldest, PG_OLDEST_MAJOR.
+PG_OTHER_MAJORS ?= 13 14 15 16
+PG_PACKAGES ?= ./internal/aurora/ ./internal/devstack/
+PG_OLDEST_MAJOR ?= 13
+PG_OLDEST_PACKAGES ?= ./controllers/
+
+# test-other-majors runs PG_PACKAGES (and, on PG_OLDEST_MAJOR, also
+# PG_OLDEST_PACKAGES) once per major in PG_OTHER_MAJORS. go test caches each
+# run under its own ORGFORGE_PG_BIN.
+define test-other-majors
+@set -e; for major in $(PG_OTHER_MAJORS); do \
+	pkgs="$(PG_PACKAGES)"; [ "$$major" != "$(PG_OLDEST_MAJOR)" ] || pkgs="$$pkgs $(PG_OLDEST_PACKAGES)"; \
+	echo "PostgreSQL $$major: go test $$pkgs"; \
+	$(TOOLS_ENV) ORGFORGE_PG_BIN="$$(hack/tools.sh postgres $$major)" go test $(GO_TEST_FLAGS) $$pkgs; \
+done
+endef
+
 SHELL = /usr/bin/env bash -o pipefail
 .SHELLFLAGS = -ec
 
@@ -75,7 +94,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: tools
-tools: controller-gen ## Build and cache kube-apiserver, etcd and versitygw; install PostgreSQL if missing.
+tools: controller-gen ## Build and cache kube-apiserver, etcd and versitygw; install PostgreSQL 13 to 17.
 	hack/tools.sh all
 
 .PHONY: docs
@@ -87,8 +106,13 @@ api-docs: crd-ref-docs ## Generate docs/api.md from the Go types in api/.
 	$(CRD_REF_DOCS) --source-path ./api --config hack/api-docs/config.yaml --renderer markdown --output-path docs/api.md >/dev/null
 
 .PHONY: test
-test: verify-generated vet tools build-installer helm crd-ref-docs ## Run every test against the real local stack.
+test: verify-generated vet tools build-installer helm crd-ref-docs ## Run every test against the real local stack, on every PostgreSQL major.
 	$(TOOLS_ENV) go test $(GO_TEST_FLAGS) ./...
+	$(test-other-majors)
+
+.PHONY: test-postgres
+test-postgres: tools ## Run only the PostgreSQL packages on PostgreSQL 13 to 16 (make test does this too).
+	$(test-other-majors)
 
 ##@ Build
 
