@@ -26,7 +26,7 @@ build_kube() {
 	shift
 	for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/${cmd}"); done
 	work="$(mktemp -d)"
-	log "building $* v${K8S_VERSION} from source (about 15 minutes on 2 cores when cold)"
+	log "building $* v${K8S_VERSION} from source (about 12 minutes on 2 idle cores for both when cold, 4 of them for kube-controller-manager)"
 	(
 		cd "$work"
 		go mod init orgforge.local/envtest-build >/dev/null 2>&1
