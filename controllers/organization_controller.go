@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -172,7 +173,9 @@ func eventNote(all []string) string {
 }
 
 // SetupWithManager registers the reconciler. Secrets it owns are watched,
-// so a Secret deleted by hand is written again at once.
+// so a Secret deleted by hand is written again at once; so are namespaces,
+// so an Organization waiting for its old namespace to finish terminating
+// goes on once it has.
 func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if opts.RateLimiter == nil {
 		opts.RateLimiter = DefaultRateLimiter()
@@ -184,6 +187,8 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 			deletionPredicate(),
 		))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(secretTampered())).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForNamespace),
+			builder.WithPredicates(namespaceDeleted())).
 		WithOptions(opts).
 		Named("organization").
 		Complete(r)

@@ -62,7 +62,11 @@ func run(m *testing.M) int {
 	ctx := context.Background()
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapDebug())))
 	var err error
-	stack, err = devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../config/crd/bases"}, Postgres: true, S3: true})
+	// The controller-manager makes deletion end as in a cluster: namespaces
+	// finish terminating and owned Secrets are collected.
+	stack, err = devstack.Start(ctx, devstack.Options{
+		Kube: true, CRDPaths: []string{"../config/crd/bases"}, ControllerManager: true, Postgres: true, S3: true,
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -195,8 +199,28 @@ func startOperator(t *testing.T, db controllers.Database) *operator {
 // tests that make the cache lag.
 func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client) *operator {
 	t.Helper()
+	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap})
+}
+
+// operatorOptions are what a test may change about the manager it starts.
+type operatorOptions struct {
+	db   controllers.Database
+	wrap func(client.Client) client.Client
+	// rateLimiter replaces the suite's fast retries, for tests that must
+	// see an event, not a retry, bring an Organization back.
+	rateLimiter workqueue.TypedRateLimiter[reconcile.Request]
+}
+
+// startOperatorOpts runs a manager as opts say until the test ends.
+func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
+	t.Helper()
+	db := opts.db
 	if db == nil {
 		db = reg.Aurora
+	}
+	limiter := opts.rateLimiter
+	if limiter == nil {
+		limiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
 	}
 	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
 	mgr, err := ctrl.NewManager(stack.Kube.Config, ctrl.Options{
@@ -210,8 +234,8 @@ func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.C
 	}
 	op := &operator{done: make(chan struct{})}
 	c := mgr.GetClient()
-	if wrap != nil {
-		c = wrap(c)
+	if opts.wrap != nil {
+		c = opts.wrap(c)
 	}
 	r := &controllers.OrganizationReconciler{
 		Client:    counting{Client: c, writes: &op.writes},
@@ -227,7 +251,7 @@ func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.C
 	err = r.SetupWithManager(mgr, controller.Options{
 		MaxConcurrentReconciles: 4,
 		SkipNameValidation:      &skip,
-		RateLimiter:             workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second),
+		RateLimiter:             limiter,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,6 @@
 // Command dev runs orgforge on the real local stack for a person to use:
-// kube-apiserver and etcd, PostgreSQL with an Aurora-like admin, versitygw,
+// kube-apiserver and etcd with kube-controller-manager's namespace and
+// garbage-collector controllers, PostgreSQL with an Aurora-like admin, versitygw,
 // the operator itself, and the sample Organizations. `make dev` runs it.
 package main
 
@@ -53,9 +54,12 @@ func run(managerBin, dir, samples string, readyTimeout time.Duration) error {
 	if err := os.RemoveAll(absDir); err != nil {
 		return err
 	}
-	fmt.Println("Starting the local stack in", absDir, "(kube-apiserver, etcd, PostgreSQL, versitygw)")
+	fmt.Println("Starting the local stack in", absDir, "(kube-apiserver, etcd, kube-controller-manager, PostgreSQL, versitygw)")
+	// The controller-manager finishes deleting namespaces and collects
+	// what owner references tie to a deleted Organization, as a cluster
+	// does.
 	st, err := devstack.Start(ctx, devstack.Options{
-		Dir: absDir, Kube: true, CRDPaths: []string{"config/crd/bases"}, Postgres: true, S3: true,
+		Dir: absDir, Kube: true, CRDPaths: []string{"config/crd/bases"}, ControllerManager: true, Postgres: true, S3: true,
 	})
 	if err != nil {
 		return err

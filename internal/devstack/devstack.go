@@ -1,7 +1,8 @@
 // Package devstack runs the real local stack that `make dev`, the tests and
-// the benchmarks share: a kube-apiserver with etcd, PostgreSQL with an
-// Aurora-like admin, and versitygw for S3 and IAM. Every process it starts is
-// stopped by Close, and dies with the process that started it.
+// the benchmarks share: a kube-apiserver with etcd and, when asked,
+// kube-controller-manager; PostgreSQL with an Aurora-like admin; and
+// versitygw for S3 and IAM. Every process it starts is stopped by Close, and
+// dies with the process that started it.
 package devstack
 
 import (
@@ -20,6 +21,11 @@ type Options struct {
 	// Kube starts kube-apiserver and etcd, installing the CRDs in CRDPaths.
 	Kube     bool
 	CRDPaths []string
+	// ControllerManager runs kube-controller-manager's namespace and
+	// garbage-collector controllers against that apiserver, so that
+	// deleted namespaces finish terminating and owner references are
+	// collected, as in a cluster. It needs Kube.
+	ControllerManager bool
 	// Postgres starts PostgreSQL.
 	Postgres        bool
 	PostgresOptions PostgresOptions
@@ -29,10 +35,11 @@ type Options struct {
 
 // Stack is the running parts; the ones not asked for are nil.
 type Stack struct {
-	Dir      string
-	Kube     *Kube
-	Postgres *Postgres
-	S3       *S3
+	Dir               string
+	Kube              *Kube
+	ControllerManager *ControllerManager
+	Postgres          *Postgres
+	S3                *S3
 
 	ownsDir bool
 }
@@ -47,6 +54,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		s.ownsDir = true
 	} else if s.Dir, err = filepath.Abs(s.Dir); err != nil {
 		return nil, err
+	}
+	if opts.ControllerManager && !opts.Kube {
+		return nil, errors.New("devstack: the controller-manager needs Kube")
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
@@ -71,12 +81,23 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	if opts.ControllerManager {
+		if s.ControllerManager, err = StartControllerManager(ctx, s.Dir, s.Kube); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
 // Close stops everything the stack started and removes a temporary folder.
 func (s *Stack) Close() error {
 	var errs []error
+	// The controller-manager goes before the apiserver it talks to.
+	if s.ControllerManager != nil {
+		if err := s.ControllerManager.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("kube-controller-manager: %w", err))
+		}
+	}
 	if s.Kube != nil {
 		if err := s.Kube.Stop(); err != nil {
 			errs = append(errs, fmt.Errorf("kube: %w", err))

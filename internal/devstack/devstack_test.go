@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -112,5 +116,95 @@ func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
 			_ = c.Close()
 			t.Errorf("%s still accepts connections after Close", addr)
 		}
+	}
+}
+
+func TestControllerManagerEndsNamespacesAndCollectsOrphans(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, err := Start(ctx, Options{Kube: true, ControllerManager: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = st.Close()
+		}
+	}()
+	c, err := client.New(st.Kube.Config, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := func(t *testing.T, o client.Object) {
+		t.Helper()
+		for {
+			err := c.Get(ctx, client.ObjectKeyFromObject(o), o)
+			if apierrors.IsNotFound(err) {
+				return
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("%T %s is still there: %v", o, client.ObjectKeyFromObject(o), err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
+	t.Run("a deleted namespace and what it held are gone", func(t *testing.T) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "doomed"}}
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "content"}}
+		for _, o := range []client.Object{ns, cm} {
+			if err := c.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Delete(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		gone(t, ns)
+		gone(t, cm)
+	})
+
+	t.Run("an object whose owner is deleted is collected, and one whose owner lives is not", func(t *testing.T) {
+		mk := func(name string) *corev1.ConfigMap {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}}
+			if err := c.Create(ctx, cm); err != nil {
+				t.Fatal(err)
+			}
+			return cm
+		}
+		ownedBy := func(name string, owner *corev1.ConfigMap) *corev1.ConfigMap {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "ConfigMap", Name: owner.Name, UID: owner.UID,
+			}}}}
+			if err := c.Create(ctx, cm); err != nil {
+				t.Fatal(err)
+			}
+			return cm
+		}
+		doomed, living := mk("doomed-owner"), mk("living-owner")
+		orphan, kept := ownedBy("orphan", doomed), ownedBy("kept", living)
+		if err := c.Delete(ctx, doomed); err != nil {
+			t.Fatal(err)
+		}
+		gone(t, orphan)
+		// The collector has acted on the graph that holds both; the
+		// dependent of a living owner is still there.
+		if err := c.Get(ctx, client.ObjectKeyFromObject(kept), kept); err != nil {
+			t.Errorf("the dependent of a living owner: %v", err)
+		}
+	})
+
+	u, err := url.Parse(st.ControllerManager.HealthzURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	closed = true
+	if conn, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
+		_ = conn.Close()
+		t.Errorf("kube-controller-manager still listens on %s after Close", u.Host)
 	}
 }

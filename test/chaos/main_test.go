@@ -166,7 +166,10 @@ func (h *harness) start(ctx context.Context) error {
 	h.stack, err = devstack.Start(ctx, devstack.Options{
 		Dir:  filepath.Join(h.dir, "stack"),
 		Kube: true, CRDPaths: []string{filepath.Join(root, "config", "crd", "bases")},
-		Postgres: true,
+		// Deleted namespaces finish terminating and owned Secrets are
+		// collected, as in a cluster.
+		ControllerManager: true,
+		Postgres:          true,
 		// Every statement the operator sends is logged, so that the
 		// hygiene check can read the SQL for passwords.
 		PostgresOptions: devstack.PostgresOptions{Settings: map[string]string{

@@ -53,7 +53,8 @@ func run(m *testing.M) int {
 	}
 	// The CRD is not preinstalled: installing it from dist/install.yaml is
 	// part of what is tested.
-	stack, err = devstack.Start(context.Background(), devstack.Options{Kube: true, Postgres: true, S3: true})
+	// The controller-manager ends deletions as a cluster does.
+	stack, err = devstack.Start(context.Background(), devstack.Options{Kube: true, ControllerManager: true, Postgres: true, S3: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
