@@ -49,6 +49,11 @@ var (
 
 const resync = 3 * time.Second
 
+// iamDelay is how long the stack's S3 refuses a new access key, as S3 on
+// AWS may while IAM propagates it (devstack.S3Options.IAMDelay). The
+// operator's allowance, storage.DefaultKeyPropagation, is longer.
+const iamDelay = 10 * time.Second
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -62,7 +67,10 @@ func run(m *testing.M) int {
 	ctx := context.Background()
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapDebug())))
 	var err error
-	stack, err = devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../config/crd/bases"}, Postgres: true, S3: true})
+	stack, err = devstack.Start(ctx, devstack.Options{
+		Kube: true, CRDPaths: []string{"../config/crd/bases"}, Postgres: true,
+		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
+	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
