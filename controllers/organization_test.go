@@ -600,7 +600,7 @@ func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
 	}
 	delete(issued, first)
 	if current == nil || len(issued) != 1 {
-		t.Fatalf("%d keys issued after the edit, want 1: %v", len(issued), issued)
+		t.Fatalf("%d keys issued after the edit, want 1", len(issued))
 	}
 	id, secretKey := string(current.Data["access-key-id"]), string(current.Data["secret-access-key"])
 	if !issued[id] {
