@@ -36,6 +36,7 @@ type Storage interface {
 	DeleteAccessKeys(ctx context.Context, user string, keep ...string) (int, error)
 	DeleteOwnedPrefixUser(ctx context.Context, user string, marker storage.Marker) (bool, error)
 	AccessKeyWorks(ctx context.Context, id, secret, prefix string) (bool, error)
+	AccessKeyUsable(ctx context.Context, user, id, secret, prefix string) (bool, error)
 }
 
 // Credentials makes passwords and their SCRAM verifiers.

@@ -468,8 +468,12 @@ func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, 
 		id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
 	}
 	if id != "" && key != "" && change != storage.UserCreated {
-		works, err := r.Storage.AccessKeyWorks(ctx, id, key, s.prefix)
-		if err != nil || works {
+		// Not AccessKeyWorks alone: right after a rotation the Secret's key
+		// may not work yet on AWS, and the Secret update that rotation made
+		// brings this reconcile at once. Calling that key broken would
+		// rotate again, and again.
+		usable, err := r.Storage.AccessKeyUsable(ctx, user, id, key, s.prefix)
+		if err != nil || usable {
 			return id, key, false, err
 		}
 	}

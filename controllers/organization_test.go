@@ -51,6 +51,17 @@ func storageClient(t *testing.T, o *tenancyv1alpha1.Organization) *s3.Client {
 	return stack.S3.Client(string(s.Data["access-key-id"]), string(s.Data["secret-access-key"]))
 }
 
+// waitKeyWorks retries call, a request signed with a tenant's key, as a
+// tenant would, until it succeeds: a key the operator has just issued may be
+// refused while IAM propagates it, on AWS as in the stack's delay mode.
+func waitKeyWorks(t *testing.T, call func() error) {
+	t.Helper()
+	eventually(t, iamDelay+20*time.Second, "the tenant's new key to work", func() (bool, string) {
+		err := call()
+		return err == nil, fmt.Sprint(err)
+	})
+}
+
 func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
@@ -85,9 +96,7 @@ func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.
 	}
 
 	own := storageClient(t, alpha)
-	if err := put(ctx, own, "orgs/alpha/report.txt", "hello"); err != nil {
-		t.Fatalf("alpha's key cannot write its own prefix: %v", err)
-	}
+	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/alpha/report.txt", "hello") })
 	if body, err := get(ctx, own, "orgs/alpha/report.txt"); err != nil || body != "hello" {
 		t.Fatalf("alpha's key reads %q, %v", body, err)
 	}
@@ -227,9 +236,8 @@ func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 	apply(t, newOrg("foxtrot"))
 	o := waitReady(t, "foxtrot")
 	user := reg.Storage.UserName("foxtrot")
-	if err := put(ctx, storageClient(t, o), "orgs/foxtrot/a.txt", "a"); err != nil {
-		t.Fatal(err)
-	}
+	own := storageClient(t, o)
+	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/foxtrot/a.txt", "a") })
 	deleteAndWait(t, "foxtrot")
 
 	su := superuser(t, "postgres")
@@ -262,9 +270,7 @@ func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 	apply(t, newOrg("golf", func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
 	o := waitReady(t, "golf")
 	own := storageClient(t, o)
-	if err := put(ctx, own, "orgs/golf/keep.txt", "keep"); err != nil {
-		t.Fatal(err)
-	}
+	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/golf/keep.txt", "keep") })
 	dbSecret := secret(t, o, "golf-database")
 	deleteAndWait(t, "golf")
 	t.Cleanup(func() {
@@ -521,9 +527,7 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 	o := waitReady(t, "papa")
 	old := secret(t, o, "papa-storage")
 	oldClient := stack.S3.Client(string(old.Data["access-key-id"]), string(old.Data["secret-access-key"]))
-	if err := put(ctx, oldClient, "orgs/papa/before.txt", "x"); err != nil {
-		t.Fatalf("the first key does not work: %v", err)
-	}
+	waitKeyWorks(t, func() error { return put(ctx, oldClient, "orgs/papa/before.txt", "x") })
 	if err := k8s.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
@@ -550,5 +554,67 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 	})
 	if err := put(ctx, oldClient, "orgs/papa/late.txt", "z"); err == nil {
 		t.Error("the old key still writes")
+	}
+}
+
+// TestARotatedKeyIsKeptWhileIAMPropagatesIt reproduces the churn of issue
+// 14: the Secret update that a rotation makes reconciles the Organization at
+// once, when S3 does not honour the new key yet; taking it for broken
+// rotated again, and again, for as long as propagation took.
+func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("quebec"))
+	o := waitReady(t, "quebec")
+	user := reg.Storage.UserName("quebec")
+	key := client.ObjectKey{Namespace: o.Status.Namespace, Name: "quebec-storage"}
+
+	const invalid = "AKIAEDITEDBYHAND0000"
+	edited := secret(t, o, "quebec-storage")
+	first := string(edited.Data["access-key-id"])
+	before := client.MergeFrom(edited.DeepCopy())
+	edited.Data["access-key-id"] = []byte(invalid)
+	if err := k8s.Patch(ctx, edited, before); err != nil {
+		t.Fatal(err)
+	}
+
+	// Watch the Secret and the user's keys through the propagation delay and
+	// the resyncs that follow it: every key issued in that time shows.
+	issued := map[string]bool{}
+	var current *corev1.Secret
+	for end := time.Now().Add(iamDelay + 2*resync); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(ctx, key, s); err != nil {
+			t.Fatal(err)
+		}
+		if id := string(s.Data["access-key-id"]); id != invalid {
+			issued[id], current = true, s
+		}
+		keys, err := reg.Storage.ListAccessKeys(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range keys {
+			issued[id] = true
+		}
+	}
+	delete(issued, first)
+	if current == nil || len(issued) != 1 {
+		t.Fatalf("%d keys issued after the edit, want 1", len(issued))
+	}
+	id, secretKey := string(current.Data["access-key-id"]), string(current.Data["secret-access-key"])
+	if !issued[id] {
+		t.Fatalf("the Secret holds %s, not the key issued after the edit: %v", id, issued)
+	}
+	waitKeyWorks(t, func() error { return put(ctx, stack.S3.Client(id, secretKey), "orgs/quebec/after.txt", "q") })
+
+	// Settled: further reconciles keep it.
+	time.Sleep(2 * resync)
+	if s := secret(t, o, "quebec-storage"); string(s.Data["access-key-id"]) != id {
+		t.Errorf("the Secret's key changed from %s to %s after it worked", id, s.Data["access-key-id"])
+	}
+	keys, err := reg.Storage.ListAccessKeys(ctx, user)
+	if err != nil || len(keys) != 1 || keys[0] != id {
+		t.Errorf("IAM user's keys = %v, %v; want only the Secret's %s", keys, err, id)
 	}
 }

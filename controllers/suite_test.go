@@ -49,6 +49,11 @@ var (
 
 const resync = 3 * time.Second
 
+// iamDelay is how long the stack's S3 refuses a new access key, as S3 on
+// AWS may while IAM propagates it (devstack.S3Options.IAMDelay). The
+// operator's allowance, storage.DefaultKeyPropagation, is longer.
+const iamDelay = 10 * time.Second
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -65,7 +70,8 @@ func run(m *testing.M) int {
 	// The controller-manager makes deletion end as in a cluster: namespaces
 	// finish terminating and owned Secrets are collected.
 	stack, err = devstack.Start(ctx, devstack.Options{
-		Kube: true, CRDPaths: []string{"../config/crd/bases"}, ControllerManager: true, Postgres: true, S3: true,
+		Kube: true, CRDPaths: []string{"../config/crd/bases"}, ControllerManager: true, Postgres: true,
+		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

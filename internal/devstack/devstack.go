@@ -30,7 +30,8 @@ type Options struct {
 	Postgres        bool
 	PostgresOptions PostgresOptions
 	// S3 starts versitygw.
-	S3 bool
+	S3        bool
+	S3Options S3Options
 }
 
 // Stack is the running parts; the ones not asked for are nil.
@@ -72,7 +73,7 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		}
 	}
 	if opts.S3 {
-		if s.S3, err = StartS3(ctx, s.Dir); err != nil {
+		if s.S3, err = StartS3With(ctx, s.Dir, opts.S3Options); err != nil {
 			return nil, err
 		}
 	}

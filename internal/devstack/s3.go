@@ -32,19 +32,41 @@ type S3 struct {
 	AccessKey string
 	SecretKey string
 	Bucket    string
+	// IAMDelay is the delay mode's delay (see S3Options); zero when it is
+	// off.
+	IAMDelay time.Duration
 
 	dir     string
 	sockDir string
 	bin     string
+	// s3Port and iamPort are versitygw's; Endpoint and IAMEndpoint are the
+	// proxy's when the delay mode is on.
 	s3Port  int
 	iamPort int
 	iam     *process
 	gw      *process
+	proxy   *delayProxy
+}
+
+// S3Options tunes the S3 and IAM servers.
+type S3Options struct {
+	// IAMDelay, when positive, turns on the IAM delay mode: Endpoint and
+	// IAMEndpoint lead to a proxy in front of versitygw that refuses S3
+	// requests signed with an access key younger than IAMDelay with
+	// InvalidAccessKeyId (403), as S3 on AWS does while a new key
+	// propagates through IAM. A key's age counts from the CreateDate IAM
+	// reported for it. The root key is never refused.
+	IAMDelay time.Duration
 }
 
 // StartS3 starts the IAM service and the gateway under dir and creates the
 // tenants bucket.
 func StartS3(ctx context.Context, dir string) (*S3, error) {
+	return StartS3With(ctx, dir, S3Options{})
+}
+
+// StartS3With is StartS3 with options.
+func StartS3With(ctx context.Context, dir string, opts S3Options) (*S3, error) {
 	bin, err := toolPath("versitygw", EnvVersitygw)
 	if err != nil {
 		return nil, err
@@ -75,6 +97,22 @@ func StartS3(ctx context.Context, dir string) (*S3, error) {
 	}
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s.s3Port)
 	s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", s.iamPort)
+	if opts.IAMDelay > 0 {
+		proxyS3, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		proxyIAM, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		s.IAMDelay = opts.IAMDelay
+		s.proxy = newDelayProxy(opts.IAMDelay,
+			fmt.Sprintf("127.0.0.1:%d", proxyS3), fmt.Sprintf("127.0.0.1:%d", s.s3Port),
+			fmt.Sprintf("127.0.0.1:%d", proxyIAM), fmt.Sprintf("127.0.0.1:%d", s.iamPort))
+		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyS3)
+		s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyIAM)
+	}
 	if err := s.Start(ctx); err != nil {
 		_ = s.Close()
 		return nil, err
@@ -129,6 +167,15 @@ func (s *S3) Start(ctx context.Context) error {
 		iam.kill()
 		return err
 	}
+	if s.proxy != nil {
+		// The proxy listens only while the gateway does, so that a stopped
+		// stack refuses connections with the delay mode on as without it.
+		if err := s.proxy.start(); err != nil {
+			gw.kill()
+			iam.kill()
+			return err
+		}
+	}
 	return ctx.Err()
 }
 
@@ -157,8 +204,12 @@ func (s *S3) createBucket(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops both servers and keeps their data for Start.
+// Stop stops both servers and keeps their data for Start. The delay mode
+// remembers the keys it has seen.
 func (s *S3) Stop() error {
+	if s.proxy != nil {
+		s.proxy.stop()
+	}
 	_ = s.gw.stop(syscall.SIGTERM, 10*time.Second)
 	return s.iam.stop(syscall.SIGTERM, 10*time.Second)
 }

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
@@ -232,13 +233,35 @@ func (s *Service) CreateAccessKey(ctx context.Context, user string) (AccessKey, 
 	return key, nil
 }
 
+// KeyInfo is what IAM tells of an access key besides its secret.
+type KeyInfo struct {
+	ID string
+	// Created is IAM's CreateDate, to the second; zero when the server does
+	// not report it.
+	Created time.Time
+}
+
 // ListAccessKeys returns the ids of user's access keys; ErrNotFound when
 // there is no such user.
 func (s *Service) ListAccessKeys(ctx context.Context, user string) ([]string, error) {
+	keys, err := s.AccessKeys(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(keys))
+	for _, k := range keys {
+		ids = append(ids, k.ID)
+	}
+	return ids, nil
+}
+
+// AccessKeys returns user's access keys with their creation times;
+// ErrNotFound when there is no such user.
+func (s *Service) AccessKeys(ctx context.Context, user string) ([]KeyInfo, error) {
 	if user == "" {
 		return nil, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
 	}
-	var ids []string
+	var keys []KeyInfo
 	pages := iam.NewListAccessKeysPaginator(s.iam, &iam.ListAccessKeysInput{UserName: aws.String(user)})
 	for pages.HasMorePages() {
 		var page *iam.ListAccessKeysOutput
@@ -254,10 +277,51 @@ func (s *Service) ListAccessKeys(ctx context.Context, user string) ([]string, er
 			return nil, fmt.Errorf("listing access keys of IAM user %q: %w", user, err)
 		}
 		for _, k := range page.AccessKeyMetadata {
-			ids = append(ids, aws.ToString(k.AccessKeyId))
+			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate)})
 		}
 	}
-	return ids, nil
+	return keys, nil
+}
+
+// AccessKeyUsable reports whether the key id/secret of user may stay in use
+// for prefix: it works (AccessKeyWorks), or IAM lists it for user and
+// created it less than the propagation allowance (Config.KeyPropagation)
+// ago. AWS IAM is eventually consistent: S3 may refuse a key for a while
+// after CreateAccessKey returned it, and calling such a key broken would
+// replace it with one just as new, and that one again, for as long as
+// propagation takes. So a key IAM lists that is younger than the allowance
+// is trusted; one older than the allowance that fails is not.
+//
+// S3 is asked first and IAM only when S3 refuses, so that the key of a
+// settled organization costs one S3 request, as before, and no IAM call,
+// whose API AWS throttles per account. The decision is the same as asking
+// IAM first.
+//
+// While a key is within its allowance a wrong secret beside its id is not
+// noticed; it is once the allowance has passed.
+func (s *Service) AccessKeyUsable(ctx context.Context, user, id, secret, prefix string) (bool, error) {
+	works, err := s.AccessKeyWorks(ctx, id, secret, prefix)
+	if err != nil || works {
+		return works, err
+	}
+	keys, err := s.AccessKeys(ctx, user)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	for _, k := range keys {
+		if k.ID != id || k.Created.IsZero() {
+			continue
+		}
+		if age := time.Since(k.Created); age < s.cfg.KeyPropagation {
+			s.log.V(1).Info("Trusting a new access key that S3 does not honour yet", "user", user,
+				"accessKeyId", id, "age", age.Round(time.Second).String(), "allowance", s.cfg.KeyPropagation.String())
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // DeleteAccessKeys deletes every access key of user but those in keep and

@@ -18,8 +18,9 @@ import (
 	"github.com/orgforge/orgforge/internal/retry"
 )
 
-// keyDelay bounds how long a new key or policy may take to work.
-const keyDelay = 10 * time.Second
+// keyDelay bounds how long a new key or policy may take to work: the
+// stack's delay and a margin.
+const keyDelay = iamDelay + 20*time.Second
 
 // userPolicy reads user's orgforge policy straight from IAM, normalized.
 func userPolicy(t *testing.T, s *Service, user string) policyDocument {
@@ -229,6 +230,8 @@ func s3Code(err error) string {
 }
 
 func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 	_, key := provision(t, s, "alpha", "orgs/alpha/")
@@ -300,6 +303,8 @@ func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
 }
 
 func TestDeleteAccessKeysLeavesOnlyTheKeptKey(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 	user, old := provision(t, s, "rotate", "orgs/rotate/")
@@ -336,6 +341,8 @@ func TestDeleteAccessKeysLeavesOnlyTheKeptKey(t *testing.T) {
 }
 
 func TestAccessKeyWorksIsFalseForAWrongSecretOrAnotherPrefix(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 	_, key := provision(t, s, "checked", "orgs/checked/")
@@ -359,6 +366,8 @@ func TestAccessKeyWorksIsFalseForAWrongSecretOrAnotherPrefix(t *testing.T) {
 }
 
 func TestDeletePrefixUserRevokesTheKeyAndRemovesTheUser(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 	user, key := provision(t, s, "leaving", "orgs/leaving/")
@@ -387,6 +396,8 @@ func TestDeletePrefixUserRevokesTheKeyAndRemovesTheUser(t *testing.T) {
 }
 
 func TestDeletePrefixUserAlsoRemovesPoliciesOrgforgeDidNotWrite(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 	user, _ := provision(t, s, "extra", "orgs/extra/")

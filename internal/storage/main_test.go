@@ -18,6 +18,10 @@ import (
 	"github.com/orgforge/orgforge/internal/devstack"
 )
 
+// iamDelay is how long the shared stack's S3 refuses a new access key, as
+// S3 on AWS may while IAM propagates it (devstack.S3Options.IAMDelay).
+const iamDelay = 10 * time.Second
+
 // stack is the versitygw gateway and IAM service the package's tests share,
 // each under its own prefixes and IAM users. It starts with the first test
 // that needs it, so that the fuzzer's workers and the pure tests run without.
@@ -50,7 +54,7 @@ func sharedStack(t testing.TB) *devstack.S3 {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		stack, stackErr = devstack.StartS3(ctx, stackDir)
+		stack, stackErr = devstack.StartS3With(ctx, stackDir, devstack.S3Options{IAMDelay: iamDelay})
 	})
 	if stackErr != nil {
 		t.Fatalf("starting versitygw: %v", stackErr)

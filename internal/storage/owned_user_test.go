@@ -10,6 +10,8 @@ import (
 )
 
 func TestDeleteOwnedPrefixUserLeavesOthersUsersAlone(t *testing.T) {
+	// Parallel: each waits for its new key to propagate.
+	t.Parallel()
 	s := newTestService(t)
 	ctx := t.Context()
 

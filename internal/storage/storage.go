@@ -28,6 +28,18 @@ import (
 const (
 	DefaultIAMPath        = "/orgforge/"
 	DefaultRequestTimeout = 15 * time.Second
+	// DefaultKeyPropagation is how long a new access key is trusted without
+	// S3's word. AWS documents IAM as eventually consistent: a change such
+	// as a new access key or a user policy "takes time to become visible
+	// from all possible endpoints", and AWS gives no bound, only the advice
+	// to keep IAM changes off critical paths and to verify them before
+	// depending on them. New keys are commonly refused by S3 for several
+	// seconds after CreateAccessKey returns, occasionally longer. Two
+	// minutes is what the Terraform AWS provider allows IAM changes to
+	// propagate, a bound tested against AWS at scale for years; waiting
+	// longer only delays the repair of a Secret whose key id IAM lists but
+	// whose secret was edited by hand (see Service.AccessKeyUsable).
+	DefaultKeyPropagation = 2 * time.Minute
 )
 
 // validateBudget bounds New's checks as a whole, so that an endpoint that
@@ -73,6 +85,10 @@ type Config struct {
 	// Retry is the policy around transient errors; retry.DefaultPolicy when
 	// zero.
 	Retry retry.Policy
+	// KeyPropagation is how long after its creation an access key that IAM
+	// lists is trusted although S3 refuses it, as S3 may not know it yet
+	// (see Service.AccessKeyUsable); DefaultKeyPropagation when zero.
+	KeyPropagation time.Duration
 }
 
 // Service is the storage service. It is safe for concurrent use.
@@ -205,6 +221,9 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.Retry.Attempts == 0 {
 		cfg.Retry = retry.DefaultPolicy
+	}
+	if cfg.KeyPropagation <= 0 {
+		cfg.KeyPropagation = DefaultKeyPropagation
 	}
 	return cfg, nil
 }
