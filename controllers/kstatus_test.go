@@ -172,7 +172,7 @@ func TestKstatusSeesAnInvalidSpecFailedUntilItIsFixed(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := waitKstatus(t, "kstatus-invalid", kstatus.FailedStatus)
-	if want := `DatabaseReady InvalidSpec: extension "no_such_extension"`; !strings.Contains(res.Message, want) {
+	if want := `DatabaseReady and StorageReady InvalidSpec: invalid request: extension "no_such_extension" is not available`; !strings.HasPrefix(res.Message, want) {
 		t.Errorf("kstatus message %q does not say %q", res.Message, want)
 	}
 	if got := progressConditions(t, "kstatus-invalid"); len(got) != 1 || got[0] != "Stalled=True InvalidSpec" {

@@ -167,12 +167,20 @@ func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
 	}
 	var stalled, pending []string
 	stalledReason := ""
-	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
-		c := meta.FindStatusCondition(*conds, t)
+	db := meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionDatabaseReady)
+	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionStorageReady)} {
 		if c == nil || c.Status == metav1.ConditionTrue {
 			continue
 		}
-		detail := t + " " + c.Reason + ": " + c.Message
+		detail := c.Type + " " + c.Reason + ": " + c.Message
+		// One cause of both halves, as an invalid spec is, is said once.
+		if c != db && db != nil && db.Status != metav1.ConditionTrue && db.Reason == c.Reason && db.Message == c.Message {
+			pending[0] = db.Type + " and " + detail
+			if len(stalled) > 0 {
+				stalled[0] = pending[0]
+			}
+			continue
+		}
 		pending = append(pending, detail)
 		if needsPerson(c.Reason) {
 			stalled = append(stalled, detail)

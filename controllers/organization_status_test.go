@@ -164,6 +164,23 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	if want := "StorageReady StorageUnavailable: " + down.message; c == nil || c.Message != want {
 		t.Errorf("Reconciling = %+v, want message %q", c, want)
 	}
+
+	// One cause of both halves is said once.
+	org = orgAt(1, 0)
+	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: invalid}}, nil)
+	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	if want := "DatabaseReady and StorageReady InvalidSpec: " + invalid.message; c == nil || c.Message != want {
+		t.Errorf("Stalled = %+v, want message %q", c, want)
+	}
+
+	// Two causes are both given.
+	org = orgAt(1, 0)
+	conflict := result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
+	setConditions(org, &scope{org: org, outcome: outcome{database: conflict, storage: down}}, errors.New("connection refused"))
+	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	if want := "DatabaseReady Conflict: " + conflict.message; c == nil || c.Message != want {
+		t.Errorf("Stalled = %+v, want message %q", c, want)
+	}
 }
 
 func findCondition(o *tenancyv1alpha1.Organization, t string) *metav1.Condition {
