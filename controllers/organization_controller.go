@@ -107,9 +107,6 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv1alpha1.Organization, s *scope, reconcileErr error) error {
 	org := s.org
 	setConditions(org, s, reconcileErr)
-	if reconcileErr == nil && s.outcome.succeeded() {
-		org.Status.ObservedGeneration = org.Generation
-	}
 	observeReadiness(base, org)
 	r.failureEvents(base, org)
 	r.changeEvent(base, org, s)

@@ -90,7 +90,9 @@ func conditionMessage(err error) string {
 	return msg
 }
 
-// setConditions writes DatabaseReady, StorageReady and the Ready summary.
+// setConditions writes DatabaseReady, StorageReady, the Ready summary and
+// the kstatus conditions, and stamps status.observedGeneration when the
+// operator is done with the generation: Ready, or stalled on a person.
 func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr error) {
 	gen := org.Generation
 	set := func(t string, r result) {
@@ -136,6 +138,75 @@ func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr err
 		}
 	}
 	meta.SetStatusCondition(&org.Status.Conditions, ready)
+	stalled := setProgressConditions(org)
+	if (reconcileErr == nil && s.outcome.succeeded()) || stalled {
+		org.Status.ObservedGeneration = gen
+	}
+}
+
+// needsPerson reports whether a condition reason stops progress until a
+// person acts: nothing the operator retries can change it.
+func needsPerson(reason string) bool {
+	return reason == tenancyv1alpha1.ReasonInvalidSpec || reason == tenancyv1alpha1.ReasonConflict
+}
+
+// setProgressConditions derives the kstatus conditions from Ready,
+// DatabaseReady and StorageReady: none when Ready is True; Stalled when a
+// part needs a person; Reconciling otherwise. At most one of the two is
+// present, because kstatus acts on the first True one it finds. A condition
+// that does not apply is removed rather than set False: kstatus reads both
+// as abnormal-true, and a False one would carry a reason that means
+// nothing. It reports whether the Organization is stalled.
+func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
+	conds := &org.Status.Conditions
+	ready := meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionReady)
+	if ready == nil || ready.Status == metav1.ConditionTrue {
+		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
+		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
+		return false
+	}
+	var stalled, pending []string
+	stalledReason := ""
+	db := meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionDatabaseReady)
+	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionStorageReady)} {
+		if c == nil || c.Status == metav1.ConditionTrue {
+			continue
+		}
+		detail := c.Type + " " + c.Reason + ": " + c.Message
+		// One cause of both halves, as an invalid spec is, is said once.
+		if c != db && db != nil && db.Status != metav1.ConditionTrue && db.Reason == c.Reason && db.Message == c.Message {
+			pending[0] = db.Type + " and " + detail
+			if len(stalled) > 0 {
+				stalled[0] = pending[0]
+			}
+			continue
+		}
+		pending = append(pending, detail)
+		if needsPerson(c.Reason) {
+			stalled = append(stalled, detail)
+			if stalledReason == "" {
+				stalledReason = c.Reason
+			}
+		}
+	}
+	if len(stalled) > 0 {
+		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
+		meta.SetStatusCondition(conds, metav1.Condition{
+			Type: tenancyv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: stalledReason,
+			Message: strings.Join(stalled, "; "), ObservedGeneration: org.Generation,
+		})
+		return true
+	}
+	msg := strings.Join(pending, "; ")
+	if msg == "" {
+		msg = ready.Message
+	}
+	meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: tenancyv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason,
+		Message: msg, ObservedGeneration: org.Generation,
+	})
+	return false
 }
 
 func orDefault(s, d string) string {
@@ -145,12 +216,19 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// setDeletingCondition reports a clean-up that is waiting on something.
+// setDeletingCondition reports a clean-up that is waiting on something. The
+// operator retries the clean-up by itself, so the Organization is
+// Reconciling and not Stalled, whatever its spec said.
 func setDeletingCondition(org *tenancyv1alpha1.Organization, err error) {
-	meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
+	deleting := metav1.Condition{
 		Type: tenancyv1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: tenancyv1alpha1.ReasonDeleting,
 		Message: "Deleting: " + conditionMessage(err), ObservedGeneration: org.Generation,
-	})
+	}
+	meta.SetStatusCondition(&org.Status.Conditions, deleting)
+	deleting.Type = tenancyv1alpha1.ConditionReconciling
+	deleting.Status = metav1.ConditionTrue
+	meta.SetStatusCondition(&org.Status.Conditions, deleting)
+	meta.RemoveStatusCondition(&org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 }
 
 // observeReadiness records the time from creation to the first Ready.

@@ -63,6 +63,26 @@ const (
 	ConditionStorageReady = "StorageReady"
 )
 
+// Condition types that follow kstatus (sigs.k8s.io/cli-utils/pkg/kstatus), so
+// that Flux, kubectl and other kstatus readers tell work in progress from a
+// failure that needs a person without a health check of their own. Both are
+// abnormal-true: present, with status True, only while they apply, and
+// removed otherwise, as kstatus recommends. An Organization that is Ready
+// has neither.
+const (
+	// ConditionReconciling is True while the operator works towards the
+	// current generation: before its first successful reconcile, while it
+	// waits on something it expects to resolve by itself, and while it
+	// retries a transient failure with backoff. Its reason and message are
+	// Ready's. kstatus reports the Organization InProgress.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is True when the operator cannot make progress on the
+	// current generation until a person acts: its reason is InvalidSpec or
+	// Conflict, and its message says what to change. status.observedGeneration
+	// is the stalled generation, so kstatus reports the Organization Failed.
+	ConditionStalled = "Stalled"
+)
+
 // Condition reasons reported on an Organization.
 const (
 	// ReasonProvisioned means everything the condition covers exists and works.
@@ -225,7 +245,11 @@ type StorageStatus struct {
 
 // OrganizationStatus is the observed state of an Organization.
 type OrganizationStatus struct {
-	// ObservedGeneration is the generation last reconciled successfully.
+	// ObservedGeneration is the last generation the operator finished with:
+	// reconciled successfully (Ready), or found to need a person (Stalled).
+	// It is 0 until then, so that kstatus readers see an Organization the
+	// operator has not yet acted on as in progress, not as current.
+	// +kubebuilder:default=0
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
@@ -233,7 +257,8 @@ type OrganizationStatus struct {
 	// +optional
 	Namespace string `json:"namespace,omitempty"`
 
-	// Conditions are Ready, DatabaseReady and StorageReady.
+	// Conditions are Ready, DatabaseReady and StorageReady, always; and
+	// Reconciling or Stalled while they apply.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -269,6 +294,10 @@ type Organization struct {
 	// +kubebuilder:default={}
 	// +optional
 	Spec OrganizationSpec `json:"spec"`
+	// Status is the observed state, written by the operator. Its default
+	// gives an Organization that the operator has not yet written to a
+	// status.observedGeneration of 0.
+	// +kubebuilder:default={}
 	// +optional
 	Status OrganizationStatus `json:"status,omitempty"`
 }

@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 
-	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/ext"
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -31,51 +30,66 @@ func gitopsSnippets(t *testing.T) []map[string]any {
 	return out
 }
 
-// healthCases are the states an Organization can be in. The first three are
-// the live objects the operator wrote; the others are derived from the live
-// Ready one by changing what the state changes, since the test cannot hold
-// an Organization in them.
+// healthCases are the states an Organization can be in. The first four are
+// live objects from the API server: as created, before the operator wrote
+// anything, and as the operator left them. The others are derived from the
+// live Ready one by changing what the operator changes in that state, since
+// the test cannot hold an Organization in them; controllers/kstatus_test.go
+// holds live ones in progress and in an outage.
 func healthCases(t *testing.T, live liveOrgs) map[string]*unstructured.Unstructured {
 	t.Helper()
 	ready := live[tenancyv1alpha1.ReasonProvisioned]
-	if ready == nil || live[tenancyv1alpha1.ReasonInvalidSpec] == nil || live[tenancyv1alpha1.ReasonConflict] == nil {
+	created := live[liveCreated]
+	if ready == nil || created == nil || live[tenancyv1alpha1.ReasonInvalidSpec] == nil || live[tenancyv1alpha1.ReasonConflict] == nil {
 		t.Fatalf("missing live Organizations: %v", live)
 	}
-	created := ready.DeepCopy()
-	delete(created.Object, "status")
+	if conds, _, _ := unstructured.NestedSlice(created.Object, "status", "conditions"); len(conds) != 0 {
+		t.Fatalf("the Organization as created has conditions: %v", conds)
+	}
 
 	changed := ready.DeepCopy()
 	changed.SetGeneration(ready.GetGeneration() + 1)
 
 	unavailable := ready.DeepCopy()
-	setCondition(t, unavailable, tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable,
-		"PostgreSQL at db.example.com:5432/orgforge_admin is unavailable (connection refused); retrying with backoff")
+	const down = "PostgreSQL at db.example.com:5432/orgforge_admin is unavailable (connection refused); retrying with backoff"
+	setCondition(t, unavailable, tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, down)
 	setCondition(t, unavailable, tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, "DatabaseReady: DatabaseUnavailable")
+	setCondition(t, unavailable, tenancyv1alpha1.ConditionReconciling, "True", tenancyv1alpha1.ReasonDatabaseUnavailable, "DatabaseReady DatabaseUnavailable: "+down)
 
 	deleting := ready.DeepCopy()
 	_ = unstructured.SetNestedField(deleting.Object, "2026-01-01T00:00:00Z", "metadata", "deletionTimestamp")
 	setCondition(t, deleting, tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonDeleting, "Deleting: dropping database")
+	setCondition(t, deleting, tenancyv1alpha1.ConditionReconciling, "True", tenancyv1alpha1.ReasonDeleting, "Deleting: dropping database")
 
 	return map[string]*unstructured.Unstructured{
-		"Ready":                       ready,
-		"InvalidSpec":                 live[tenancyv1alpha1.ReasonInvalidSpec],
-		"Conflict":                    live[tenancyv1alpha1.ReasonConflict],
-		"just created, no status yet": created,
-		"spec changed, not yet seen":  changed,
-		"database unavailable":        unavailable,
-		"being deleted":               deleting,
+		"Ready":                            ready,
+		"InvalidSpec":                      live[tenancyv1alpha1.ReasonInvalidSpec],
+		"Conflict":                         live[tenancyv1alpha1.ReasonConflict],
+		"just created, not yet reconciled": created,
+		"spec changed, not yet seen":       changed,
+		"database unavailable":             unavailable,
+		"being deleted":                    deleting,
 	}
 }
 
+// setCondition sets a condition of u, adding it when u has none of its type.
 func setCondition(t *testing.T, u *unstructured.Unstructured, typ, st, reason, message string) {
 	t.Helper()
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	found := false
 	for i, c := range conds {
 		cm := c.(map[string]any)
 		if cm["type"] == typ {
 			cm["status"], cm["reason"], cm["message"] = st, reason, message
 			conds[i] = cm
+			found = true
 		}
+	}
+	if !found {
+		conds = append(conds, map[string]any{
+			"type": typ, "status": st, "reason": reason, "message": message,
+			"observedGeneration": u.GetGeneration(), "lastTransitionTime": "2026-01-01T00:00:00Z",
+		})
 	}
 	if err := unstructured.SetNestedSlice(u.Object, conds, "status", "conditions"); err != nil {
 		t.Fatal(err)
@@ -99,13 +113,13 @@ func testArgoCDHealth(t *testing.T, live liveOrgs) {
 		t.Fatalf("docs/gitops.md has no argocd-cm ConfigMap with %s", key)
 	}
 	want := map[string]string{
-		"Ready":                       "Healthy",
-		"InvalidSpec":                 "Degraded",
-		"Conflict":                    "Degraded",
-		"just created, no status yet": "Progressing",
-		"spec changed, not yet seen":  "Progressing",
-		"database unavailable":        "Degraded",
-		"being deleted":               "Progressing",
+		"Ready":                            "Healthy",
+		"InvalidSpec":                      "Degraded",
+		"Conflict":                         "Degraded",
+		"just created, not yet reconciled": "Progressing",
+		"spec changed, not yet seen":       "Progressing",
+		"database unavailable":             "Degraded",
+		"being deleted":                    "Progressing",
 	}
 	for name, obj := range healthCases(t, live) {
 		t.Run(name, func(t *testing.T) {
@@ -176,106 +190,32 @@ func toLua(L *lua.LState, v any) lua.LValue {
 }
 
 // testFluxHealth checks what docs/gitops.md says of Flux: what kstatus,
-// which Flux runs on every object it applies, makes of each state, and the
-// healthCheckExprs it recommends, evaluated with CEL as Flux declares them
-// (the object's top-level fields as variables).
+// which Flux runs on every object it applies, makes of each state, with no
+// health check expressions.
 func testFluxHealth(t *testing.T, live liveOrgs) {
-	cases := healthCases(t, live)
-	t.Run("kstatus", func(t *testing.T) {
-		want := map[string]status.Status{
-			"Ready":                       status.CurrentStatus,
-			"InvalidSpec":                 status.InProgressStatus,
-			"Conflict":                    status.InProgressStatus,
-			"just created, no status yet": status.CurrentStatus,
-			"spec changed, not yet seen":  status.InProgressStatus,
-			"database unavailable":        status.InProgressStatus,
-			"being deleted":               status.TerminatingStatus,
-		}
-		for name, obj := range cases {
-			res, err := status.Compute(obj)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			if res.Status != want[name] {
-				t.Errorf("%s: kstatus %s (%s), want %s", name, res.Status, res.Message, want[name])
-			}
-		}
-	})
-
-	t.Run("healthCheckExprs", func(t *testing.T) {
-		var exprs map[string]any
-		for _, s := range gitopsSnippets(t) {
-			if s["kind"] != "Kustomization" {
-				continue
-			}
-			list, _, _ := unstructured.NestedSlice(s, "spec", "healthCheckExprs")
-			for _, e := range list {
-				if em := e.(map[string]any); em["kind"] == "Organization" {
-					exprs = em
-				}
-			}
-		}
-		if exprs == nil {
-			t.Fatal("docs/gitops.md has no Flux Kustomization with healthCheckExprs for Organization")
-		}
-		env, err := cel.NewEnv(cel.Variable("metadata", cel.DynType), cel.Variable("spec", cel.DynType),
-			cel.Variable("status", cel.DynType), cel.OptionalTypes(), ext.Strings())
+	want := map[string]status.Status{
+		"Ready":                            status.CurrentStatus,
+		"InvalidSpec":                      status.FailedStatus,
+		"Conflict":                         status.FailedStatus,
+		"just created, not yet reconciled": status.InProgressStatus,
+		"spec changed, not yet seen":       status.InProgressStatus,
+		"database unavailable":             status.InProgressStatus,
+		"being deleted":                    status.TerminatingStatus,
+	}
+	for name, obj := range healthCases(t, live) {
+		res, err := status.Compute(obj)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", name, err)
 		}
-		eval := func(expr string, obj map[string]any) (bool, error) {
-			ast, iss := env.Compile(expr)
-			if iss.Err() != nil {
-				t.Fatalf("compiling %q: %v", expr, iss.Err())
-			}
-			prg, err := env.Program(ast)
-			if err != nil {
-				t.Fatal(err)
-			}
-			vars := map[string]any{}
-			for _, k := range []string{"metadata", "spec", "status"} {
-				if v, ok := obj[k]; ok {
-					vars[k] = v
-				}
-			}
-			out, _, err := prg.Eval(vars)
-			if err != nil {
-				return false, err
-			}
-			b, ok := out.Value().(bool)
-			return b && ok, nil
+		if res.Status != want[name] {
+			t.Errorf("%s: kstatus %s (%s), want %s", name, res.Status, res.Message, want[name])
 		}
-		// Flux: the first of inProgress, failed, current that is true
-		// decides; none true means in progress.
-		result := func(obj map[string]any) string {
-			for _, k := range []string{"inProgress", "failed", "current"} {
-				expr, _ := exprs[k].(string)
-				if expr == "" {
-					continue
-				}
-				ok, err := eval(expr, obj)
-				if err != nil {
-					return "error"
-				}
-				if ok {
-					return k
-				}
-			}
-			return "inProgress"
+		// Flux shows kstatus's message: a failure must say what to fix.
+		if res.Status == status.FailedStatus && !strings.Contains(res.Message, name+":") {
+			t.Errorf("%s: kstatus message %q does not give the reason", name, res.Message)
 		}
-		want := map[string]string{
-			"Ready":       "current",
-			"InvalidSpec": "failed",
-			"Conflict":    "failed",
-			// Flux waits while an expression cannot be evaluated.
-			"just created, no status yet": "error",
-			"spec changed, not yet seen":  "inProgress",
-			"database unavailable":        "inProgress",
-		}
-		for name, w := range want {
-			if got := result(cases[name].Object); got != w {
-				t.Errorf("%s: %s, want %s", name, got, w)
-			}
-		}
-	})
+	}
+	if snippets := fmt.Sprint(gitopsSnippets(t)); strings.Contains(snippets, "healthCheckExprs") {
+		t.Error("docs/gitops.md still recommends healthCheckExprs, which kstatus no longer needs")
+	}
 }

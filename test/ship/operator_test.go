@@ -26,8 +26,13 @@ import (
 )
 
 // liveOrgs are Organizations the operator reconciled in
-// TestOperatorAsInstalled, by what they show, for the health check tests.
+// TestOperatorAsInstalled, by the reason their Ready condition shows, and
+// one as created, for the health check tests.
 type liveOrgs map[string]*unstructured.Unstructured
+
+// liveCreated is the key of liveOrgs for an Organization as the API server
+// returned it on create.
+const liveCreated = "created"
 
 // TestOperatorAsInstalled runs the manager, built as the image builds it,
 // with dist/install.yaml's arguments and ConfigMap and as its service account,
@@ -75,6 +80,7 @@ func TestOperatorAsInstalled(t *testing.T) {
 			metav1.ConditionFalse, tenancyv1alpha1.ReasonInvalidSpec},
 		conflictName: {map[string]any{"deletionPolicy": "Delete"}, metav1.ConditionFalse, tenancyv1alpha1.ReasonConflict},
 	}
+	live := liveOrgs{}
 	for name, o := range orgs {
 		org := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": tenancyv1alpha1.GroupVersion.String(), "kind": "Organization",
@@ -83,8 +89,10 @@ func TestOperatorAsInstalled(t *testing.T) {
 		if err := k8s.Create(ctx, org); err != nil {
 			t.Fatal(err)
 		}
+		// The API server's answer to the create is the Organization before
+		// the operator has written anything to it.
+		live[liveCreated] = org
 	}
-	live := liveOrgs{}
 	for name, o := range orgs {
 		org := &tenancyv1alpha1.Organization{}
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {

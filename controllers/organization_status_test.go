@@ -1,0 +1,216 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+)
+
+// statusSummary is what the kstatus tests compare: every condition as
+// "Status Reason", status.observedGeneration, and what kstatus makes of it.
+type statusSummary struct {
+	Conditions         map[string]string
+	ObservedGeneration int64
+	Kstatus            kstatus.Status
+}
+
+func summarise(t *testing.T, org *tenancyv1alpha1.Organization) statusSummary {
+	t.Helper()
+	s := statusSummary{Conditions: map[string]string{}, ObservedGeneration: org.Status.ObservedGeneration}
+	for _, c := range org.Status.Conditions {
+		if c.ObservedGeneration != org.Generation {
+			t.Errorf("condition %s describes generation %d, the Organization is at %d", c.Type, c.ObservedGeneration, org.Generation)
+		}
+		s.Conditions[c.Type] = fmt.Sprintf("%s %s", c.Status, c.Reason)
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(org)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := kstatus.Compute(&unstructured.Unstructured{Object: obj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Kstatus = res.Status
+	return s
+}
+
+// orgAt is an Organization at generation gen whose status says it was last
+// done with generation observed and has the conditions given.
+func orgAt(gen, observed int64, conds ...metav1.Condition) *tenancyv1alpha1.Organization {
+	o := &tenancyv1alpha1.Organization{}
+	o.Name, o.Generation = "acme", gen
+	o.Status.ObservedGeneration = observed
+	for _, c := range conds {
+		c.ObservedGeneration = observed
+		o.Status.Conditions = append(o.Status.Conditions, c)
+	}
+	return o
+}
+
+func cond(t string, s metav1.ConditionStatus, reason string) metav1.Condition {
+	return metav1.Condition{Type: t, Status: s, Reason: reason, Message: reason}
+}
+
+func TestSetConditionsReportsProgressAndStallsAsKstatusReadsThem(t *testing.T) {
+	var (
+		ready      = cond(tenancyv1alpha1.ConditionReady, metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned)
+		stalled    = cond(tenancyv1alpha1.ConditionStalled, metav1.ConditionTrue, tenancyv1alpha1.ReasonInvalidSpec)
+		recon      = cond(tenancyv1alpha1.ConditionReconciling, metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioning)
+		down       = result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable, message: "PostgreSQL at db:5432 is unavailable (connection refused); retrying with backoff"}
+		invalid    = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: `extension "nope" is not available on the server`}
+		conflict   = result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
+		storageOK  = provisioned
+		databaseOK = provisioned
+		outage     = errors.New("connection refused")
+	)
+	cases := map[string]struct {
+		org     *tenancyv1alpha1.Organization
+		outcome outcome
+		err     error
+		want    statusSummary
+	}{
+		"first reconcile waits for the namespace": {
+			org:     orgAt(1, 0),
+			outcome: outcome{database: result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for namespace org-acme"}, storage: result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for namespace org-acme"}},
+			err:     errors.New("namespace org-acme is being deleted"),
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False Provisioning", "DatabaseReady": "False Provisioning", "StorageReady": "False Provisioning",
+				"Reconciling": "True Provisioning",
+			}, Kstatus: kstatus.InProgressStatus},
+		},
+		"first reconcile with PostgreSQL down": {
+			org:     orgAt(1, 0),
+			outcome: outcome{database: down, storage: storageOK},
+			err:     outage,
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False DatabaseUnavailable", "DatabaseReady": "False DatabaseUnavailable", "StorageReady": "True Provisioned",
+				"Reconciling": "True DatabaseUnavailable",
+			}, Kstatus: kstatus.InProgressStatus},
+		},
+		"outage during a resync of a Ready generation": {
+			org:     orgAt(3, 3, ready),
+			outcome: outcome{database: down, storage: storageOK},
+			err:     outage,
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False DatabaseUnavailable", "DatabaseReady": "False DatabaseUnavailable", "StorageReady": "True Provisioned",
+				"Reconciling": "True DatabaseUnavailable",
+			}, ObservedGeneration: 3, Kstatus: kstatus.InProgressStatus},
+		},
+		"provisioned": {
+			org:     orgAt(2, 1, recon),
+			outcome: outcome{database: databaseOK, storage: storageOK},
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "True Provisioned", "DatabaseReady": "True Provisioned", "StorageReady": "True Provisioned",
+			}, ObservedGeneration: 2, Kstatus: kstatus.CurrentStatus},
+		},
+		"provisioned after the spec was fixed": {
+			org:     orgAt(3, 2, stalled),
+			outcome: outcome{database: databaseOK, storage: storageOK},
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "True Provisioned", "DatabaseReady": "True Provisioned", "StorageReady": "True Provisioned",
+			}, ObservedGeneration: 3, Kstatus: kstatus.CurrentStatus},
+		},
+		"invalid spec on a new generation of a Ready Organization": {
+			org:     orgAt(2, 1, ready, recon),
+			outcome: outcome{database: invalid, storage: invalid},
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False InvalidSpec", "DatabaseReady": "False InvalidSpec", "StorageReady": "False InvalidSpec",
+				"Stalled": "True InvalidSpec",
+			}, ObservedGeneration: 2, Kstatus: kstatus.FailedStatus},
+		},
+		"conflict while storage is down": {
+			org:     orgAt(1, 0),
+			outcome: outcome{database: conflict, storage: result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (throttled); retrying with backoff"}},
+			err:     outage,
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False NotReady", "DatabaseReady": "False Conflict", "StorageReady": "False StorageUnavailable",
+				"Stalled": "True Conflict",
+			}, ObservedGeneration: 1, Kstatus: kstatus.FailedStatus},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := &scope{org: tc.org, namespace: "org-acme", outcome: tc.outcome}
+			setConditions(tc.org, s, tc.err)
+			if diff := cmp.Diff(tc.want, summarise(t, tc.org)); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
+	org := orgAt(1, 0)
+	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: `extension "nope" is not available on the server`}
+	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: provisioned}}, nil)
+	c := findCondition(org, tenancyv1alpha1.ConditionStalled)
+	if want := `DatabaseReady InvalidSpec: extension "nope" is not available on the server`; c == nil || c.Message != want {
+		t.Errorf("Stalled = %+v, want message %q", c, want)
+	}
+
+	org = orgAt(1, 0)
+	down := result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (connection refused); retrying with backoff"}
+	setConditions(org, &scope{org: org, outcome: outcome{database: provisioned, storage: down}}, errors.New("connection refused"))
+	c = findCondition(org, tenancyv1alpha1.ConditionReconciling)
+	if want := "StorageReady StorageUnavailable: " + down.message; c == nil || c.Message != want {
+		t.Errorf("Reconciling = %+v, want message %q", c, want)
+	}
+
+	// One cause of both halves is said once.
+	org = orgAt(1, 0)
+	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: invalid}}, nil)
+	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	if want := "DatabaseReady and StorageReady InvalidSpec: " + invalid.message; c == nil || c.Message != want {
+		t.Errorf("Stalled = %+v, want message %q", c, want)
+	}
+
+	// Two causes are both given.
+	org = orgAt(1, 0)
+	conflict := result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
+	setConditions(org, &scope{org: org, outcome: outcome{database: conflict, storage: down}}, errors.New("connection refused"))
+	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	if want := "DatabaseReady Conflict: " + conflict.message; c == nil || c.Message != want {
+		t.Errorf("Stalled = %+v, want message %q", c, want)
+	}
+}
+
+func findCondition(o *tenancyv1alpha1.Organization, t string) *metav1.Condition {
+	for i := range o.Status.Conditions {
+		if o.Status.Conditions[i].Type == t {
+			return &o.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+func TestSetDeletingConditionIsReconcilingNeverStalled(t *testing.T) {
+	cases := map[string]*tenancyv1alpha1.Organization{
+		"was Ready": orgAt(1, 1,
+			cond(tenancyv1alpha1.ConditionReady, metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned)),
+		"was stalled on an invalid spec": orgAt(1, 1,
+			cond(tenancyv1alpha1.ConditionReady, metav1.ConditionFalse, tenancyv1alpha1.ReasonInvalidSpec),
+			cond(tenancyv1alpha1.ConditionStalled, metav1.ConditionTrue, tenancyv1alpha1.ReasonInvalidSpec)),
+	}
+	for name, org := range cases {
+		t.Run(name, func(t *testing.T) {
+			now := metav1.Now()
+			org.DeletionTimestamp = &now
+			setDeletingCondition(org, errors.New("dropping database org_acme: connection refused"))
+			want := statusSummary{Conditions: map[string]string{
+				"Ready": "False Deleting", "Reconciling": "True Deleting",
+			}, ObservedGeneration: 1, Kstatus: kstatus.TerminatingStatus}
+			if diff := cmp.Diff(want, summarise(t, org)); diff != "" {
+				t.Errorf("status (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
