@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,11 @@ import (
 // EnvPrefix starts the environment variable of every flag: --s3-bucket is
 // ORGFORGE_S3_BUCKET.
 const EnvPrefix = "ORGFORGE_"
+
+// policyARNRE matches the ARN of an IAM managed policy, in any partition, of
+// an account or of AWS, with an optional path: what IAM accepts as a
+// permissions boundary. Wildcards are not part of a policy name.
+var policyARNRE = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::([0-9]{12}|aws):policy/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]+$`)
 
 // Config is the operator's whole configuration.
 type Config struct {
@@ -72,6 +78,10 @@ type Storage struct {
 	UsePathStyle   bool
 	PrefixTemplate string
 	IAMPath        string
+	// PermissionsBoundary is the ARN of the managed policy set as the
+	// permissions boundary of every IAM user the operator creates; empty
+	// sets none (see docs/install-aws.md, which requires one on AWS).
+	PermissionsBoundary string
 	// TenantEndpoint is written to the storage Secret; empty means Endpoint.
 	TenantEndpoint string
 	// AccessKeyID and SecretAccessKey are read from files; empty means the
@@ -117,6 +127,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&s.UsePathStyle, "s3-path-style", false, "Use path-style S3 addressing (S3-compatible servers).")
 	fs.StringVar(&s.PrefixTemplate, "s3-prefix-template", naming.DefaultPrefixTemplate, "Key prefix of an organization; {name} is its name.")
 	fs.StringVar(&s.IAMPath, "iam-path", "/orgforge/", "IAM path of the users the operator creates.")
+	fs.StringVar(&s.PermissionsBoundary, "iam-permissions-boundary", "", "ARN of the managed policy set as the permissions boundary of every IAM user the operator creates, and restored on those that lack it; empty sets none. Required by the IAM policy of docs/install-aws.md.")
 	fs.StringVar(&s.TenantEndpoint, "tenant-s3-endpoint", "", "S3 endpoint written to storage Secrets (default: --s3-endpoint).")
 	fs.StringVar(&s.AccessKeyIDFile, "s3-access-key-id-file", "", "File holding the operator's AWS access key id (default: AWS credential chain).")
 	fs.StringVar(&s.SecretAccessKeyFile, "s3-secret-access-key-file", "", "File holding the operator's AWS secret access key.")
@@ -225,6 +236,9 @@ func (c *Config) Load() error {
 	}
 	if !strings.HasPrefix(s.IAMPath, "/") || !strings.HasSuffix(s.IAMPath, "/") {
 		add("--iam-path %q must start and end with '/'", s.IAMPath)
+	}
+	if s.PermissionsBoundary != "" && !policyARNRE.MatchString(s.PermissionsBoundary) {
+		add("--iam-permissions-boundary %q must be the ARN of an IAM managed policy, like arn:aws:iam::111122223333:policy/orgforge-tenant-boundary", s.PermissionsBoundary)
 	}
 	if (s.AccessKeyIDFile == "") != (s.SecretAccessKeyFile == "") {
 		add("--s3-access-key-id-file and --s3-secret-access-key-file go together")

@@ -129,3 +129,40 @@ func TestRootCertFlagReachesADSNThatNamesNone(t *testing.T) {
 		t.Errorf("the DSN's own sslrootcert was replaced: %q", c.Database.AdminDSN)
 	}
 }
+
+func TestPermissionsBoundaryMustBeAnIAMPolicyARN(t *testing.T) {
+	dsn := secretFile(t, "postgres://a:b@h:5432/postgres?sslmode=disable")
+	cases := map[string]struct {
+		arn   string
+		valid bool
+	}{
+		"unset":                   {"", true},
+		"customer managed":        {"arn:aws:iam::111122223333:policy/orgforge-tenant-boundary", true},
+		"with a path":             {"arn:aws:iam::111122223333:policy/platform/orgforge/tenant-boundary", true},
+		"another partition":       {"arn:aws-us-gov:iam::111122223333:policy/orgforge-tenant-boundary", true},
+		"AWS managed":             {"arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess", true},
+		"a role":                  {"arn:aws:iam::111122223333:role/orgforge-operator", false},
+		"a policy name":           {"orgforge-tenant-boundary", false},
+		"no account":              {"arn:aws:iam:::policy/orgforge-tenant-boundary", false},
+		"a region":                {"arn:aws:iam:us-east-1:111122223333:policy/orgforge-tenant-boundary", false},
+		"another service":         {"arn:aws:s3:::acme-tenants", false},
+		"a wildcard":              {"arn:aws:iam::111122223333:policy/*", false},
+		"surrounding whitespace":  {" arn:aws:iam::111122223333:policy/orgforge-tenant-boundary", false},
+		"an empty policy name":    {"arn:aws:iam::111122223333:policy/", false},
+		"an account of 11 digits": {"arn:aws:iam::11112222333:policy/orgforge-tenant-boundary", false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("ORGFORGE_IAM_PERMISSIONS_BOUNDARY", tc.arn)
+			c, err := parse(t, "--database-admin-dsn-file="+dsn, "--s3-bucket=tenants")
+			switch {
+			case tc.valid && err != nil:
+				t.Errorf("%q was refused: %v", tc.arn, err)
+			case tc.valid && c.Storage.PermissionsBoundary != tc.arn:
+				t.Errorf("PermissionsBoundary = %q, want %q from ORGFORGE_IAM_PERMISSIONS_BOUNDARY", c.Storage.PermissionsBoundary, tc.arn)
+			case !tc.valid && (err == nil || !strings.Contains(err.Error(), "--iam-permissions-boundary")):
+				t.Errorf("%q: err = %v, want one naming --iam-permissions-boundary", tc.arn, err)
+			}
+		})
+	}
+}

@@ -79,15 +79,16 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 
 	st := cfg.Storage
 	r.Storage, err = storage.New(ctx, storage.Config{
-		Bucket:          st.Bucket,
-		Region:          st.Region,
-		Endpoint:        st.Endpoint,
-		IAMEndpoint:     st.IAMEndpoint,
-		UsePathStyle:    st.UsePathStyle,
-		AccessKeyID:     st.AccessKeyID,
-		SecretAccessKey: st.SecretAccessKey,
-		IAMPath:         st.IAMPath,
-		Retry:           policy,
+		Bucket:              st.Bucket,
+		Region:              st.Region,
+		Endpoint:            st.Endpoint,
+		IAMEndpoint:         st.IAMEndpoint,
+		UsePathStyle:        st.UsePathStyle,
+		AccessKeyID:         st.AccessKeyID,
+		SecretAccessKey:     st.SecretAccessKey,
+		IAMPath:             st.IAMPath,
+		PermissionsBoundary: st.PermissionsBoundary,
+		Retry:               policy,
 	}, log.WithName("storage"))
 	if err != nil {
 		return nil, err

@@ -177,3 +177,25 @@ func TestNewFailsFastNamingTheCause(t *testing.T) {
 		})
 	}
 }
+
+func TestRegistryGivesStorageThePermissionsBoundary(t *testing.T) {
+	const boundary = "arn:aws:iam::111122223333:policy/orgforge-tenant-boundary"
+	var logs strings.Builder
+	log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
+	cfg := goodConfig()
+	cfg.Storage.PermissionsBoundary = boundary
+	reg, err := registry.New(context.Background(), cfg, log, registry.Options{Retry: &fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	var connected string
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"msg"="Connected to storage"`) {
+			connected = line
+		}
+	}
+	if !strings.Contains(connected, `"permissionsBoundary"="`+boundary+`"`) {
+		t.Errorf("the storage service does not report the boundary %s; its start-up line: %q", boundary, connected)
+	}
+}

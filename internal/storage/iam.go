@@ -54,16 +54,21 @@ const (
 	UserUnchanged UserChange = iota
 	// UserCreated: the user is new, so it has its policy and no keys yet.
 	UserCreated
-	// PolicyUpdated: the user existed and its policy was written.
+	// PolicyUpdated: the user existed and its policy was written (its
+	// permissions boundary may have been set too).
 	PolicyUpdated
+	// BoundaryUpdated: the user existed and was given the configured
+	// permissions boundary; its policy was already as wanted.
+	BoundaryUpdated
 )
 
 // EnsurePrefixUser makes sure organization org has an IAM user, under the
 // configured IAM path and tagged with its UID, whose inline policy confines
-// it to prefix (see PolicyDocument). It reports whether it created the user
-// or rewrote the policy: a user it created holds no access key, so a caller
-// need not look for stale ones. A user of that name that is not orgforge's,
-// or belongs to another UID, is ErrConflict and is not touched.
+// it to prefix (see PolicyDocument), and, when one is configured, under the
+// permissions boundary. It reports whether it created the user or changed
+// it: a user it created holds no access key, so a caller need not look for
+// stale ones. A user of that name that is not orgforge's, or belongs to
+// another UID, is ErrConflict and is not touched.
 func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, prefix string) (user string, change UserChange, err error) {
 	if err := validateOrg(org); err != nil {
 		return "", UserUnchanged, err
@@ -77,9 +82,19 @@ func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, pr
 	}
 	user = UserName(org)
 
-	created, err := s.ensureUser(ctx, user, org, m)
+	existing, err := s.ensureUser(ctx, user, org, m)
 	if err != nil {
 		return user, UserUnchanged, err
+	}
+	created := existing == nil
+	// A user created a moment ago has its boundary from CreateUser. On one
+	// that existed the boundary comes first: until the user has it, the
+	// operator's IAM policy may not write its policy.
+	var bounded bool
+	if !created {
+		if bounded, err = s.ensureBoundary(ctx, existing); err != nil {
+			return user, UserUnchanged, err
+		}
 	}
 	// A user created a moment ago has no policy to read.
 	updated, err := s.ensurePolicy(ctx, user, want, !created)
@@ -92,24 +107,32 @@ func (s *Service) EnsurePrefixUser(ctx context.Context, org string, m Marker, pr
 		return user, UserUnchanged, err
 	case updated:
 		return user, PolicyUpdated, nil
+	case bounded:
+		return user, BoundaryUpdated, nil
 	}
 	return user, UserUnchanged, nil
 }
 
-func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (created bool, err error) {
+// ensureUser creates user for organization org unless it exists. It
+// returns the user it found, checked to be org's, or nil when it created it.
+func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (existing *iamtypes.User, err error) {
 	for range 2 {
 		got, err := s.getUser(ctx, user)
 		switch {
 		case err != nil:
-			return false, err
+			return nil, err
 		case got != nil:
-			return false, s.checkUser(got, m)
+			if err := s.checkUser(got, m); err != nil {
+				return nil, err
+			}
+			return got, nil
 		}
 
 		err = s.do(ctx, "CreateUser", func(ctx context.Context) error {
 			_, err := s.iam.CreateUser(ctx, &iam.CreateUserInput{
-				UserName: aws.String(user),
-				Path:     aws.String(s.cfg.IAMPath),
+				UserName:            aws.String(user),
+				Path:                aws.String(s.cfg.IAMPath),
+				PermissionsBoundary: s.permissionsBoundary(),
 				Tags: []iamtypes.Tag{
 					{Key: aws.String(TagOrg), Value: aws.String(org)},
 					{Key: aws.String(TagUID), Value: aws.String(m.UID)},
@@ -120,17 +143,18 @@ func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (c
 		var exists *iamtypes.EntityAlreadyExistsException
 		switch {
 		case err == nil:
-			s.log.Info("Created IAM user", "user", user, "organization", org, "uid", m.UID)
-			return true, nil
+			s.log.Info("Created IAM user", "user", user, "organization", org, "uid", m.UID,
+				"permissionsBoundary", s.cfg.PermissionsBoundary)
+			return nil, nil
 		case errors.As(err, &exists):
 			// Created meanwhile, perhaps by an earlier attempt whose
 			// answer was lost: read it again to see whose it is.
 			continue
 		default:
-			return false, fmt.Errorf("creating IAM user %q: %w", user, err)
+			return nil, fmt.Errorf("creating IAM user %q: %w", user, err)
 		}
 	}
-	return false, fmt.Errorf("creating IAM user %q: it keeps appearing and disappearing; another writer is racing orgforge", user)
+	return nil, fmt.Errorf("creating IAM user %q: it keeps appearing and disappearing; another writer is racing orgforge", user)
 }
 
 func (s *Service) checkUser(u *iamtypes.User, m Marker) error {

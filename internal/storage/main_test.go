@@ -89,8 +89,14 @@ func newTestService(t *testing.T) *Service {
 // newRecordedService is a service whose every HTTP request is recorded.
 func newRecordedService(t *testing.T) (*Service, *recorder) {
 	t.Helper()
+	return newRecordedServiceWith(t, testConfig(t))
+}
+
+// newRecordedServiceWith is newRecordedService with cfg.
+func newRecordedServiceWith(t *testing.T, cfg Config) (*Service, *recorder) {
+	t.Helper()
 	rec := &recorder{}
-	s, err := newService(t.Context(), testConfig(t), testr.New(t), func(next http.RoundTripper) http.RoundTripper {
+	s, err := newService(t.Context(), cfg, testr.New(t), func(next http.RoundTripper) http.RoundTripper {
 		rec.next = next
 		return rec
 	})
@@ -102,15 +108,18 @@ func newRecordedService(t *testing.T) (*Service, *recorder) {
 	return s, rec
 }
 
-// recorder notes each request as "S3 <method> <path>" or "IAM <Action>".
+// recorder notes each request as "S3 <method> <path>" or "IAM <Action>",
+// and the parameters of each IAM request as they were sent.
 type recorder struct {
 	next  http.RoundTripper
 	mu    sync.Mutex
 	calls []string
+	forms []url.Values
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	call := "S3 " + req.Method + " " + req.URL.Path
+	var form url.Values
 	if strings.HasPrefix(req.Header.Get("Content-Type"), "application/x-www-form-urlencoded") && req.Body != nil {
 		body, err := io.ReadAll(req.Body)
 		_ = req.Body.Close()
@@ -119,12 +128,15 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req = req.Clone(req.Context())
 		req.Body = io.NopCloser(bytes.NewReader(body))
-		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") != "" {
-			call = "IAM " + form.Get("Action")
+		if f, err := url.ParseQuery(string(body)); err == nil && f.Get("Action") != "" {
+			call, form = "IAM "+f.Get("Action"), f
 		}
 	}
 	r.mu.Lock()
 	r.calls = append(r.calls, call)
+	if form != nil {
+		r.forms = append(r.forms, form)
+	}
 	r.mu.Unlock()
 	return r.next.RoundTrip(req)
 }
@@ -133,6 +145,21 @@ func (r *recorder) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = nil
+	r.forms = nil
+}
+
+// sent returns the parameters of every recorded IAM request of action, in
+// the order they were sent.
+func (r *recorder) sent(action string) []url.Values {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []url.Values
+	for _, f := range r.forms {
+		if f.Get("Action") == action {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // writes lists the recorded requests that could change something.

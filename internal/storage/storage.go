@@ -80,6 +80,11 @@ type Config struct {
 	// IAMPath is the path every IAM user the service creates lives under;
 	// DefaultIAMPath when empty.
 	IAMPath string
+	// PermissionsBoundary is the ARN of the managed policy set as the
+	// permissions boundary of every user the service creates, and of every
+	// user of ours that lacks it; empty sets none and leaves users' own
+	// boundaries alone.
+	PermissionsBoundary string
 	// RequestTimeout bounds each call; DefaultRequestTimeout when zero.
 	RequestTimeout time.Duration
 	// Retry is the policy around transient errors; retry.DefaultPolicy when
@@ -183,7 +188,13 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 		return nil, err
 	}
 	s.log.Info("Connected to storage", "bucket", cfg.Bucket, "endpoint", s.Endpoint(),
-		"iamEndpoint", s.iamEndpoint(), "region", cfg.Region, "iamPath", cfg.IAMPath)
+		"iamEndpoint", s.iamEndpoint(), "region", cfg.Region, "iamPath", cfg.IAMPath,
+		"permissionsBoundary", cfg.PermissionsBoundary)
+	if cfg.PermissionsBoundary == "" && cfg.IAMEndpoint == "" {
+		// Allowed, for IAM policies written before boundaries; the policy
+		// of docs/install-aws.md denies creating users without one.
+		s.log.Info("No IAM permissions boundary configured: the users orgforge creates are confined by their inline policy alone; see --iam-permissions-boundary")
+	}
 	return s, nil
 }
 

@@ -64,6 +64,7 @@ storage:
   pathStyle: true
   prefixTemplate: "tenants/{name}/"
   iamPath: /tenants/
+  iamPermissionsBoundary: arn:aws:iam::111122223333:policy/tenants-boundary
   tenantEndpoint: https://127.0.0.1:3
   credentialsSecret: {name: aws-keys, accessKeyIdKey: id, secretAccessKeyKey: key}
 logging: {development: true, encoder: console, level: debug, stacktraceLevel: error, timeEncoding: iso8601}
@@ -94,7 +95,8 @@ topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zon
 			"s3-bucket": "acme-tenants", "s3-region": "eu-west-1", "s3-endpoint": "https://127.0.0.1:1", "iam-endpoint": "https://127.0.0.1:2",
 			"s3-path-style": "true", "s3-prefix-template": "tenants/{name}/", "iam-path": "/tenants/", "tenant-s3-endpoint": "https://127.0.0.1:3",
 			"s3-access-key-id-file": "/etc/orgforge/storage/id", "s3-secret-access-key-file": "/etc/orgforge/storage/key",
-			"zap-devel": "true", "zap-encoder": "console", "zap-log-level": "debug", "zap-stacktrace-level": "error", "zap-time-encoding": "iso8601",
+			"iam-permissions-boundary": "arn:aws:iam::111122223333:policy/tenants-boundary", "zap-devel": "true",
+			"zap-encoder": "console", "zap-log-level": "debug", "zap-stacktrace-level": "error", "zap-time-encoding": "iso8601",
 		},
 	},
 	"no metrics nor leader election nor user roles": {

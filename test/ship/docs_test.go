@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/storage"
 )
 
 // TestAPIDocIsCurrent regenerates docs/api.md from the Go types with the
@@ -145,39 +147,83 @@ var storageCalls = map[string]struct {
 	actions  []string
 	resource string
 }{
-	"HeadBucket":       {[]string{"s3:ListBucket"}, "bucket"},
-	"ListObjectsV2":    {[]string{"s3:ListBucket"}, "bucket"},
-	"GetObject":        {[]string{"s3:GetObject"}, "objects"},
-	"PutObject":        {[]string{"s3:PutObject"}, "objects"},
-	"DeleteObject":     {[]string{"s3:DeleteObject"}, "objects"},
-	"DeleteObjects":    {[]string{"s3:DeleteObject"}, "objects"},
-	"CreateUser":       {[]string{"iam:CreateUser", "iam:TagUser"}, "users"},
-	"GetUser":          {[]string{"iam:GetUser"}, "users"},
-	"DeleteUser":       {[]string{"iam:DeleteUser"}, "users"},
-	"PutUserPolicy":    {[]string{"iam:PutUserPolicy"}, "users"},
-	"GetUserPolicy":    {[]string{"iam:GetUserPolicy"}, "users"},
-	"DeleteUserPolicy": {[]string{"iam:DeleteUserPolicy"}, "users"},
-	"ListUserPolicies": {[]string{"iam:ListUserPolicies"}, "users"},
-	"CreateAccessKey":  {[]string{"iam:CreateAccessKey"}, "users"},
-	"DeleteAccessKey":  {[]string{"iam:DeleteAccessKey"}, "users"},
-	"ListAccessKeys":   {[]string{"iam:ListAccessKeys"}, "users"},
-	"ListUsers":        {[]string{"iam:ListUsers"}, "any"},
+	"HeadBucket":                 {[]string{"s3:ListBucket"}, "bucket"},
+	"ListObjectsV2":              {[]string{"s3:ListBucket"}, "bucket"},
+	"GetObject":                  {[]string{"s3:GetObject"}, "objects"},
+	"PutObject":                  {[]string{"s3:PutObject"}, "objects"},
+	"DeleteObject":               {[]string{"s3:DeleteObject"}, "objects"},
+	"DeleteObjects":              {[]string{"s3:DeleteObject"}, "objects"},
+	"CreateUser":                 {[]string{"iam:CreateUser", "iam:TagUser"}, "users"},
+	"GetUser":                    {[]string{"iam:GetUser"}, "users"},
+	"DeleteUser":                 {[]string{"iam:DeleteUser"}, "users"},
+	"PutUserPolicy":              {[]string{"iam:PutUserPolicy"}, "users"},
+	"PutUserPermissionsBoundary": {[]string{"iam:PutUserPermissionsBoundary"}, "users"},
+	"GetUserPolicy":              {[]string{"iam:GetUserPolicy"}, "users"},
+	"DeleteUserPolicy":           {[]string{"iam:DeleteUserPolicy"}, "users"},
+	"ListUserPolicies":           {[]string{"iam:ListUserPolicies"}, "users"},
+	"CreateAccessKey":            {[]string{"iam:CreateAccessKey"}, "users"},
+	"DeleteAccessKey":            {[]string{"iam:DeleteAccessKey"}, "users"},
+	"ListAccessKeys":             {[]string{"iam:ListAccessKeys"}, "users"},
+	"ListUsers":                  {[]string{"iam:ListUsers"}, "any"},
+}
+
+// boundaryActions are the IAM actions that give a user permissions. IAM can
+// require a permissions boundary on each (the iam:PermissionsBoundary
+// condition key), and the operator's policy must: allowed without it, any one
+// of them could mint an administrator. The other user actions have no such
+// key, so a condition on it would deny them; they give no permissions.
+var boundaryActions = map[string]bool{
+	"iam:CreateUser":                 true,
+	"iam:PutUserPolicy":              true,
+	"iam:PutUserPermissionsBoundary": true,
+	"iam:AttachUserPolicy":           true,
+}
+
+// guideBoundary is the ARN of the permissions boundary of
+// docs/install-aws.md, in its example account.
+const guideBoundary = "arn:aws:iam::111122223333:policy/orgforge-tenant-boundary"
+
+// iamPolicy is an IAM policy document as docs/install-aws.md writes them:
+// one resource per statement and single condition values. Decoding it
+// strictly refuses anything else (NotAction, Principal...), which the checks
+// below would not understand.
+type iamPolicy struct {
+	Version   string
+	Statement []struct {
+		Sid       string
+		Effect    string
+		Action    []string
+		Resource  string
+		Condition map[string]map[string]string `json:",omitempty"`
+	}
+}
+
+func parsePolicy(t *testing.T, what, block string) iamPolicy {
+	t.Helper()
+	var p iamPolicy
+	dec := json.NewDecoder(strings.NewReader(block))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		t.Fatalf("%s in docs/install-aws.md is not a policy document of the expected shape: %v", what, err)
+	}
+	if p.Version != "2012-10-17" || len(p.Statement) == 0 {
+		t.Fatalf("%s in docs/install-aws.md: version %q, %d statements", what, p.Version, len(p.Statement))
+	}
+	return p
 }
 
 // TestInstallAWSPolicy checks the IAM policy of docs/install-aws.md against
 // the code: every S3 and IAM call of internal/storage is allowed on the
-// resource it acts on, and the policy allows nothing the code does not call.
+// resource it acts on, the actions that give users permissions only with the
+// guide's permissions boundary, nothing the code does not call is allowed,
+// and the boundary can be neither removed from a user nor changed.
 func TestInstallAWSPolicy(t *testing.T) {
-	var policy struct {
-		Statement []struct {
-			Effect   string
-			Action   []string
-			Resource string
-		}
-	}
-	block := blockWith(t, codeBlocks(t, "install-aws.md", "json"), "iam:CreateUser")
-	if err := json.Unmarshal([]byte(block), &policy); err != nil {
-		t.Fatalf("the policy in docs/install-aws.md is not JSON: %v", err)
+	policy := parsePolicy(t, "the operator's policy", blockWith(t, codeBlocks(t, "install-aws.md", "json"), "iam:CreateUser"))
+	// The boundary the policy requires is the one the guide creates.
+	create := regexp.MustCompile(`aws iam create-policy --policy-name (\S+) --policy-document file://orgforge-tenant-boundary\.json`).
+		FindStringSubmatch(blockWith(t, codeBlocks(t, "install-aws.md", "sh"), "file://orgforge-tenant-boundary.json"))
+	if create == nil || "arn:aws:iam::111122223333:policy/"+create[1] != guideBoundary {
+		t.Fatalf("docs/install-aws.md does not create the boundary %s with aws iam create-policy: %q", guideBoundary, create)
 	}
 	// The guide's policy follows the defaults of --iam-path and
 	// --s3-prefix-template.
@@ -191,17 +237,43 @@ func TestInstallAWSPolicy(t *testing.T) {
 		"users":   "arn:aws:iam::111122223333:user" + defaultIAMPath + "*",
 		"any":     "*",
 	}
-	allowed := map[[2]string]bool{}
+	// allowed holds action, resource and the boundary the allow requires
+	// ("" for none); denied holds action and resource.
+	allowed := map[[3]string]bool{}
+	var denied [][2]string
 	for _, st := range policy.Statement {
-		if st.Effect != "Allow" {
-			t.Errorf("unexpected %s statement", st.Effect)
+		required := ""
+		for op, keys := range st.Condition {
+			for k, v := range keys {
+				if op == "StringEquals" && k == "iam:PermissionsBoundary" {
+					required = v
+					continue
+				}
+				t.Errorf("statement %s: unexpected condition %s %s", st.Sid, op, k)
+			}
 		}
 		for _, a := range st.Action {
-			allowed[[2]string{a, st.Resource}] = true
+			if strings.ContainsAny(a, "*?") {
+				t.Errorf("statement %s: action %s has a wildcard", st.Sid, a)
+			}
+			switch st.Effect {
+			case "Allow":
+				allowed[[3]string{a, st.Resource, required}] = true
+				if boundaryActions[a] && required != guideBoundary {
+					t.Errorf("statement %s allows %s without requiring the permissions boundary %s", st.Sid, a, guideBoundary)
+				}
+			case "Deny":
+				if required != "" {
+					t.Errorf("statement %s: a deny only under a condition can be sidestepped", st.Sid)
+				}
+				denied = append(denied, [2]string{a, st.Resource})
+			default:
+				t.Errorf("statement %s: unexpected effect %s", st.Sid, st.Effect)
+			}
 		}
 	}
 
-	used := map[[2]string]bool{}
+	used := map[[3]string]bool{}
 	srcs, err := filepath.Glob(repoPath("internal", "storage", "*.go"))
 	if err != nil {
 		t.Fatal(err)
@@ -221,10 +293,14 @@ func TestInstallAWSPolicy(t *testing.T) {
 				continue
 			}
 			for _, a := range call.actions {
-				key := [2]string{a, resources[call.resource]}
+				required := ""
+				if boundaryActions[a] {
+					required = guideBoundary
+				}
+				key := [3]string{a, resources[call.resource], required}
 				used[key] = true
 				if !allowed[key] {
-					t.Errorf("%s needs %s on %s; the policy does not allow it", m[1], a, key[1])
+					t.Errorf("%s needs %s on %s (requiring the boundary %q); the policy does not allow it", m[1], a, key[1], required)
 				}
 			}
 		}
@@ -234,7 +310,101 @@ func TestInstallAWSPolicy(t *testing.T) {
 	}
 	for k := range allowed {
 		if !used[k] {
-			t.Errorf("the policy allows %s on %s, which internal/storage never needs", k[0], k[1])
+			t.Errorf("the policy allows %s on %s (requiring the boundary %q), which internal/storage never needs", k[0], k[1], k[2])
+		}
+	}
+
+	// Nothing removes a user's boundary or changes the boundary policy,
+	// whatever else the role is given.
+	wantDenied := [][2]string{
+		{"iam:CreatePolicyVersion", guideBoundary},
+		{"iam:DeletePolicy", guideBoundary},
+		{"iam:DeletePolicyVersion", guideBoundary},
+		{"iam:DeleteUserPermissionsBoundary", "*"},
+		{"iam:SetDefaultPolicyVersion", guideBoundary},
+	}
+	slices.SortFunc(denied, func(a, b [2]string) int { return strings.Compare(a[0]+" "+a[1], b[0]+" "+b[1]) })
+	if diff := cmp.Diff(wantDenied, denied); diff != "" {
+		t.Errorf("the policy's denies (-want +got):\n%s", diff)
+	}
+}
+
+// iamGlob reports whether an IAM resource pattern, where * is any run of
+// characters and ? any one, matches s.
+func iamGlob(pattern, s string) bool {
+	re := regexp.QuoteMeta(pattern)
+	re = strings.ReplaceAll(re, `\*`, ".*")
+	re = strings.ReplaceAll(re, `\?`, ".")
+	return regexp.MustCompile("^" + re + "$").MatchString(s)
+}
+
+// TestInstallAWSBoundary checks the permissions boundary of
+// docs/install-aws.md against the code: it allows S3 on the tenants bucket
+// only, everything an organization's own policy (storage.PolicyDocument)
+// gives fits under it, and it allows nothing that no organization is given.
+func TestInstallAWSBoundary(t *testing.T) {
+	boundary := parsePolicy(t, "the boundary", blockWith(t, codeBlocks(t, "install-aws.md", "json"), `"BoundaryTenantsBucket"`))
+	const bucketARN = "arn:aws:s3:::acme-tenants"
+	type grant struct{ action, resource string }
+	var grants []grant
+	for _, st := range boundary.Statement {
+		if st.Effect != "Allow" || len(st.Condition) > 0 {
+			t.Errorf("boundary statement %s: %s with conditions %v; a boundary only needs unconditional allows", st.Sid, st.Effect, st.Condition)
+		}
+		if st.Resource != bucketARN && !strings.HasPrefix(st.Resource, bucketARN+"/") {
+			t.Errorf("boundary statement %s allows %s, outside the tenants bucket", st.Sid, st.Resource)
+		}
+		for _, a := range st.Action {
+			if !strings.HasPrefix(a, "s3:") || strings.ContainsAny(a, "*?") {
+				t.Errorf("boundary statement %s allows %s; want named S3 actions only", st.Sid, a)
+			}
+			grants = append(grants, grant{a, st.Resource})
+		}
+	}
+
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	config.Bind(fs)
+	prefix := strings.ReplaceAll(fs.Lookup("s3-prefix-template").DefValue, "{name}", "acme")
+	doc, err := storage.PolicyDocument("acme-tenants", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tenant struct {
+		Statement []struct {
+			Effect           string
+			Action, Resource []string
+		}
+	}
+	if err := json.Unmarshal([]byte(doc), &tenant); err != nil {
+		t.Fatalf("the tenant's policy: %v\n%s", err, doc)
+	}
+	covered := map[grant]bool{}
+	tenantGrants := 0
+	for _, st := range tenant.Statement {
+		if st.Effect != "Allow" {
+			continue
+		}
+		for _, a := range st.Action {
+			for _, r := range st.Resource {
+				tenantGrants++
+				found := false
+				for _, g := range grants {
+					if g.action == a && iamGlob(g.resource, r) {
+						covered[g], found = true, true
+					}
+				}
+				if !found {
+					t.Errorf("an organization's policy allows %s on %s, which the boundary does not: organizations would lose it", a, r)
+				}
+			}
+		}
+	}
+	if tenantGrants < 3 {
+		t.Fatalf("found %d grants in the tenant's policy: the parse is broken\n%s", tenantGrants, doc)
+	}
+	for _, g := range grants {
+		if !covered[g] {
+			t.Errorf("the boundary allows %s on %s, which no organization's policy gives", g.action, g.resource)
 		}
 	}
 }
@@ -295,6 +465,9 @@ func checkAWSSettings(t *testing.T, objs []*unstructured.Unstructured, s manager
 	}
 	if got := s.values["s3-region"]; got != "eu-west-1" {
 		t.Errorf("--s3-region = %q, want eu-west-1", got)
+	}
+	if got := s.values["iam-permissions-boundary"]; got != guideBoundary {
+		t.Errorf("--iam-permissions-boundary = %q, want %s, the boundary the operator's policy requires", got, guideBoundary)
 	}
 	if got := one(t, objs, "ServiceAccount").GetAnnotations()["eks.amazonaws.com/role-arn"]; got != role {
 		t.Errorf("IRSA annotation = %q, want %s", got, role)
