@@ -639,13 +639,50 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 	return ctrl.Result{}, nil
 }
 
+// deletionScope fills s with what the Organization recorded, not with what
+// today's spec and settings would make: a spec or an operator setting that
+// no longer validates (a system namespace after a restart without
+// --allow-system-namespaces) must not skip the clean-up of what was made
+// under the old ones. Every name is still checked against its ownership
+// marker before anything is deleted.
+func (r *OrganizationReconciler) deletionScope(s *scope) {
+	st := s.org.Status
+	if st.Namespace != "" {
+		s.namespace = st.Namespace
+	}
+	if st.Database.Name != "" {
+		s.database = st.Database.Name
+	}
+	if st.Database.Role != "" {
+		s.role = st.Database.Role
+	}
+	s.prefix = st.Storage.Prefix
+}
+
+// prefixesToDelete lists the prefixes the clean-up looks at: the one the
+// status recorded and the one today's template gives, which a reconcile may
+// have claimed before it could record it. deletePrefix purges only those
+// whose marker carries this Organization's UID.
+func (r *OrganizationReconciler) prefixesToDelete(s *scope) []string {
+	var out []string
+	if s.prefix != "" {
+		out = append(out, s.prefix)
+	}
+	if p, err := naming.Prefix(r.Settings.PrefixTemplate, s.org.Name); err == nil && p != s.prefix {
+		out = append(out, p)
+	}
+	return out
+}
+
 // deleteExternal notes in done each thing it deleted or kept. The storage
 // and the database are cleaned up at once; the namespace goes last.
 func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
-	if err := r.validate(s); err != nil {
-		// Nothing was ever provisioned for a spec that does not validate.
+	if err := naming.ValidateOrgName(s.org.Name); err != nil {
+		// Names are immutable and every reconcile checks this one first:
+		// nothing was ever provisioned under a name that does not validate.
 		return nil
 	}
+	r.deletionScope(s)
 	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
 		if err := r.deleteUser(ctx, s, done); err != nil {
 			return err
@@ -653,8 +690,12 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 		if err := r.keepDatabaseSecret(ctx, s); err != nil {
 			return err
 		}
-		done.add("retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
-			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
+		kept := "no prefix"
+		if p := r.prefixesToDelete(s); len(p) > 0 {
+			kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
+		}
+		done.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
+			s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
 		return nil
 	}
 
@@ -667,7 +708,14 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 			if err := r.timed("deleteUser", func() error { return r.deleteUser(ctx, s, &stDone) }); err != nil {
 				return err
 			}
-			return r.timed("deletePrefix", func() error { return r.deletePrefix(ctx, s, &stDone) })
+			return r.timed("deletePrefix", func() error {
+				for _, p := range r.prefixesToDelete(s) {
+					if err := r.deletePrefix(ctx, s, p, &stDone); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		})
 	*done = append(*done, stDone...)
 	*done = append(*done, dbDone...)
@@ -712,23 +760,28 @@ func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done 
 	return nil
 }
 
-// deletePrefix deletes the objects under the prefix, unless its marker
-// names another Organization.
-func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, done *notes) error {
-	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
+// deletePrefix deletes the objects under prefix only when its marker
+// carries this Organization's UID. A prefix with no marker was never
+// claimed by this Organization (EnsurePrefix writes the marker before
+// anything else uses the prefix), so its objects are someone else's.
+func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, prefix string, done *notes) error {
+	owner, found, err := r.Storage.PrefixOwner(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
+		return fmt.Errorf("reading prefix marker %s: %w", prefix, err)
 	}
-	if found && owner.UID != string(s.org.UID) {
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", s.prefix)
+	switch {
+	case !found:
+		return nil
+	case owner.UID != string(s.org.UID):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", prefix)
 		return nil
 	}
-	n, err := r.Storage.DeletePrefix(ctx, s.prefix)
+	n, err := r.Storage.DeletePrefix(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
+		return fmt.Errorf("deleting prefix %s: %w", prefix, err)
 	}
 	if n > 0 {
-		done.add("deleted %d objects under %s", n, s.prefix)
+		done.add("deleted %d objects under %s", n, prefix)
 	}
 	return nil
 }

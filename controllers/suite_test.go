@@ -195,6 +195,13 @@ func startOperator(t *testing.T, db controllers.Database) *operator {
 // tests that make the cache lag.
 func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client) *operator {
 	t.Helper()
+	return startOperatorSettings(t, db, wrap, nil)
+}
+
+// startOperatorSettings is startOperatorWith with the reconciler's settings
+// changed by edit, as an operator restarted with other flags would run.
+func startOperatorSettings(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
+	t.Helper()
 	if db == nil {
 		db = reg.Aurora
 	}
@@ -222,6 +229,9 @@ func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.C
 		Storage:   reg.Storage,
 		Creds:     reg.Credentials,
 		Settings:  controllers.SettingsFrom(cfg),
+	}
+	if edit != nil {
+		edit(&r.Settings)
 	}
 	skip := true
 	err = r.SetupWithManager(mgr, controller.Options{
