@@ -42,6 +42,8 @@ func databaseResult(err error, endpoint string) result {
 		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
 	case errors.Is(err, aurora.ErrInvalid), errors.Is(err, errInvalidSpec):
 		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+	case errors.Is(err, errInvalidSecret):
+		return result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: conditionMessage(err)}
 	}
 	class := aurora.Classify(err)
 	externalErrors.WithLabelValues("aurora", string(class)).Inc()

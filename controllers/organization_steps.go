@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +34,45 @@ const (
 	LabelManagedBy    = "app.kubernetes.io/managed-by"
 	ManagedByValue    = "orgforge"
 	LabelOrganization = "tenancy.orgforge.io/organization"
+	// AnnotationPasswordSHA256, on the database Secret, is the SHA-256 of
+	// the password the operator last set on the role. A Secret whose
+	// password no longer matches it was edited, and the role is given the
+	// Secret's password. It sits on the Secret, not on the Organization's
+	// status, so that only those who may read the password see it.
+	AnnotationPasswordSHA256 = "tenancy.orgforge.io/password-sha256"
 )
+
+// maxPasswordLength bounds a password written into the Secret by hand; the
+// operator's own are far shorter.
+const maxPasswordLength = 256
+
+// errInvalidSecret marks a Secret edited into something the operator cannot
+// use; a person has to fix it.
+var errInvalidSecret = errors.New("invalid Secret")
+
+// passwordFingerprint is the value of AnnotationPasswordSHA256.
+func passwordFingerprint(password string) string {
+	sum := sha256.Sum256([]byte(password))
+	return hex.EncodeToString(sum[:])
+}
+
+// checkSecretPassword refuses a password the role cannot be given, or one
+// that the Secret's uri and jdbc-url could not carry. Its errors never
+// quote the password.
+func checkSecretPassword(password string) error {
+	switch {
+	case password == "":
+		return errors.New("its password is empty")
+	case len(password) > maxPasswordLength:
+		return fmt.Errorf("its password is longer than %d bytes", maxPasswordLength)
+	}
+	for i := 0; i < len(password); i++ {
+		if password[i] < 0x20 || password[i] > 0x7e {
+			return errors.New("its password holds a character other than printable ASCII")
+		}
+	}
+	return nil
+}
 
 // errInvalidSpec marks a spec that passed admission but cannot be provisioned.
 var errInvalidSpec = errors.New("invalid spec")
@@ -160,7 +200,8 @@ func recoverStep(ctx context.Context, part string, err *error) {
 // those are reported on the conditions, not retried with backoff.
 func retryable(err error) error {
 	if err == nil || errors.Is(err, aurora.ErrConflict) || errors.Is(err, storage.ErrConflict) ||
-		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) {
+		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) ||
+		errors.Is(err, errInvalidSecret) {
 		return nil
 	}
 	return err
@@ -241,9 +282,17 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	if err != nil {
 		return err
 	}
-	password := ""
+	// The Secret's password is the desired one: a person may rotate it by
+	// editing the Secret. One that differs from what the operator last set
+	// is given to the role; one that cannot be used changes nothing.
+	password, edited := "", false
 	if secret != nil && string(secret.Data["username"]) == s.role {
 		password = string(secret.Data["password"])
+		if err := checkSecretPassword(password); err != nil {
+			return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
+				errInvalidSecret, s.namespace, secret.Name, err)
+		}
+		edited = secret.Annotations[AnnotationPasswordSHA256] != passwordFingerprint(password)
 	}
 
 	var change aurora.Change
@@ -251,7 +300,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		// A new Secret, or a role to create: the role gets a password now
 		// and the Secret is written after it. Only a Secret's password
 		// needs a look at the role, to learn whether it must be created.
-		setPassword := password == ""
+		setPassword := password == "" || edited
 		if !setPassword {
 			info, err := r.Database.InspectRole(ctx, s.role)
 			if err != nil {
@@ -281,6 +330,9 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
 	s.dbNotes.change(change, "role "+s.role)
+	if edited {
+		s.dbNotes.add("set role %s's password to the one in Secret %s/%s", s.role, s.namespace, secret.Name)
+	}
 
 	err = r.timed("database", func() error {
 		change, err = r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
@@ -334,7 +386,8 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 
 	data := r.databaseSecretData(s, password)
 	if err := r.timed("databaseSecret", func() error {
-		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data)
+		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data,
+			map[string]string{AnnotationPasswordSHA256: passwordFingerprint(password)})
 	}); err != nil {
 		return err
 	}
@@ -432,7 +485,7 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 	}); err != nil {
 		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
 	}
-	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data) }); err != nil {
+	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data, nil) }); err != nil {
 		return err
 	}
 	if withKey && !onlyKey {
@@ -535,12 +588,13 @@ func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, nam
 	return secret, nil
 }
 
-// writeSecret creates the Secret or updates it when its data differs; an
-// unchanged Secret costs no write.
-func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte) error {
+// writeSecret creates the Secret or updates it when its data or the
+// operator's annotations differ; an unchanged Secret costs no write. Other
+// annotations are kept.
+func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte, annotations map[string]string) error {
 	if existing == nil {
 		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels()},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels(), Annotations: annotations},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       data,
 		}
@@ -556,11 +610,18 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *n
 		n.add("wrote Secret %s/%s", s.namespace, name)
 		return nil
 	}
-	if secretDataEqual(existing.Data, data) {
+	annotated := true
+	for k, v := range annotations {
+		annotated = annotated && existing.Annotations[k] == v
+	}
+	if annotated && secretDataEqual(existing.Data, data) {
 		return nil
 	}
 	updated := existing.DeepCopy()
 	updated.Data = data
+	for k, v := range annotations {
+		metav1.SetMetaDataAnnotation(&updated.ObjectMeta, k, v)
+	}
 	if err := r.Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating Secret %s/%s: %w", s.namespace, name, err)
 	}

@@ -82,6 +82,10 @@ const (
 	// ReasonInvalidSpec means the spec passed admission but cannot be
 	// provisioned, for example an extension the server does not offer.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidSecret means the database Secret was edited into
+	// something the operator cannot use, such as an empty password; the
+	// role keeps its password until the Secret is fixed.
+	ReasonInvalidSecret = "InvalidSecret"
 	// ReasonDeleting means the Organization is being deleted.
 	ReasonDeleting = "Deleting"
 	// ReasonNotReady is the Ready reason while any other condition is not True.
