@@ -118,3 +118,23 @@ func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 		t.Errorf("an unmarked prefix was purged: %q, %v", body, err)
 	}
 }
+
+func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("uniform"))
+	waitReady(t, "uniform")
+	apply(t, newOrg("whiskey", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-uniform" }))
+	other := waitReady(t, "whiskey")
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "org-uniform"}}) })
+
+	deleteAndWait(t, "uniform")
+	ns := &corev1.Namespace{}
+	if err := k8s.Get(ctx, client.ObjectKey{Name: "org-uniform"}, ns); err != nil || !ns.DeletionTimestamp.IsZero() {
+		t.Fatalf("the namespace another Organization uses was deleted (err %v, deletionTimestamp %v)", err, ns.DeletionTimestamp)
+	}
+	if err := login(ctx, string(secret(t, other, "whiskey-database").Data["uri"])); err != nil {
+		t.Errorf("the other Organization's login does not work: %v", err)
+	}
+	waitReady(t, "whiskey")
+}

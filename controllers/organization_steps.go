@@ -797,12 +797,41 @@ func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, 
 	case err != nil:
 		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
 	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
+		other, err := r.namespaceUser(ctx, s)
+		if err != nil {
+			return err
+		}
+		if other != "" {
+			done.add("kept namespace %s: Organization %s uses it", s.namespace, other)
+			return nil
+		}
 		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
 		}
 		done.add("deleted namespace %s", s.namespace)
 	}
 	return nil
+}
+
+// namespaceUser names another Organization whose Secrets go to s's
+// namespace, or returns "". Two Organizations may share a namespace
+// (spec.namespace); the one that created it must not take the other's
+// Secrets with it when it goes.
+func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (string, error) {
+	var list tenancyv1alpha1.OrganizationList
+	if err := r.List(ctx, &list); err != nil {
+		return "", fmt.Errorf("listing Organizations that may use namespace %s: %w", s.namespace, err)
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.UID == s.org.UID {
+			continue
+		}
+		if o.Status.Namespace == s.namespace || newScope(o, r.Settings).namespace == s.namespace {
+			return o.Name, nil
+		}
+	}
+	return "", nil
 }
 
 // deleteUser deletes the organization's IAM user and its keys, unless
