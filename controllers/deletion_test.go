@@ -126,7 +126,9 @@ func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t 
 	waitReady(t, "uniform")
 	apply(t, newOrg("whiskey", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-uniform" }))
 	other := waitReady(t, "whiskey")
-	t.Cleanup(func() { _ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "org-uniform"}}) })
+	t.Cleanup(func() {
+		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "org-uniform"}})
+	})
 
 	deleteAndWait(t, "uniform")
 	ns := &corev1.Namespace{}
