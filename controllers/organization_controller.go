@@ -83,7 +83,9 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// The finalizer goes on before anything exists outside Kubernetes, so a
 	// delete can never skip the clean-up.
 	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
-		patch := client.MergeFrom(org.DeepCopy())
+		// A merge patch replaces the whole list; the resourceVersion it
+		// carries makes it fail, not drop a finalizer added meanwhile.
+		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(org, tenancyv1alpha1.FinalizerName)
 		if err := r.Patch(ctx, org, patch); err != nil {
 			return ctrl.Result{}, err

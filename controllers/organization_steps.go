@@ -690,7 +690,9 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}
 	err := r.timed("removeFinalizer", func() error {
-		patch := client.MergeFrom(org.DeepCopy())
+		// Optimistic locking, as when the finalizer is added: another
+		// controller's finalizer added since the read must survive.
+		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
 		return r.Patch(ctx, org, patch)
 	})
