@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,5 +94,27 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	waitReady(t, "yankee")
 	if got := string(secret(t, o, "yankee-database").Data["sslmode"]); got != "disable" {
 		t.Errorf("sslmode = %q, want the operator's disable back", got)
+	}
+}
+
+func TestAnInvalidSpecIsReportedInOneWarningEvent(t *testing.T) {
+	op := startOperator(t, nil)
+	apply(t, newOrg("zulu", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-node-lease" }))
+	waitCondition(t, "zulu", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
+	// Let the reconciles the status write may trigger settle.
+	time.Sleep(resync)
+	var warnings []string
+	for _, e := range op.eventsSnapshot() {
+		if strings.HasPrefix(e, tenancyv1alpha1.ReasonInvalidSpec+": ") {
+			warnings = append(warnings, e)
+		}
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("%d InvalidSpec warnings, want 1: %v", len(warnings), warnings)
+	}
+	for _, want := range []string{"DatabaseReady", "StorageReady", "--allow-system-namespaces"} {
+		if !strings.Contains(warnings[0], want) {
+			t.Errorf("the warning does not mention %q: %s", want, warnings[0])
+		}
 	}
 }

@@ -128,8 +128,14 @@ func DefaultRateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 }
 
 // failureEvents emits one Warning when a condition turns False for a new
-// reason, not one per retry.
+// reason, not one per retry; conditions that fail for the same reason with
+// the same message, as both do for an invalid spec, share one Warning.
 func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Organization) {
+	type failure struct {
+		reason, message string
+		types           []string
+	}
+	var failures []*failure
 	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
 		now := meta.FindStatusCondition(after.Status.Conditions, t)
 		if now == nil || now.Status != metav1.ConditionFalse || now.Reason == tenancyv1alpha1.ReasonProvisioning {
@@ -138,7 +144,15 @@ func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Or
 		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
 			continue
 		}
-		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s: %s", t, now.Message)
+		i := slices.IndexFunc(failures, func(f *failure) bool { return f.reason == now.Reason && f.message == now.Message })
+		if i < 0 {
+			failures = append(failures, &failure{reason: now.Reason, message: now.Message})
+			i = len(failures) - 1
+		}
+		failures[i].types = append(failures[i].types, t)
+	}
+	for _, f := range failures {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, f.reason, "Reconcile", "%s: %s", strings.Join(f.types, ", "), f.message)
 	}
 }
 

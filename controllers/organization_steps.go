@@ -133,14 +133,13 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	if err := r.validate(s); err != nil {
 		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: err.Error()}
 		s.outcome.storage = s.outcome.database
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", err.Error())
-		// Nothing changes until the spec does; no retry.
+		// Nothing changes until the spec does; no retry. The Warning is
+		// failureEvents', one for both conditions.
 		return ctrl.Result{}, nil
 	}
 	if err := r.checkExtensions(ctx, s); err != nil {
 		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
 		s.outcome.storage = s.outcome.database
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", conditionMessage(err))
 		return ctrl.Result{}, nil
 	}
 	if err := r.timed("namespace", func() error { return r.ensureNamespace(ctx, s) }); err != nil {
