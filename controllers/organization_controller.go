@@ -84,7 +84,9 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	// The finalizer goes on before anything exists outside Kubernetes, so a
 	// delete can never skip the clean-up.
 	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
-		patch := client.MergeFrom(org.DeepCopy())
+		// A merge patch replaces the whole list; the resourceVersion it
+		// carries makes it fail, not drop a finalizer added meanwhile.
+		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.AddFinalizer(org, tenancyv1alpha1.FinalizerName)
 		if err := r.Patch(ctx, org, patch); err != nil {
 			return ctrl.Result{}, err
@@ -124,8 +126,14 @@ func DefaultRateLimiter() workqueue.TypedRateLimiter[reconcile.Request] {
 }
 
 // failureEvents emits one Warning when a condition turns False for a new
-// reason, not one per retry.
+// reason, not one per retry; conditions that fail for the same reason with
+// the same message, as both do for an invalid spec, share one Warning.
 func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Organization) {
+	type failure struct {
+		reason, message string
+		types           []string
+	}
+	var failures []*failure
 	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
 		now := meta.FindStatusCondition(after.Status.Conditions, t)
 		if now == nil || now.Status != metav1.ConditionFalse || now.Reason == tenancyv1alpha1.ReasonProvisioning {
@@ -134,7 +142,15 @@ func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Or
 		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
 			continue
 		}
-		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, now.Reason, "Reconcile", "%s: %s", t, now.Message)
+		i := slices.IndexFunc(failures, func(f *failure) bool { return f.reason == now.Reason && f.message == now.Message })
+		if i < 0 {
+			failures = append(failures, &failure{reason: now.Reason, message: now.Message})
+			i = len(failures) - 1
+		}
+		failures[i].types = append(failures[i].types, t)
+	}
+	for _, f := range failures {
+		r.Recorder.Eventf(after, nil, corev1.EventTypeWarning, f.reason, "Reconcile", "%s: %s", strings.Join(f.types, ", "), f.message)
 	}
 }
 

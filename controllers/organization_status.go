@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -42,6 +43,10 @@ func databaseResult(err error, endpoint string) result {
 		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
 	case errors.Is(err, aurora.ErrInvalid), errors.Is(err, errInvalidSpec):
 		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+	case errors.Is(err, errInvalidSecret):
+		return result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: conditionMessage(err)}
+	case isKubernetesError(err):
+		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
 	}
 	class := aurora.Classify(err)
 	externalErrors.WithLabelValues("aurora", string(class)).Inc()
@@ -63,6 +68,8 @@ func storageResult(err error) result {
 		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
 	case errors.Is(err, storage.ErrInvalid), errors.Is(err, errInvalidSpec):
 		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
+	case isKubernetesError(err):
+		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
 	}
 	class := storage.Classify(err)
 	externalErrors.WithLabelValues("storage", string(class)).Inc()
@@ -71,6 +78,14 @@ func storageResult(err error) result {
 			message: fmt.Sprintf("S3 or IAM is unavailable (%s); retrying with backoff", class)}
 	}
 	return result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: conditionMessage(err)}
+}
+
+// isKubernetesError reports an error the Kubernetes API server returned,
+// such as a 409 on a Secret: neither an outage of PostgreSQL or S3 nor one
+// of their external errors.
+func isKubernetesError(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status)
 }
 
 // conditionMessage makes an error fit a condition: one line, bounded. The

@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +34,45 @@ const (
 	LabelManagedBy    = "app.kubernetes.io/managed-by"
 	ManagedByValue    = "orgforge"
 	LabelOrganization = "tenancy.orgforge.io/organization"
+	// AnnotationPasswordSHA256, on the database Secret, is the SHA-256 of
+	// the password the operator last set on the role. A Secret whose
+	// password no longer matches it was edited, and the role is given the
+	// Secret's password. It sits on the Secret, not on the Organization's
+	// status, so that only those who may read the password see it.
+	AnnotationPasswordSHA256 = "tenancy.orgforge.io/password-sha256"
 )
+
+// maxPasswordLength bounds a password written into the Secret by hand; the
+// operator's own are far shorter.
+const maxPasswordLength = 256
+
+// errInvalidSecret marks a Secret edited into something the operator cannot
+// use; a person has to fix it.
+var errInvalidSecret = errors.New("invalid Secret")
+
+// passwordFingerprint is the value of AnnotationPasswordSHA256.
+func passwordFingerprint(password string) string {
+	sum := sha256.Sum256([]byte(password))
+	return hex.EncodeToString(sum[:])
+}
+
+// checkSecretPassword refuses a password the role cannot be given, or one
+// that the Secret's uri and jdbc-url could not carry. Its errors never
+// quote the password.
+func checkSecretPassword(password string) error {
+	switch {
+	case password == "":
+		return errors.New("its password is empty")
+	case len(password) > maxPasswordLength:
+		return fmt.Errorf("its password is longer than %d bytes", maxPasswordLength)
+	}
+	for i := 0; i < len(password); i++ {
+		if password[i] < 0x20 || password[i] > 0x7e {
+			return errors.New("its password holds a character other than printable ASCII")
+		}
+	}
+	return nil
+}
 
 // errInvalidSpec marks a spec that passed admission but cannot be provisioned.
 var errInvalidSpec = errors.New("invalid spec")
@@ -93,14 +133,13 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	if err := r.validate(s); err != nil {
 		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: err.Error()}
 		s.outcome.storage = s.outcome.database
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", err.Error())
-		// Nothing changes until the spec does; no retry.
+		// Nothing changes until the spec does; no retry. The Warning is
+		// failureEvents', one for both conditions.
 		return ctrl.Result{}, nil
 	}
 	if err := r.checkExtensions(ctx, s); err != nil {
 		s.outcome.database = result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
 		s.outcome.storage = s.outcome.database
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%s", conditionMessage(err))
 		return ctrl.Result{}, nil
 	}
 	if err := r.timed("namespace", func() error { return r.ensureNamespace(ctx, s) }); err != nil {
@@ -160,7 +199,8 @@ func recoverStep(ctx context.Context, part string, err *error) {
 // those are reported on the conditions, not retried with backoff.
 func retryable(err error) error {
 	if err == nil || errors.Is(err, aurora.ErrConflict) || errors.Is(err, storage.ErrConflict) ||
-		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) {
+		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) ||
+		errors.Is(err, errInvalidSecret) {
 		return nil
 	}
 	return err
@@ -241,9 +281,17 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	if err != nil {
 		return err
 	}
-	password := ""
+	// The Secret's password is the desired one: a person may rotate it by
+	// editing the Secret. One that differs from what the operator last set
+	// is given to the role; one that cannot be used changes nothing.
+	password, edited := "", false
 	if secret != nil && string(secret.Data["username"]) == s.role {
 		password = string(secret.Data["password"])
+		if err := checkSecretPassword(password); err != nil {
+			return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
+				errInvalidSecret, s.namespace, secret.Name, err)
+		}
+		edited = secret.Annotations[AnnotationPasswordSHA256] != passwordFingerprint(password)
 	}
 
 	var change aurora.Change
@@ -251,7 +299,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		// A new Secret, or a role to create: the role gets a password now
 		// and the Secret is written after it. Only a Secret's password
 		// needs a look at the role, to learn whether it must be created.
-		setPassword := password == ""
+		setPassword := password == "" || edited
 		if !setPassword {
 			info, err := r.Database.InspectRole(ctx, s.role)
 			if err != nil {
@@ -281,6 +329,9 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
 	s.dbNotes.change(change, "role "+s.role)
+	if edited {
+		s.dbNotes.add("set role %s's password to the one in Secret %s/%s", s.role, s.namespace, secret.Name)
+	}
 
 	err = r.timed("database", func() error {
 		change, err = r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
@@ -334,7 +385,8 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 
 	data := r.databaseSecretData(s, password)
 	if err := r.timed("databaseSecret", func() error {
-		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data)
+		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data,
+			map[string]string{AnnotationPasswordSHA256: passwordFingerprint(password)})
 	}); err != nil {
 		return err
 	}
@@ -432,7 +484,7 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 	}); err != nil {
 		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
 	}
-	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data) }); err != nil {
+	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data, nil) }); err != nil {
 		return err
 	}
 	if withKey && !onlyKey {
@@ -539,12 +591,13 @@ func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, nam
 	return secret, nil
 }
 
-// writeSecret creates the Secret or updates it when its data differs; an
-// unchanged Secret costs no write.
-func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte) error {
+// writeSecret creates the Secret or updates it when its data or the
+// operator's annotations differ; an unchanged Secret costs no write. Other
+// annotations are kept.
+func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte, annotations map[string]string) error {
 	if existing == nil {
 		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels()},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels(), Annotations: annotations},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       data,
 		}
@@ -560,11 +613,18 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *n
 		n.add("wrote Secret %s/%s", s.namespace, name)
 		return nil
 	}
-	if secretDataEqual(existing.Data, data) {
+	annotated := true
+	for k, v := range annotations {
+		annotated = annotated && existing.Annotations[k] == v
+	}
+	if annotated && secretDataEqual(existing.Data, data) {
 		return nil
 	}
 	updated := existing.DeepCopy()
 	updated.Data = data
+	for k, v := range annotations {
+		metav1.SetMetaDataAnnotation(&updated.ObjectMeta, k, v)
+	}
 	if err := r.Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating Secret %s/%s: %w", s.namespace, name, err)
 	}
@@ -633,7 +693,9 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}
 	err := r.timed("removeFinalizer", func() error {
-		patch := client.MergeFrom(org.DeepCopy())
+		// Optimistic locking, as when the finalizer is added: another
+		// controller's finalizer added since the read must survive.
+		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
 		controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
 		return r.Patch(ctx, org, patch)
 	})
@@ -643,13 +705,50 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 	return ctrl.Result{}, nil
 }
 
+// deletionScope fills s with what the Organization recorded, not with what
+// today's spec and settings would make: a spec or an operator setting that
+// no longer validates (a system namespace after a restart without
+// --allow-system-namespaces) must not skip the clean-up of what was made
+// under the old ones. Every name is still checked against its ownership
+// marker before anything is deleted.
+func (r *OrganizationReconciler) deletionScope(s *scope) {
+	st := s.org.Status
+	if st.Namespace != "" {
+		s.namespace = st.Namespace
+	}
+	if st.Database.Name != "" {
+		s.database = st.Database.Name
+	}
+	if st.Database.Role != "" {
+		s.role = st.Database.Role
+	}
+	s.prefix = st.Storage.Prefix
+}
+
+// prefixesToDelete lists the prefixes the clean-up looks at: the one the
+// status recorded and the one today's template gives, which a reconcile may
+// have claimed before it could record it. deletePrefix purges only those
+// whose marker carries this Organization's UID.
+func (r *OrganizationReconciler) prefixesToDelete(s *scope) []string {
+	var out []string
+	if s.prefix != "" {
+		out = append(out, s.prefix)
+	}
+	if p, err := naming.Prefix(r.Settings.PrefixTemplate, s.org.Name); err == nil && p != s.prefix {
+		out = append(out, p)
+	}
+	return out
+}
+
 // deleteExternal notes in done each thing it deleted or kept. The storage
 // and the database are cleaned up at once; the namespace goes last.
 func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
-	if err := r.validate(s); err != nil {
-		// Nothing was ever provisioned for a spec that does not validate.
+	if err := naming.ValidateOrgName(s.org.Name); err != nil {
+		// Names are immutable and every reconcile checks this one first:
+		// nothing was ever provisioned under a name that does not validate.
 		return nil
 	}
+	r.deletionScope(s)
 	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
 		if err := r.deleteUser(ctx, s, done); err != nil {
 			return err
@@ -657,8 +756,12 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 		if err := r.keepDatabaseSecret(ctx, s); err != nil {
 			return err
 		}
-		done.add("retained database %s, role %s, prefix s3://%s/%s and Secret %s/%s (deletionPolicy Retain)",
-			s.database, s.role, r.Storage.Bucket(), s.prefix, s.namespace, naming.DatabaseSecretName(s.org.Name))
+		kept := "no prefix"
+		if p := r.prefixesToDelete(s); len(p) > 0 {
+			kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
+		}
+		done.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
+			s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
 		return nil
 	}
 
@@ -671,7 +774,14 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 			if err := r.timed("deleteUser", func() error { return r.deleteUser(ctx, s, &stDone) }); err != nil {
 				return err
 			}
-			return r.timed("deletePrefix", func() error { return r.deletePrefix(ctx, s, &stDone) })
+			return r.timed("deletePrefix", func() error {
+				for _, p := range r.prefixesToDelete(s) {
+					if err := r.deletePrefix(ctx, s, p, &stDone); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		})
 	*done = append(*done, stDone...)
 	*done = append(*done, dbDone...)
@@ -692,12 +802,41 @@ func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, 
 	case err != nil:
 		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
 	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
+		other, err := r.namespaceUser(ctx, s)
+		if err != nil {
+			return err
+		}
+		if other != "" {
+			done.add("kept namespace %s: Organization %s uses it", s.namespace, other)
+			return nil
+		}
 		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
 		}
 		done.add("deleted namespace %s", s.namespace)
 	}
 	return nil
+}
+
+// namespaceUser names another Organization whose Secrets go to s's
+// namespace, or returns "". Two Organizations may share a namespace
+// (spec.namespace); the one that created it must not take the other's
+// Secrets with it when it goes.
+func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (string, error) {
+	var list tenancyv1alpha1.OrganizationList
+	if err := r.List(ctx, &list); err != nil {
+		return "", fmt.Errorf("listing Organizations that may use namespace %s: %w", s.namespace, err)
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		if o.UID == s.org.UID {
+			continue
+		}
+		if o.Status.Namespace == s.namespace || newScope(o, r.Settings).namespace == s.namespace {
+			return o.Name, nil
+		}
+	}
+	return "", nil
 }
 
 // deleteUser deletes the organization's IAM user and its keys, unless
@@ -716,23 +855,28 @@ func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done 
 	return nil
 }
 
-// deletePrefix deletes the objects under the prefix, unless its marker
-// names another Organization.
-func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, done *notes) error {
-	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
+// deletePrefix deletes the objects under prefix only when its marker
+// carries this Organization's UID. A prefix with no marker was never
+// claimed by this Organization (EnsurePrefix writes the marker before
+// anything else uses the prefix), so its objects are someone else's.
+func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, prefix string, done *notes) error {
+	owner, found, err := r.Storage.PrefixOwner(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
+		return fmt.Errorf("reading prefix marker %s: %w", prefix, err)
 	}
-	if found && owner.UID != string(s.org.UID) {
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", s.prefix)
+	switch {
+	case !found:
+		return nil
+	case owner.UID != string(s.org.UID):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", prefix)
 		return nil
 	}
-	n, err := r.Storage.DeletePrefix(ctx, s.prefix)
+	n, err := r.Storage.DeletePrefix(ctx, prefix)
 	if err != nil {
-		return fmt.Errorf("deleting prefix %s: %w", s.prefix, err)
+		return fmt.Errorf("deleting prefix %s: %w", prefix, err)
 	}
 	if n > 0 {
-		done.add("deleted %d objects under %s", n, s.prefix)
+		done.add("deleted %d objects under %s", n, prefix)
 	}
 	return nil
 }

@@ -208,6 +208,13 @@ func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.C
 	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap})
 }
 
+// startOperatorSettings is startOperatorWith with the reconciler's settings
+// changed by edit, as an operator restarted with other flags would run.
+func startOperatorSettings(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
+	t.Helper()
+	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap, settings: edit})
+}
+
 // operatorOptions are what a test may change about the manager it starts.
 type operatorOptions struct {
 	db   controllers.Database
@@ -215,6 +222,8 @@ type operatorOptions struct {
 	// rateLimiter replaces the suite's fast retries, for tests that must
 	// see an event, not a retry, bring an Organization back.
 	rateLimiter workqueue.TypedRateLimiter[reconcile.Request]
+	// settings, when set, edits the reconciler's settings.
+	settings func(*controllers.Settings)
 }
 
 // startOperatorOpts runs a manager as opts say until the test ends.
@@ -252,6 +261,9 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 		Storage:   reg.Storage,
 		Creds:     reg.Credentials,
 		Settings:  controllers.SettingsFrom(cfg),
+	}
+	if opts.settings != nil {
+		opts.settings(&r.Settings)
 	}
 	skip := true
 	err = r.SetupWithManager(mgr, controller.Options{

@@ -102,6 +102,14 @@ const (
 	// ReasonInvalidSpec means the spec passed admission but cannot be
 	// provisioned, for example an extension the server does not offer.
 	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonKubernetesError means the Kubernetes API server refused a
+	// write or a read, for example a conflict on a Secret; the operator
+	// retries with backoff. It is not an outage of PostgreSQL or S3.
+	ReasonKubernetesError = "KubernetesError"
+	// ReasonInvalidSecret means the database Secret was edited into
+	// something the operator cannot use, such as an empty password; the
+	// role keeps its password until the Secret is fixed.
+	ReasonInvalidSecret = "InvalidSecret"
 	// ReasonDeleting means the Organization is being deleted.
 	ReasonDeleting = "Deleting"
 	// ReasonNotReady is the Ready reason while any other condition is not True.

@@ -1,0 +1,71 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+)
+
+// editPassword sets the database Secret's password as kubectl patch would,
+// leaving every other key as it is.
+func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password string) {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"stringData": map[string]string{"password": password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = o.Status.Namespace, name
+	if err := k8s.Patch(context.Background(), s, client.RawPatch("application/merge-patch+json", body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("victor"))
+	o := waitReady(t, "victor")
+	oldURI := string(secret(t, o, "victor-database").Data["uri"])
+
+	const chosen = "Chosen-by-hand-7f3c9a21"
+	editPassword(t, o, "victor-database", chosen)
+	eventually(t, 30*time.Second, "the edited password to log in through the Secret's uri", func() (bool, string) {
+		s := secret(t, o, "victor-database")
+		if string(s.Data["password"]) != chosen || !strings.Contains(string(s.Data["uri"]), chosen) {
+			return false, "uri not rewritten"
+		}
+		err := login(ctx, string(s.Data["uri"]))
+		return err == nil, fmt.Sprint(err)
+	})
+	waitReady(t, "victor")
+	if err := login(ctx, oldURI); err == nil {
+		t.Error("the password the Secret no longer holds still logs in")
+	}
+
+	// A password the role cannot take: Ready goes False and the role keeps
+	// the password it had.
+	working := string(secret(t, o, "victor-database").Data["uri"])
+	editPassword(t, o, "victor-database", "")
+	o = waitCondition(t, "victor", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSecret, 30*time.Second)
+	if c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady); c.Reason != tenancyv1alpha1.ReasonInvalidSecret || !strings.Contains(c.Message, "victor-database") {
+		t.Errorf("DatabaseReady = %+v, want InvalidSecret naming the Secret", c)
+	}
+	if err := login(ctx, working); err != nil {
+		t.Errorf("an invalid Secret changed the role's password: %v", err)
+	}
+
+	editPassword(t, o, "victor-database", chosen+"-2")
+	waitReady(t, "victor")
+	if err := login(ctx, string(secret(t, o, "victor-database").Data["uri"])); err != nil {
+		t.Errorf("the Secret's login does not work once Ready again: %v", err)
+	}
+}
