@@ -61,9 +61,7 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 		}
 	})
 	own := storageClient(t, o)
-	if err := put(ctx, own, "orgs/sierra/kept.txt", "k"); err != nil {
-		t.Fatalf("the tenant's key does not work: %v", err)
-	}
+	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/sierra/kept.txt", "k") })
 
 	// The operator restarts without --allow-system-namespaces: the spec no
 	// longer validates, but what it provisioned must still be cleaned up.
@@ -94,9 +92,8 @@ func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 	if o.Status.Storage.Prefix != "orgs/tango/" {
 		t.Fatalf("status.storage.prefix = %q", o.Status.Storage.Prefix)
 	}
-	if err := put(ctx, storageClient(t, o), "orgs/tango/data.txt", "d"); err != nil {
-		t.Fatal(err)
-	}
+	own := storageClient(t, o)
+	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/tango/data.txt", "d") })
 	// Someone else's objects, with no marker, where the new template points.
 	if err := put(ctx, stack.S3.RootClient(), "tenants/tango/foreign.txt", "f"); err != nil {
 		t.Fatal(err)
