@@ -10,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -136,4 +137,31 @@ func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t 
 		t.Errorf("the other Organization's login does not work: %v", err)
 	}
 	waitReady(t, "whiskey")
+}
+
+func TestTwoOrganizationsSharingANamespaceDeletedTogetherLeaveNoNamespace(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	apply(t, newOrg("xray"))
+	waitReady(t, "xray")
+	apply(t, newOrg("yankee", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-xray" }))
+	waitReady(t, "yankee")
+
+	for _, name := range []string{"xray", "yankee"} {
+		if err := k8s.Delete(ctx, &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 60*time.Second, "both Organizations and their shared namespace to be gone", func() (bool, string) {
+		var left []string
+		for _, name := range []string{"xray", "yankee"} {
+			if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{}); !apierrors.IsNotFound(err) {
+				left = append(left, "Organization "+name)
+			}
+		}
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "org-xray"}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+			left = append(left, "namespace org-xray")
+		}
+		return len(left) == 0, fmt.Sprint(left)
+	})
 }

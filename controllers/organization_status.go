@@ -162,7 +162,8 @@ func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr err
 // needsPerson reports whether a condition reason stops progress until a
 // person acts: nothing the operator retries can change it.
 func needsPerson(reason string) bool {
-	return reason == tenancyv1alpha1.ReasonInvalidSpec || reason == tenancyv1alpha1.ReasonConflict
+	return reason == tenancyv1alpha1.ReasonInvalidSpec || reason == tenancyv1alpha1.ReasonConflict ||
+		reason == tenancyv1alpha1.ReasonInvalidSecret
 }
 
 // setProgressConditions derives the kstatus conditions from Ready,

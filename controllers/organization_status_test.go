@@ -127,6 +127,14 @@ func TestSetConditionsReportsProgressAndStallsAsKstatusReadsThem(t *testing.T) {
 				"Stalled": "True InvalidSpec",
 			}, ObservedGeneration: 2, Kstatus: kstatus.FailedStatus},
 		},
+		"a Secret edited to a password the role cannot take": {
+			org:     orgAt(4, 4, ready),
+			outcome: outcome{database: result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: "Secret org-acme/acme-database: its password is empty"}, storage: storageOK},
+			want: statusSummary{Conditions: map[string]string{
+				"Ready": "False InvalidSecret", "DatabaseReady": "False InvalidSecret", "StorageReady": "True Provisioned",
+				"Stalled": "True InvalidSecret",
+			}, ObservedGeneration: 4, Kstatus: kstatus.FailedStatus},
+		},
 		"conflict while storage is down": {
 			org:     orgAt(1, 0),
 			outcome: outcome{database: conflict, storage: result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (throttled); retrying with backoff"}},

@@ -2,8 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +23,7 @@ import (
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/storage"
 )
@@ -34,12 +33,13 @@ const (
 	LabelManagedBy    = "app.kubernetes.io/managed-by"
 	ManagedByValue    = "orgforge"
 	LabelOrganization = "tenancy.orgforge.io/organization"
-	// AnnotationPasswordSHA256, on the database Secret, is the SHA-256 of
-	// the password the operator last set on the role. A Secret whose
-	// password no longer matches it was edited, and the role is given the
-	// Secret's password. It sits on the Secret, not on the Organization's
-	// status, so that only those who may read the password see it.
-	AnnotationPasswordSHA256 = "tenancy.orgforge.io/password-sha256"
+	// AnnotationPasswordVerifier, on the database Secret, is the
+	// SCRAM-SHA-256 verifier of the password the operator last set on the
+	// role: the salted, iterated form PostgreSQL itself stores, not the
+	// password. A Secret whose password no longer matches it was edited,
+	// and the role is given the Secret's password. It sits on the Secret,
+	// not on the Organization's status, which more people may read.
+	AnnotationPasswordVerifier = "tenancy.orgforge.io/password-verifier"
 )
 
 // maxPasswordLength bounds a password written into the Secret by hand; the
@@ -49,12 +49,6 @@ const maxPasswordLength = 256
 // errInvalidSecret marks a Secret edited into something the operator cannot
 // use; a person has to fix it.
 var errInvalidSecret = errors.New("invalid Secret")
-
-// passwordFingerprint is the value of AnnotationPasswordSHA256.
-func passwordFingerprint(password string) string {
-	sum := sha256.Sum256([]byte(password))
-	return hex.EncodeToString(sum[:])
-}
 
 // checkSecretPassword refuses a password the role cannot be given, or one
 // that the Secret's uri and jdbc-url could not carry. Its errors never
@@ -291,10 +285,14 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 			return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
 				errInvalidSecret, s.namespace, secret.Name, err)
 		}
-		edited = secret.Annotations[AnnotationPasswordSHA256] != passwordFingerprint(password)
+		same, err := credentials.VerifyPassword(secret.Annotations[AnnotationPasswordVerifier], password)
+		edited = err != nil || !same
 	}
 
 	var change aurora.Change
+	// verifier is set when the role is given a password here; it then
+	// becomes the Secret's AnnotationPasswordVerifier.
+	verifier := ""
 	err = r.timed("role", func() error {
 		// A new Secret, or a role to create: the role gets a password now
 		// and the Secret is written after it. Only a Secret's password
@@ -307,7 +305,6 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 			}
 			setPassword = !info.Exists
 		}
-		verifier := ""
 		if setPassword {
 			var err error
 			if password == "" {
@@ -384,9 +381,14 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	}
 
 	data := r.databaseSecretData(s, password)
+	// The verifier carries a new salt each time, so the Secret keeps the
+	// one it has until the role's password changes.
+	if verifier == "" && secret != nil {
+		verifier = secret.Annotations[AnnotationPasswordVerifier]
+	}
 	if err := r.timed("databaseSecret", func() error {
 		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data,
-			map[string]string{AnnotationPasswordSHA256: passwordFingerprint(password)})
+			map[string]string{AnnotationPasswordVerifier: verifier})
 	}); err != nil {
 		return err
 	}
@@ -515,6 +517,8 @@ func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, 
 		s.stNotes.add("created IAM user %s with access to prefix %s only", user, s.prefix)
 	case storage.PolicyUpdated:
 		s.stNotes.add("set IAM user %s's policy to prefix %s", user, s.prefix)
+	case storage.BoundaryUpdated:
+		s.stNotes.add("set IAM user %s's permissions boundary", user)
 	}
 	if secret != nil {
 		id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
@@ -829,7 +833,9 @@ func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (s
 	}
 	for i := range list.Items {
 		o := &list.Items[i]
-		if o.UID == s.org.UID {
+		// One being deleted with Delete keeps nothing there; counting it
+		// would leave the namespace to nobody when both go at once.
+		if o.UID == s.org.UID || (!o.DeletionTimestamp.IsZero() && o.Spec.DeletionPolicy == tenancyv1alpha1.DeletionPolicyDelete) {
 			continue
 		}
 		if o.Status.Namespace == s.namespace || newScope(o, r.Settings).namespace == s.namespace {

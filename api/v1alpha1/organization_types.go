@@ -77,8 +77,8 @@ const (
 	// Ready's. kstatus reports the Organization InProgress.
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when the operator cannot make progress on the
-	// current generation until a person acts: its reason is InvalidSpec or
-	// Conflict, and its message says what to change. status.observedGeneration
+	// current generation until a person acts: its reason is InvalidSpec,
+	// Conflict or InvalidSecret, and its message says what to change. status.observedGeneration
 	// is the stalled generation, so kstatus reports the Organization Failed.
 	ConditionStalled = "Stalled"
 )
