@@ -359,7 +359,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		return fmt.Errorf("securing database %s: %w", s.database, err)
 	}
 	if change != aurora.Unchanged {
-		s.dbNotes.add("secured database %s: no access for PUBLIC, schema public for %s", s.database, s.role)
+		s.dbNotes.add("secured database %s: no access for PUBLIC", s.database)
 	}
 
 	if len(spec.Extensions) > 0 {

@@ -100,7 +100,7 @@ func (f *floorLoop) provision(ctx context.Context, name string) error {
 	}
 	f.recorder.Eventf(org, nil, corev1.EventTypeNormal, tenancyv1alpha1.ReasonProvisioned, "Reconcile", "%s", strings.Join([]string{
 		"Created namespace " + namespace, "created role " + o.role, "created database " + o.database,
-		"secured database " + o.database + ": no access for PUBLIC, schema public for " + o.role,
+		"secured database " + o.database + ": no access for PUBLIC",
 		"wrote Secret " + namespace + "/" + naming.DatabaseSecretName(name),
 		"created prefix s3://" + bucket + "/" + o.prefix,
 		"created IAM user " + f.raw.st.UserName(name) + " with access to prefix " + o.prefix + " only",
