@@ -131,16 +131,7 @@ func TestKstatusSeesAnOrganizationInProgressUntilItIsProvisioned(t *testing.T) {
 
 func TestKstatusSeesAnOutageInProgressNotFailed(t *testing.T) {
 	startOperator(t, nil)
-	ctx := context.Background()
-	if err := stack.Postgres.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			_ = stack.Postgres.Start(context.Background())
-		}
-	})
+	restartPostgres := stopPostgres(t)
 	apply(t, newOrg("kstatus-down"))
 	waitCondition(t, "kstatus-down", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, 30*time.Second)
 	if res := kstatusOf(t, "kstatus-down"); res.Status != kstatus.InProgressStatus {
@@ -149,10 +140,7 @@ func TestKstatusSeesAnOutageInProgressNotFailed(t *testing.T) {
 	if got := progressConditions(t, "kstatus-down"); len(got) != 1 || got[0] != "Reconciling=True DatabaseUnavailable" {
 		t.Errorf("during the outage: %v, want Reconciling=True DatabaseUnavailable alone", got)
 	}
-	if err := stack.Postgres.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	restarted = true
+	restartPostgres()
 	waitKstatus(t, "kstatus-down", kstatus.CurrentStatus)
 }
 

@@ -310,24 +310,12 @@ func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
 
 func TestPostgresOutageIsReportedAndRecoveredFromWithoutHelp(t *testing.T) {
 	op := startOperator(t, nil)
-	ctx := context.Background()
-	if err := stack.Postgres.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	restarted := false
-	t.Cleanup(func() {
-		if !restarted {
-			_ = stack.Postgres.Start(context.Background())
-		}
-	})
+	restartPostgres := stopPostgres(t)
 	apply(t, newOrg("india"))
 	waitCondition(t, "india", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, 30*time.Second)
 	// Storage does not wait for the database.
 	waitCondition(t, "india", tenancyv1alpha1.ConditionStorageReady, "True", tenancyv1alpha1.ReasonProvisioned, 30*time.Second)
-	if err := stack.Postgres.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	restarted = true
+	restartPostgres()
 	waitReady(t, "india")
 	if !hasEvent(op, "DatabaseUnavailable: DatabaseReady: PostgreSQL at") {
 		t.Errorf("no DatabaseUnavailable warning event; events: %v", op.eventsSnapshot())

@@ -438,3 +438,26 @@ func (s *syncBuffer) tail(n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// stopPostgres stops the stack's PostgreSQL for an outage test and returns
+// the call that starts it again; a test that ends before calling it has the
+// server started again at cleanup, so later tests find it running.
+func stopPostgres(t *testing.T) (restart func()) {
+	t.Helper()
+	if err := stack.Postgres.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = stack.Postgres.Start(context.Background())
+		}
+	})
+	return func() {
+		t.Helper()
+		if err := stack.Postgres.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		restarted = true
+	}
+}
