@@ -42,8 +42,10 @@ type delayProxy struct {
 type proxyServer struct {
 	addr    string
 	handler http.Handler
-	srv     *http.Server
-	done    chan struct{}
+	// l is bound from listen until stop, serving or not.
+	l    net.Listener
+	srv  *http.Server
+	done chan struct{}
 }
 
 func newDelayProxy(delay time.Duration, s3Addr, gwS3Addr, iamAddr, gwIAMAddr string) *delayProxy {
@@ -74,6 +76,18 @@ func reverseProxy(addr string, modify func(*http.Response) error) *httputil.Reve
 	}
 }
 
+// listen binds both addresses without serving yet, so that no other
+// process can take the ports while the gateway behind them starts.
+func (p *delayProxy) listen() error {
+	for _, s := range []*proxyServer{p.s3, p.iam} {
+		if err := s.listen(); err != nil {
+			p.stop()
+			return err
+		}
+	}
+	return nil
+}
+
 func (p *delayProxy) start() error {
 	for _, s := range []*proxyServer{p.s3, p.iam} {
 		if err := s.start(); err != nil {
@@ -89,11 +103,23 @@ func (p *delayProxy) stop() {
 	p.iam.stop()
 }
 
-func (s *proxyServer) start() error {
+func (s *proxyServer) listen() error {
+	if s.l != nil {
+		return nil
+	}
 	l, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("iam delay proxy: %w", err)
 	}
+	s.l = l
+	return nil
+}
+
+func (s *proxyServer) start() error {
+	if err := s.listen(); err != nil {
+		return err
+	}
+	l := s.l
 	s.srv = &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
 	s.done = make(chan struct{})
 	go func() {
@@ -105,8 +131,13 @@ func (s *proxyServer) start() error {
 
 func (s *proxyServer) stop() {
 	if s.srv == nil {
+		if s.l != nil {
+			_ = s.l.Close()
+			s.l = nil
+		}
 		return
 	}
+	s.l = nil
 	_ = s.srv.Close()
 	<-s.done
 	s.srv = nil

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -103,14 +104,45 @@ func tail(path string, lines int) string {
 	return strings.Join(all, "\n")
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
+// freePort returns a loopback TCP port that was free a moment ago. It is
+// chosen below the kernel's ephemeral range, where the kernel never places
+// the local end of an outgoing connection: a port from that range could be
+// taken by any client on the machine, such as another test package's, in
+// the moment before the server this port is for binds it.
 func freePort() (int, error) {
+	lo, hi := portsBelowEphemeral()
+	for range 200 {
+		port := lo + mrand.IntN(hi-lo)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return port, nil
+	}
+	// Every try was taken: fall back to a port the kernel picks.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portsBelowEphemeral returns the range [lo, hi) of ports freePort picks
+// from: from 10000 up to the start of the kernel's ephemeral range.
+func portsBelowEphemeral() (lo, hi int) {
+	lo, hi = 10000, 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	if f := strings.Fields(string(b)); len(f) == 2 {
+		if start, err := strconv.Atoi(f[0]); err == nil && start > lo+1000 {
+			hi = start
+		}
+	}
+	return lo, hi
 }
 
 // waitTCP waits until addr accepts connections, the process exits, or the

@@ -112,6 +112,10 @@ func StartS3With(ctx context.Context, dir string, opts S3Options) (*S3, error) {
 			fmt.Sprintf("127.0.0.1:%d", proxyIAM), fmt.Sprintf("127.0.0.1:%d", s.iamPort))
 		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyS3)
 		s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyIAM)
+		if err := s.proxy.listen(); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
 	}
 	if err := s.Start(ctx); err != nil {
 		_ = s.Close()
