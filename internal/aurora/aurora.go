@@ -370,97 +370,38 @@ func (s *Service) execDDL(ctx context.Context, q execer, stmt string) error {
 // run runs an idempotent operation, each attempt bounded by the statement
 // timeout, retrying transient failures.
 func (s *Service) run(ctx context.Context, operation string, fn func(context.Context) error) error {
-	return s.runClassified(ctx, operation, Classify, fn)
-}
-
-func (s *Service) runClassified(ctx context.Context, operation string, classify retry.Classifier, fn func(context.Context) error) error {
-	return retry.Do(ctx, s.log, s.cfg.Retry, classify, operation, func(ctx context.Context) error {
+	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, func(ctx context.Context) error {
 		ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
 		defer cancel()
 		return fn(ctx)
 	})
 }
 
-// classifyOnce is Classify for statements that must not run twice: a
-// transient failure is retried only when the statement surely did not
-// take effect.
-func classifyOnce(err error) retry.Class {
-	class := Classify(err)
-	if !class.Transient() || pgconn.SafeToRetry(err) {
-		return class
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
-		return class // the server rolled the transaction back
-	}
-	return retry.ClassOther
-}
-
-// Query runs a read-only query on the admin database and returns its rows
-// as column name to value maps. Transient failures are retried.
-func (s *Service) Query(ctx context.Context, sql string, args ...any) ([]map[string]any, error) {
-	var out []map[string]any
-	err := s.run(ctx, "query", func(ctx context.Context) error {
-		rows, err := s.admin.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, pgx.RowToMap)
+// runValue is run for an operation with a result: that of the attempt that
+// succeeded, or the zero value and the error.
+func runValue[T any](ctx context.Context, s *Service, operation string, fn func(context.Context) (T, error)) (T, error) {
+	var out T
+	err := s.run(ctx, operation, func(ctx context.Context) error {
+		var err error
+		out, err = fn(ctx)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("query: %w", err)
+		var zero T
+		return zero, err
 	}
 	return out, nil
 }
 
-// QueryOne is Query for at most one row; it returns nil and no error when
-// there is none.
-func (s *Service) QueryOne(ctx context.Context, sql string, args ...any) (map[string]any, error) {
-	rows, err := s.Query(ctx, sql, args...)
-	if err != nil || len(rows) == 0 {
-		return nil, err
-	}
-	return rows[0], nil
-}
-
-// ExecReturning runs a statement that changes data and returns the first
-// row of its RETURNING clause, or nil. It is retried only when it surely did
-// not reach the server, since running it twice may not be harmless.
-func (s *Service) ExecReturning(ctx context.Context, sql string, args ...any) (map[string]any, error) {
-	var out map[string]any
-	err := s.runClassified(ctx, "exec", classifyOnce, func(ctx context.Context) error {
-		rows, err := s.admin.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		all, err := pgx.CollectRows(rows, pgx.RowToMap)
-		if err != nil {
-			return err
-		}
-		out = nil
-		if len(all) > 0 {
-			out = all[0]
-		}
-		return nil
+// onAdminConn is withAdminConn for fn with a result.
+func onAdminConn[T any](ctx context.Context, s *Service, fn func(querier) (T, error)) (T, error) {
+	var out T
+	err := s.withAdminConn(ctx, func(q querier) error {
+		var err error
+		out, err = fn(q)
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("exec: %w", err)
-	}
-	return out, nil
-}
-
-// Transaction runs fn in a transaction on the admin database, committing if
-// it returns nil. A transient failure reruns fn in a new transaction when
-// the first surely did not commit, so fn must touch nothing but tx.
-func (s *Service) Transaction(ctx context.Context, fn func(pgx.Tx) error) error {
-	err := s.runClassified(ctx, "transaction", classifyOnce, func(ctx context.Context) error {
-		return pgx.BeginFunc(ctx, s.admin, fn)
-	})
-	if err != nil {
-		return fmt.Errorf("transaction: %w", err)
-	}
-	return nil
+	return out, err
 }
 
 // OrgPool returns the pool of connections, as the admin, to database db, and

@@ -10,20 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
-
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/retry"
 )
 
 func TestNewFailsFastNamingTheCauseAndNeverThePassword(t *testing.T) {
-	ctx := testContext(t)
-	stopped, err := devstack.StartPostgres(ctx, t.TempDir(), devstack.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = stopped.Close() })
+	stopped := startPostgres(t)
 	if err := stopped.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +198,7 @@ func TestOrgPoolsKeepTheOperatorWithinItsConnectionCap(t *testing.T) {
 			}
 			for range 10 {
 				wg.Go(func() {
-					if _, err := svc.Query(ctx, "SELECT pg_sleep(0.01)"); err != nil {
+					if _, err := svc.admin.Exec(ctx, "SELECT pg_sleep(0.01)"); err != nil {
 						errs <- err
 					}
 				})
@@ -280,50 +272,9 @@ func TestOrgPoolWaitsForAFreeSlotAndEvictsTheLeastRecentlyUsed(t *testing.T) {
 	}
 }
 
-func TestQueryHelpersReturnRowsAsMaps(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-
-	rows, err := svc.Query(ctx, "SELECT n, n * 2 AS double FROM generate_series(1, $1::int) AS n", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []map[string]any{{"n": int32(1), "double": int32(2)}, {"n": int32(2), "double": int32(4)}}
-	if diff := cmp.Diff(want, rows); diff != "" {
-		t.Errorf("Query (-want +got):\n%s", diff)
-	}
-	none, err := svc.QueryOne(ctx, "SELECT 1 WHERE false")
-	if err != nil || none != nil {
-		t.Errorf("QueryOne with no row = %v, %v; want nil, nil", none, err)
-	}
-	one, err := svc.ExecReturning(ctx, "SELECT $1::int + 1 AS answer", 41)
-	if err != nil || one["answer"] != int32(42) {
-		t.Errorf("ExecReturning = %v, %v; want answer 42", one, err)
-	}
-
-	role := "tx_" + randomHex(t, 4)
-	boom := errors.New("boom")
-	err = svc.Transaction(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+ident(role)); err != nil {
-			return err
-		}
-		return boom
-	})
-	if !errors.Is(err, boom) {
-		t.Errorf("Transaction: err = %v, want fn's error", err)
-	}
-	if info, err := svc.InspectRole(ctx, role); err != nil || info.Exists {
-		t.Errorf("role created in a failed transaction exists = %v, %v; want rolled back", info.Exists, err)
-	}
-}
-
 func TestServiceRidesOutAServerRestart(t *testing.T) {
 	ctx := testContext(t)
-	server, err := devstack.StartPostgres(ctx, t.TempDir(), devstack.PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Close() })
+	server := startPostgres(t)
 	var logs logBuffer
 	policy := retry.Policy{Attempts: 8, Base: 250 * time.Millisecond, Factor: 2, Jitter: 0.1, Cap: 2 * time.Second}
 	svc, err := New(ctx, Config{AdminDSN: server.AdminDSN(), Retry: policy}, logs.logger())

@@ -69,6 +69,24 @@ func newService(t *testing.T, mods ...func(*Config)) *Service {
 	return svc
 }
 
+// setUp is how most tests begin: a service, a context and a tenant of
+// which nothing exists yet.
+func setUp(t *testing.T) (*Service, context.Context, tenant) {
+	t.Helper()
+	return newService(t), testContext(t), newTenant(t)
+}
+
+// startPostgres starts a server of the test's own, to stop and start.
+func startPostgres(t *testing.T) *devstack.Postgres {
+	t.Helper()
+	server, err := devstack.StartPostgres(testContext(t), t.TempDir(), devstack.PostgresOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Close() })
+	return server
+}
+
 // superuser connects as the server's superuser, to look at the world, or to
 // set up what orgforge did not make.
 func superuser(t *testing.T, db string) *pgx.Conn {
@@ -118,14 +136,7 @@ type tenant struct {
 func newTenant(t *testing.T) tenant {
 	t.Helper()
 	suffix := randomHex(t, 4)
-	pw, err := credentials.NewPassword()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := credentials.SCRAMVerifier(pw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pw, v := newPassword(t)
 	return tenant{
 		name:     "org_t" + suffix,
 		marker:   Marker{Org: "t" + suffix, UID: randomHex(t, 8) + "-" + randomHex(t, 4)},
@@ -134,23 +145,74 @@ func newTenant(t *testing.T) tenant {
 	}
 }
 
+// newPassword returns a new password and its verifier.
+func newPassword(t *testing.T) (password, verifier string) {
+	t.Helper()
+	password, err := credentials.NewPassword()
+	if err == nil {
+		verifier, err = credentials.SCRAMVerifier(password)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return password, verifier
+}
+
 func (tn tenant) roleSpec() RoleSpec {
 	return RoleSpec{Name: tn.name, Marker: tn.marker, Verifier: tn.verifier, ConnLimit: 5}
+}
+
+// ensureRole creates tenant tn's role, the controller's first step.
+func ensureRole(t *testing.T, svc *Service, tn tenant) {
+	t.Helper()
+	if _, err := svc.EnsureRole(testContext(t), tn.roleSpec()); err != nil {
+		t.Fatalf("EnsureRole: %v", err)
+	}
 }
 
 // provision runs the steps the controller runs for a new Organization.
 func provision(t *testing.T, svc *Service, tn tenant) {
 	t.Helper()
 	ctx := testContext(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatalf("EnsureRole: %v", err)
-	}
+	ensureRole(t, svc, tn)
 	if _, err := svc.EnsureDatabase(ctx, tn.name, tn.name, tn.marker); err != nil {
 		t.Fatalf("EnsureDatabase: %v", err)
 	}
 	if _, err := svc.SecureDatabase(ctx, tn.name, tn.name); err != nil {
 		t.Fatalf("SecureDatabase: %v", err)
 	}
+}
+
+// DatabaseInfo is what Inspect observes of a database.
+type DatabaseInfo struct {
+	Exists bool
+	Owner  string
+	// Comment is the database's comment; Marker is it parsed, when
+	// HasMarker.
+	Comment   string
+	Marker    Marker
+	HasMarker bool
+	// ConnLimit is the owner role's connection limit.
+	ConnLimit int32
+	SizeBytes int64
+}
+
+// Inspect reports on database name; a missing database is not an error. It
+// is the tests' view of a database: the reconciler needs none, since
+// EnsureDatabase and DropDatabase observe the database themselves.
+func (s *Service) Inspect(ctx context.Context, name string) (DatabaseInfo, error) {
+	db, err := s.observeDatabase(ctx, s.admin, name)
+	if err != nil || !db.exists {
+		return DatabaseInfo{}, err
+	}
+	owner, err := s.observeRole(ctx, s.admin, db.owner)
+	if err != nil {
+		return DatabaseInfo{}, err
+	}
+	info := DatabaseInfo{Exists: true, Owner: db.owner, Comment: db.comment, ConnLimit: owner.connLimit}
+	info.Marker, info.HasMarker = ParseMarker(db.comment)
+	err = s.admin.QueryRow(ctx, "SELECT pg_database_size($1)", name).Scan(&info.SizeBytes)
+	return info, err
 }
 
 // connectAs logs in as a tenant.

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Change says what an Ensure call did, so that callers record an event only
@@ -95,13 +96,9 @@ func (s *Service) observeRole(ctx context.Context, q querier, name string) (role
 			COALESCE(shobj_description(r.oid, 'pg_authid'), ''),
 			pg_has_role(current_user, r.oid, $2)
 		FROM pg_roles r WHERE r.rolname = $1`, name, s.rules.memberPrivilege).Scan(&st.canLogin, &st.connLimit, &st.comment, &st.member)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return roleState{}, nil
+	if st.exists, err = found(err, "role", name); !st.exists {
+		return roleState{}, err
 	}
-	if err != nil {
-		return roleState{}, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	st.exists = true
 	return st, nil
 }
 
@@ -117,14 +114,22 @@ func (s *Service) observeDatabase(ctx context.Context, q querier, name string) (
 	err := q.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
 			COALESCE(shobj_description(d.oid, 'pg_database'), '')
 		FROM pg_database d WHERE d.datname = $1`, name).Scan(&st.owner, &st.comment)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return dbState{}, nil
+	if st.exists, err = found(err, "database", name); !st.exists {
+		return dbState{}, err
 	}
-	if err != nil {
-		return dbState{}, fmt.Errorf("reading database %q: %w", name, err)
-	}
-	st.exists = true
 	return st, nil
+}
+
+// found tells from the error of a row's scan whether the row of object
+// name, of kind, was there.
+func found(err error, kind, name string) (bool, error) {
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("reading %s %q: %w", kind, name, err)
+	}
+	return true, nil
 }
 
 func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
@@ -134,24 +139,11 @@ func ident(name string) string { return pgx.Identifier{name}.Sanitize() }
 // reported as ErrConflict. The admin is made a member of the role, which a
 // non-superuser needs to create a database owned by it and to drop it.
 func (s *Service) EnsureRole(ctx context.Context, spec RoleSpec) (Change, error) {
-	if err := validName("role", spec.Name); err != nil {
+	if err := spec.validate(); err != nil {
 		return Unchanged, err
 	}
-	if err := spec.Marker.Validate(); err != nil {
-		return Unchanged, err
-	}
-	if spec.Verifier != "" && !strings.HasPrefix(spec.Verifier, "SCRAM-SHA-256$") {
-		// Never let a cleartext password reach the server, or its logs.
-		return Unchanged, fmt.Errorf("%w: the password of role %q must be given as a SCRAM-SHA-256 verifier", ErrInvalid, spec.Name)
-	}
-	if spec.ConnLimit < -1 {
-		return Unchanged, fmt.Errorf("%w: connection limit %d of role %q is below -1", ErrInvalid, spec.ConnLimit, spec.Name)
-	}
-	var change Change
-	err := s.run(ctx, "EnsureRole", func(ctx context.Context) error {
-		var err error
-		change, err = s.ensureRole(ctx, spec)
-		return err
+	change, err := runValue(ctx, s, "EnsureRole", func(ctx context.Context) (Change, error) {
+		return s.ensureRole(ctx, spec)
 	})
 	if err != nil {
 		return Unchanged, err
@@ -165,63 +157,114 @@ func (s *Service) EnsureRole(ctx context.Context, spec RoleSpec) (Change, error)
 	return change, nil
 }
 
+// validate refuses, before anything is sent, a spec the server must never
+// see.
+func (spec RoleSpec) validate() error {
+	if err := validName("role", spec.Name); err != nil {
+		return err
+	}
+	if err := spec.Marker.Validate(); err != nil {
+		return err
+	}
+	if spec.Verifier != "" && !strings.HasPrefix(spec.Verifier, "SCRAM-SHA-256$") {
+		// Never let a cleartext password reach the server, or its logs.
+		return fmt.Errorf("%w: the password of role %q must be given as a SCRAM-SHA-256 verifier", ErrInvalid, spec.Name)
+	}
+	if spec.ConnLimit < -1 {
+		return fmt.Errorf("%w: connection limit %d of role %q is below -1", ErrInvalid, spec.ConnLimit, spec.Name)
+	}
+	return nil
+}
+
+// password is spec's verifier as an SQL literal.
+func (spec RoleSpec) password() (string, error) {
+	password, err := quoteLiteral(spec.Verifier)
+	if err != nil {
+		return "", fmt.Errorf("%w: password verifier of role %q: %v", ErrInvalid, spec.Name, err)
+	}
+	return password, nil
+}
+
 func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error) {
 	st, err := s.observeRole(ctx, s.admin, spec.Name)
 	if err != nil {
 		return Unchanged, err
 	}
-	role := ident(spec.Name)
 	var stmts []string
 	change := Updated
 	switch {
 	case !st.exists:
-		if spec.Verifier == "" {
-			return Unchanged, fmt.Errorf("%w: role %q does not exist and no password verifier was given to create it", ErrInvalid, spec.Name)
-		}
-		password, err := quoteLiteral(spec.Verifier)
-		if err != nil {
-			return Unchanged, fmt.Errorf("%w: password verifier of role %q: %v", ErrInvalid, spec.Name, err)
-		}
-		// INHERIT, PostgreSQL's default: with NOINHERIT the role would not
-		// get the rights of pg_database_owner over its own database's
-		// schema public, nor would the admin, acting through it.
-		stmts = append(stmts,
-			fmt.Sprintf("CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %d PASSWORD %s",
-				role, spec.ConnLimit, password),
-			fmt.Sprintf("COMMENT ON ROLE %s IS %s", role, mustQuote(spec.Marker.String())),
-			fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
+		stmts, err = createRoleStatements(spec)
 		change = Created
 	case !isOurs(st.comment, spec.Marker):
 		return Unchanged, conflict("role", spec.Name, st.comment)
 	default:
-		var opts []string
-		if !st.canLogin {
-			opts = append(opts, "LOGIN")
-		}
-		if st.connLimit != spec.ConnLimit {
-			opts = append(opts, fmt.Sprintf("CONNECTION LIMIT %d", spec.ConnLimit))
-		}
-		if spec.Verifier != "" {
-			// The current verifier cannot be read without superuser, so a
-			// given verifier is always set: callers pass one only to change
-			// the password.
-			password, err := quoteLiteral(spec.Verifier)
-			if err != nil {
-				return Unchanged, fmt.Errorf("%w: password verifier of role %q: %v", ErrInvalid, spec.Name, err)
-			}
-			opts = append(opts, "PASSWORD "+password)
-		}
-		if len(opts) > 0 {
-			stmts = append(stmts, fmt.Sprintf("ALTER ROLE %s WITH %s", role, strings.Join(opts, " ")))
-		}
-		if !st.member {
-			stmts = append(stmts, fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
-		}
+		stmts, err = alterRoleStatements(spec, st)
 	}
-	if len(stmts) == 0 {
-		return Unchanged, nil
+	if err != nil || len(stmts) == 0 {
+		return Unchanged, err
 	}
-	err = pgx.BeginFunc(ctx, s.admin, func(tx pgx.Tx) error {
+	if err := s.execAll(ctx, s.admin, stmts); err != nil {
+		return Unchanged, fmt.Errorf("%s role %q: %w", verb(change), spec.Name, err)
+	}
+	return change, nil
+}
+
+// createRoleStatements creates spec's role, marks it and makes the admin a
+// member.
+func createRoleStatements(spec RoleSpec) ([]string, error) {
+	if spec.Verifier == "" {
+		return nil, fmt.Errorf("%w: role %q does not exist and no password verifier was given to create it", ErrInvalid, spec.Name)
+	}
+	password, err := spec.password()
+	if err != nil {
+		return nil, err
+	}
+	role := ident(spec.Name)
+	// INHERIT, PostgreSQL's default: with NOINHERIT the role would not get
+	// the rights of pg_database_owner over its own database's schema
+	// public, nor would the admin, acting through it.
+	return []string{
+		fmt.Sprintf("CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %d PASSWORD %s",
+			role, spec.ConnLimit, password),
+		fmt.Sprintf("COMMENT ON ROLE %s IS %s", role, mustQuote(spec.Marker.String())),
+		fmt.Sprintf("GRANT %s TO CURRENT_USER", role),
+	}, nil
+}
+
+// alterRoleStatements brings our existing role st to spec; none when it is
+// already so.
+func alterRoleStatements(spec RoleSpec, st roleState) ([]string, error) {
+	role := ident(spec.Name)
+	var opts, stmts []string
+	if !st.canLogin {
+		opts = append(opts, "LOGIN")
+	}
+	if st.connLimit != spec.ConnLimit {
+		opts = append(opts, fmt.Sprintf("CONNECTION LIMIT %d", spec.ConnLimit))
+	}
+	if spec.Verifier != "" {
+		// The current verifier cannot be read without superuser, so a given
+		// verifier is always set: callers pass one only to change the
+		// password.
+		password, err := spec.password()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, "PASSWORD "+password)
+	}
+	if len(opts) > 0 {
+		stmts = append(stmts, fmt.Sprintf("ALTER ROLE %s WITH %s", role, strings.Join(opts, " ")))
+	}
+	if !st.member {
+		stmts = append(stmts, fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
+	}
+	return stmts, nil
+}
+
+// execAll sends stmts, all DDL, in one transaction on pool.
+func (s *Service) execAll(ctx context.Context, pool *pgxpool.Pool, stmts []string) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for _, stmt := range stmts {
 			if err := s.execDDL(ctx, tx, stmt); err != nil {
 				return err
@@ -229,10 +272,6 @@ func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error)
 		}
 		return nil
 	})
-	if err != nil {
-		return Unchanged, fmt.Errorf("%s role %q: %w", verb(change), spec.Name, err)
-	}
-	return change, nil
 }
 
 func verb(c Change) string {
@@ -294,12 +333,9 @@ func (s *Service) EnsureDatabase(ctx context.Context, name, owner string, marker
 	if err := marker.Validate(); err != nil {
 		return Unchanged, err
 	}
-	var change Change
-	err := s.run(ctx, "EnsureDatabase", func(ctx context.Context) error {
-		return s.withAdminConn(ctx, func(q querier) error {
-			var err error
-			change, err = s.ensureDatabase(ctx, q, name, owner, marker)
-			return err
+	change, err := runValue(ctx, s, "EnsureDatabase", func(ctx context.Context) (Change, error) {
+		return onAdminConn(ctx, s, func(q querier) (Change, error) {
+			return s.ensureDatabase(ctx, q, name, owner, marker)
 		})
 	})
 	if err != nil {
@@ -327,41 +363,42 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 	if err != nil {
 		return Unchanged, err
 	}
-	comment := fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident(name), mustQuote(marker.String()))
+	mark := ddlStep{fmt.Sprintf("COMMENT ON DATABASE %s IS %s", ident(name), mustQuote(marker.String())),
+		fmt.Sprintf("marking database %q", name)}
+	var steps []ddlStep
+	change := Created
 	switch {
 	case !db.exists:
-		if err := s.ensureMember(ctx, q, owner, role); err != nil {
-			return Unchanged, err
-		}
 		// CREATE DATABASE cannot run in a transaction: should the comment
 		// fail, the next call adopts the database by its owner.
-		if err := s.execDDL(ctx, q, fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner))); err != nil {
-			return Unchanged, fmt.Errorf("creating database %q: %w", name, refusedDespiteMembership(err))
-		}
-		if err := s.execDDL(ctx, q, comment); err != nil {
-			return Unchanged, fmt.Errorf("marking database %q: %w", name, refusedDespiteMembership(err))
-		}
-		return Created, nil
+		steps = []ddlStep{{fmt.Sprintf("CREATE DATABASE %s OWNER %s", ident(name), ident(owner)),
+			fmt.Sprintf("creating database %q", name)}, mark}
 	case adopt:
-		if err := s.ensureMember(ctx, q, owner, role); err != nil {
-			return Unchanged, err
-		}
-		if err := s.execDDL(ctx, q, comment); err != nil {
-			return Unchanged, fmt.Errorf("marking database %q: %w", name, refusedDespiteMembership(err))
-		}
-		s.log.Info("Adopted database left unmarked by an interrupted creation", "database", name, "owner", owner)
-		return Created, nil
+		steps = []ddlStep{mark}
 	case db.owner != owner:
-		if err := s.ensureMember(ctx, q, owner, role); err != nil {
-			return Unchanged, err
-		}
-		if err := s.execDDL(ctx, q, fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner))); err != nil {
-			return Unchanged, fmt.Errorf("changing owner of database %q from %q: %w", name, db.owner, refusedDespiteMembership(err))
-		}
-		return Updated, nil
+		steps = []ddlStep{{fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner)),
+			fmt.Sprintf("changing owner of database %q from %q", name, db.owner)}}
+		change = Updated
+	default:
+		return Unchanged, nil
 	}
-	return Unchanged, nil
+	if err := s.ensureMember(ctx, q, owner, role); err != nil {
+		return Unchanged, err
+	}
+	for _, step := range steps {
+		if err := s.execDDL(ctx, q, step.stmt); err != nil {
+			return Unchanged, fmt.Errorf("%s: %w", step.doing, refusedDespiteMembership(err))
+		}
+	}
+	if adopt {
+		s.log.Info("Adopted database left unmarked by an interrupted creation", "database", name, "owner", owner)
+	}
+	return change, nil
 }
+
+// ddlStep is a DDL statement that needs the admin's membership in the
+// owner, and what it does, for its error.
+type ddlStep struct{ stmt, doing string }
 
 // SecureDatabase closes an Organization's database to everyone but its
 // owner (and the admin, a member of the owner): PUBLIC loses its default
@@ -389,11 +426,8 @@ func (s *Service) secure(ctx context.Context, operation, name, owner string, ins
 	if err := validName("role", owner); err != nil {
 		return Unchanged, err
 	}
-	var change Change
-	err := s.run(ctx, operation, func(ctx context.Context) error {
-		var err error
-		change, err = s.secureDatabase(ctx, name, owner, inside)
-		return err
+	change, err := runValue(ctx, s, operation, func(ctx context.Context) (Change, error) {
+		return s.secureDatabase(ctx, name, owner, inside)
 	})
 	if err != nil {
 		return Unchanged, err
@@ -471,15 +505,7 @@ func (s *Service) schemaPublic(ctx context.Context, name, owner string, change C
 	if len(stmts) == 0 {
 		return change, nil
 	}
-	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		for _, stmt := range stmts {
-			if err := s.execDDL(ctx, tx, stmt); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := s.execAll(ctx, pool, stmts); err != nil {
 		return change, fmt.Errorf("securing schema public of database %q: %w", name, err)
 	}
 	return Updated, nil
@@ -506,11 +532,8 @@ func (s *Service) EnsureExtensions(ctx context.Context, db string, exts []string
 	if len(want) == 0 {
 		return nil, nil
 	}
-	var created []string
-	err := s.run(ctx, "EnsureExtensions", func(ctx context.Context) error {
-		var err error
-		created, err = s.ensureExtensions(ctx, db, want)
-		return err
+	created, err := runValue(ctx, s, "EnsureExtensions", func(ctx context.Context) ([]string, error) {
+		return s.ensureExtensions(ctx, db, want)
 	})
 	if err != nil {
 		return nil, err
@@ -638,27 +661,34 @@ func (s *Service) ensureExtensions(ctx context.Context, db string, want []string
 // none unless its owner carries marker. It reports false when there was no
 // database to drop.
 func (s *Service) DropDatabase(ctx context.Context, name string, marker Marker) (bool, error) {
-	if err := validName("database", name); err != nil {
+	return s.drop(ctx, "DropDatabase", "database", name, marker, func(ctx context.Context, sent *bool) (bool, error) {
+		return onAdminConn(ctx, s, func(q querier) (bool, error) {
+			return s.dropDatabase(ctx, q, name, marker, sent)
+		})
+	})
+}
+
+// drop runs operation, the drop of the object name of kind, which must
+// carry marker, and logs it. sent survives the attempts: a DROP that took
+// effect before its connection failed leaves the next attempt nothing to
+// drop, and still counts as dropped.
+func (s *Service) drop(ctx context.Context, operation, kind, name string, marker Marker,
+	fn func(ctx context.Context, sent *bool) (bool, error)) (bool, error) {
+	if err := validName(kind, name); err != nil {
 		return false, err
 	}
 	if err := marker.Validate(); err != nil {
 		return false, err
 	}
-	// sent survives the attempts: a DROP that took effect before its
-	// connection failed leaves the next attempt nothing to drop.
-	var dropped, sent bool
-	err := s.run(ctx, "DropDatabase", func(ctx context.Context) error {
-		return s.withAdminConn(ctx, func(q querier) error {
-			var err error
-			dropped, err = s.dropDatabase(ctx, q, name, marker, &sent)
-			return err
-		})
+	var sent bool
+	dropped, err := runValue(ctx, s, operation, func(ctx context.Context) (bool, error) {
+		return fn(ctx, &sent)
 	})
 	if err != nil {
 		return false, err
 	}
 	if dropped {
-		s.log.Info("Dropped database", "database", name)
+		s.log.Info("Dropped "+kind, kind, name)
 	}
 	return dropped, nil
 }
@@ -699,85 +729,33 @@ func (s *Service) dropDatabase(ctx context.Context, q querier, name string, mark
 // false when there was no role to drop. The role's database must be dropped
 // first.
 func (s *Service) DropRole(ctx context.Context, name string, marker Marker) (bool, error) {
-	if err := validName("role", name); err != nil {
-		return false, err
-	}
-	if err := marker.Validate(); err != nil {
-		return false, err
-	}
-	var dropped, sent bool
-	err := s.run(ctx, "DropRole", func(ctx context.Context) error {
-		st, err := s.observeRole(ctx, s.admin, name)
-		if err != nil || !st.exists {
-			dropped = sent && err == nil
-			return err
-		}
-		if !isOurs(st.comment, marker) {
-			return conflict("role", name, st.comment)
-		}
-		// A dropped role's open sessions would live on; end them.
-		var ended int
-		if err := s.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE usename = $1 AND pid <> pg_backend_pid()`, name).Scan(&ended); err != nil {
-			return fmt.Errorf("ending sessions of role %q: %w", name, err)
-		}
-		if ended > 0 {
-			s.log.Info("Ended sessions of role", "role", name, "sessions", ended)
-		}
-		sent = true
-		if err := s.execDDL(ctx, s.admin, "DROP ROLE IF EXISTS "+ident(name)); err != nil {
-			return fmt.Errorf("dropping role %q: %w", name, err)
-		}
-		dropped = true
-		return nil
+	return s.drop(ctx, "DropRole", "role", name, marker, func(ctx context.Context, sent *bool) (bool, error) {
+		return s.dropRole(ctx, name, marker, sent)
 	})
-	if err != nil {
-		return false, err
-	}
-	if dropped {
-		s.log.Info("Dropped role", "role", name)
-	}
-	return dropped, nil
 }
 
-// DatabaseInfo is what Inspect observes of a database.
-type DatabaseInfo struct {
-	Exists bool
-	Owner  string
-	// Comment is the database's comment; Marker is it parsed, when
-	// HasMarker.
-	Comment   string
-	Marker    Marker
-	HasMarker bool
-	// ConnLimit is the owner role's connection limit.
-	ConnLimit int32
-	SizeBytes int64
-}
-
-// Inspect reports on database name; a missing database is not an error.
-func (s *Service) Inspect(ctx context.Context, name string) (DatabaseInfo, error) {
-	if err := validName("database", name); err != nil {
-		return DatabaseInfo{}, err
+func (s *Service) dropRole(ctx context.Context, name string, marker Marker, sent *bool) (bool, error) {
+	st, err := s.observeRole(ctx, s.admin, name)
+	if err != nil || !st.exists {
+		return *sent && err == nil, err
 	}
-	var info DatabaseInfo
-	err := s.run(ctx, "Inspect", func(ctx context.Context) error {
-		info = DatabaseInfo{}
-		err := s.admin.QueryRow(ctx, `SELECT pg_get_userbyid(d.datdba),
-				COALESCE(shobj_description(d.oid, 'pg_database'), ''),
-				COALESCE(r.rolconnlimit, -1), pg_database_size(d.oid)
-			FROM pg_database d LEFT JOIN pg_roles r ON r.oid = d.datdba
-			WHERE d.datname = $1`, name).Scan(&info.Owner, &info.Comment, &info.ConnLimit, &info.SizeBytes)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("inspecting database %q: %w", name, err)
-		}
-		info.Exists = true
-		info.Marker, info.HasMarker = ParseMarker(info.Comment)
-		return nil
-	})
-	return info, err
+	if !isOurs(st.comment, marker) {
+		return false, conflict("role", name, st.comment)
+	}
+	// A dropped role's open sessions would live on; end them.
+	var ended int
+	if err := s.admin.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE usename = $1 AND pid <> pg_backend_pid()`, name).Scan(&ended); err != nil {
+		return false, fmt.Errorf("ending sessions of role %q: %w", name, err)
+	}
+	if ended > 0 {
+		s.log.Info("Ended sessions of role", "role", name, "sessions", ended)
+	}
+	*sent = true
+	if err := s.execDDL(ctx, s.admin, "DROP ROLE IF EXISTS "+ident(name)); err != nil {
+		return false, fmt.Errorf("dropping role %q: %w", name, err)
+	}
+	return true, nil
 }
 
 // RoleInfo is what InspectRole observes of a role.
@@ -796,15 +774,13 @@ func (s *Service) InspectRole(ctx context.Context, name string) (RoleInfo, error
 	if err := validName("role", name); err != nil {
 		return RoleInfo{}, err
 	}
-	var info RoleInfo
-	err := s.run(ctx, "InspectRole", func(ctx context.Context) error {
-		st, err := s.observeRole(ctx, s.admin, name)
-		if err != nil {
-			return err
-		}
-		info = RoleInfo{Exists: st.exists, Comment: st.comment, ConnLimit: st.connLimit, CanLogin: st.canLogin}
-		info.Marker, info.HasMarker = ParseMarker(st.comment)
-		return nil
+	st, err := runValue(ctx, s, "InspectRole", func(ctx context.Context) (roleState, error) {
+		return s.observeRole(ctx, s.admin, name)
 	})
-	return info, err
+	if err != nil {
+		return RoleInfo{}, err
+	}
+	info := RoleInfo{Exists: st.exists, Comment: st.comment, ConnLimit: st.connLimit, CanLogin: st.canLogin}
+	info.Marker, info.HasMarker = ParseMarker(st.comment)
+	return info, nil
 }

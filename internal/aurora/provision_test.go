@@ -12,15 +12,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/retry"
 )
 
 func TestEveryEnsureCalledAgainChangesNothingAndRunsNoDDL(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	exts := []string{"pgcrypto", "citext"}
 
 	start := time.Now()
@@ -80,12 +77,8 @@ func TestEveryEnsureCalledAgainChangesNothingAndRunsNoDDL(t *testing.T) {
 }
 
 func TestEnsureRoleCreatesALoginThatAcceptsOnlyItsPassword(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, tn := setUp(t)
+	ensureRole(t, svc, tn)
 
 	conn, err := connectAs(ctx, tn.name, tn.password, "postgres")
 	if err != nil {
@@ -123,12 +116,8 @@ func TestEnsureRoleCreatesALoginThatAcceptsOnlyItsPassword(t *testing.T) {
 }
 
 func TestEnsureRoleChangesThePasswordOnlyWhenGivenAVerifier(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, tn := setUp(t)
+	ensureRole(t, svc, tn)
 	logsIn := func(pw string) bool {
 		conn, err := connectAs(ctx, tn.name, pw, "postgres")
 		if err != nil {
@@ -151,22 +140,19 @@ func TestEnsureRoleChangesThePasswordOnlyWhenGivenAVerifier(t *testing.T) {
 		t.Error("changing the connection limit changed the password")
 	}
 
-	newPassword, _ := credentials.NewPassword()
-	v, _ := credentials.SCRAMVerifier(newPassword)
+	rotated, v := newPassword(t)
 	rotate := keep
 	rotate.Verifier = v
 	if change, err := svc.EnsureRole(ctx, rotate); err != nil || change != Updated {
 		t.Fatalf("EnsureRole with a verifier = %v, %v; want Updated", change, err)
 	}
-	if !logsIn(newPassword) || logsIn(tn.password) {
-		t.Errorf("after rotation: new password logs in = %v, old = %v; want true, false", logsIn(newPassword), logsIn(tn.password))
+	if !logsIn(rotated) || logsIn(tn.password) {
+		t.Errorf("after rotation: new password logs in = %v, old = %v; want true, false", logsIn(rotated), logsIn(tn.password))
 	}
 }
 
 func TestEnsureRoleRefusesACleartextPasswordAndANewRoleWithoutOne(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	cleartext := tn.roleSpec()
 	cleartext.Verifier = tn.password
 	noPassword := tn.roleSpec()
@@ -193,12 +179,8 @@ func errString(err error) string {
 }
 
 func TestEnsureRoleRepairsLoginAndTheAdminsMembership(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, tn := setUp(t)
+	ensureRole(t, svc, tn)
 	su := superuser(t, "postgres")
 	// The admin's own grant of the role, which gives it the role's rights.
 	// From PostgreSQL 16 the admin also holds ADMIN on a role it created,
@@ -286,13 +268,9 @@ func TestEnsureDatabaseAndDropDatabaseLeaveADatabaseWithoutOurMarkerAlone(t *tes
 	ctx := testContext(t)
 	su := superuser(t, "postgres")
 	mine := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, mine.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	ensureRole(t, svc, mine)
 	other := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, other.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	ensureRole(t, svc, other)
 	cases := map[string]struct {
 		owner, comment string
 	}{
@@ -342,12 +320,8 @@ func TestEnsureDatabaseAndDropDatabaseLeaveADatabaseWithoutOurMarkerAlone(t *tes
 }
 
 func TestEnsureDatabaseFinishesACreationInterruptedBeforeTheMarker(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, tn := setUp(t)
+	ensureRole(t, svc, tn)
 	// As if the operator died between CREATE DATABASE and COMMENT.
 	mustExec(t, superuser(t, "postgres"), "CREATE DATABASE "+ident(tn.name)+" OWNER "+ident(tn.name))
 
@@ -364,13 +338,10 @@ func TestEnsureDatabaseFinishesACreationInterruptedBeforeTheMarker(t *testing.T)
 }
 
 func TestEnsureDatabaseGivesItsDatabaseBackToTheOwner(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	a, b := newTenant(t), newTenant(t)
+	svc, ctx, a := setUp(t)
+	b := newTenant(t)
 	provision(t, svc, a)
-	if _, err := svc.EnsureRole(ctx, b.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	ensureRole(t, svc, b)
 	mustExec(t, superuser(t, "postgres"), "ALTER DATABASE "+ident(a.name)+" OWNER TO "+ident(b.name))
 
 	if change, err := svc.EnsureDatabase(ctx, a.name, a.name, a.marker); err != nil || change != Updated {
@@ -382,12 +353,9 @@ func TestEnsureDatabaseGivesItsDatabaseBackToTheOwner(t *testing.T) {
 }
 
 func TestEnsureDatabaseRefusesAnOwnerThatIsNotTheOrganizations(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	a, b := newTenant(t), newTenant(t)
-	if _, err := svc.EnsureRole(ctx, b.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, a := setUp(t)
+	b := newTenant(t)
+	ensureRole(t, svc, b)
 	if _, err := svc.EnsureDatabase(ctx, a.name, b.name, a.marker); !errors.Is(err, ErrConflict) {
 		t.Errorf("owner of another organization: err = %v, want ErrConflict", err)
 	}
@@ -400,9 +368,8 @@ func TestEnsureDatabaseRefusesAnOwnerThatIsNotTheOrganizations(t *testing.T) {
 }
 
 func TestSecureDatabaseLetsOnlyItsTenantIn(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	a, b := newTenant(t), newTenant(t)
+	svc, ctx, a := setUp(t)
+	b := newTenant(t)
 	provision(t, svc, a)
 	provision(t, svc, b)
 
@@ -439,9 +406,7 @@ func TestSecureDatabaseLetsOnlyItsTenantIn(t *testing.T) {
 }
 
 func TestEnsureExtensionsCreatesTrustedExtensionsOwnedByTheTenant(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	provision(t, svc, tn)
 	exts := []string{"pgcrypto", "citext", "uuid-ossp", "hstore", "pgcrypto"}
 
@@ -478,9 +443,7 @@ func TestEnsureExtensionsCreatesTrustedExtensionsOwnedByTheTenant(t *testing.T) 
 }
 
 func TestEnsureExtensionsRefusesWhatTheServerCannotInstall(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	provision(t, svc, tn)
 
 	before := svc.DDLCount()
@@ -502,10 +465,40 @@ func TestEnsureExtensionsRefusesWhatTheServerCannotInstall(t *testing.T) {
 	}
 }
 
-func TestDropDatabaseEndsTenantSessionsAndDropRoleLeavesNoRole(t *testing.T) {
-	svc := newService(t)
+func TestCheckExtensionsRefusesWhatATenantCannotCreate(t *testing.T) {
+	s := newService(t)
 	ctx := testContext(t)
-	tn := newTenant(t)
+	cases := map[string]struct {
+		exts []string
+		want string
+	}{
+		"none":                   {nil, ""},
+		"trusted extensions":     {[]string{"pgcrypto", "citext", "pgcrypto"}, ""},
+		"one the server lacks":   {[]string{"pgcrypto", "no_such_extension"}, `extension "no_such_extension" is not available`},
+		"superuser only":         {[]string{"file_fdw", "dblink"}, `extension "dblink" and "file_fdw" can only be created by a superuser`},
+		"name the server cuts":   {[]string{strings.Repeat("e", 64)}, "longer than 63 bytes"},
+		"name with a NUL":        {[]string{"pg\x00crypto"}, "not valid UTF-8 text"},
+		"SQL posing as its name": {[]string{"pgcrypto; DROP DATABASE postgres"}, `extension "pgcrypto; DROP DATABASE postgres" is not available`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ddl := s.DDLCount()
+			err := s.CheckExtensions(ctx, tc.exts)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("CheckExtensions(%q): %v", tc.exts, err)
+			case tc.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("CheckExtensions(%q) = %v; want ErrInvalid saying %q", tc.exts, err, tc.want)
+			}
+			if s.DDLCount() != ddl {
+				t.Error("CheckExtensions sent DDL")
+			}
+		})
+	}
+}
+
+func TestDropDatabaseEndsTenantSessionsAndDropRoleLeavesNoRole(t *testing.T) {
+	svc, ctx, tn := setUp(t)
 	provision(t, svc, tn)
 	session, err := connectAs(ctx, tn.name, tn.password, tn.name)
 	if err != nil {
@@ -550,12 +543,8 @@ func TestDropDatabaseEndsTenantSessionsAndDropRoleLeavesNoRole(t *testing.T) {
 }
 
 func TestDropDatabaseDropsAnUnmarkedDatabaseOfTheOrganizationsRole(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
-	if _, err := svc.EnsureRole(ctx, tn.roleSpec()); err != nil {
-		t.Fatal(err)
-	}
+	svc, ctx, tn := setUp(t)
+	ensureRole(t, svc, tn)
 	mustExec(t, superuser(t, "postgres"), "CREATE DATABASE "+ident(tn.name)+" OWNER "+ident(tn.name))
 
 	if dropped, err := svc.DropDatabase(ctx, tn.name, tn.marker); err != nil || !dropped {
@@ -567,9 +556,7 @@ func TestDropDatabaseDropsAnUnmarkedDatabaseOfTheOrganizationsRole(t *testing.T)
 }
 
 func TestInspectReportsTheDatabaseAndItsRole(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	provision(t, svc, tn)
 
 	db, err := svc.Inspect(ctx, tn.name)
@@ -603,9 +590,7 @@ func TestInspectReportsTheDatabaseAndItsRole(t *testing.T) {
 }
 
 func TestNamesPostgreSQLWouldTruncateAreRefused(t *testing.T) {
-	svc := newService(t)
-	ctx := testContext(t)
-	tn := newTenant(t)
+	svc, ctx, tn := setUp(t)
 	long := strings.Repeat("x", 64)
 	spec := tn.roleSpec()
 	spec.Name = long

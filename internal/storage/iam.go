@@ -287,22 +287,17 @@ func (s *Service) AccessKeys(ctx context.Context, user string) ([]KeyInfo, error
 	}
 	var keys []KeyInfo
 	pages := iam.NewListAccessKeysPaginator(s.iam, &iam.ListAccessKeysInput{UserName: aws.String(user)})
-	for pages.HasMorePages() {
-		var page *iam.ListAccessKeysOutput
-		err := s.do(ctx, "ListAccessKeys", func(ctx context.Context) error {
-			var err error
-			page, err = pages.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			if isNoSuchEntity(err) {
-				err = fmt.Errorf("%w: %w", ErrNotFound, err)
-			}
-			return nil, fmt.Errorf("listing access keys of IAM user %q: %w", user, err)
-		}
+	err := paginate(ctx, s, "ListAccessKeys", pages, func(page *iam.ListAccessKeysOutput) bool {
 		for _, k := range page.AccessKeyMetadata {
 			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate)})
 		}
+		return true
+	})
+	if err != nil {
+		if isNoSuchEntity(err) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return nil, fmt.Errorf("listing access keys of IAM user %q: %w", user, err)
 	}
 	return keys, nil
 }
@@ -471,20 +466,15 @@ func (s *Service) deleteUser(ctx context.Context, user string) (bool, error) {
 func (s *Service) listUserPolicies(ctx context.Context, user string) ([]string, error) {
 	var names []string
 	pages := iam.NewListUserPoliciesPaginator(s.iam, &iam.ListUserPoliciesInput{UserName: aws.String(user)})
-	for pages.HasMorePages() {
-		var page *iam.ListUserPoliciesOutput
-		err := s.do(ctx, "ListUserPolicies", func(ctx context.Context) error {
-			var err error
-			page, err = pages.NextPage(ctx)
-			return err
-		})
-		if isNoSuchEntity(err) {
-			return names, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing policies of IAM user %q: %w", user, err)
-		}
+	err := paginate(ctx, s, "ListUserPolicies", pages, func(page *iam.ListUserPoliciesOutput) bool {
 		names = append(names, page.PolicyNames...)
+		return true
+	})
+	switch {
+	case isNoSuchEntity(err):
+		return names, nil
+	case err != nil:
+		return nil, fmt.Errorf("listing policies of IAM user %q: %w", user, err)
 	}
 	return names, nil
 }

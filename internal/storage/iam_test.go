@@ -235,8 +235,8 @@ func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
 	s := newTestService(t)
 	ctx := t.Context()
 	_, key := provision(t, s, "alpha", "orgs/alpha/")
-	if err := s.Upload(ctx, "orgs/beta/secret.txt", []byte("beta's"), "text/plain"); err != nil {
-		t.Fatalf("Upload: %v", err)
+	if err := putObject(ctx, "orgs/beta/secret.txt", []byte("beta's")); err != nil {
+		t.Fatalf("putting beta's object: %v", err)
 	}
 	c := stack.Client(key.ID, key.Secret)
 	bucket := aws.String(stack.Bucket)
@@ -294,11 +294,11 @@ func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
 	if owner, _, err := s.PrefixOwner(ctx, "orgs/alpha/"); err != nil || owner.UID != "uid-alpha" {
 		t.Errorf("alpha's marker owner = %+v, %v; want uid-alpha", owner, err)
 	}
-	if data, err := s.Download(ctx, "orgs/beta/secret.txt"); err != nil || string(data) != "beta's" {
+	if data, err := getObject(ctx, "orgs/beta/secret.txt"); err != nil || string(data) != "beta's" {
 		t.Errorf("beta's object = %q, %v; want it untouched", data, err)
 	}
-	if _, err := s.Download(ctx, "orgs/beta/planted.txt"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("planted object in beta's prefix: err = %v, want ErrNotFound", err)
+	if _, err := getObject(ctx, "orgs/beta/planted.txt"); !isNoSuchKey(err) {
+		t.Errorf("planted object in beta's prefix: err = %v, want NoSuchKey", err)
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/go-logr/logr/testr"
 
 	"github.com/orgforge/orgforge/internal/devstack"
@@ -182,6 +184,25 @@ func (r *recorder) all() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.calls...)
+}
+
+// putObject writes data at key in the shared bucket with the root key.
+func putObject(ctx context.Context, key string, data []byte) error {
+	_, err := stack.RootClient().PutObject(ctx, &s3.PutObjectInput{
+		Bucket: aws.String(stack.Bucket), Key: aws.String(key), Body: bytes.NewReader(data),
+	})
+	return err
+}
+
+// getObject reads the object at key in the shared bucket with the root key;
+// a missing one is an error for which isNoSuchKey holds.
+func getObject(ctx context.Context, key string) ([]byte, error) {
+	out, err := stack.RootClient().GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(stack.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, err
+	}
+	defer out.Body.Close()
+	return io.ReadAll(out.Body)
 }
 
 // eventually polls fn until it succeeds or the timeout passes, for a new key

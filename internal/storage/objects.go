@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -19,9 +18,6 @@ import (
 // maxDeleteBatch is the most keys one DeleteObjects request may name.
 const maxDeleteBatch = 1000
 
-// maxPresignExpiry is SigV4's limit on a presigned URL's lifetime.
-const maxPresignExpiry = 7 * 24 * time.Hour
-
 // Marker is what the marker object of a prefix records: the organization
 // that claimed it, by name and by UID. The UID decides ownership, so that an
 // organization deleted and created again under the same name does not
@@ -29,39 +25,6 @@ const maxPresignExpiry = 7 * 24 * time.Hour
 type Marker struct {
 	Org string `json:"org"`
 	UID string `json:"uid"`
-}
-
-// Upload writes data at key in the bucket.
-func (s *Service) Upload(ctx context.Context, key string, data []byte, contentType string) error {
-	if key == "" {
-		return fmt.Errorf("uploading: %w: empty key", ErrInvalid)
-	}
-	err := s.do(ctx, "PutObject", func(ctx context.Context) error {
-		in := &s3.PutObjectInput{
-			Bucket:        aws.String(s.cfg.Bucket),
-			Key:           aws.String(key),
-			Body:          bytes.NewReader(data),
-			ContentLength: aws.Int64(int64(len(data))),
-		}
-		if contentType != "" {
-			in.ContentType = aws.String(contentType)
-		}
-		_, err := s.s3.PutObject(ctx, in)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("uploading %s/%s: %w", s.cfg.Bucket, key, err)
-	}
-	return nil
-}
-
-// Download reads the object at key; ErrNotFound when there is none.
-func (s *Service) Download(ctx context.Context, key string) ([]byte, error) {
-	data, err := s.get(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("downloading %s/%s: %w", s.cfg.Bucket, key, err)
-	}
-	return data, nil
 }
 
 func (s *Service) get(ctx context.Context, key string) ([]byte, error) {
@@ -90,38 +53,6 @@ func isNoSuchKey(err error) bool {
 	var nsk *s3types.NoSuchKey
 	return errors.As(err, &nsk) || errorCode(err) == "NoSuchKey" ||
 		(statusCode(err) == http.StatusNotFound && errorCode(err) != "NoSuchBucket")
-}
-
-// Delete removes the object at key; an object already gone is no error.
-func (s *Service) Delete(ctx context.Context, key string) error {
-	if key == "" {
-		return fmt.Errorf("deleting: %w: empty key", ErrInvalid)
-	}
-	err := s.do(ctx, "DeleteObject", func(ctx context.Context) error {
-		_, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
-		return err
-	})
-	if err != nil && !isNoSuchKey(err) {
-		return fmt.Errorf("deleting %s/%s: %w", s.cfg.Bucket, key, err)
-	}
-	return nil
-}
-
-// PresignGet returns a URL anyone can GET the object at key with, until
-// expires has passed. It signs locally and calls nothing.
-func (s *Service) PresignGet(ctx context.Context, key string, expires time.Duration) (string, error) {
-	if key == "" {
-		return "", fmt.Errorf("presigning: %w: empty key", ErrInvalid)
-	}
-	if expires <= 0 || expires > maxPresignExpiry {
-		return "", fmt.Errorf("presigning %s/%s: %w: expiry %s is not between 0 and %s", s.cfg.Bucket, key, ErrInvalid, expires, maxPresignExpiry)
-	}
-	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)},
-		s3.WithPresignExpires(expires))
-	if err != nil {
-		return "", fmt.Errorf("presigning %s/%s: %w", s.cfg.Bucket, key, err)
-	}
-	return req.URL, nil
 }
 
 // EnsurePrefix claims prefix for the organization m by writing its marker
@@ -279,7 +210,9 @@ func (s *Service) deleteBatch(ctx context.Context, keys []string) (int, error) {
 	return len(keys), nil
 }
 
-// PrefixUsage counts the objects under prefix and their bytes.
+// PrefixUsage counts the objects under prefix and their bytes. Nothing in
+// the operator calls it yet: it is here for the usage reporting that is
+// planned for organizations, and the tests keep it working until then.
 func (s *Service) PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error) {
 	if err := validatePrefix(prefix); err != nil {
 		return 0, 0, fmt.Errorf("measuring prefix: %w", err)
@@ -304,18 +237,39 @@ func (s *Service) eachPage(ctx context.Context, prefix string, fn func([]s3types
 		Bucket: aws.String(s.cfg.Bucket),
 		Prefix: aws.String(prefix),
 	})
+	var fnErr error
+	err := paginate(ctx, s, "ListObjectsV2", pages, func(page *s3.ListObjectsV2Output) bool {
+		fnErr = fn(page.Contents)
+		return fnErr == nil
+	})
+	if err != nil {
+		return fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
+	}
+	return fnErr
+}
+
+// pager is an SDK paginator of pages of type O, whose requests take options
+// of type Opt.
+type pager[O, Opt any] interface {
+	HasMorePages() bool
+	NextPage(context.Context, ...func(*Opt)) (*O, error)
+}
+
+// paginate requests each page of pages through do and hands it to fn, until
+// there is no page more, a request fails, or fn returns false.
+func paginate[O, Opt any](ctx context.Context, s *Service, operation string, pages pager[O, Opt], fn func(*O) bool) error {
 	for pages.HasMorePages() {
-		var page *s3.ListObjectsV2Output
-		err := s.do(ctx, "ListObjectsV2", func(ctx context.Context) error {
+		var page *O
+		err := s.do(ctx, operation, func(ctx context.Context) error {
 			var err error
 			page, err = pages.NextPage(ctx)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("listing %s/%s: %w", s.cfg.Bucket, prefix, err)
-		}
-		if err := fn(page.Contents); err != nil {
 			return err
+		}
+		if !fn(page) {
+			return nil
 		}
 	}
 	return nil

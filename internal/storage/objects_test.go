@@ -1,84 +1,24 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
 )
 
-func TestUploadDownloadPresignAndDeleteRoundTrip(t *testing.T) {
-	s := newTestService(t)
-	ctx := t.Context()
-	key := "seed/inventory.json"
-	data := []byte(`{"items":[1,2,3]}`)
-
-	if err := s.Upload(ctx, key, data, "application/json"); err != nil {
-		t.Fatalf("Upload: %v", err)
-	}
-	got, err := s.Download(ctx, key)
-	if err != nil {
-		t.Fatalf("Download: %v", err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Errorf("Download = %q, want %q", got, data)
-	}
-
-	link, err := s.PresignGet(ctx, key, 5*time.Minute)
-	if err != nil {
-		t.Fatalf("PresignGet: %v", err)
-	}
-	resp, err := http.Get(link)
-	if err != nil {
-		t.Fatalf("fetching the presigned URL: %v", err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	if err != nil {
-		t.Fatalf("reading the presigned URL: %v", err)
-	}
-	if resp.StatusCode != http.StatusOK || !bytes.Equal(body, data) || resp.Header.Get("Content-Type") != "application/json" {
-		t.Errorf("presigned GET = %d %q %q, want 200 application/json %q", resp.StatusCode, resp.Header.Get("Content-Type"), body, data)
-	}
-
-	if err := s.Delete(ctx, key); err != nil {
-		t.Fatalf("Delete: %v", err)
-	}
-	if _, err := s.Download(ctx, key); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Download after Delete: err = %v, want ErrNotFound", err)
-	}
-	if err := s.Delete(ctx, key); err != nil {
-		t.Errorf("Delete of a deleted object: %v", err)
-	}
-}
-
-func TestPresignGetRefusesAnExpiryOutsideSigV4Limits(t *testing.T) {
-	s := newTestService(t)
-	for _, d := range []time.Duration{0, -time.Second, 8 * 24 * time.Hour} {
-		if _, err := s.PresignGet(t.Context(), "seed/x", d); !errors.Is(err, ErrInvalid) {
-			t.Errorf("PresignGet(%s): err = %v, want ErrInvalid", d, err)
-		}
-	}
-}
-
 func readMarker(t *testing.T, key string) Marker {
 	t.Helper()
-	out, err := stack.RootClient().GetObject(t.Context(), &s3.GetObjectInput{Bucket: aws.String(stack.Bucket), Key: aws.String(key)})
+	data, err := getObject(t.Context(), key)
 	if err != nil {
 		t.Fatalf("reading marker %s: %v", key, err)
 	}
-	defer out.Body.Close()
 	var m Marker
-	if err := json.NewDecoder(out.Body).Decode(&m); err != nil {
+	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatalf("decoding marker %s: %v", key, err)
 	}
 	return m
@@ -140,8 +80,8 @@ func TestEnsurePrefixRefusesAPrefixClaimedByAnotherUID(t *testing.T) {
 func TestEnsurePrefixRefusesAMarkerOrgforgeDidNotWrite(t *testing.T) {
 	s := newTestService(t)
 	ctx := t.Context()
-	if err := s.Upload(ctx, "orgs/foreign/.orgforge", []byte("not json"), "text/plain"); err != nil {
-		t.Fatalf("Upload: %v", err)
+	if err := putObject(ctx, "orgs/foreign/.orgforge", []byte("not json")); err != nil {
+		t.Fatalf("putting a foreign marker: %v", err)
 	}
 	if _, err := s.EnsurePrefix(ctx, "orgs/foreign/", Marker{Org: "foreign", UID: "uid-foreign"}); !errors.Is(err, ErrConflict) {
 		t.Errorf("EnsurePrefix over a foreign marker: err = %v, want ErrConflict", err)
@@ -195,17 +135,13 @@ func TestPrefixOperationsRefuseAnInvalidPrefix(t *testing.T) {
 // putObjects writes n small objects under prefix with the root key.
 func putObjects(t *testing.T, prefix string, n int) {
 	t.Helper()
-	client := stack.RootClient()
 	keys := make(chan string)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
 			for key := range keys {
-				_, err := client.PutObject(t.Context(), &s3.PutObjectInput{
-					Bucket: aws.String(stack.Bucket), Key: aws.String(key), Body: bytes.NewReader([]byte("0123456789")),
-				})
-				if err != nil {
+				if err := putObject(t.Context(), key, []byte("0123456789")); err != nil {
 					errs <- fmt.Errorf("putting %s: %w", key, err)
 				}
 			}

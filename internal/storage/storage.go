@@ -103,7 +103,6 @@ type Service struct {
 	// awsCfg builds clients that sign with an organization's key.
 	awsCfg    aws.Config
 	s3        *s3.Client
-	presign   *s3.PresignClient
 	iam       *iam.Client
 	transport *http.Transport
 	closeOnce sync.Once
@@ -174,7 +173,6 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 
 	s := &Service{cfg: cfg, log: log, awsCfg: awsCfg, transport: transport}
 	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
-	s.presign = s3.NewPresignClient(s.s3)
 	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
 		if cfg.IAMEndpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.IAMEndpoint)
