@@ -40,13 +40,9 @@ func params(forms []url.Values, keys ...string) []map[string]string {
 
 func TestEnsurePrefixUserCreatesTheUserUnderThePermissionsBoundary(t *testing.T) {
 	s, rec := newBoundedService(t)
-	ctx := t.Context()
 	m := Marker{Org: "bounded", UID: "uid-bounded"}
 
-	user, change, err := s.EnsurePrefixUser(ctx, "bounded", m, "orgs/bounded/")
-	if err != nil || change != UserCreated {
-		t.Fatalf("EnsurePrefixUser = %v, %v; want UserCreated", change, err)
-	}
+	user := createUser(t, s, m)
 	want := []map[string]string{{"UserName": user, "Path": DefaultIAMPath, "PermissionsBoundary": testBoundary}}
 	if diff := cmp.Diff(want, params(rec.sent("CreateUser"), "UserName", "Path", "PermissionsBoundary")); diff != "" {
 		t.Errorf("CreateUser requests sent (-want +got):\n%s", diff)
@@ -64,9 +60,7 @@ func TestEnsurePrefixUserWithoutABoundaryConfiguredSendsNone(t *testing.T) {
 	s, rec := newRecordedService(t)
 	ctx := t.Context()
 	m := Marker{Org: "unbounded", UID: "uid-unbounded"}
-	if _, change, err := s.EnsurePrefixUser(ctx, "unbounded", m, "orgs/unbounded/"); err != nil || change != UserCreated {
-		t.Fatalf("EnsurePrefixUser = %v, %v; want UserCreated", change, err)
-	}
+	createUser(t, s, m)
 	created := rec.sent("CreateUser")
 	if len(created) != 1 {
 		t.Fatalf("sent %d CreateUser requests, want 1", len(created))
@@ -91,13 +85,10 @@ func TestEnsurePrefixUserWithoutABoundaryConfiguredSendsNone(t *testing.T) {
 func TestEnsurePrefixUserSetsTheBoundaryOnAUserOfOursThatLacksIt(t *testing.T) {
 	ctx := t.Context()
 	m := Marker{Org: "rebound", UID: "uid-rebound"}
-	user, _, err := newTestService(t).EnsurePrefixUser(ctx, "rebound", m, "orgs/rebound/")
-	if err != nil {
-		t.Fatalf("EnsurePrefixUser without a boundary: %v", err)
-	}
+	user := createUser(t, newTestService(t), m)
 
 	s, rec := newBoundedService(t)
-	_, _, err = s.EnsurePrefixUser(ctx, "rebound", m, "orgs/rebound/")
+	_, _, err := s.EnsurePrefixUser(ctx, "rebound", m, "orgs/rebound/")
 	want := []map[string]string{{"UserName": user, "PermissionsBoundary": testBoundary}}
 	if diff := cmp.Diff(want, params(rec.sent("PutUserPermissionsBoundary"), "UserName", "PermissionsBoundary")); diff != "" {
 		t.Errorf("PutUserPermissionsBoundary requests sent (-want +got):\n%s", diff)

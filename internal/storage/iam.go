@@ -211,12 +211,8 @@ func (s *Service) ensurePolicy(ctx context.Context, user string, want policyDocu
 // userPolicy reads user's inline policy, decoded; found is false when the
 // user has none.
 func (s *Service) userPolicy(ctx context.Context, user string) (doc string, found bool, err error) {
-	err = s.do(ctx, "GetUserPolicy", func(ctx context.Context) error {
-		out, err := s.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(PolicyName)})
-		if err == nil {
-			doc = aws.ToString(out.PolicyDocument)
-		}
-		return err
+	out, err := call(ctx, s, "GetUserPolicy", func(ctx context.Context) (*iam.GetUserPolicyOutput, error) {
+		return s.iam.GetUserPolicy(ctx, &iam.GetUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(PolicyName)})
 	})
 	switch {
 	case isNoSuchEntity(err):
@@ -224,6 +220,7 @@ func (s *Service) userPolicy(ctx context.Context, user string) (doc string, foun
 	case err != nil:
 		return "", false, fmt.Errorf("reading policy %s of IAM user %q: %w", PolicyName, user, err)
 	}
+	doc = aws.ToString(out.PolicyDocument)
 	// IAM returns the document URL-encoded (RFC 3986).
 	if decoded, derr := url.PathUnescape(doc); derr == nil {
 		doc = decoded
@@ -237,13 +234,8 @@ func (s *Service) CreateAccessKey(ctx context.Context, user string) (AccessKey, 
 	if user == "" {
 		return AccessKey{}, fmt.Errorf("%w: empty IAM user name", ErrInvalid)
 	}
-	var key AccessKey
-	err := s.do(ctx, "CreateAccessKey", func(ctx context.Context) error {
-		out, err := s.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(user)})
-		if err == nil {
-			key = AccessKey{ID: aws.ToString(out.AccessKey.AccessKeyId), Secret: aws.ToString(out.AccessKey.SecretAccessKey)}
-		}
-		return err
+	out, err := call(ctx, s, "CreateAccessKey", func(ctx context.Context) (*iam.CreateAccessKeyOutput, error) {
+		return s.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(user)})
 	})
 	switch {
 	case isNoSuchEntity(err):
@@ -254,7 +246,7 @@ func (s *Service) CreateAccessKey(ctx context.Context, user string) (AccessKey, 
 		return AccessKey{}, fmt.Errorf("creating an access key for IAM user %q: %w", user, err)
 	}
 	s.log.Info("Created access key", "user", user)
-	return key, nil
+	return AccessKey{ID: aws.ToString(out.AccessKey.AccessKeyId), Secret: aws.ToString(out.AccessKey.SecretAccessKey)}, nil
 }
 
 // KeyInfo is what IAM tells of an access key besides its secret.
@@ -357,16 +349,15 @@ func (s *Service) DeleteAccessKeys(ctx context.Context, user string, keep ...str
 		if slices.Contains(keep, id) {
 			continue
 		}
-		err := s.do(ctx, "DeleteAccessKey", func(ctx context.Context) error {
+		removed, err := s.remove(ctx, "DeleteAccessKey", func(ctx context.Context) error {
 			_, err := s.iam.DeleteAccessKey(ctx, &iam.DeleteAccessKeyInput{UserName: aws.String(user), AccessKeyId: aws.String(id)})
 			return err
 		})
-		switch {
-		case err == nil:
-			deleted++
-		case isNoSuchEntity(err):
-		default:
+		if err != nil {
 			return deleted, fmt.Errorf("deleting an access key of IAM user %q: %w", user, err)
+		}
+		if removed {
+			deleted++
 		}
 	}
 	if deleted > 0 {
@@ -413,13 +404,8 @@ func (s *Service) DeleteOwnedPrefixUser(ctx context.Context, user string, m Mark
 
 // getUser reads user; a user that does not exist is nil, not an error.
 func (s *Service) getUser(ctx context.Context, user string) (*iamtypes.User, error) {
-	var got *iamtypes.User
-	err := s.do(ctx, "GetUser", func(ctx context.Context) error {
-		out, err := s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
-		if err == nil {
-			got = out.User
-		}
-		return err
+	out, err := call(ctx, s, "GetUser", func(ctx context.Context) (*iam.GetUserOutput, error) {
+		return s.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(user)})
 	})
 	switch {
 	case isNoSuchEntity(err):
@@ -427,7 +413,7 @@ func (s *Service) getUser(ctx context.Context, user string) (*iamtypes.User, err
 	case err != nil:
 		return nil, fmt.Errorf("reading IAM user %q: %w", user, err)
 	}
-	return got, nil
+	return out.User, nil
 }
 
 // deleteUser removes user's keys and inline policies, which IAM requires
@@ -441,26 +427,35 @@ func (s *Service) deleteUser(ctx context.Context, user string) (bool, error) {
 		return false, err
 	}
 	for _, name := range policies {
-		err := s.do(ctx, "DeleteUserPolicy", func(ctx context.Context) error {
+		_, err := s.remove(ctx, "DeleteUserPolicy", func(ctx context.Context) error {
 			_, err := s.iam.DeleteUserPolicy(ctx, &iam.DeleteUserPolicyInput{UserName: aws.String(user), PolicyName: aws.String(name)})
 			return err
 		})
-		if err != nil && !isNoSuchEntity(err) {
+		if err != nil {
 			return false, fmt.Errorf("deleting policy %s of IAM user %q: %w", name, user, err)
 		}
 	}
-	err = s.do(ctx, "DeleteUser", func(ctx context.Context) error {
+	removed, err := s.remove(ctx, "DeleteUser", func(ctx context.Context) error {
 		_, err := s.iam.DeleteUser(ctx, &iam.DeleteUserInput{UserName: aws.String(user)})
 		return err
 	})
-	switch {
-	case isNoSuchEntity(err):
-		return false, nil
-	case err != nil:
+	if err != nil {
 		return false, fmt.Errorf("deleting IAM user %q: %w", user, err)
 	}
-	s.log.Info("Deleted IAM user", "user", user)
-	return true, nil
+	if removed {
+		s.log.Info("Deleted IAM user", "user", user)
+	}
+	return removed, nil
+}
+
+// remove runs an IAM deletion through do and reports whether it removed
+// the entity; one already gone is no error.
+func (s *Service) remove(ctx context.Context, operation string, fn func(context.Context) error) (bool, error) {
+	err := s.do(ctx, operation, fn)
+	if isNoSuchEntity(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 func (s *Service) listUserPolicies(ctx context.Context, user string) ([]string, error) {

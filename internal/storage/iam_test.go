@@ -81,6 +81,28 @@ func provision(t *testing.T, s *Service, org, prefix string) (string, AccessKey)
 	return user, key
 }
 
+// provisionInParallel provisions organization org under orgs/<org>/ in a
+// test that runs in parallel with the others that do: most of their time is
+// the wait for the new key to propagate.
+func provisionInParallel(t *testing.T, org string) (s *Service, user string, key AccessKey) {
+	t.Helper()
+	t.Parallel()
+	s = newTestService(t)
+	user, key = provision(t, s, org, "orgs/"+org+"/")
+	return s, user, key
+}
+
+// createUser is the first EnsurePrefixUser of organization m.Org, under
+// orgs/<org>/; the test fails unless it created the user.
+func createUser(t *testing.T, s *Service, m Marker) string {
+	t.Helper()
+	user, change, err := s.EnsurePrefixUser(t.Context(), m.Org, m, "orgs/"+m.Org+"/")
+	if err != nil || change != UserCreated || user != UserName(m.Org) {
+		t.Fatalf("first EnsurePrefixUser = %q, %v, %v; want %s, UserCreated", user, change, err, UserName(m.Org))
+	}
+	return user
+}
+
 func waitWorks(t *testing.T, s *Service, key AccessKey, prefix string) {
 	t.Helper()
 	eventually(t, keyDelay, "the new key to work", func() error {
@@ -97,10 +119,7 @@ func TestEnsurePrefixUserCreatesTheUserOnceAndChangesNothingTheSecondTime(t *tes
 	ctx := t.Context()
 	m := Marker{Org: "twice", UID: "uid-twice"}
 
-	user, change, err := s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
-	if err != nil || change != UserCreated || user != "orgforge-twice" {
-		t.Fatalf("first EnsurePrefixUser = %q, %v, %v; want orgforge-twice, UserCreated", user, change, err)
-	}
+	user := createUser(t, s, m)
 	path, tags := userTags(t, s, user)
 	if path != DefaultIAMPath {
 		t.Errorf("user path = %q, want %q", path, DefaultIAMPath)
@@ -113,7 +132,7 @@ func TestEnsurePrefixUserCreatesTheUserOnceAndChangesNothingTheSecondTime(t *tes
 	}
 
 	rec.reset()
-	user, change, err = s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
+	user, change, err := s.EnsurePrefixUser(ctx, "twice", m, "orgs/twice/")
 	if err != nil || change != UserUnchanged || user != "orgforge-twice" {
 		t.Fatalf("second EnsurePrefixUser = %q, %v, %v; want UserUnchanged", user, change, err)
 	}
@@ -126,10 +145,7 @@ func TestEnsurePrefixUserRewritesADriftedPolicy(t *testing.T) {
 	s := newTestService(t)
 	ctx := t.Context()
 	m := Marker{Org: "drift", UID: "uid-drift"}
-	user, _, err := s.EnsurePrefixUser(ctx, "drift", m, "orgs/drift/")
-	if err != nil {
-		t.Fatalf("EnsurePrefixUser: %v", err)
-	}
+	user := createUser(t, s, m)
 	wide := `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"s3:*","Resource":"arn:aws:s3:::` + stack.Bucket + `/*"}}`
 	if _, err := s.iam.PutUserPolicy(ctx, &iam.PutUserPolicyInput{
 		UserName: aws.String(user), PolicyName: aws.String(PolicyName), PolicyDocument: aws.String(wide),
@@ -149,13 +165,10 @@ func TestEnsurePrefixUserRewritesADriftedPolicy(t *testing.T) {
 func TestEnsurePrefixUserRefusesAUserOfAnotherUID(t *testing.T) {
 	s, rec := newRecordedService(t)
 	ctx := t.Context()
-	user, _, err := s.EnsurePrefixUser(ctx, "taken", Marker{Org: "taken", UID: "uid-first"}, "orgs/taken/")
-	if err != nil {
-		t.Fatalf("EnsurePrefixUser: %v", err)
-	}
+	user := createUser(t, s, Marker{Org: "taken", UID: "uid-first"})
 
 	rec.reset()
-	_, _, err = s.EnsurePrefixUser(ctx, "taken", Marker{Org: "taken", UID: "uid-second"}, "orgs/other/")
+	_, _, err := s.EnsurePrefixUser(ctx, "taken", Marker{Org: "taken", UID: "uid-second"}, "orgs/other/")
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("EnsurePrefixUser by another UID: err = %v, want ErrConflict", err)
 	}
@@ -230,11 +243,8 @@ func s3Code(err error) string {
 }
 
 func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
-	// Parallel: each waits for its new key to propagate.
-	t.Parallel()
-	s := newTestService(t)
+	s, _, key := provisionInParallel(t, "alpha")
 	ctx := t.Context()
-	_, key := provision(t, s, "alpha", "orgs/alpha/")
 	if err := putObject(ctx, "orgs/beta/secret.txt", []byte("beta's")); err != nil {
 		t.Fatalf("putting beta's object: %v", err)
 	}
@@ -303,11 +313,8 @@ func TestPrefixUserKeyIsConfinedToItsPrefix(t *testing.T) {
 }
 
 func TestDeleteAccessKeysLeavesOnlyTheKeptKey(t *testing.T) {
-	// Parallel: each waits for its new key to propagate.
-	t.Parallel()
-	s := newTestService(t)
+	s, user, old := provisionInParallel(t, "rotate")
 	ctx := t.Context()
-	user, old := provision(t, s, "rotate", "orgs/rotate/")
 	current, err := s.CreateAccessKey(ctx, user)
 	if err != nil {
 		t.Fatalf("CreateAccessKey: %v", err)
@@ -341,11 +348,8 @@ func TestDeleteAccessKeysLeavesOnlyTheKeptKey(t *testing.T) {
 }
 
 func TestAccessKeyWorksIsFalseForAWrongSecretOrAnotherPrefix(t *testing.T) {
-	// Parallel: each waits for its new key to propagate.
-	t.Parallel()
-	s := newTestService(t)
+	s, _, key := provisionInParallel(t, "checked")
 	ctx := t.Context()
-	_, key := provision(t, s, "checked", "orgs/checked/")
 	cases := map[string]struct {
 		id, secret, prefix string
 		want               bool
@@ -366,11 +370,8 @@ func TestAccessKeyWorksIsFalseForAWrongSecretOrAnotherPrefix(t *testing.T) {
 }
 
 func TestDeletePrefixUserRevokesTheKeyAndRemovesTheUser(t *testing.T) {
-	// Parallel: each waits for its new key to propagate.
-	t.Parallel()
-	s := newTestService(t)
+	s, user, key := provisionInParallel(t, "leaving")
 	ctx := t.Context()
-	user, key := provision(t, s, "leaving", "orgs/leaving/")
 
 	deleted, err := s.DeletePrefixUser(ctx, user)
 	if err != nil || !deleted {
@@ -396,11 +397,8 @@ func TestDeletePrefixUserRevokesTheKeyAndRemovesTheUser(t *testing.T) {
 }
 
 func TestDeletePrefixUserAlsoRemovesPoliciesOrgforgeDidNotWrite(t *testing.T) {
-	// Parallel: each waits for its new key to propagate.
-	t.Parallel()
-	s := newTestService(t)
+	s, user, _ := provisionInParallel(t, "extra")
 	ctx := t.Context()
-	user, _ := provision(t, s, "extra", "orgs/extra/")
 	extra := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::` + stack.Bucket + `/public/*"}]}`
 	if _, err := s.iam.PutUserPolicy(ctx, &iam.PutUserPolicyInput{
 		UserName: aws.String(user), PolicyName: aws.String("hand-made"), PolicyDocument: aws.String(extra),

@@ -122,7 +122,34 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 	if err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
+	awsCfg, transport, err := loadAWSConfig(ctx, cfg, wrap)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Region = awsCfg.Region
 
+	s := &Service{cfg: cfg, log: log, awsCfg: awsCfg, transport: transport}
+	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
+	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
+		if cfg.IAMEndpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.IAMEndpoint)
+		}
+	})
+
+	vctx, cancel := context.WithTimeout(ctx, validateBudget)
+	defer cancel()
+	if err := s.check(vctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.logConnected()
+	return s, nil
+}
+
+// loadAWSConfig builds the SDK's configuration for cfg. Its HTTP client
+// sends through the returned transport, which Close releases, wrapped by
+// wrap when that is set.
+func loadAWSConfig(ctx context.Context, cfg Config, wrap func(http.RoundTripper) http.RoundTripper) (aws.Config, *http.Transport, error) {
 	// The SDK adds AWS_CA_BUNDLE's roots to a BuildableClient only; its
 	// transport is then taken out so that Close can release connections.
 	buildable := awshttp.NewBuildableClient().
@@ -131,8 +158,33 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 			t.TLSHandshakeTimeout = 5 * time.Second
 			t.MaxIdleConnsPerHost = 32
 		})
+	awsCfg, err := config.LoadDefaultConfig(ctx, sdkOptions(cfg, buildable)...)
+	if err != nil {
+		return aws.Config{}, nil, fmt.Errorf("storage: loading AWS configuration: %w", err)
+	}
+	if awsCfg.Region == "" {
+		return aws.Config{}, nil, fmt.Errorf("storage: %w: no region configured or found in the environment", ErrInvalid)
+	}
+	if b, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		buildable = b
+	}
+	transport := buildable.GetTransport()
+	var rt http.RoundTripper = transport
+	if wrap != nil {
+		rt = wrap(rt)
+	}
+	awsCfg.HTTPClient = &http.Client{
+		Transport: rt,
+		// The SDK reads redirects itself, as errors naming the right region.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return awsCfg, transport, nil
+}
+
+// sdkOptions are the SDK's load options for cfg, sending with client.
+func sdkOptions(cfg Config, client *awshttp.BuildableClient) []func(*config.LoadOptions) error {
 	opts := []func(*config.LoadOptions) error{
-		config.WithHTTPClient(buildable),
+		config.WithHTTPClient(client),
 		// retry.Do retries transient errors with the operator's policy and
 		// logs each retry; a second layer inside the SDK would multiply the
 		// attempts and hide them.
@@ -149,42 +201,12 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
 	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("storage: loading AWS configuration: %w", err)
-	}
-	if awsCfg.Region == "" {
-		return nil, fmt.Errorf("storage: %w: no region configured or found in the environment", ErrInvalid)
-	}
-	cfg.Region = awsCfg.Region
-	if b, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient); ok {
-		buildable = b
-	}
-	transport := buildable.GetTransport()
-	var rt http.RoundTripper = transport
-	if wrap != nil {
-		rt = wrap(rt)
-	}
-	awsCfg.HTTPClient = &http.Client{
-		Transport: rt,
-		// The SDK reads redirects itself, as errors naming the right region.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return opts
+}
 
-	s := &Service{cfg: cfg, log: log, awsCfg: awsCfg, transport: transport}
-	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
-	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
-		if cfg.IAMEndpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.IAMEndpoint)
-		}
-	})
-
-	vctx, cancel := context.WithTimeout(ctx, validateBudget)
-	defer cancel()
-	if err := s.check(vctx); err != nil {
-		s.Close()
-		return nil, err
-	}
+// logConnected reports the service's configuration once it has answered.
+func (s *Service) logConnected() {
+	cfg := s.cfg
 	s.log.Info("Connected to storage", "bucket", cfg.Bucket, "endpoint", s.Endpoint(),
 		"iamEndpoint", s.iamEndpoint(), "region", cfg.Region, "iamPath", cfg.IAMPath,
 		"permissionsBoundary", cfg.PermissionsBoundary)
@@ -193,7 +215,6 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 		// of docs/install-aws.md denies creating users without one.
 		s.log.Info("No IAM permissions boundary configured: the users orgforge creates are confined by their inline policy alone; see --iam-permissions-boundary")
 	}
-	return s, nil
 }
 
 func (s *Service) s3Options(o *s3.Options) {
@@ -253,17 +274,17 @@ func (s *Service) checkBucket(ctx context.Context) error {
 		_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Bucket)})
 		return err
 	})
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case statusCode(err) == http.StatusNotFound:
-		return fmt.Errorf("storage: s3 at %s: bucket %q does not exist; create it or configure another bucket: %w",
-			s.Endpoint(), s.cfg.Bucket, err)
-	case Classify(err) == retry.ClassPermission:
-		return fmt.Errorf("storage: s3 at %s: no access to bucket %q with the configured credentials: %w",
-			s.Endpoint(), s.cfg.Bucket, err)
 	}
-	return fmt.Errorf("storage: s3 at %s: checking bucket %q: %w", s.Endpoint(), s.cfg.Bucket, err)
+	problem := fmt.Sprintf("checking bucket %q", s.cfg.Bucket)
+	switch {
+	case statusCode(err) == http.StatusNotFound:
+		problem = fmt.Sprintf("bucket %q does not exist; create it or configure another bucket", s.cfg.Bucket)
+	case Classify(err) == retry.ClassPermission:
+		problem = fmt.Sprintf("no access to bucket %q with the configured credentials", s.cfg.Bucket)
+	}
+	return fmt.Errorf("storage: s3 at %s: %s: %w", s.Endpoint(), problem, err)
 }
 
 func (s *Service) checkIAM(ctx context.Context) error {
@@ -271,14 +292,14 @@ func (s *Service) checkIAM(ctx context.Context) error {
 		_, err := s.iam.ListUsers(ctx, &iam.ListUsersInput{PathPrefix: aws.String(s.cfg.IAMPath), MaxItems: aws.Int32(1)})
 		return err
 	})
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case Classify(err) == retry.ClassPermission:
-		return fmt.Errorf("storage: iam at %s: the configured credentials may not list users under %s: %w",
-			s.iamEndpoint(), s.cfg.IAMPath, err)
 	}
-	return fmt.Errorf("storage: iam at %s: listing users under %s: %w", s.iamEndpoint(), s.cfg.IAMPath, err)
+	problem := "listing users under " + s.cfg.IAMPath
+	if Classify(err) == retry.ClassPermission {
+		problem = "the configured credentials may not list users under " + s.cfg.IAMPath
+	}
+	return fmt.Errorf("storage: iam at %s: %s: %w", s.iamEndpoint(), problem, err)
 }
 
 // do runs one external call through retry.Do, each attempt bounded by the
@@ -289,6 +310,17 @@ func (s *Service) do(ctx context.Context, operation string, fn func(context.Cont
 		defer cancel()
 		return fn(ctx)
 	})
+}
+
+// call is do for a call with a result: that of the attempt that succeeded.
+func call[T any](ctx context.Context, s *Service, operation string, fn func(context.Context) (T, error)) (T, error) {
+	var out T
+	err := s.do(ctx, operation, func(ctx context.Context) error {
+		var err error
+		out, err = fn(ctx)
+		return err
+	})
+	return out, err
 }
 
 // Name is the service's name in the registry, health checks and errors.
