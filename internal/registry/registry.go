@@ -6,7 +6,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -40,8 +39,6 @@ type Registry struct {
 type Options struct {
 	// Retry overrides every service's retry policy (tests use short waits).
 	Retry *retry.Policy
-	// HealthTimeout bounds one health check; default 5s.
-	HealthTimeout time.Duration
 }
 
 // New builds and validates every service. On error, what was built is
@@ -102,22 +99,6 @@ func (r *Registry) add(s Service, closer func()) {
 	if closer != nil {
 		r.closers = append(r.closers, closer)
 	}
-}
-
-// Services lists the registered services in start-up order.
-func (r *Registry) Services() []Service {
-	return append([]Service(nil), r.services...)
-}
-
-// HealthCheck runs every service's health check and joins the failures.
-func (r *Registry) HealthCheck(ctx context.Context) error {
-	var errs []error
-	for _, s := range r.services {
-		if err := s.HealthCheck(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // ReadyzCheckers returns one controller-runtime healthz checker per service,

@@ -53,13 +53,19 @@ func goodConfig() *config.Config {
 
 var fast = retry.Policy{Attempts: 3, Base: 100 * time.Millisecond, Factor: 2, Cap: time.Second}
 
-func TestRegistryBuildsEveryServiceAndReportsThemHealthy(t *testing.T) {
-	ctx := context.Background()
-	reg, err := registry.New(ctx, goodConfig(), logr.Discard(), registry.Options{Retry: &fast})
+// newRegistry builds a registry of cfg, closed when the test ends.
+func newRegistry(t *testing.T, cfg *config.Config, log logr.Logger) *registry.Registry {
+	t.Helper()
+	reg, err := registry.New(context.Background(), cfg, log, registry.Options{Retry: &fast})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reg.Close()
+	t.Cleanup(reg.Close)
+	return reg
+}
+
+func TestRegistryBuildsEveryServiceAndReportsThemHealthy(t *testing.T) {
+	reg := newRegistry(t, goodConfig(), logr.Discard())
 	var names []string
 	for _, s := range reg.Services() {
 		names = append(names, s.Name())
@@ -76,16 +82,12 @@ func TestRegistryBuildsEveryServiceAndReportsThemHealthy(t *testing.T) {
 
 func TestReadyzReportsAStoppedDatabaseAndRecovers(t *testing.T) {
 	ctx := context.Background()
-	reg, err := registry.New(ctx, goodConfig(), logr.Discard(), registry.Options{Retry: &fast})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	reg := newRegistry(t, goodConfig(), logr.Discard())
 	check := reg.ReadyzCheckers(3 * time.Second)["aurora"]
 	if err := stack.Postgres.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	err = check(httptest.NewRequest("GET", "/readyz", nil))
+	err := check(httptest.NewRequest("GET", "/readyz", nil))
 	if startErr := stack.Postgres.Start(ctx); startErr != nil {
 		t.Fatal(startErr)
 	}
@@ -184,11 +186,7 @@ func TestRegistryGivesStorageThePermissionsBoundary(t *testing.T) {
 	log := funcr.New(func(prefix, args string) { logs.WriteString(prefix + " " + args + "\n") }, funcr.Options{})
 	cfg := goodConfig()
 	cfg.Storage.PermissionsBoundary = boundary
-	reg, err := registry.New(context.Background(), cfg, log, registry.Options{Retry: &fast})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reg.Close()
+	newRegistry(t, cfg, log)
 	var connected string
 	for line := range strings.Lines(logs.String()) {
 		if strings.Contains(line, `"msg"="Connected to storage"`) {
