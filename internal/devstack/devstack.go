@@ -92,26 +92,25 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 
 // Close stops everything the stack started and removes a temporary folder.
 func (s *Stack) Close() error {
+	// In this order: the controller-manager goes before the apiserver it
+	// talks to. A part not started has a nil receiver, never called.
+	parts := []struct {
+		name    string
+		started bool
+		stop    func() error
+	}{
+		{"kube-controller-manager", s.ControllerManager != nil, s.ControllerManager.Close},
+		{"kube", s.Kube != nil, s.Kube.Stop},
+		{"s3", s.S3 != nil, s.S3.Close},
+		{"postgres", s.Postgres != nil, s.Postgres.Close},
+	}
 	var errs []error
-	// The controller-manager goes before the apiserver it talks to.
-	if s.ControllerManager != nil {
-		if err := s.ControllerManager.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("kube-controller-manager: %w", err))
+	for _, p := range parts {
+		if !p.started {
+			continue
 		}
-	}
-	if s.Kube != nil {
-		if err := s.Kube.Stop(); err != nil {
-			errs = append(errs, fmt.Errorf("kube: %w", err))
-		}
-	}
-	if s.S3 != nil {
-		if err := s.S3.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("s3: %w", err))
-		}
-	}
-	if s.Postgres != nil {
-		if err := s.Postgres.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("postgres: %w", err))
+		if err := p.stop(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.name, err))
 		}
 	}
 	if s.ownsDir {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,22 +20,27 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	st, err := Start(ctx, Options{
-		Kube: true, CRDPaths: []string{"../../config/crd/bases"},
-		Postgres: true, S3: true,
-	})
+// startStack starts the parts opts asks for. The test closes the stack
+// itself, to check what Close stops, with the func it returns; the stack is
+// closed when the test ends in any case.
+func startStack(t *testing.T, ctx context.Context, opts Options) (*Stack, func() error) {
+	t.Helper()
+	st, err := Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := false
-	defer func() {
-		if !closed {
-			_ = st.Close()
-		}
-	}()
+	closeStack := sync.OnceValue(st.Close)
+	t.Cleanup(func() { _ = closeStack() })
+	return st, closeStack
+}
+
+func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	st, closeStack := startStack(t, ctx, Options{
+		Kube: true, CRDPaths: []string{"../../config/crd/bases"},
+		Postgres: true, S3: true,
+	})
 
 	t.Run("apiserver serves the Organization CRD", func(t *testing.T) {
 		scheme := runtime.NewScheme()
@@ -107,10 +113,9 @@ func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
 		st.S3.IAMEndpoint[len("http://"):],
 		st.Kube.Config.Host[len("https://"):],
 	}
-	if err := st.Close(); err != nil {
+	if err := closeStack(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	closed = true
 	for _, addr := range ports {
 		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 			_ = c.Close()
@@ -122,16 +127,7 @@ func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
 func TestControllerManagerEndsNamespacesAndCollectsOrphans(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	st, err := Start(ctx, Options{Kube: true, ControllerManager: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := false
-	defer func() {
-		if !closed {
-			_ = st.Close()
-		}
-	}()
+	st, closeStack := startStack(t, ctx, Options{Kube: true, ControllerManager: true})
 	c, err := client.New(st.Kube.Config, client.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -199,10 +195,9 @@ func TestControllerManagerEndsNamespacesAndCollectsOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Close(); err != nil {
+	if err := closeStack(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	closed = true
 	if conn, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
 		_ = conn.Close()
 		t.Errorf("kube-controller-manager still listens on %s after Close", u.Host)

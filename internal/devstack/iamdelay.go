@@ -78,19 +78,16 @@ func reverseProxy(addr string, modify func(*http.Response) error) *httputil.Reve
 
 // listen binds both addresses without serving yet, so that no other
 // process can take the ports while the gateway behind them starts.
-func (p *delayProxy) listen() error {
-	for _, s := range []*proxyServer{p.s3, p.iam} {
-		if err := s.listen(); err != nil {
-			p.stop()
-			return err
-		}
-	}
-	return nil
-}
+func (p *delayProxy) listen() error { return p.both((*proxyServer).listen) }
 
-func (p *delayProxy) start() error {
+// start serves both addresses.
+func (p *delayProxy) start() error { return p.both((*proxyServer).start) }
+
+// both runs step on the S3 server and then the IAM one; should one fail,
+// both are stopped.
+func (p *delayProxy) both(step func(*proxyServer) error) error {
 	for _, s := range []*proxyServer{p.s3, p.iam} {
-		if err := s.start(); err != nil {
+		if err := step(s); err != nil {
 			p.stop()
 			return err
 		}

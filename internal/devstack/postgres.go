@@ -79,36 +79,8 @@ func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Post
 			return nil, fmt.Errorf("postgres: running as root, the server runs as %s: %w", serverUser, err)
 		}
 	}
-	// As root, the server user must reach its folders; the caller's folder
-	// may sit under a private home, so use a world-traversable temporary one.
-	if p.cred != nil || opts.BaseDir != "" {
-		if p.base, err = os.MkdirTemp(opts.BaseDir, "orgforge-pg-"); err != nil {
-			return nil, err
-		}
-		p.ownsBase = true
-		if p.cred != nil {
-			if err := os.Chmod(p.base, 0o755); err != nil {
-				return nil, err
-			}
-		}
-	} else {
-		p.base = filepath.Join(dir, "postgres")
-		if err := os.MkdirAll(p.base, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	p.dataDir = filepath.Join(p.base, "data")
-	p.socketDir = filepath.Join(p.base, "sock")
-	p.LogPath = filepath.Join(p.base, "postgres.log")
-	for _, d := range []string{p.dataDir, p.socketDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-		if p.cred != nil {
-			if err := os.Chown(d, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
-				return nil, err
-			}
-		}
+	if err := p.makeFolders(dir); err != nil {
+		return nil, err
 	}
 	if p.Port, err = freePort(); err != nil {
 		return nil, err
@@ -129,6 +101,48 @@ func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Post
 		return nil, err
 	}
 	return p, nil
+}
+
+// makeFolders makes the server's base folder, its data and socket folders,
+// owned by the server's user, and sets the log's path.
+func (p *Postgres) makeFolders(dir string) error {
+	if err := p.makeBase(dir); err != nil {
+		return err
+	}
+	p.dataDir = filepath.Join(p.base, "data")
+	p.socketDir = filepath.Join(p.base, "sock")
+	p.LogPath = filepath.Join(p.base, "postgres.log")
+	for _, d := range []string{p.dataDir, p.socketDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+		if p.cred != nil {
+			if err := os.Chown(d, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// makeBase makes the server's base folder: dir/postgres, or a temporary
+// one under BaseDir or, as root, the system's.
+func (p *Postgres) makeBase(dir string) error {
+	if p.cred == nil && p.opts.BaseDir == "" {
+		p.base = filepath.Join(dir, "postgres")
+		return os.MkdirAll(p.base, 0o700)
+	}
+	// As root, the server user must reach its folders; the caller's folder
+	// may sit under a private home, so use a world-traversable temporary one.
+	var err error
+	if p.base, err = os.MkdirTemp(p.opts.BaseDir, "orgforge-pg-"); err != nil {
+		return err
+	}
+	p.ownsBase = true
+	if p.cred != nil {
+		return os.Chmod(p.base, 0o755)
+	}
+	return nil
 }
 
 func (p *Postgres) initdb() error {

@@ -72,21 +72,10 @@ func StartS3With(ctx context.Context, dir string, opts S3Options) (*S3, error) {
 		return nil, err
 	}
 	s := &S3{Region: "us-east-1", Bucket: TenantsBucket, dir: filepath.Join(dir, "s3"), bin: bin}
-	for _, d := range []string{filepath.Join(s.dir, "iam"), filepath.Join(s.dir, "root")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, err
-		}
-	}
-	// A unix socket path must stay under 108 bytes, so it gets its own short
-	// temporary folder.
-	if s.sockDir, err = os.MkdirTemp("", "orgforge-iam-"); err != nil {
+	if err := s.makeFolders(); err != nil {
 		return nil, err
 	}
-	if s.AccessKey, err = orgcreds.NewPassword(); err != nil {
-		return nil, err
-	}
-	s.AccessKey = "ROOT" + s.AccessKey[:16]
-	if s.SecretKey, err = orgcreds.NewPassword(); err != nil {
+	if err := s.makeRootKey(); err != nil {
 		return nil, err
 	}
 	if s.s3Port, err = freePort(); err != nil {
@@ -98,21 +87,7 @@ func StartS3With(ctx context.Context, dir string, opts S3Options) (*S3, error) {
 	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", s.s3Port)
 	s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", s.iamPort)
 	if opts.IAMDelay > 0 {
-		proxyS3, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		proxyIAM, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		s.IAMDelay = opts.IAMDelay
-		s.proxy = newDelayProxy(opts.IAMDelay,
-			fmt.Sprintf("127.0.0.1:%d", proxyS3), fmt.Sprintf("127.0.0.1:%d", s.s3Port),
-			fmt.Sprintf("127.0.0.1:%d", proxyIAM), fmt.Sprintf("127.0.0.1:%d", s.iamPort))
-		s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyS3)
-		s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyIAM)
-		if err := s.proxy.listen(); err != nil {
+		if err := s.useDelayProxy(opts.IAMDelay); err != nil {
 			_ = s.Close()
 			return nil, err
 		}
@@ -126,6 +101,52 @@ func StartS3With(ctx context.Context, dir string, opts S3Options) (*S3, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// makeFolders makes the IAM service's and the gateway's folders, and the
+// socket folder.
+func (s *S3) makeFolders() error {
+	for _, d := range []string{filepath.Join(s.dir, "iam"), filepath.Join(s.dir, "root")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	// A unix socket path must stay under 108 bytes, so it gets its own short
+	// temporary folder.
+	var err error
+	s.sockDir, err = os.MkdirTemp("", "orgforge-iam-")
+	return err
+}
+
+// makeRootKey draws the root account's key pair.
+func (s *S3) makeRootKey() error {
+	id, err := orgcreds.NewPassword()
+	if err != nil {
+		return err
+	}
+	s.AccessKey = "ROOT" + id[:16]
+	s.SecretKey, err = orgcreds.NewPassword()
+	return err
+}
+
+// useDelayProxy puts the IAM delay proxy, on ports of its own, in front of
+// the gateway, and binds those ports at once.
+func (s *S3) useDelayProxy(delay time.Duration) error {
+	proxyS3, err := freePort()
+	if err != nil {
+		return err
+	}
+	proxyIAM, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.IAMDelay = delay
+	s.proxy = newDelayProxy(delay,
+		fmt.Sprintf("127.0.0.1:%d", proxyS3), fmt.Sprintf("127.0.0.1:%d", s.s3Port),
+		fmt.Sprintf("127.0.0.1:%d", proxyIAM), fmt.Sprintf("127.0.0.1:%d", s.iamPort))
+	s.Endpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyS3)
+	s.IAMEndpoint = fmt.Sprintf("http://127.0.0.1:%d", proxyIAM)
+	return s.proxy.listen()
 }
 
 func (s *S3) env() []string {
