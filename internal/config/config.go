@@ -161,40 +161,62 @@ func ApplyEnv(fs *flag.FlagSet) error {
 // Load reads the secret files and validates everything, returning every
 // problem at once. Error messages name files and flags, never secrets.
 func (c *Config) Load() error {
-	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	var p problems
+	c.Database.loadAdmin(&p)
+	c.Database.loadTenant(&p)
+	c.Storage.load(&p)
+	if c.ResyncPeriod < 10*time.Second {
+		p.add("--resync-period must be at least 10s, got %s", c.ResyncPeriod)
+	}
+	if c.MaxConcurrentReconciles < 1 || c.MaxConcurrentReconciles > 64 {
+		p.add("--max-concurrent-reconciles must be between 1 and 64, got %d", c.MaxConcurrentReconciles)
+	}
+	return errors.Join(p...)
+}
 
-	d := &c.Database
+// problems collects what Load finds wrong, to report it all at once.
+type problems []error
+
+func (p *problems) add(format string, a ...any) { *p = append(*p, fmt.Errorf(format, a...)) }
+
+// loadAdmin reads the admin's connection string, or builds it from its
+// parts, and checks the admin pool's size.
+func (d *Database) loadAdmin(p *problems) {
 	switch {
 	case d.AdminDSNFile != "":
 		dsn, err := readSecretFile(d.AdminDSNFile)
 		if err != nil {
-			add("--database-admin-dsn-file: %v", err)
+			p.add("--database-admin-dsn-file: %v", err)
 		} else if err := d.fillFromDSN(dsn); err != nil {
-			add("--database-admin-dsn-file %s: %v", d.AdminDSNFile, err)
+			p.add("--database-admin-dsn-file %s: %v", d.AdminDSNFile, err)
 		}
 	case d.Host != "" || d.User != "":
 		password := ""
 		if d.PasswordFile != "" {
-			p, err := readSecretFile(d.PasswordFile)
+			pw, err := readSecretFile(d.PasswordFile)
 			if err != nil {
-				add("--database-password-file: %v", err)
+				p.add("--database-password-file: %v", err)
 			}
-			password = p
+			password = pw
 		}
 		if d.Host == "" {
-			add("--database-host is required with --database-user")
+			p.add("--database-host is required with --database-user")
 		}
 		if d.User == "" {
-			add("--database-user is required with --database-host")
+			p.add("--database-user is required with --database-host")
 		}
 		d.AdminDSN = d.buildDSN(password)
 	default:
-		add("database admin: set --database-admin-dsn-file, or --database-host with --database-user and --database-password-file")
+		p.add("database admin: set --database-admin-dsn-file, or --database-host with --database-user and --database-password-file")
 	}
 	if d.MaxConnections < 2 || d.MaxConnections > 100 {
-		add("--database-max-connections must be between 2 and 100, got %d", d.MaxConnections)
+		p.add("--database-max-connections must be between 2 and 100, got %d", d.MaxConnections)
 	}
+}
+
+// loadTenant fills where tenants connect from the admin's endpoint, where
+// not set, and checks it.
+func (d *Database) loadTenant(p *problems) {
 	if d.TenantHost == "" {
 		d.TenantHost = d.Host
 	}
@@ -205,60 +227,62 @@ func (c *Config) Load() error {
 		d.TenantSSLMode = d.SSLMode
 	}
 	if d.TenantPort < 1 || d.TenantPort > 65535 {
-		add("--tenant-database-port must be a TCP port, got %d", d.TenantPort)
+		p.add("--tenant-database-port must be a TCP port, got %d", d.TenantPort)
 	}
 	switch d.TenantSSLMode {
 	case "disable", "allow", "prefer", "require", "verify-ca", "verify-full":
 	default:
-		add("--tenant-database-sslmode %q is not a libpq sslmode", d.TenantSSLMode)
+		p.add("--tenant-database-sslmode %q is not a libpq sslmode", d.TenantSSLMode)
 	}
+}
 
-	s := &c.Storage
+// load checks the storage settings and reads the key pair's files.
+func (s *Storage) load(p *problems) {
 	if s.Bucket == "" {
-		add("--s3-bucket is required")
+		p.add("--s3-bucket is required")
 	}
 	if s.Region == "" {
-		add("--s3-region is required")
+		p.add("--s3-region is required")
 	}
 	for flagName, v := range map[string]string{"--s3-endpoint": s.Endpoint, "--iam-endpoint": s.IAMEndpoint, "--tenant-s3-endpoint": s.TenantEndpoint} {
 		if v == "" {
 			continue
 		}
 		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			add("%s %q must be an http(s) URL", flagName, v)
+			p.add("%s %q must be an http(s) URL", flagName, v)
 		}
 	}
 	if s.TenantEndpoint == "" {
 		s.TenantEndpoint = s.Endpoint
 	}
 	if err := naming.ValidatePrefixTemplate(s.PrefixTemplate); err != nil {
-		add("--s3-prefix-template: %v", err)
+		p.add("--s3-prefix-template: %v", err)
 	}
 	if !strings.HasPrefix(s.IAMPath, "/") || !strings.HasSuffix(s.IAMPath, "/") {
-		add("--iam-path %q must start and end with '/'", s.IAMPath)
+		p.add("--iam-path %q must start and end with '/'", s.IAMPath)
 	}
 	if s.PermissionsBoundary != "" && !policyARNRE.MatchString(s.PermissionsBoundary) {
-		add("--iam-permissions-boundary %q must be the ARN of an IAM managed policy, like arn:aws:iam::111122223333:policy/orgforge-tenant-boundary", s.PermissionsBoundary)
+		p.add("--iam-permissions-boundary %q must be the ARN of an IAM managed policy, like arn:aws:iam::111122223333:policy/orgforge-tenant-boundary", s.PermissionsBoundary)
 	}
-	if (s.AccessKeyIDFile == "") != (s.SecretAccessKeyFile == "") {
-		add("--s3-access-key-id-file and --s3-secret-access-key-file go together")
-	} else if s.AccessKeyIDFile != "" {
-		var err error
-		if s.AccessKeyID, err = readSecretFile(s.AccessKeyIDFile); err != nil {
-			add("--s3-access-key-id-file: %v", err)
-		}
-		if s.SecretAccessKey, err = readSecretFile(s.SecretAccessKeyFile); err != nil {
-			add("--s3-secret-access-key-file: %v", err)
-		}
-	}
+	s.loadKeys(p)
+}
 
-	if c.ResyncPeriod < 10*time.Second {
-		add("--resync-period must be at least 10s, got %s", c.ResyncPeriod)
+// loadKeys reads the admin's key pair from its two files, when given.
+func (s *Storage) loadKeys(p *problems) {
+	if (s.AccessKeyIDFile == "") != (s.SecretAccessKeyFile == "") {
+		p.add("--s3-access-key-id-file and --s3-secret-access-key-file go together")
+		return
 	}
-	if c.MaxConcurrentReconciles < 1 || c.MaxConcurrentReconciles > 64 {
-		add("--max-concurrent-reconciles must be between 1 and 64, got %d", c.MaxConcurrentReconciles)
+	if s.AccessKeyIDFile == "" {
+		return
 	}
-	return errors.Join(errs...)
+	var err error
+	if s.AccessKeyID, err = readSecretFile(s.AccessKeyIDFile); err != nil {
+		p.add("--s3-access-key-id-file: %v", err)
+	}
+	if s.SecretAccessKey, err = readSecretFile(s.SecretAccessKeyFile); err != nil {
+		p.add("--s3-secret-access-key-file: %v", err)
+	}
 }
 
 // readSecretFile reads a mounted secret, trimming a trailing newline.
