@@ -370,23 +370,14 @@ func (s *Service) execDDL(ctx context.Context, q execer, stmt string) error {
 // run runs an idempotent operation, each attempt bounded by the statement
 // timeout, retrying transient failures.
 func (s *Service) run(ctx context.Context, operation string, fn func(context.Context) error) error {
-	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.StatementTimeout)
-		defer cancel()
-		return fn(ctx)
-	})
+	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, retry.Within(s.cfg.StatementTimeout, fn))
 }
 
 // runValue is run for an operation with a result: that of the attempt that
 // succeeded, or the zero value and the error.
 func runValue[T any](ctx context.Context, s *Service, operation string, fn func(context.Context) (T, error)) (T, error) {
 	var out T
-	err := s.run(ctx, operation, func(ctx context.Context) error {
-		var err error
-		out, err = fn(ctx)
-		return err
-	})
-	if err != nil {
+	if err := s.run(ctx, operation, retry.Into(&out, fn)); err != nil {
 		var zero T
 		return zero, err
 	}

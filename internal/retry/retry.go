@@ -95,6 +95,26 @@ func Do(ctx context.Context, log logr.Logger, p Policy, classify Classifier, ope
 	}
 }
 
+// Within bounds each call of fn, each attempt Do makes, by timeout.
+func Within(timeout time.Duration, fn func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return fn(ctx)
+	}
+}
+
+// Into adapts fn, a call with a result, to the func Do runs: each attempt
+// stores its result in *out, so that after Do succeeds *out holds that of
+// the attempt that succeeded.
+func Into[T any](out *T, fn func(context.Context) (T, error)) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var err error
+		*out, err = fn(ctx)
+		return err
+	}
+}
+
 // NetworkClass classifies the errors every client shares: canceled contexts,
 // refused or reset connections and timeouts. It returns ClassOther for
 // anything else, so a service's classifier can look further.

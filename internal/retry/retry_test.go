@@ -108,6 +108,41 @@ func TestDoStopsWaitingWhenTheContextEnds(t *testing.T) {
 	}
 }
 
+func TestIntoKeepsTheResultOfTheAttemptThatSucceeded(t *testing.T) {
+	calls := 0
+	var got int
+	err := Do(context.Background(), logr.Discard(), fastPolicy(), classify, "count", Into(&got, func(context.Context) (int, error) {
+		calls++
+		if calls < 2 {
+			return -1, fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+		}
+		return calls * 10, nil
+	}))
+	if err != nil || got != 20 {
+		t.Errorf("Do with Into = %d, %v; want 20, nil", got, err)
+	}
+}
+
+func TestWithinBoundsEachAttempt(t *testing.T) {
+	var deadlines []time.Duration
+	err := Do(context.Background(), logr.Discard(), fastPolicy(), classify, "slow", Within(time.Minute, func(ctx context.Context) error {
+		deadline, ok := ctx.Deadline()
+		if !ok {
+			t.Fatal("an attempt ran without a deadline")
+		}
+		deadlines = append(deadlines, time.Until(deadline))
+		return fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	}))
+	if err == nil || len(deadlines) != 3 {
+		t.Fatalf("Do = %v after %d attempts; want the last error after 3", err, len(deadlines))
+	}
+	for i, d := range deadlines {
+		if d <= 0 || d > time.Minute {
+			t.Errorf("attempt %d had %s left, want at most a minute", i+1, d)
+		}
+	}
+}
+
 func TestNetworkClassRecognisesConnectionFailures(t *testing.T) {
 	cases := map[string]struct {
 		err  error

@@ -13,6 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/orgforge/orgforge/internal/retry"
 )
 
 // maxDeleteBatch is the most keys one DeleteObjects request may name.
@@ -260,11 +262,9 @@ type pager[O, Opt any] interface {
 func paginate[O, Opt any](ctx context.Context, s *Service, operation string, pages pager[O, Opt], fn func(*O) bool) error {
 	for pages.HasMorePages() {
 		var page *O
-		err := s.do(ctx, operation, func(ctx context.Context) error {
-			var err error
-			page, err = pages.NextPage(ctx)
-			return err
-		})
+		err := s.do(ctx, operation, retry.Into(&page, func(ctx context.Context) (*O, error) {
+			return pages.NextPage(ctx)
+		}))
 		if err != nil {
 			return err
 		}

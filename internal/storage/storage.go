@@ -305,21 +305,13 @@ func (s *Service) checkIAM(ctx context.Context) error {
 // do runs one external call through retry.Do, each attempt bounded by the
 // request timeout.
 func (s *Service) do(ctx context.Context, operation string, fn func(context.Context) error) error {
-	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, func(ctx context.Context) error {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		defer cancel()
-		return fn(ctx)
-	})
+	return retry.Do(ctx, s.log, s.cfg.Retry, Classify, operation, retry.Within(s.cfg.RequestTimeout, fn))
 }
 
 // call is do for a call with a result: that of the attempt that succeeded.
 func call[T any](ctx context.Context, s *Service, operation string, fn func(context.Context) (T, error)) (T, error) {
 	var out T
-	err := s.do(ctx, operation, func(ctx context.Context) error {
-		var err error
-		out, err = fn(ctx)
-		return err
-	})
+	err := s.do(ctx, operation, retry.Into(&out, fn))
 	return out, err
 }
 
