@@ -256,3 +256,17 @@ func observeReadiness(before, after *tenancyv1alpha1.Organization) {
 		timeToReady.Observe(metav1.Now().Sub(after.CreationTimestamp.Time).Seconds())
 	}
 }
+
+// errInvalidSpec marks a spec that passed admission but cannot be provisioned.
+var errInvalidSpec = errors.New("invalid spec")
+
+// retryable drops errors that only a change of spec or a person can fix:
+// those are reported on the conditions, not retried with backoff.
+func retryable(err error) error {
+	if err == nil || errors.Is(err, aurora.ErrConflict) || errors.Is(err, storage.ErrConflict) ||
+		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) ||
+		errors.Is(err, errInvalidSecret) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,286 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// reconcileDelete cleans up as the deletion policy says, each sub-step
+// idempotent, and removes the finalizer only when all of them succeeded.
+func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenancyv1alpha1.Organization) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
+		return ctrl.Result{}, nil
+	}
+	s := newScope(org, r.Settings)
+	// One Event reports the clean-up: what was done, and what it waits on.
+	var done notes
+	if err := r.deleteExternal(ctx, s, &done); err != nil {
+		base := org.DeepCopy()
+		setDeletingCondition(org, err)
+		if perr := r.Status().Patch(ctx, org, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+			ctrl.LoggerFrom(ctx).Error(perr, "Patching status while deleting")
+		}
+		msg := "Clean-up is waiting: " + conditionMessage(err)
+		if len(done) > 0 {
+			msg += ". Done so far: " + strings.Join(done, "; ")
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, tenancyv1alpha1.EventReasonDeleteFailed, "Delete", "%s", eventNote([]string{msg}))
+		return ctrl.Result{}, err
+	}
+	if len(done) > 0 {
+		reason := tenancyv1alpha1.EventReasonDeleted
+		if org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
+			reason = tenancyv1alpha1.EventReasonRetained
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
+	}
+	err := r.timed("removeFinalizer", func() error {
+		// Optimistic locking, as when the finalizer is added: another
+		// controller's finalizer added since the read must survive.
+		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
+		return r.Patch(ctx, org, patch)
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
+
+// deletionScope fills s with what the Organization recorded, not with what
+// today's spec and settings would make: a spec or an operator setting that
+// no longer validates (a system namespace after a restart without
+// --allow-system-namespaces) must not skip the clean-up of what was made
+// under the old ones. Every name is still checked against its ownership
+// marker before anything is deleted.
+func (r *OrganizationReconciler) deletionScope(s *scope) {
+	st := s.org.Status
+	if st.Namespace != "" {
+		s.namespace = st.Namespace
+	}
+	if st.Database.Name != "" {
+		s.database = st.Database.Name
+	}
+	if st.Database.Role != "" {
+		s.role = st.Database.Role
+	}
+	s.prefix = st.Storage.Prefix
+}
+
+// prefixesToDelete lists the prefixes the clean-up looks at: the one the
+// status recorded and the one today's template gives, which a reconcile may
+// have claimed before it could record it. deletePrefix purges only those
+// whose marker carries this Organization's UID.
+func (r *OrganizationReconciler) prefixesToDelete(s *scope) []string {
+	var out []string
+	if s.prefix != "" {
+		out = append(out, s.prefix)
+	}
+	if p, err := naming.Prefix(r.Settings.PrefixTemplate, s.org.Name); err == nil && p != s.prefix {
+		out = append(out, p)
+	}
+	return out
+}
+
+// deleteExternal notes in done each thing it deleted or kept. The storage
+// and the database are cleaned up at once; the namespace goes last.
+func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
+	if err := naming.ValidateOrgName(s.org.Name); err != nil {
+		// Names are immutable and every reconcile checks this one first:
+		// nothing was ever provisioned under a name that does not validate.
+		return nil
+	}
+	r.deletionScope(s)
+	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
+		if err := r.deleteUser(ctx, s, done); err != nil {
+			return err
+		}
+		if err := r.keepDatabaseSecret(ctx, s); err != nil {
+			return err
+		}
+		kept := "no prefix"
+		if p := r.prefixesToDelete(s); len(p) > 0 {
+			kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
+		}
+		done.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
+			s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
+		return nil
+	}
+
+	var stDone, dbDone notes
+	dbErr, stErr := concurrently(
+		func() error { return r.timed("dropDatabase", func() error { return r.dropDatabase(ctx, s, &dbDone) }) },
+		func() error {
+			// The key goes first, so that the tenant loses access before
+			// its data goes.
+			if err := r.timed("deleteUser", func() error { return r.deleteUser(ctx, s, &stDone) }); err != nil {
+				return err
+			}
+			return r.timed("deletePrefix", func() error {
+				for _, p := range r.prefixesToDelete(s) {
+					if err := r.deletePrefix(ctx, s, p, &stDone); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		})
+	*done = append(*done, stDone...)
+	*done = append(*done, dbDone...)
+	if err := errors.Join(stErr, dbErr); err != nil {
+		return err
+	}
+
+	return r.timed("deleteNamespace", func() error { return r.deleteNamespace(ctx, s, done) })
+}
+
+// deleteNamespace deletes the organization's namespace, if orgforge made it
+// for this Organization.
+func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, done *notes) error {
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
+	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
+		other, err := r.namespaceUser(ctx, s)
+		if err != nil {
+			return err
+		}
+		if other != "" {
+			done.add("kept namespace %s: Organization %s uses it", s.namespace, other)
+			return nil
+		}
+		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
+		}
+		done.add("deleted namespace %s", s.namespace)
+	}
+	return nil
+}
+
+// namespaceUser names another Organization whose Secrets go to s's
+// namespace, or returns "". Two Organizations may share a namespace
+// (spec.namespace); the one that created it must not take the other's
+// Secrets with it when it goes.
+func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (string, error) {
+	var list tenancyv1alpha1.OrganizationList
+	if err := r.List(ctx, &list); err != nil {
+		return "", fmt.Errorf("listing Organizations that may use namespace %s: %w", s.namespace, err)
+	}
+	for i := range list.Items {
+		o := &list.Items[i]
+		// One being deleted with Delete keeps nothing there; counting it
+		// would leave the namespace to nobody when both go at once.
+		if o.UID == s.org.UID || (!o.DeletionTimestamp.IsZero() && o.Spec.DeletionPolicy == tenancyv1alpha1.DeletionPolicyDelete) {
+			continue
+		}
+		if o.Status.Namespace == s.namespace || newScope(o, r.Settings).namespace == s.namespace {
+			return o.Name, nil
+		}
+	}
+	return "", nil
+}
+
+// deleteUser deletes the organization's IAM user and its keys, unless
+// someone else's user has its name.
+func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done *notes) error {
+	user := r.Storage.UserName(s.org.Name)
+	deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "IAMUserNotOwned", "Delete", "Left IAM user %s alone: orgforge did not create it for this Organization", user)
+	case err != nil:
+		return fmt.Errorf("deleting IAM user %s: %w", user, err)
+	case deleted:
+		done.add("deleted IAM user %s and its access keys", user)
+	}
+	return nil
+}
+
+// deletePrefix deletes the objects under prefix only when its marker
+// carries this Organization's UID. A prefix with no marker was never
+// claimed by this Organization (EnsurePrefix writes the marker before
+// anything else uses the prefix), so its objects are someone else's.
+func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, prefix string, done *notes) error {
+	owner, found, err := r.Storage.PrefixOwner(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("reading prefix marker %s: %w", prefix, err)
+	}
+	switch {
+	case !found:
+		return nil
+	case owner.UID != string(s.org.UID):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "PrefixNotOwned", "Delete", "Left prefix %s alone: it belongs to another Organization", prefix)
+		return nil
+	}
+	n, err := r.Storage.DeletePrefix(ctx, prefix)
+	if err != nil {
+		return fmt.Errorf("deleting prefix %s: %w", prefix, err)
+	}
+	if n > 0 {
+		done.add("deleted %d objects under %s", n, prefix)
+	}
+	return nil
+}
+
+// dropDatabase drops the database, then the role, each only if ours.
+func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope, done *notes) error {
+	dropped, err := r.Database.DropDatabase(ctx, s.database, s.dbMarker())
+	switch {
+	case errors.Is(err, aurora.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "DatabaseNotOwned", "Delete", "Left database %s alone: orgforge did not create it for this Organization", s.database)
+	case err != nil:
+		return fmt.Errorf("dropping database %s: %w", s.database, err)
+	case dropped:
+		done.add("dropped database %s", s.database)
+	}
+	dropped, err = r.Database.DropRole(ctx, s.role, s.dbMarker())
+	switch {
+	case errors.Is(err, aurora.ErrConflict):
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "RoleNotOwned", "Delete", "Left role %s alone: orgforge did not create it for this Organization", s.role)
+	case err != nil:
+		return fmt.Errorf("dropping role %s: %w", s.role, err)
+	case dropped:
+		done.add("dropped role %s", s.role)
+	}
+	return nil
+}
+
+// keepDatabaseSecret drops the database Secret's owner reference, so that
+// garbage collection does not take the only copy of a retained role's
+// password with the Organization.
+func (r *OrganizationReconciler) keepDatabaseSecret(ctx context.Context, s *scope) error {
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: s.namespace, Name: naming.DatabaseSecretName(s.org.Name)}, secret)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(secret.OwnerReferences) == 0 {
+		return nil
+	}
+	patch := client.MergeFrom(secret.DeepCopy())
+	secret.OwnerReferences = nil
+	if err := r.Patch(ctx, secret, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("keeping Secret %s/%s: %w", s.namespace, secret.Name, err)
+	}
+	return nil
+}
