@@ -94,7 +94,7 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	base := org.DeepCopy()
-	s := newScope(org, r.Settings)
+	s := newScope(org)
 	defer func() {
 		if err := r.patchStatus(ctx, base, s, retErr); err != nil && retErr == nil {
 			retErr = err

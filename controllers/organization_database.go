@@ -20,133 +20,148 @@ import (
 // extensions and the database Secret, in that order. The role's password is
 // changed before the Secret is written, so a crash between the two is
 // repaired by the next reconcile, which finds no Secret and sets a new one.
-func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) (err error) {
-	defer func() { s.outcome.database = databaseResult(err, r.Database.Endpoint()) }()
-	defer recoverStep(ctx, "database", &err)
-	log := ctrl.LoggerFrom(ctx)
-	spec := s.org.Spec.Database
+func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) error {
+	err := runPhases(ctx, s, "database", []phase{
+		{run: r.readDatabaseSecret},
+		{step: "role", run: r.ensureRole},
+		{step: "database", run: r.ensureDatabase},
+		{step: "secure", run: r.secureDatabase},
+		{step: "extensions", run: r.ensureExtensions, when: hasExtensions},
+		{step: "databaseSecret", run: r.writeDatabaseSecret},
+		{run: r.recordDatabase},
+	})
+	s.outcome.database = databasePart.result(err, "PostgreSQL at "+r.Database.Endpoint())
+	return err
+}
 
+// readDatabaseSecret reads the database Secret. Its password is the desired
+// one: a person may rotate it by editing the Secret. One that differs from
+// what the operator last set is given to the role; one that cannot be used
+// changes nothing.
+func (r *OrganizationReconciler) readDatabaseSecret(ctx context.Context, s *scope) error {
 	secret, err := r.ownedSecret(ctx, s.namespace, naming.DatabaseSecretName(s.org.Name), s)
 	if err != nil {
 		return err
 	}
-	// The Secret's password is the desired one: a person may rotate it by
-	// editing the Secret. One that differs from what the operator last set
-	// is given to the role; one that cannot be used changes nothing.
-	password, edited := "", false
-	if secret != nil && string(secret.Data["username"]) == s.role {
-		password = string(secret.Data["password"])
-		if err := checkSecretPassword(password); err != nil {
-			return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
-				errInvalidSecret, s.namespace, secret.Name, err)
-		}
-		same, err := credentials.VerifyPassword(secret.Annotations[AnnotationPasswordVerifier], password)
-		edited = err != nil || !same
+	s.db.secret = secret
+	if secret == nil || string(secret.Data["username"]) != s.role {
+		return nil
 	}
+	password := string(secret.Data["password"])
+	if err := checkSecretPassword(password); err != nil {
+		return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
+			errInvalidSecret, s.namespace, secret.Name, err)
+	}
+	same, err := credentials.VerifyPassword(secret.Annotations[AnnotationPasswordVerifier], password)
+	s.db.password, s.db.edited = password, err != nil || !same
+	return nil
+}
 
-	var change aurora.Change
-	// verifier is set when the role is given a password here; it then
-	// becomes the Secret's AnnotationPasswordVerifier.
-	verifier := ""
-	err = r.timed("role", func() error {
-		// A new Secret, or a role to create: the role gets a password now
-		// and the Secret is written after it. Only a Secret's password
-		// needs a look at the role, to learn whether it must be created.
-		setPassword := password == "" || edited
-		if !setPassword {
-			info, err := r.Database.InspectRole(ctx, s.role)
-			if err != nil {
-				return err
-			}
-			setPassword = !info.Exists
-		}
-		if setPassword {
-			var err error
-			if password == "" {
-				if password, err = r.Creds.NewPassword(); err != nil {
-					return err
-				}
-			}
-			if verifier, err = r.Creds.Verifier(password); err != nil {
-				return err
-			}
-		}
-		var err error
-		change, err = r.Database.EnsureRole(ctx, aurora.RoleSpec{
-			Name: s.role, Marker: s.dbMarker(), Verifier: verifier, ConnLimit: spec.Pool.MaxConnections,
-		})
-		return err
+// ensureRole creates the role or brings it to the spec, giving it a
+// password when it needs one.
+func (r *OrganizationReconciler) ensureRole(ctx context.Context, s *scope) error {
+	if err := r.rolePassword(ctx, s); err != nil {
+		return fmt.Errorf("ensuring role %s: %w", s.role, err)
+	}
+	change, err := r.Database.EnsureRole(ctx, aurora.RoleSpec{
+		Name: s.role, Marker: s.dbMarker(), Verifier: s.db.verifier, ConnLimit: s.org.Spec.Database.Pool.MaxConnections,
 	})
 	if err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
 	s.dbNotes.change(change, "role "+s.role)
-	if edited {
-		s.dbNotes.add("set role %s's password to the one in Secret %s/%s", s.role, s.namespace, secret.Name)
+	if s.db.edited {
+		s.dbNotes.add("set role %s's password to the one in Secret %s/%s", s.role, s.namespace, s.db.secret.Name)
 	}
+	return nil
+}
 
-	err = r.timed("database", func() error {
-		change, err = r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
+// rolePassword sets s.db.verifier when the role gets a password now: for a
+// new Secret, an edited one, or a role to create. The Secret is written
+// after the role. Only a Secret's own password needs a look at the role, to
+// learn whether it must be created.
+func (r *OrganizationReconciler) rolePassword(ctx context.Context, s *scope) error {
+	if s.db.password != "" && !s.db.edited {
+		info, err := r.Database.InspectRole(ctx, s.role)
+		if err != nil || info.Exists {
+			return err
+		}
+	}
+	if s.db.password == "" {
+		password, err := r.Creds.NewPassword()
+		if err != nil {
+			return err
+		}
+		s.db.password = password
+	}
+	verifier, err := r.Creds.Verifier(s.db.password)
+	if err != nil {
 		return err
-	})
+	}
+	s.db.verifier = verifier
+	return nil
+}
+
+func (r *OrganizationReconciler) ensureDatabase(ctx context.Context, s *scope) error {
+	change, err := r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
 	if err != nil {
 		return fmt.Errorf("ensuring database %s: %w", s.database, err)
 	}
+	s.db.changed = change != aurora.Unchanged
 	s.dbNotes.change(change, "database "+s.database)
+	return nil
+}
 
-	// Schema public inside the database is checked when the database is
-	// new, the spec changed or DatabaseReady is not True. A resync of a
-	// Ready Organization checks who may connect, and enters the database
-	// only if PUBLIC still may, as after an interrupted securing. Inside it
-	// the tenant is the owner: what it changes there reaches no other
-	// tenant, who cannot connect.
-	inside := change != aurora.Unchanged || s.org.Status.ObservedGeneration != s.org.Generation ||
+// secureDatabase checks schema public inside the database when the
+// database is new, the spec changed or DatabaseReady is not True. A resync
+// of a Ready Organization checks who may connect, and enters the database
+// only if PUBLIC still may, as after an interrupted securing. Inside it the
+// tenant is the owner: what it changes there reaches no other tenant, who
+// cannot connect.
+func (r *OrganizationReconciler) secureDatabase(ctx context.Context, s *scope) error {
+	inside := s.db.changed || s.org.Status.ObservedGeneration != s.org.Generation ||
 		!meta.IsStatusConditionTrue(s.org.Status.Conditions, tenancyv1alpha1.ConditionDatabaseReady)
-	err = r.timed("secure", func() error {
-		if inside {
-			change, err = r.Database.SecureDatabase(ctx, s.database, s.role)
-		} else {
-			change, err = r.Database.SecureDatabaseAccess(ctx, s.database, s.role)
-		}
-		return err
-	})
+	secure := r.Database.SecureDatabaseAccess
+	if inside {
+		secure = r.Database.SecureDatabase
+	}
+	change, err := secure(ctx, s.database, s.role)
 	if err != nil {
 		return fmt.Errorf("securing database %s: %w", s.database, err)
 	}
 	if change != aurora.Unchanged {
 		s.dbNotes.add("secured database %s: no access for PUBLIC", s.database)
 	}
+	return nil
+}
 
-	if len(spec.Extensions) > 0 {
-		exts := make([]string, len(spec.Extensions))
-		for i, e := range spec.Extensions {
-			exts[i] = string(e)
-		}
-		var created []string
-		err = r.timed("extensions", func() error {
-			created, err = r.Database.EnsureExtensions(ctx, s.database, exts)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("ensuring extensions in %s: %w", s.database, err)
-		}
-		for _, e := range created {
-			s.dbNotes.add("created extension %s in database %s", e, s.database)
-		}
+func hasExtensions(s *scope) bool { return len(s.org.Spec.Database.Extensions) > 0 }
+
+func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope) error {
+	created, err := r.Database.EnsureExtensions(ctx, s.database, s.extensions())
+	if err != nil {
+		return fmt.Errorf("ensuring extensions in %s: %w", s.database, err)
 	}
+	for _, e := range created {
+		s.dbNotes.add("created extension %s in database %s", e, s.database)
+	}
+	return nil
+}
 
-	data := r.databaseSecretData(s, password)
+func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
+	data := r.databaseSecretData(s, s.db.password)
 	// The verifier carries a new salt each time, so the Secret keeps the
 	// one it has until the role's password changes.
-	if verifier == "" && secret != nil {
-		verifier = secret.Annotations[AnnotationPasswordVerifier]
+	verifier := s.db.verifier
+	if verifier == "" && s.db.secret != nil {
+		verifier = s.db.secret.Annotations[AnnotationPasswordVerifier]
 	}
-	if err := r.timed("databaseSecret", func() error {
-		return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), secret, data,
-			map[string]string{AnnotationPasswordVerifier: verifier})
-	}); err != nil {
-		return err
-	}
+	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data,
+		map[string]string{AnnotationPasswordVerifier: verifier})
+}
+
+// recordDatabase reports the provisioned database on the status.
+func (r *OrganizationReconciler) recordDatabase(ctx context.Context, s *scope) error {
 	s.org.Status.Database = tenancyv1alpha1.DatabaseStatus{
 		Name:       s.database,
 		Host:       r.Settings.TenantDatabaseHost,
@@ -154,7 +169,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		Role:       s.role,
 		SecretName: naming.DatabaseSecretName(s.org.Name),
 	}
-	log.V(1).Info("Database provisioned", "database", s.database)
+	ctrl.LoggerFrom(ctx).V(1).Info("Database provisioned", "database", s.database)
 	return nil
 }
 

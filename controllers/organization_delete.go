@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,46 +20,57 @@ import (
 	"github.com/orgforge/orgforge/internal/storage"
 )
 
-// reconcileDelete cleans up as the deletion policy says, each sub-step
+// reconcileDelete cleans up as the deletion policy says, each phase
 // idempotent, and removes the finalizer only when all of them succeeded.
+// One Event reports the clean-up: what was done, and what it waits on.
 func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenancyv1alpha1.Organization) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(org, tenancyv1alpha1.FinalizerName) {
 		return ctrl.Result{}, nil
 	}
-	s := newScope(org, r.Settings)
-	// One Event reports the clean-up: what was done, and what it waits on.
-	var done notes
-	if err := r.deleteExternal(ctx, s, &done); err != nil {
-		base := org.DeepCopy()
-		setDeletingCondition(org, err)
-		if perr := r.Status().Patch(ctx, org, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
-			ctrl.LoggerFrom(ctx).Error(perr, "Patching status while deleting")
-		}
-		msg := "Clean-up is waiting: " + conditionMessage(err)
-		if len(done) > 0 {
-			msg += ". Done so far: " + strings.Join(done, "; ")
-		}
-		r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, tenancyv1alpha1.EventReasonDeleteFailed, "Delete", "%s", eventNote([]string{msg}))
+	s := newScope(org)
+	if err := r.deleteExternal(ctx, s); err != nil {
+		r.deleteWaits(ctx, s, err)
 		return ctrl.Result{}, err
 	}
-	if len(done) > 0 {
+	if done := s.deletionNotes(); len(done) > 0 {
 		reason := tenancyv1alpha1.EventReasonDeleted
 		if org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
 			reason = tenancyv1alpha1.EventReasonRetained
 		}
 		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, reason, "Delete", "%s", eventNote(done))
 	}
-	err := r.timed("removeFinalizer", func() error {
-		// Optimistic locking, as when the finalizer is added: another
-		// controller's finalizer added since the read must survive.
-		patch := client.MergeFromWithOptions(org.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		controllerutil.RemoveFinalizer(org, tenancyv1alpha1.FinalizerName)
-		return r.Patch(ctx, org, patch)
-	})
+	err := runPhases(ctx, s, "delete", []phase{{step: "removeFinalizer", run: r.removeFinalizer}})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
+}
+
+// deletionNotes is what the clean-up did, storage first, as it goes first.
+func (s *scope) deletionNotes() notes { return slices.Concat(s.stNotes, s.dbNotes, s.nsNotes) }
+
+// deleteWaits reports a clean-up that failed, on the status and in a
+// Warning that says what was done so far.
+func (r *OrganizationReconciler) deleteWaits(ctx context.Context, s *scope, err error) {
+	org := s.org
+	base := org.DeepCopy()
+	setDeletingCondition(org, err)
+	if perr := r.Status().Patch(ctx, org, client.MergeFrom(base)); perr != nil && !apierrors.IsNotFound(perr) {
+		ctrl.LoggerFrom(ctx).Error(perr, "Patching status while deleting")
+	}
+	msg := "Clean-up is waiting: " + conditionMessage(err)
+	if done := s.deletionNotes(); len(done) > 0 {
+		msg += ". Done so far: " + strings.Join(done, "; ")
+	}
+	r.Recorder.Eventf(org, nil, corev1.EventTypeWarning, tenancyv1alpha1.EventReasonDeleteFailed, "Delete", "%s", eventNote([]string{msg}))
+}
+
+// removeFinalizer uses optimistic locking, as when the finalizer is added:
+// another controller's finalizer added since the read must survive.
+func (r *OrganizationReconciler) removeFinalizer(ctx context.Context, s *scope) error {
+	patch := client.MergeFromWithOptions(s.org.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(s.org, tenancyv1alpha1.FinalizerName)
+	return r.Patch(ctx, s.org, patch)
 }
 
 // deletionScope fills s with what the Organization recorded, not with what
@@ -96,9 +108,9 @@ func (r *OrganizationReconciler) prefixesToDelete(s *scope) []string {
 	return out
 }
 
-// deleteExternal notes in done each thing it deleted or kept. The storage
-// and the database are cleaned up at once; the namespace goes last.
-func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, done *notes) error {
+// deleteExternal notes on s each thing it deleted or kept. The storage and
+// the database are cleaned up at once; the namespace goes last.
+func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) error {
 	if err := naming.ValidateOrgName(s.org.Name); err != nil {
 		// Names are immutable and every reconcile checks this one first:
 		// nothing was ever provisioned under a name that does not validate.
@@ -106,51 +118,44 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope, d
 	}
 	r.deletionScope(s)
 	if s.org.Spec.DeletionPolicy != tenancyv1alpha1.DeletionPolicyDelete {
-		if err := r.deleteUser(ctx, s, done); err != nil {
-			return err
-		}
-		if err := r.keepDatabaseSecret(ctx, s); err != nil {
-			return err
-		}
-		kept := "no prefix"
-		if p := r.prefixesToDelete(s); len(p) > 0 {
-			kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
-		}
-		done.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
-			s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
-		return nil
+		return runPhases(ctx, s, "delete", []phase{
+			{run: r.deleteUser},
+			{run: r.keepDatabaseSecret},
+			{run: r.noteRetained},
+		})
 	}
-
-	var stDone, dbDone notes
 	dbErr, stErr := concurrently(
-		func() error { return r.timed("dropDatabase", func() error { return r.dropDatabase(ctx, s, &dbDone) }) },
+		func() error {
+			return runPhases(ctx, s, "database", []phase{{step: "dropDatabase", run: r.dropDatabase}})
+		},
 		func() error {
 			// The key goes first, so that the tenant loses access before
 			// its data goes.
-			if err := r.timed("deleteUser", func() error { return r.deleteUser(ctx, s, &stDone) }); err != nil {
-				return err
-			}
-			return r.timed("deletePrefix", func() error {
-				for _, p := range r.prefixesToDelete(s) {
-					if err := r.deletePrefix(ctx, s, p, &stDone); err != nil {
-						return err
-					}
-				}
-				return nil
+			return runPhases(ctx, s, "storage", []phase{
+				{step: "deleteUser", run: r.deleteUser},
+				{step: "deletePrefix", run: r.deletePrefixes},
 			})
 		})
-	*done = append(*done, stDone...)
-	*done = append(*done, dbDone...)
 	if err := errors.Join(stErr, dbErr); err != nil {
 		return err
 	}
+	return runPhases(ctx, s, "namespace", []phase{{step: "deleteNamespace", run: r.deleteNamespace}})
+}
 
-	return r.timed("deleteNamespace", func() error { return r.deleteNamespace(ctx, s, done) })
+// noteRetained says what deletionPolicy Retain kept.
+func (r *OrganizationReconciler) noteRetained(_ context.Context, s *scope) error {
+	kept := "no prefix"
+	if p := r.prefixesToDelete(s); len(p) > 0 {
+		kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
+	}
+	s.dbNotes.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
+		s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
+	return nil
 }
 
 // deleteNamespace deletes the organization's namespace, if orgforge made it
 // for this Organization.
-func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, done *notes) error {
+func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope) error {
 	ns := &corev1.Namespace{}
 	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
 	switch {
@@ -163,13 +168,13 @@ func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope, 
 			return err
 		}
 		if other != "" {
-			done.add("kept namespace %s: Organization %s uses it", s.namespace, other)
+			s.nsNotes.add("kept namespace %s: Organization %s uses it", s.namespace, other)
 			return nil
 		}
 		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
 		}
-		done.add("deleted namespace %s", s.namespace)
+		s.nsNotes.add("deleted namespace %s", s.namespace)
 	}
 	return nil
 }
@@ -190,7 +195,7 @@ func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (s
 		if o.UID == s.org.UID || (!o.DeletionTimestamp.IsZero() && o.Spec.DeletionPolicy == tenancyv1alpha1.DeletionPolicyDelete) {
 			continue
 		}
-		if o.Status.Namespace == s.namespace || newScope(o, r.Settings).namespace == s.namespace {
+		if o.Status.Namespace == s.namespace || newScope(o).namespace == s.namespace {
 			return o.Name, nil
 		}
 	}
@@ -199,7 +204,7 @@ func (r *OrganizationReconciler) namespaceUser(ctx context.Context, s *scope) (s
 
 // deleteUser deletes the organization's IAM user and its keys, unless
 // someone else's user has its name.
-func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done *notes) error {
+func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope) error {
 	user := r.Storage.UserName(s.org.Name)
 	deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
 	switch {
@@ -208,7 +213,18 @@ func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done 
 	case err != nil:
 		return fmt.Errorf("deleting IAM user %s: %w", user, err)
 	case deleted:
-		done.add("deleted IAM user %s and its access keys", user)
+		s.stNotes.add("deleted IAM user %s and its access keys", user)
+	}
+	return nil
+}
+
+// deletePrefixes deletes the objects under each of prefixesToDelete that
+// is this Organization's.
+func (r *OrganizationReconciler) deletePrefixes(ctx context.Context, s *scope) error {
+	for _, p := range r.prefixesToDelete(s) {
+		if err := r.deletePrefix(ctx, s, p); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -217,7 +233,7 @@ func (r *OrganizationReconciler) deleteUser(ctx context.Context, s *scope, done 
 // carries this Organization's UID. A prefix with no marker was never
 // claimed by this Organization (EnsurePrefix writes the marker before
 // anything else uses the prefix), so its objects are someone else's.
-func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, prefix string, done *notes) error {
+func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, prefix string) error {
 	owner, found, err := r.Storage.PrefixOwner(ctx, prefix)
 	if err != nil {
 		return fmt.Errorf("reading prefix marker %s: %w", prefix, err)
@@ -234,30 +250,31 @@ func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, pre
 		return fmt.Errorf("deleting prefix %s: %w", prefix, err)
 	}
 	if n > 0 {
-		done.add("deleted %d objects under %s", n, prefix)
+		s.stNotes.add("deleted %d objects under %s", n, prefix)
 	}
 	return nil
 }
 
 // dropDatabase drops the database, then the role, each only if ours.
-func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope, done *notes) error {
+func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope) error {
 	dropped, err := r.Database.DropDatabase(ctx, s.database, s.dbMarker())
-	switch {
-	case errors.Is(err, aurora.ErrConflict):
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "DatabaseNotOwned", "Delete", "Left database %s alone: orgforge did not create it for this Organization", s.database)
-	case err != nil:
-		return fmt.Errorf("dropping database %s: %w", s.database, err)
-	case dropped:
-		done.add("dropped database %s", s.database)
+	if err := r.dropped(s, "database", s.database, "DatabaseNotOwned", dropped, err); err != nil {
+		return err
 	}
 	dropped, err = r.Database.DropRole(ctx, s.role, s.dbMarker())
+	return r.dropped(s, "role", s.role, "RoleNotOwned", dropped, err)
+}
+
+// dropped notes what a drop did. One that is not this Organization's is
+// left alone, with a Warning of reason notOwned.
+func (r *OrganizationReconciler) dropped(s *scope, kind, name, notOwned string, dropped bool, err error) error {
 	switch {
 	case errors.Is(err, aurora.ErrConflict):
-		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, "RoleNotOwned", "Delete", "Left role %s alone: orgforge did not create it for this Organization", s.role)
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeWarning, notOwned, "Delete", "Left %s %s alone: orgforge did not create it for this Organization", kind, name)
 	case err != nil:
-		return fmt.Errorf("dropping role %s: %w", s.role, err)
+		return fmt.Errorf("dropping %s %s: %w", kind, name, err)
 	case dropped:
-		done.add("dropped role %s", s.role)
+		s.dbNotes.add("dropped %s %s", kind, name)
 	}
 	return nil
 }

@@ -29,7 +29,7 @@ func (r *OrganizationReconciler) organizationsForNamespace(ctx context.Context, 
 	var reqs []reconcile.Request
 	for i := range orgs.Items {
 		o := &orgs.Items[i]
-		if o.DeletionTimestamp.IsZero() && newScope(o, r.Settings).namespace == ns.GetName() {
+		if o.DeletionTimestamp.IsZero() && newScope(o).namespace == ns.GetName() {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
 	}

@@ -30,54 +30,122 @@ type outcome struct {
 
 func (o outcome) succeeded() bool { return o.database.done && o.storage.done }
 
+// both gives both halves one result: a cause that stops the whole reconcile
+// before either half starts.
+func (o *outcome) both(r result) { o.database, o.storage = r, r }
+
 var provisioned = result{done: true, reason: tenancyv1alpha1.ReasonProvisioned}
 
-// databaseResult maps an error of the database steps to a condition reason.
-func databaseResult(err error, endpoint string) result {
-	switch {
-	case err == nil:
-		r := provisioned
-		r.message = "Database, role and Secret are provisioned"
-		return r
-	case errors.Is(err, aurora.ErrConflict), errors.Is(err, storage.ErrConflict):
-		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
-	case errors.Is(err, aurora.ErrInvalid), errors.Is(err, errInvalidSpec):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
-	case errors.Is(err, errInvalidSecret):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: conditionMessage(err)}
-	case isKubernetesError(err):
-		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
-	}
-	class := aurora.Classify(err)
-	externalErrors.WithLabelValues("aurora", string(class)).Inc()
-	if class.Transient() {
-		return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable,
-			message: fmt.Sprintf("PostgreSQL at %s is unavailable (%s); retrying with backoff", endpoint, class)}
-	}
-	return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable, message: conditionMessage(err)}
+// invalidSpec is the result of a spec that passed admission but cannot be
+// provisioned.
+func invalidSpec(err error) result {
+	return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
 }
 
-// storageResult maps an error of the storage steps to a condition reason.
-func storageResult(err error) result {
-	switch {
-	case err == nil:
+// waitingForNamespace is the result of a namespace that could not be made
+// ready, usually one still terminating.
+func waitingForNamespace(namespace string, err error) result {
+	return result{reason: tenancyv1alpha1.ReasonProvisioning, message: fmt.Sprintf("Waiting for namespace %s: %v", namespace, err)}
+}
+
+// errorReasons maps the errors of both halves to the reasons of their
+// conditions, first match first. A permanent error is one only a change of
+// spec or a person can fix: it is reported on the conditions, not retried
+// with backoff, and the Organization is Stalled on it. An error that matches
+// none is an error of the half's own service (see part).
+var errorReasons = []struct {
+	match     func(error) bool
+	reason    string
+	permanent bool
+}{
+	{isAny(aurora.ErrConflict, storage.ErrConflict), tenancyv1alpha1.ReasonConflict, true},
+	{isAny(aurora.ErrInvalid, storage.ErrInvalid), tenancyv1alpha1.ReasonInvalidSpec, true},
+	{isAny(errInvalidSecret), tenancyv1alpha1.ReasonInvalidSecret, true},
+	{isKubernetesError, tenancyv1alpha1.ReasonKubernetesError, false},
+}
+
+func isAny(targets ...error) func(error) bool {
+	return func(err error) bool {
+		for _, t := range targets {
+			if errors.Is(err, t) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// errorReason returns the reason errorReasons gives err, and whether err is
+// permanent; "" when err is nil or matches none.
+func errorReason(err error) (reason string, permanent bool) {
+	if err == nil {
+		return "", false
+	}
+	for _, e := range errorReasons {
+		if e.match(err) {
+			return e.reason, e.permanent
+		}
+	}
+	return "", false
+}
+
+// retryable drops the permanent errors, which the conditions report.
+func retryable(err error) error {
+	if _, permanent := errorReason(err); permanent {
+		return nil
+	}
+	return err
+}
+
+// needsPerson reports whether a condition reason stops progress until a
+// person acts: nothing the operator retries can change it.
+func needsPerson(reason string) bool {
+	for _, e := range errorReasons {
+		if e.permanent && e.reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// part is what tells one half's results apart: its success message, and
+// the service whose errors it reports when errorReasons has no reason.
+type part struct {
+	provisioned string
+	// service labels orgforge_external_errors_total.
+	service     string
+	unavailable string
+	classify    func(error) retry.Class
+}
+
+var (
+	databasePart = part{
+		provisioned: "Database, role and Secret are provisioned",
+		service:     "aurora", unavailable: tenancyv1alpha1.ReasonDatabaseUnavailable, classify: aurora.Classify,
+	}
+	storagePart = part{
+		provisioned: "Prefix, access and Secret are provisioned",
+		service:     "storage", unavailable: tenancyv1alpha1.ReasonStorageUnavailable, classify: storage.Classify,
+	}
+)
+
+// result maps the error of the half's phases to its condition's reason and
+// message. what names the service in a message about an outage.
+func (p part) result(err error, what string) result {
+	if err == nil {
 		r := provisioned
-		r.message = "Prefix, access and Secret are provisioned"
+		r.message = p.provisioned
 		return r
-	case errors.Is(err, storage.ErrConflict), errors.Is(err, aurora.ErrConflict):
-		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
-	case errors.Is(err, storage.ErrInvalid), errors.Is(err, errInvalidSpec):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
-	case isKubernetesError(err):
-		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
 	}
-	class := storage.Classify(err)
-	externalErrors.WithLabelValues("storage", string(class)).Inc()
+	if reason, _ := errorReason(err); reason != "" {
+		return result{reason: reason, message: conditionMessage(err)}
+	}
+	class := p.classify(err)
+	externalErrors.WithLabelValues(p.service, string(class)).Inc()
 	if class.Transient() {
-		return result{reason: tenancyv1alpha1.ReasonStorageUnavailable,
-			message: fmt.Sprintf("S3 or IAM is unavailable (%s); retrying with backoff", class)}
+		return result{reason: p.unavailable, message: fmt.Sprintf("%s is unavailable (%s); retrying with backoff", what, class)}
 	}
-	return result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: conditionMessage(err)}
+	return result{reason: p.unavailable, message: conditionMessage(err)}
 }
 
 // isKubernetesError reports an error the Kubernetes API server returned,
@@ -157,13 +225,6 @@ func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr err
 	if (reconcileErr == nil && s.outcome.succeeded()) || stalled {
 		org.Status.ObservedGeneration = gen
 	}
-}
-
-// needsPerson reports whether a condition reason stops progress until a
-// person acts: nothing the operator retries can change it.
-func needsPerson(reason string) bool {
-	return reason == tenancyv1alpha1.ReasonInvalidSpec || reason == tenancyv1alpha1.ReasonConflict ||
-		reason == tenancyv1alpha1.ReasonInvalidSecret
 }
 
 // setProgressConditions derives the kstatus conditions from Ready,
@@ -255,18 +316,4 @@ func observeReadiness(before, after *tenancyv1alpha1.Organization) {
 	if meta.IsStatusConditionTrue(after.Status.Conditions, tenancyv1alpha1.ConditionReady) {
 		timeToReady.Observe(metav1.Now().Sub(after.CreationTimestamp.Time).Seconds())
 	}
-}
-
-// errInvalidSpec marks a spec that passed admission but cannot be provisioned.
-var errInvalidSpec = errors.New("invalid spec")
-
-// retryable drops errors that only a change of spec or a person can fix:
-// those are reported on the conditions, not retried with backoff.
-func retryable(err error) error {
-	if err == nil || errors.Is(err, aurora.ErrConflict) || errors.Is(err, storage.ErrConflict) ||
-		errors.Is(err, aurora.ErrInvalid) || errors.Is(err, storage.ErrInvalid) || errors.Is(err, errInvalidSpec) ||
-		errors.Is(err, errInvalidSecret) {
-		return nil
-	}
-	return err
 }

@@ -17,68 +17,93 @@ import (
 // Secret lacks a working one; other keys of the user are deleted once the
 // Secret holds the new one, so a key created before a crash does not
 // outlive the next reconcile.
-func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) (err error) {
-	defer func() { s.outcome.storage = storageResult(err) }()
-	defer recoverStep(ctx, "storage", &err)
-	var created bool
-	if err := r.timed("prefix", func() error {
-		created, err = r.Storage.EnsurePrefix(ctx, s.prefix, s.storageMarker())
-		return err
-	}); err != nil {
+func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) error {
+	err := runPhases(ctx, s, "storage", []phase{
+		{step: "prefix", run: r.ensurePrefix},
+		{run: r.readStorageSecret},
+		{step: "accessKey", run: r.ensureAccess},
+		{step: "storageSecret", run: r.writeStorageSecret},
+		{run: r.deleteStaleKeys, when: sharedUser},
+		{run: r.recordStorage},
+	})
+	s.outcome.storage = storagePart.result(err, "S3 or IAM")
+	return err
+}
+
+func (r *OrganizationReconciler) ensurePrefix(ctx context.Context, s *scope) error {
+	created, err := r.Storage.EnsurePrefix(ctx, s.prefix, s.storageMarker())
+	if err != nil {
 		return fmt.Errorf("ensuring prefix %s: %w", s.prefix, err)
 	}
 	if created {
 		s.stNotes.add("created prefix s3://%s/%s", r.Storage.Bucket(), s.prefix)
 	}
+	return nil
+}
 
-	name := naming.StorageSecretName(s.org.Name)
-	secret, err := r.ownedSecret(ctx, s.namespace, name, s)
+// readStorageSecret reads the storage Secret and starts the data it is to
+// hold.
+func (r *OrganizationReconciler) readStorageSecret(ctx context.Context, s *scope) error {
+	secret, err := r.ownedSecret(ctx, s.namespace, naming.StorageSecretName(s.org.Name), s)
 	if err != nil {
 		return err
 	}
-	data := map[string][]byte{
+	s.st.secret = secret
+	s.st.user = r.Storage.UserName(s.org.Name)
+	s.st.data = map[string][]byte{
 		"bucket":   []byte(r.Storage.Bucket()),
 		"prefix":   []byte(s.prefix),
 		"region":   []byte(r.Storage.Region()),
 		"endpoint": []byte(r.Settings.TenantS3Endpoint),
 	}
-	user := r.Storage.UserName(s.org.Name)
-	withKey := s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone
-	// onlyKey is set when the user was created here, so the key issued for
-	// it is its only one.
-	onlyKey := false
-	if err := r.timed("accessKey", func() error {
-		if !withKey {
-			deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
-			if errors.Is(err, storage.ErrConflict) {
-				// Not ours: nothing of this organization to revoke.
-				return nil
-			}
-			if deleted {
-				s.stNotes.add("deleted IAM user %s and its keys: storage.access is None", user)
-			}
-			return err
+	return nil
+}
+
+// withKey reports whether the spec asks for an access key.
+func withKey(s *scope) bool { return s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone }
+
+// sharedUser reports a user that may hold keys other than the Secret's:
+// one with a key that was not created in this reconcile.
+func sharedUser(s *scope) bool { return withKey(s) && !s.st.onlyKey }
+
+// ensureAccess gives the Secret a working key of the prefix-scoped user,
+// or, when the spec asks for no access, deletes the user.
+func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) error {
+	user := s.st.user
+	if !withKey(s) {
+		deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
+		if errors.Is(err, storage.ErrConflict) {
+			// Not ours: nothing of this organization to revoke.
+			return nil
 		}
-		id, key, fresh, err := r.ensureAccessKey(ctx, s, user, secret)
-		onlyKey = fresh
-		data["access-key-id"], data["secret-access-key"] = []byte(id), []byte(key)
-		return err
-	}); err != nil {
+		if deleted {
+			s.stNotes.add("deleted IAM user %s and its keys: storage.access is None", user)
+		}
+		if err != nil {
+			return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
+		}
+		return nil
+	}
+	id, key, fresh, err := r.ensureAccessKey(ctx, s, user, s.st.secret)
+	if err != nil {
 		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
 	}
-	if err := r.timed("storageSecret", func() error { return r.writeSecret(ctx, s, &s.stNotes, name, secret, data, nil) }); err != nil {
-		return err
-	}
-	if withKey && !onlyKey {
-		if err := r.deleteStaleKeys(ctx, s, user, string(data["access-key-id"])); err != nil {
-			return err
-		}
-	}
+	s.st.onlyKey = fresh
+	s.st.data["access-key-id"], s.st.data["secret-access-key"] = []byte(id), []byte(key)
+	return nil
+}
+
+func (r *OrganizationReconciler) writeStorageSecret(ctx context.Context, s *scope) error {
+	return r.writeSecret(ctx, s, &s.stNotes, naming.StorageSecretName(s.org.Name), s.st.secret, s.st.data, nil)
+}
+
+// recordStorage reports the provisioned prefix on the status.
+func (r *OrganizationReconciler) recordStorage(_ context.Context, s *scope) error {
 	s.org.Status.Storage = tenancyv1alpha1.StorageStatus{
 		Bucket:     r.Storage.Bucket(),
 		Prefix:     s.prefix,
 		URL:        fmt.Sprintf("s3://%s/%s", r.Storage.Bucket(), s.prefix),
-		SecretName: name,
+		SecretName: naming.StorageSecretName(s.org.Name),
 	}
 	return nil
 }
@@ -133,8 +158,9 @@ func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, 
 	return ak.ID, ak.Secret, change == storage.UserCreated, nil
 }
 
-// deleteStaleKeys removes every key of user but the one in the Secret.
-func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope, user, current string) error {
+// deleteStaleKeys removes every key of the user but the one in the Secret.
+func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope) error {
+	user, current := s.st.user, string(s.st.data["access-key-id"])
 	keys, err := r.Storage.ListAccessKeys(ctx, user)
 	if err != nil {
 		return fmt.Errorf("listing access keys of %s: %w", user, err)
