@@ -156,26 +156,22 @@ func (r *OrganizationReconciler) noteRetained(_ context.Context, s *scope) error
 // deleteNamespace deletes the organization's namespace, if orgforge made it
 // for this Organization.
 func (r *OrganizationReconciler) deleteNamespace(ctx context.Context, s *scope) error {
-	ns := &corev1.Namespace{}
-	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
-	switch {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
-	case ownsNamespace(ns, s.org.Name) && ns.DeletionTimestamp.IsZero():
-		other, err := r.namespaceUser(ctx, s)
-		if err != nil {
-			return err
-		}
-		if other != "" {
-			s.nsNotes.add("kept namespace %s: Organization %s uses it", s.namespace, other)
-			return nil
-		}
-		if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
-		}
-		s.nsNotes.add("deleted namespace %s", s.namespace)
+	ns, err := r.getNamespace(ctx, s.namespace)
+	if err != nil || ns == nil || !ownsNamespace(ns, s.org.Name) || !ns.DeletionTimestamp.IsZero() {
+		return err
 	}
+	other, err := r.namespaceUser(ctx, s)
+	if err != nil {
+		return err
+	}
+	if other != "" {
+		s.nsNotes.add("kept namespace %s: Organization %s uses it", s.namespace, other)
+		return nil
+	}
+	if err := r.Delete(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting namespace %s: %w", s.namespace, err)
+	}
+	s.nsNotes.add("deleted namespace %s", s.namespace)
 	return nil
 }
 

@@ -39,27 +39,39 @@ func (r *OrganizationReconciler) organizationsForNamespace(ctx context.Context, 
 // ensureNamespace creates the Secrets' namespace when missing and labels it
 // as ours; a namespace someone else made is used as it is.
 func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) error {
-	ns := &corev1.Namespace{}
-	err := r.Get(ctx, types.NamespacedName{Name: s.namespace}, ns)
+	ns, err := r.getNamespace(ctx, s.namespace)
 	switch {
-	case apierrors.IsNotFound(err):
-		ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
-		err := r.Create(ctx, ns)
-		switch {
-		case apierrors.IsAlreadyExists(err):
-			return nil
-		case err != nil:
-			return fmt.Errorf("creating namespace %s: %w", s.namespace, err)
-		}
-		s.freshNamespace = true
-		s.nsNotes.add("created namespace %s", s.namespace)
+	case err != nil:
+		return err
+	case ns != nil && !ns.DeletionTimestamp.IsZero():
+		return fmt.Errorf("namespace %s is being deleted", s.namespace)
+	case ns != nil:
+		return nil
+	}
+	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
+	err = r.Create(ctx, ns)
+	switch {
+	case apierrors.IsAlreadyExists(err):
 		return nil
 	case err != nil:
-		return fmt.Errorf("reading namespace %s: %w", s.namespace, err)
-	case !ns.DeletionTimestamp.IsZero():
-		return fmt.Errorf("namespace %s is being deleted", s.namespace)
+		return fmt.Errorf("creating namespace %s: %w", s.namespace, err)
 	}
+	s.freshNamespace = true
+	s.nsNotes.add("created namespace %s", s.namespace)
 	return nil
+}
+
+// getNamespace returns the namespace, or nil when there is none.
+func (r *OrganizationReconciler) getNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: name}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading namespace %s: %w", name, err)
+	}
+	return ns, nil
 }
 
 // ownsNamespace reports whether the operator created the namespace for this

@@ -177,54 +177,65 @@ func conditionMessage(err error) string {
 // the kstatus conditions, and stamps status.observedGeneration when the
 // operator is done with the generation: Ready, or stalled on a person.
 func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr error) {
-	gen := org.Generation
-	set := func(t string, r result) {
-		if r.reason == "" {
-			r = result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for an earlier step"}
-			if reconcileErr != nil {
-				r.message = conditionMessage(reconcileErr)
-			}
-		}
-		status := metav1.ConditionFalse
-		if r.done {
-			status = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
-			Type: t, Status: status, Reason: r.reason, Message: r.message, ObservedGeneration: gen,
-		})
-	}
-	set(tenancyv1alpha1.ConditionDatabaseReady, s.outcome.database)
-	set(tenancyv1alpha1.ConditionStorageReady, s.outcome.storage)
+	setPartCondition(org, tenancyv1alpha1.ConditionDatabaseReady, s.outcome.database, reconcileErr)
+	setPartCondition(org, tenancyv1alpha1.ConditionStorageReady, s.outcome.storage, reconcileErr)
 	org.Status.Namespace = s.namespace
-
-	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, ObservedGeneration: gen}
-	switch {
-	case s.outcome.succeeded():
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"
-	default:
-		ready.Status, ready.Reason = metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady
-		var parts []string
-		if !s.outcome.database.done {
-			parts = append(parts, "DatabaseReady: "+orDefault(s.outcome.database.reason, tenancyv1alpha1.ReasonProvisioning))
-		}
-		if !s.outcome.storage.done {
-			parts = append(parts, "StorageReady: "+orDefault(s.outcome.storage.reason, tenancyv1alpha1.ReasonProvisioning))
-		}
-		ready.Message = strings.Join(parts, "; ")
-		// A single cause is the summary's reason, so kubectl shows it.
-		if s.outcome.database.reason == s.outcome.storage.reason && s.outcome.database.reason != "" {
-			ready.Reason = s.outcome.database.reason
-		} else if s.outcome.database.done && s.outcome.storage.reason != "" {
-			ready.Reason = s.outcome.storage.reason
-		} else if s.outcome.storage.done && s.outcome.database.reason != "" {
-			ready.Reason = s.outcome.database.reason
-		}
-	}
-	meta.SetStatusCondition(&org.Status.Conditions, ready)
+	meta.SetStatusCondition(&org.Status.Conditions, readyCondition(s.outcome, org.Generation))
 	stalled := setProgressConditions(org)
 	if (reconcileErr == nil && s.outcome.succeeded()) || stalled {
-		org.Status.ObservedGeneration = gen
+		org.Status.ObservedGeneration = org.Generation
 	}
+}
+
+// setPartCondition sets one half's condition. A half that did not run waits
+// for an earlier step, whose error, if any, is its message.
+func setPartCondition(org *tenancyv1alpha1.Organization, conditionType string, r result, reconcileErr error) {
+	if r.reason == "" {
+		r = result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for an earlier step"}
+		if reconcileErr != nil {
+			r.message = conditionMessage(reconcileErr)
+		}
+	}
+	status := metav1.ConditionFalse
+	if r.done {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
+		Type: conditionType, Status: status, Reason: r.reason, Message: r.message, ObservedGeneration: org.Generation,
+	})
+}
+
+// readyCondition summarises both halves: True when both are done, else
+// False with each waiting half named.
+func readyCondition(o outcome, gen int64) metav1.Condition {
+	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, ObservedGeneration: gen}
+	if o.succeeded() {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"
+		return ready
+	}
+	var parts []string
+	if !o.database.done {
+		parts = append(parts, "DatabaseReady: "+orDefault(o.database.reason, tenancyv1alpha1.ReasonProvisioning))
+	}
+	if !o.storage.done {
+		parts = append(parts, "StorageReady: "+orDefault(o.storage.reason, tenancyv1alpha1.ReasonProvisioning))
+	}
+	ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, notReadyReason(o), strings.Join(parts, "; ")
+	return ready
+}
+
+// notReadyReason is the one cause of a False Ready, so kubectl shows it, or
+// NotReady when the halves wait for different things.
+func notReadyReason(o outcome) string {
+	switch {
+	case o.database.reason == o.storage.reason && o.database.reason != "":
+		return o.database.reason
+	case o.database.done && o.storage.reason != "":
+		return o.storage.reason
+	case o.storage.done && o.database.reason != "":
+		return o.database.reason
+	}
+	return tenancyv1alpha1.ReasonNotReady
 }
 
 // setProgressConditions derives the kstatus conditions from Ready,
@@ -242,10 +253,32 @@ func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
 		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
 		return false
 	}
-	var stalled, pending []string
-	stalledReason := ""
-	db := meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionDatabaseReady)
-	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionStorageReady)} {
+	pending, stalled, stalledReason := progressDetails(*conds)
+	if len(stalled) > 0 {
+		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
+		meta.SetStatusCondition(conds, metav1.Condition{
+			Type: tenancyv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: stalledReason,
+			Message: strings.Join(stalled, "; "), ObservedGeneration: org.Generation,
+		})
+		return true
+	}
+	msg := strings.Join(pending, "; ")
+	if msg == "" {
+		msg = ready.Message
+	}
+	meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: tenancyv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason,
+		Message: msg, ObservedGeneration: org.Generation,
+	})
+	return false
+}
+
+// progressDetails describes each half that is not True, as pending, and
+// those that need a person also as stalled, with the first one's reason.
+func progressDetails(conds []metav1.Condition) (pending, stalled []string, stalledReason string) {
+	db := meta.FindStatusCondition(conds, tenancyv1alpha1.ConditionDatabaseReady)
+	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(conds, tenancyv1alpha1.ConditionStorageReady)} {
 		if c == nil || c.Status == metav1.ConditionTrue {
 			continue
 		}
@@ -266,24 +299,7 @@ func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
 			}
 		}
 	}
-	if len(stalled) > 0 {
-		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
-		meta.SetStatusCondition(conds, metav1.Condition{
-			Type: tenancyv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: stalledReason,
-			Message: strings.Join(stalled, "; "), ObservedGeneration: org.Generation,
-		})
-		return true
-	}
-	msg := strings.Join(pending, "; ")
-	if msg == "" {
-		msg = ready.Message
-	}
-	meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
-	meta.SetStatusCondition(conds, metav1.Condition{
-		Type: tenancyv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason,
-		Message: msg, ObservedGeneration: org.Generation,
-	})
-	return false
+	return pending, stalled, stalledReason
 }
 
 func orDefault(s, d string) string {
