@@ -21,7 +21,13 @@ import (
 // changed before the Secret is written, so a crash between the two is
 // repaired by the next reconcile, which finds no Secret and sets a new one.
 func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) error {
-	err := runPhases(ctx, s, "database", []phase{
+	err := runPhases(ctx, s, "database", r.databasePhases())
+	s.outcome.database = databasePart.result(err, "PostgreSQL at "+r.Database.Endpoint())
+	return err
+}
+
+func (r *OrganizationReconciler) databasePhases() []phase {
+	return []phase{
 		{run: r.readDatabaseSecret},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
@@ -29,9 +35,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		{step: "extensions", run: r.ensureExtensions, when: hasExtensions},
 		{step: "databaseSecret", run: r.writeDatabaseSecret},
 		{run: r.recordDatabase},
-	})
-	s.outcome.database = databasePart.result(err, "PostgreSQL at "+r.Database.Endpoint())
-	return err
+	}
 }
 
 // readDatabaseSecret reads the database Secret. Its password is the desired

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -160,7 +161,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org := orgAt(1, 0)
 	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: `extension "nope" is not available on the server`}
 	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: provisioned}}, nil)
-	c := findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c := meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := `DatabaseReady InvalidSpec: extension "nope" is not available on the server`; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
@@ -168,7 +169,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org = orgAt(1, 0)
 	down := result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (connection refused); retrying with backoff"}
 	setConditions(org, &scope{org: org, outcome: outcome{database: provisioned, storage: down}}, errors.New("connection refused"))
-	c = findCondition(org, tenancyv1alpha1.ConditionReconciling)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionReconciling)
 	if want := "StorageReady StorageUnavailable: " + down.message; c == nil || c.Message != want {
 		t.Errorf("Reconciling = %+v, want message %q", c, want)
 	}
@@ -176,7 +177,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	// One cause of both halves is said once.
 	org = orgAt(1, 0)
 	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: invalid}}, nil)
-	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := "DatabaseReady and StorageReady InvalidSpec: " + invalid.message; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
@@ -185,19 +186,10 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org = orgAt(1, 0)
 	conflict := result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
 	setConditions(org, &scope{org: org, outcome: outcome{database: conflict, storage: down}}, errors.New("connection refused"))
-	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := "DatabaseReady Conflict: " + conflict.message; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
-}
-
-func findCondition(o *tenancyv1alpha1.Organization, t string) *metav1.Condition {
-	for i := range o.Status.Conditions {
-		if o.Status.Conditions[i].Type == t {
-			return &o.Status.Conditions[i]
-		}
-	}
-	return nil
 }
 
 func TestSetDeletingConditionIsReconcilingNeverStalled(t *testing.T) {

@@ -18,16 +18,20 @@ import (
 // Secret holds the new one, so a key created before a crash does not
 // outlive the next reconcile.
 func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) error {
-	err := runPhases(ctx, s, "storage", []phase{
+	err := runPhases(ctx, s, "storage", r.storagePhases())
+	s.outcome.storage = storagePart.result(err, "S3 or IAM")
+	return err
+}
+
+func (r *OrganizationReconciler) storagePhases() []phase {
+	return []phase{
 		{step: "prefix", run: r.ensurePrefix},
 		{run: r.readStorageSecret},
 		{step: "accessKey", run: r.ensureAccess},
 		{step: "storageSecret", run: r.writeStorageSecret},
 		{run: r.deleteStaleKeys, when: sharedUser},
 		{run: r.recordStorage},
-	})
-	s.outcome.storage = storagePart.result(err, "S3 or IAM")
-	return err
+	}
 }
 
 func (r *OrganizationReconciler) ensurePrefix(ctx context.Context, s *scope) error {
