@@ -100,8 +100,7 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			retErr = err
 		}
 	}()
-	result, err := r.reconcileNormal(ctx, s)
-	return result, err
+	return r.reconcileNormal(ctx, s)
 }
 
 // patchStatus writes the status once, and only when it changed, so a no-op

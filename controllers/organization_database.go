@@ -26,6 +26,8 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 	return err
 }
 
+// databasePhases are the database part, in order; a phase without a step
+// only reads or records.
 func (r *OrganizationReconciler) databasePhases() []phase {
 	return []phase{
 		{run: r.readDatabaseSecret},

@@ -23,6 +23,8 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 	return err
 }
 
+// storagePhases are the storage part, in order; a phase without a step
+// only reads, records or tidies up.
 func (r *OrganizationReconciler) storagePhases() []phase {
 	return []phase{
 		{step: "prefix", run: r.ensurePrefix},
@@ -53,7 +55,6 @@ func (r *OrganizationReconciler) readStorageSecret(ctx context.Context, s *scope
 		return err
 	}
 	s.st.secret = secret
-	s.st.user = r.Storage.UserName(s.org.Name)
 	s.st.data = map[string][]byte{
 		"bucket":   []byte(r.Storage.Bucket()),
 		"prefix":   []byte(s.prefix),
@@ -73,7 +74,8 @@ func sharedUser(s *scope) bool { return withKey(s) && !s.st.onlyKey }
 // ensureAccess gives the Secret a working key of the prefix-scoped user,
 // or, when the spec asks for no access, deletes the user.
 func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) error {
-	user := s.st.user
+	user := r.Storage.UserName(s.org.Name)
+	s.st.user = user
 	if !withKey(s) {
 		deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
 		if errors.Is(err, storage.ErrConflict) {
