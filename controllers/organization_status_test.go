@@ -214,3 +214,37 @@ func TestSetDeletingConditionIsReconcilingNeverStalled(t *testing.T) {
 		})
 	}
 }
+
+func TestReadyNamesTheOneCauseOfAFailureOrElseNotReady(t *testing.T) {
+	down := result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable}
+	throttled := result{reason: tenancyv1alpha1.ReasonStorageUnavailable}
+	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec}
+	cases := map[string]struct {
+		outcome     outcome
+		status      metav1.ConditionStatus
+		reason, msg string
+	}{
+		"both done": {outcome{provisioned, provisioned},
+			metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"},
+		"nothing ran yet": {outcome{},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: Provisioning; StorageReady: Provisioning"},
+		"one cause of both": {outcome{invalid, invalid},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonInvalidSpec, "DatabaseReady: InvalidSpec; StorageReady: InvalidSpec"},
+		"the database fails, storage is done": {outcome{down, provisioned},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonDatabaseUnavailable, "DatabaseReady: DatabaseUnavailable"},
+		"storage fails, the database is done": {outcome{provisioned, throttled},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonStorageUnavailable, "StorageReady: StorageUnavailable"},
+		"the database fails, storage did not run": {outcome{down, result{}},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: DatabaseUnavailable; StorageReady: Provisioning"},
+		"two different causes": {outcome{down, throttled},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: DatabaseUnavailable; StorageReady: StorageUnavailable"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			want := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, Status: tc.status, Reason: tc.reason, Message: tc.msg, ObservedGeneration: 7}
+			if diff := cmp.Diff(want, readyCondition(tc.outcome, 7)); diff != "" {
+				t.Errorf("Ready (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
