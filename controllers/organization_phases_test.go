@@ -165,7 +165,7 @@ func TestRetryableDropsOnlyWhatAPersonMustFix(t *testing.T) {
 	}
 }
 
-func TestAPanicInAPartIsLoggedAsThatPartsSteps(t *testing.T) {
+func TestAPanicInAPartIsAnErrorNamingThatPartsSteps(t *testing.T) {
 	err := runPhases(context.Background(), &scope{}, "storage", []phase{{run: func(context.Context, *scope) error {
 		var s *scope
 		_ = s.prefix
