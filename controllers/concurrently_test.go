@@ -10,12 +10,14 @@ import (
 
 func TestAPanickingPartReportsAFailureWhileTheOtherPartFinishes(t *testing.T) {
 	s := &scope{}
-	panicking := func() (err error) {
-		defer func() { s.outcome.database = databaseResult(err, "db:5432") }()
-		defer recoverStep(context.Background(), "database", &err)
-		var m map[string]int
-		m["x"] = 1
-		return nil
+	panicking := func() error {
+		err := runPhases(context.Background(), s, "database", []phase{{run: func(context.Context, *scope) error {
+			var m map[string]int
+			m["x"] = 1
+			return nil
+		}}})
+		s.outcome.database = databasePart.result(err, "PostgreSQL at db:5432")
+		return err
 	}
 	var otherDone atomic.Bool
 	errA, errB := concurrently(panicking, func() error {

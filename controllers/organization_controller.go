@@ -94,14 +94,13 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 
 	base := org.DeepCopy()
-	s := newScope(org, r.Settings)
+	s := newScope(org)
 	defer func() {
 		if err := r.patchStatus(ctx, base, s, retErr); err != nil && retErr == nil {
 			retErr = err
 		}
 	}()
-	result, err := r.reconcileNormal(ctx, s)
-	return result, err
+	return r.reconcileNormal(ctx, s)
 }
 
 // patchStatus writes the status once, and only when it changed, so a no-op

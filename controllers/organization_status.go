@@ -30,54 +30,122 @@ type outcome struct {
 
 func (o outcome) succeeded() bool { return o.database.done && o.storage.done }
 
+// both gives both halves one result: a cause that stops the whole reconcile
+// before either half starts.
+func (o *outcome) both(r result) { o.database, o.storage = r, r }
+
 var provisioned = result{done: true, reason: tenancyv1alpha1.ReasonProvisioned}
 
-// databaseResult maps an error of the database steps to a condition reason.
-func databaseResult(err error, endpoint string) result {
-	switch {
-	case err == nil:
-		r := provisioned
-		r.message = "Database, role and Secret are provisioned"
-		return r
-	case errors.Is(err, aurora.ErrConflict), errors.Is(err, storage.ErrConflict):
-		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
-	case errors.Is(err, aurora.ErrInvalid), errors.Is(err, errInvalidSpec):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
-	case errors.Is(err, errInvalidSecret):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: conditionMessage(err)}
-	case isKubernetesError(err):
-		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
-	}
-	class := aurora.Classify(err)
-	externalErrors.WithLabelValues("aurora", string(class)).Inc()
-	if class.Transient() {
-		return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable,
-			message: fmt.Sprintf("PostgreSQL at %s is unavailable (%s); retrying with backoff", endpoint, class)}
-	}
-	return result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable, message: conditionMessage(err)}
+// invalidSpec is the result of a spec that passed admission but cannot be
+// provisioned.
+func invalidSpec(err error) result {
+	return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
 }
 
-// storageResult maps an error of the storage steps to a condition reason.
-func storageResult(err error) result {
-	switch {
-	case err == nil:
+// waitingForNamespace is the result of a namespace that could not be made
+// ready, usually one still terminating.
+func waitingForNamespace(namespace string, err error) result {
+	return result{reason: tenancyv1alpha1.ReasonProvisioning, message: fmt.Sprintf("Waiting for namespace %s: %v", namespace, err)}
+}
+
+// errorReasons maps the errors of both halves to the reasons of their
+// conditions, first match first. A permanent error is one only a change of
+// spec or a person can fix: it is reported on the conditions, not retried
+// with backoff, and the Organization is Stalled on it. An error that matches
+// none is an error of the half's own service (see part).
+var errorReasons = []struct {
+	match     func(error) bool
+	reason    string
+	permanent bool
+}{
+	{isAny(aurora.ErrConflict, storage.ErrConflict), tenancyv1alpha1.ReasonConflict, true},
+	{isAny(aurora.ErrInvalid, storage.ErrInvalid), tenancyv1alpha1.ReasonInvalidSpec, true},
+	{isAny(errInvalidSecret), tenancyv1alpha1.ReasonInvalidSecret, true},
+	{isKubernetesError, tenancyv1alpha1.ReasonKubernetesError, false},
+}
+
+func isAny(targets ...error) func(error) bool {
+	return func(err error) bool {
+		for _, t := range targets {
+			if errors.Is(err, t) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// errorReason returns the reason errorReasons gives err, and whether err is
+// permanent; "" when err is nil or matches none.
+func errorReason(err error) (reason string, permanent bool) {
+	if err == nil {
+		return "", false
+	}
+	for _, e := range errorReasons {
+		if e.match(err) {
+			return e.reason, e.permanent
+		}
+	}
+	return "", false
+}
+
+// retryable drops the permanent errors, which the conditions report.
+func retryable(err error) error {
+	if _, permanent := errorReason(err); permanent {
+		return nil
+	}
+	return err
+}
+
+// needsPerson reports whether a condition reason stops progress until a
+// person acts: nothing the operator retries can change it.
+func needsPerson(reason string) bool {
+	for _, e := range errorReasons {
+		if e.permanent && e.reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+// part is what tells one half's results apart: its success message, and
+// the service whose errors it reports when errorReasons has no reason.
+type part struct {
+	provisioned string
+	// service labels orgforge_external_errors_total.
+	service     string
+	unavailable string
+	classify    func(error) retry.Class
+}
+
+var (
+	databasePart = part{
+		provisioned: "Database, role and Secret are provisioned",
+		service:     "aurora", unavailable: tenancyv1alpha1.ReasonDatabaseUnavailable, classify: aurora.Classify,
+	}
+	storagePart = part{
+		provisioned: "Prefix, access and Secret are provisioned",
+		service:     "storage", unavailable: tenancyv1alpha1.ReasonStorageUnavailable, classify: storage.Classify,
+	}
+)
+
+// result maps the error of the half's phases to its condition's reason and
+// message. what names the service in a message about an outage.
+func (p part) result(err error, what string) result {
+	if err == nil {
 		r := provisioned
-		r.message = "Prefix, access and Secret are provisioned"
+		r.message = p.provisioned
 		return r
-	case errors.Is(err, storage.ErrConflict), errors.Is(err, aurora.ErrConflict):
-		return result{reason: tenancyv1alpha1.ReasonConflict, message: conditionMessage(err)}
-	case errors.Is(err, storage.ErrInvalid), errors.Is(err, errInvalidSpec):
-		return result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err)}
-	case isKubernetesError(err):
-		return result{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err)}
 	}
-	class := storage.Classify(err)
-	externalErrors.WithLabelValues("storage", string(class)).Inc()
+	if reason, _ := errorReason(err); reason != "" {
+		return result{reason: reason, message: conditionMessage(err)}
+	}
+	class := p.classify(err)
+	externalErrors.WithLabelValues(p.service, string(class)).Inc()
 	if class.Transient() {
-		return result{reason: tenancyv1alpha1.ReasonStorageUnavailable,
-			message: fmt.Sprintf("S3 or IAM is unavailable (%s); retrying with backoff", class)}
+		return result{reason: p.unavailable, message: fmt.Sprintf("%s is unavailable (%s); retrying with backoff", what, class)}
 	}
-	return result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: conditionMessage(err)}
+	return result{reason: p.unavailable, message: conditionMessage(err)}
 }
 
 // isKubernetesError reports an error the Kubernetes API server returned,
@@ -109,61 +177,65 @@ func conditionMessage(err error) string {
 // the kstatus conditions, and stamps status.observedGeneration when the
 // operator is done with the generation: Ready, or stalled on a person.
 func setConditions(org *tenancyv1alpha1.Organization, s *scope, reconcileErr error) {
-	gen := org.Generation
-	set := func(t string, r result) {
-		if r.reason == "" {
-			r = result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for an earlier step"}
-			if reconcileErr != nil {
-				r.message = conditionMessage(reconcileErr)
-			}
-		}
-		status := metav1.ConditionFalse
-		if r.done {
-			status = metav1.ConditionTrue
-		}
-		meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
-			Type: t, Status: status, Reason: r.reason, Message: r.message, ObservedGeneration: gen,
-		})
-	}
-	set(tenancyv1alpha1.ConditionDatabaseReady, s.outcome.database)
-	set(tenancyv1alpha1.ConditionStorageReady, s.outcome.storage)
+	setPartCondition(org, tenancyv1alpha1.ConditionDatabaseReady, s.outcome.database, reconcileErr)
+	setPartCondition(org, tenancyv1alpha1.ConditionStorageReady, s.outcome.storage, reconcileErr)
 	org.Status.Namespace = s.namespace
-
-	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, ObservedGeneration: gen}
-	switch {
-	case s.outcome.succeeded():
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"
-	default:
-		ready.Status, ready.Reason = metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady
-		var parts []string
-		if !s.outcome.database.done {
-			parts = append(parts, "DatabaseReady: "+orDefault(s.outcome.database.reason, tenancyv1alpha1.ReasonProvisioning))
-		}
-		if !s.outcome.storage.done {
-			parts = append(parts, "StorageReady: "+orDefault(s.outcome.storage.reason, tenancyv1alpha1.ReasonProvisioning))
-		}
-		ready.Message = strings.Join(parts, "; ")
-		// A single cause is the summary's reason, so kubectl shows it.
-		if s.outcome.database.reason == s.outcome.storage.reason && s.outcome.database.reason != "" {
-			ready.Reason = s.outcome.database.reason
-		} else if s.outcome.database.done && s.outcome.storage.reason != "" {
-			ready.Reason = s.outcome.storage.reason
-		} else if s.outcome.storage.done && s.outcome.database.reason != "" {
-			ready.Reason = s.outcome.database.reason
-		}
-	}
-	meta.SetStatusCondition(&org.Status.Conditions, ready)
+	meta.SetStatusCondition(&org.Status.Conditions, readyCondition(s.outcome, org.Generation))
 	stalled := setProgressConditions(org)
 	if (reconcileErr == nil && s.outcome.succeeded()) || stalled {
-		org.Status.ObservedGeneration = gen
+		org.Status.ObservedGeneration = org.Generation
 	}
 }
 
-// needsPerson reports whether a condition reason stops progress until a
-// person acts: nothing the operator retries can change it.
-func needsPerson(reason string) bool {
-	return reason == tenancyv1alpha1.ReasonInvalidSpec || reason == tenancyv1alpha1.ReasonConflict ||
-		reason == tenancyv1alpha1.ReasonInvalidSecret
+// setPartCondition sets one half's condition. A half that did not run waits
+// for an earlier step, whose error, if any, is its message.
+func setPartCondition(org *tenancyv1alpha1.Organization, conditionType string, r result, reconcileErr error) {
+	if r.reason == "" {
+		r = result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for an earlier step"}
+		if reconcileErr != nil {
+			r.message = conditionMessage(reconcileErr)
+		}
+	}
+	status := metav1.ConditionFalse
+	if r.done {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&org.Status.Conditions, metav1.Condition{
+		Type: conditionType, Status: status, Reason: r.reason, Message: r.message, ObservedGeneration: org.Generation,
+	})
+}
+
+// readyCondition summarises both halves: True when both are done, else
+// False with each waiting half named.
+func readyCondition(o outcome, gen int64) metav1.Condition {
+	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, ObservedGeneration: gen}
+	if o.succeeded() {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"
+		return ready
+	}
+	var parts []string
+	if !o.database.done {
+		parts = append(parts, "DatabaseReady: "+orDefault(o.database.reason, tenancyv1alpha1.ReasonProvisioning))
+	}
+	if !o.storage.done {
+		parts = append(parts, "StorageReady: "+orDefault(o.storage.reason, tenancyv1alpha1.ReasonProvisioning))
+	}
+	ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, notReadyReason(o), strings.Join(parts, "; ")
+	return ready
+}
+
+// notReadyReason is the one cause of a False Ready, so kubectl shows it, or
+// NotReady when the halves wait for different things.
+func notReadyReason(o outcome) string {
+	switch {
+	case o.database.reason == o.storage.reason && o.database.reason != "":
+		return o.database.reason
+	case o.database.done && o.storage.reason != "":
+		return o.storage.reason
+	case o.storage.done && o.database.reason != "":
+		return o.database.reason
+	}
+	return tenancyv1alpha1.ReasonNotReady
 }
 
 // setProgressConditions derives the kstatus conditions from Ready,
@@ -181,10 +253,32 @@ func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
 		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
 		return false
 	}
-	var stalled, pending []string
-	stalledReason := ""
-	db := meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionDatabaseReady)
-	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(*conds, tenancyv1alpha1.ConditionStorageReady)} {
+	pending, stalled, stalledReason := progressDetails(*conds)
+	if len(stalled) > 0 {
+		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
+		meta.SetStatusCondition(conds, metav1.Condition{
+			Type: tenancyv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: stalledReason,
+			Message: strings.Join(stalled, "; "), ObservedGeneration: org.Generation,
+		})
+		return true
+	}
+	msg := strings.Join(pending, "; ")
+	if msg == "" {
+		msg = ready.Message
+	}
+	meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
+	meta.SetStatusCondition(conds, metav1.Condition{
+		Type: tenancyv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason,
+		Message: msg, ObservedGeneration: org.Generation,
+	})
+	return false
+}
+
+// progressDetails describes each half that is not True, as pending, and
+// those that need a person also as stalled, with the first one's reason.
+func progressDetails(conds []metav1.Condition) (pending, stalled []string, stalledReason string) {
+	db := meta.FindStatusCondition(conds, tenancyv1alpha1.ConditionDatabaseReady)
+	for _, c := range []*metav1.Condition{db, meta.FindStatusCondition(conds, tenancyv1alpha1.ConditionStorageReady)} {
 		if c == nil || c.Status == metav1.ConditionTrue {
 			continue
 		}
@@ -205,24 +299,7 @@ func setProgressConditions(org *tenancyv1alpha1.Organization) bool {
 			}
 		}
 	}
-	if len(stalled) > 0 {
-		meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionReconciling)
-		meta.SetStatusCondition(conds, metav1.Condition{
-			Type: tenancyv1alpha1.ConditionStalled, Status: metav1.ConditionTrue, Reason: stalledReason,
-			Message: strings.Join(stalled, "; "), ObservedGeneration: org.Generation,
-		})
-		return true
-	}
-	msg := strings.Join(pending, "; ")
-	if msg == "" {
-		msg = ready.Message
-	}
-	meta.RemoveStatusCondition(conds, tenancyv1alpha1.ConditionStalled)
-	meta.SetStatusCondition(conds, metav1.Condition{
-		Type: tenancyv1alpha1.ConditionReconciling, Status: metav1.ConditionTrue, Reason: ready.Reason,
-		Message: msg, ObservedGeneration: org.Generation,
-	})
-	return false
+	return pending, stalled, stalledReason
 }
 
 func orDefault(s, d string) string {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -160,7 +161,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org := orgAt(1, 0)
 	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: `extension "nope" is not available on the server`}
 	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: provisioned}}, nil)
-	c := findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c := meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := `DatabaseReady InvalidSpec: extension "nope" is not available on the server`; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
@@ -168,7 +169,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org = orgAt(1, 0)
 	down := result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (connection refused); retrying with backoff"}
 	setConditions(org, &scope{org: org, outcome: outcome{database: provisioned, storage: down}}, errors.New("connection refused"))
-	c = findCondition(org, tenancyv1alpha1.ConditionReconciling)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionReconciling)
 	if want := "StorageReady StorageUnavailable: " + down.message; c == nil || c.Message != want {
 		t.Errorf("Reconciling = %+v, want message %q", c, want)
 	}
@@ -176,7 +177,7 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	// One cause of both halves is said once.
 	org = orgAt(1, 0)
 	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: invalid}}, nil)
-	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := "DatabaseReady and StorageReady InvalidSpec: " + invalid.message; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
@@ -185,19 +186,10 @@ func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
 	org = orgAt(1, 0)
 	conflict := result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
 	setConditions(org, &scope{org: org, outcome: outcome{database: conflict, storage: down}}, errors.New("connection refused"))
-	c = findCondition(org, tenancyv1alpha1.ConditionStalled)
+	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
 	if want := "DatabaseReady Conflict: " + conflict.message; c == nil || c.Message != want {
 		t.Errorf("Stalled = %+v, want message %q", c, want)
 	}
-}
-
-func findCondition(o *tenancyv1alpha1.Organization, t string) *metav1.Condition {
-	for i := range o.Status.Conditions {
-		if o.Status.Conditions[i].Type == t {
-			return &o.Status.Conditions[i]
-		}
-	}
-	return nil
 }
 
 func TestSetDeletingConditionIsReconcilingNeverStalled(t *testing.T) {
@@ -218,6 +210,40 @@ func TestSetDeletingConditionIsReconcilingNeverStalled(t *testing.T) {
 			}, ObservedGeneration: 1, Kstatus: kstatus.TerminatingStatus}
 			if diff := cmp.Diff(want, summarise(t, org)); diff != "" {
 				t.Errorf("status (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestReadyNamesTheOneCauseOfAFailureOrElseNotReady(t *testing.T) {
+	down := result{reason: tenancyv1alpha1.ReasonDatabaseUnavailable}
+	throttled := result{reason: tenancyv1alpha1.ReasonStorageUnavailable}
+	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec}
+	cases := map[string]struct {
+		outcome     outcome
+		status      metav1.ConditionStatus
+		reason, msg string
+	}{
+		"both done": {outcome{provisioned, provisioned},
+			metav1.ConditionTrue, tenancyv1alpha1.ReasonProvisioned, "Organization is provisioned"},
+		"nothing ran yet": {outcome{},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: Provisioning; StorageReady: Provisioning"},
+		"one cause of both": {outcome{invalid, invalid},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonInvalidSpec, "DatabaseReady: InvalidSpec; StorageReady: InvalidSpec"},
+		"the database fails, storage is done": {outcome{down, provisioned},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonDatabaseUnavailable, "DatabaseReady: DatabaseUnavailable"},
+		"storage fails, the database is done": {outcome{provisioned, throttled},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonStorageUnavailable, "StorageReady: StorageUnavailable"},
+		"the database fails, storage did not run": {outcome{down, result{}},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: DatabaseUnavailable; StorageReady: Provisioning"},
+		"two different causes": {outcome{down, throttled},
+			metav1.ConditionFalse, tenancyv1alpha1.ReasonNotReady, "DatabaseReady: DatabaseUnavailable; StorageReady: StorageUnavailable"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			want := metav1.Condition{Type: tenancyv1alpha1.ConditionReady, Status: tc.status, Reason: tc.reason, Message: tc.msg, ObservedGeneration: 7}
+			if diff := cmp.Diff(want, readyCondition(tc.outcome, 7)); diff != "" {
+				t.Errorf("Ready (-want +got):\n%s", diff)
 			}
 		})
 	}

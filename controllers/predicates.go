@@ -6,6 +6,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 )
 
+// namespaceDeleted lets through only the end of a namespace: the moment it
+// is gone from the API server, not the moment it starts terminating.
+func namespaceDeleted() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return true },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
 // deletionPredicate lets through the update that marks an object for
 // deletion, whatever else changed.
 func deletionPredicate() predicate.Predicate {

@@ -42,7 +42,7 @@ func FuzzDatabaseSecretData(f *testing.F) {
 		o.Name = org
 		o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: min, MaxConnections: max}
 		r := &OrganizationReconciler{Settings: Settings{TenantDatabaseHost: host, TenantDatabasePort: port, TenantSSLMode: sslmode}}
-		data := r.databaseSecretData(newScope(o, r.Settings), password)
+		data := r.databaseSecretData(newScope(o), password)
 
 		uri := string(data["uri"])
 		cfg, err := pgxpool.ParseConfig(uri)

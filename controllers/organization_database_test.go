@@ -1,0 +1,113 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+)
+
+// fakeDatabase answers InspectRole and the two securing calls, and notes
+// which it was asked; any other call panics on the nil interface.
+type fakeDatabase struct {
+	Database
+	roleExists bool
+	calls      []string
+}
+
+func (f *fakeDatabase) InspectRole(context.Context, string) (aurora.RoleInfo, error) {
+	f.calls = append(f.calls, "InspectRole")
+	return aurora.RoleInfo{Exists: f.roleExists}, nil
+}
+
+func (f *fakeDatabase) SecureDatabase(context.Context, string, string) (aurora.Change, error) {
+	f.calls = append(f.calls, "SecureDatabase")
+	return aurora.Unchanged, nil
+}
+
+func (f *fakeDatabase) SecureDatabaseAccess(context.Context, string, string) (aurora.Change, error) {
+	f.calls = append(f.calls, "SecureDatabaseAccess")
+	return aurora.Unchanged, nil
+}
+
+// fakeCreds makes the password "new" and the verifier "v(password)".
+type fakeCreds struct{}
+
+func (fakeCreds) NewPassword() (string, error)      { return "new", nil }
+func (fakeCreds) Verifier(p string) (string, error) { return "v(" + p + ")", nil }
+
+func TestTheRoleGetsAPasswordOnlyWhenTheSecretOrTheRoleIsNew(t *testing.T) {
+	type want struct {
+		Calls              []string
+		Password, Verifier string
+	}
+	cases := map[string]struct {
+		db         databaseState
+		roleExists bool
+		want       want
+	}{
+		"no Secret: a new password": {
+			want: want{Password: "new", Verifier: "v(new)"},
+		},
+		"the Secret's password and the role exists: nothing to set": {
+			db: databaseState{password: "kept"}, roleExists: true,
+			want: want{Calls: []string{"InspectRole"}, Password: "kept"},
+		},
+		"the Secret's password and no role: the role is created with it": {
+			db:   databaseState{password: "kept"},
+			want: want{Calls: []string{"InspectRole"}, Password: "kept", Verifier: "v(kept)"},
+		},
+		"a password edited in the Secret is set without asking the role": {
+			db: databaseState{password: "edited", edited: true}, roleExists: true,
+			want: want{Password: "edited", Verifier: "v(edited)"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			db := &fakeDatabase{roleExists: tc.roleExists}
+			r := &OrganizationReconciler{Database: db, Creds: fakeCreds{}}
+			s := &scope{role: "org_acme", db: tc.db}
+			if err := r.rolePassword(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			got := want{Calls: db.calls, Password: s.db.password, Verifier: s.db.verifier}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestAResyncOfAReadyDatabaseOnlyChecksWhoMayConnect(t *testing.T) {
+	ready := metav1.Condition{Type: tenancyv1alpha1.ConditionDatabaseReady, Status: metav1.ConditionTrue}
+	cases := map[string]struct {
+		changed              bool
+		generation, observed int64
+		conds                []metav1.Condition
+		want                 string
+	}{
+		"resync of a Ready generation":  {false, 2, 2, []metav1.Condition{ready}, "SecureDatabaseAccess"},
+		"a database created or updated": {true, 2, 2, []metav1.Condition{ready}, "SecureDatabase"},
+		"a new generation":              {false, 3, 2, []metav1.Condition{ready}, "SecureDatabase"},
+		"DatabaseReady is not yet True": {false, 1, 0, nil, "SecureDatabase"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			db := &fakeDatabase{}
+			r := &OrganizationReconciler{Database: db}
+			org := &tenancyv1alpha1.Organization{}
+			org.Generation, org.Status.ObservedGeneration, org.Status.Conditions = tc.generation, tc.observed, tc.conds
+			s := &scope{org: org, database: "org_acme", role: "org_acme", db: databaseState{changed: tc.changed}}
+			if err := r.secureDatabase(context.Background(), s); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{tc.want}, db.calls); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

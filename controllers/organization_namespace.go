@@ -1,0 +1,81 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+)
+
+// organizationsForNamespace maps a namespace that is gone to the
+// Organizations whose Secrets belong in it. One applied again under the
+// name of one just deleted finds the old namespace terminating and fails;
+// it is retried the moment that namespace is gone, not whenever the
+// backoff, by then up to a minute, next allows.
+func (r *OrganizationReconciler) organizationsForNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	var orgs tenancyv1alpha1.OrganizationList
+	if err := r.List(ctx, &orgs); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Listing Organizations for a deleted namespace", "namespace", ns.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range orgs.Items {
+		o := &orgs.Items[i]
+		if o.DeletionTimestamp.IsZero() && newScope(o).namespace == ns.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
+		}
+	}
+	return reqs
+}
+
+// ensureNamespace creates the Secrets' namespace when missing and labels it
+// as ours; a namespace someone else made is used as it is.
+func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) error {
+	ns, err := r.getNamespace(ctx, s.namespace)
+	switch {
+	case err != nil:
+		return err
+	case ns != nil && !ns.DeletionTimestamp.IsZero():
+		return fmt.Errorf("namespace %s is being deleted", s.namespace)
+	case ns != nil:
+		return nil
+	}
+	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
+	err = r.Create(ctx, ns)
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("creating namespace %s: %w", s.namespace, err)
+	}
+	s.freshNamespace = true
+	s.nsNotes.add("created namespace %s", s.namespace)
+	return nil
+}
+
+// getNamespace returns the namespace, or nil when there is none.
+func (r *OrganizationReconciler) getNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	err := r.Get(ctx, types.NamespacedName{Name: name}, ns)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading namespace %s: %w", name, err)
+	}
+	return ns, nil
+}
+
+// ownsNamespace reports whether the operator created the namespace for this
+// organization, and so may delete it.
+func ownsNamespace(ns *corev1.Namespace, org string) bool {
+	return ns.Labels[LabelManagedBy] == ManagedByValue && ns.Labels[LabelOrganization] == org
+}
