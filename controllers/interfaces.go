@@ -30,13 +30,8 @@ type Storage interface {
 	EnsurePrefix(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
 	PrefixOwner(ctx context.Context, prefix string) (storage.Marker, bool, error)
 	DeletePrefix(ctx context.Context, prefix string) (int, error)
-	EnsurePrefixUser(ctx context.Context, org string, marker storage.Marker, prefix string) (string, storage.UserChange, error)
-	CreateAccessKey(ctx context.Context, user string) (storage.AccessKey, error)
-	ListAccessKeys(ctx context.Context, user string) ([]string, error)
-	DeleteAccessKeys(ctx context.Context, user string, keep ...string) (int, error)
+	EnsureAccess(ctx context.Context, req storage.AccessRequest) (storage.Access, error)
 	DeleteOwnedPrefixUser(ctx context.Context, user string, marker storage.Marker) (bool, error)
-	AccessKeyWorks(ctx context.Context, id, secret, prefix string) (bool, error)
-	AccessKeyUsable(ctx context.Context, user, id, secret, prefix string) (bool, error)
 }
 
 // Credentials makes passwords and their SCRAM verifiers.

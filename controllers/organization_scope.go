@@ -70,11 +70,6 @@ type storageState struct {
 	secret *corev1.Secret
 	// data is the storage Secret's data to write.
 	data map[string][]byte
-	// user is the organization's IAM user.
-	user string
-	// onlyKey is set when the user was created here, so the key issued
-	// for it is its only one.
-	onlyKey bool
 }
 
 // notes collects what a part of a reconcile changed outside Kubernetes or

@@ -2,21 +2,17 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
-
-	corev1 "k8s.io/api/core/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/storage"
 )
 
-// reconcileStorage ensures the prefix marker, the scoped IAM user and one
-// working key, and the storage Secret. A key is created only when the
-// Secret lacks a working one; other keys of the user are deleted once the
-// Secret holds the new one, so a key created before a crash does not
-// outlive the next reconcile.
+// reconcileStorage ensures the prefix marker, the organization's access
+// (its scoped IAM user and the one key the Secret holds, decided by
+// storage.EnsureAccess from the Secret's current key) and the storage
+// Secret.
 func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope) error {
 	err := runPhases(ctx, s, "storage", r.storagePhases())
 	s.outcome.storage = storagePart.result(err, "S3 or IAM")
@@ -24,14 +20,13 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 }
 
 // storagePhases are the storage part, in order; a phase without a step
-// only reads, records or tidies up.
+// only reads or records.
 func (r *OrganizationReconciler) storagePhases() []phase {
 	return []phase{
 		{step: "prefix", run: r.ensurePrefix},
 		{run: r.readStorageSecret},
 		{step: "accessKey", run: r.ensureAccess},
 		{step: "storageSecret", run: r.writeStorageSecret},
-		{run: r.deleteStaleKeys, when: sharedUser},
 		{run: r.recordStorage},
 	}
 }
@@ -64,38 +59,30 @@ func (r *OrganizationReconciler) readStorageSecret(ctx context.Context, s *scope
 	return nil
 }
 
-// withKey reports whether the spec asks for an access key.
-func withKey(s *scope) bool { return s.org.Spec.Storage.Access != tenancyv1alpha1.StorageAccessNone }
-
-// sharedUser reports a user that may hold keys other than the Secret's:
-// one with a key that was not created in this reconcile.
-func sharedUser(s *scope) bool { return withKey(s) && !s.st.onlyKey }
-
-// ensureAccess gives the Secret a working key of the prefix-scoped user,
-// or, when the spec asks for no access, deletes the user.
+// ensureAccess makes the organization's access what its spec asks:
+// storage.EnsureAccess keeps the Secret's key while it is usable and
+// otherwise issues the one the Secret will hold, or, with storage.access
+// None, deletes the user.
 func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) error {
-	user := r.Storage.UserName(s.org.Name)
-	s.st.user = user
-	if !withKey(s) {
-		deleted, err := r.Storage.DeleteOwnedPrefixUser(ctx, user, s.storageMarker())
-		if errors.Is(err, storage.ErrConflict) {
-			// Not ours: nothing of this organization to revoke.
-			return nil
-		}
-		if deleted {
-			s.stNotes.add("deleted IAM user %s and its keys: storage.access is None", user)
-		}
-		if err != nil {
-			return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
-		}
-		return nil
+	req := storage.AccessRequest{
+		Org:    s.org.Name,
+		Marker: s.storageMarker(),
+		Prefix: s.prefix,
+		None:   s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone,
 	}
-	id, key, fresh, err := r.ensureAccessKey(ctx, s, user, s.st.secret)
+	if sec := s.st.secret; sec != nil {
+		req.Current = storage.AccessKey{ID: string(sec.Data["access-key-id"]), Secret: string(sec.Data["secret-access-key"])}
+	}
+	access, err := r.Storage.EnsureAccess(ctx, req)
+	for _, c := range access.Changes {
+		s.stNotes.add("%s", c)
+	}
 	if err != nil {
-		return fmt.Errorf("ensuring access for IAM user %s: %w", user, err)
+		return fmt.Errorf("ensuring access for IAM user %s: %w", access.User, err)
 	}
-	s.st.onlyKey = fresh
-	s.st.data["access-key-id"], s.st.data["secret-access-key"] = []byte(id), []byte(key)
+	if !req.None {
+		s.st.data["access-key-id"], s.st.data["secret-access-key"] = []byte(access.Key.ID), []byte(access.Key.Secret)
+	}
 	return nil
 }
 
@@ -111,73 +98,5 @@ func (r *OrganizationReconciler) recordStorage(_ context.Context, s *scope) erro
 		URL:        fmt.Sprintf("s3://%s/%s", r.Storage.Bucket(), s.prefix),
 		SecretName: naming.StorageSecretName(s.org.Name),
 	}
-	return nil
-}
-
-// ensureAccessKey ensures the prefix-scoped user and returns the key the
-// Secret should hold: the Secret's own while it works, a new one otherwise.
-// fresh is set when the user was created here: it holds no key but the one
-// returned.
-func (r *OrganizationReconciler) ensureAccessKey(ctx context.Context, s *scope, user string, secret *corev1.Secret) (id, key string, fresh bool, err error) {
-	_, change, err := r.Storage.EnsurePrefixUser(ctx, s.org.Name, s.storageMarker(), s.prefix)
-	if err != nil {
-		return "", "", false, err
-	}
-	switch change {
-	case storage.UserCreated:
-		s.stNotes.add("created IAM user %s with access to prefix %s only", user, s.prefix)
-	case storage.PolicyUpdated:
-		s.stNotes.add("set IAM user %s's policy to prefix %s", user, s.prefix)
-	case storage.BoundaryUpdated:
-		s.stNotes.add("set IAM user %s's permissions boundary", user)
-	}
-	if secret != nil {
-		id, key = string(secret.Data["access-key-id"]), string(secret.Data["secret-access-key"])
-	}
-	if id != "" && key != "" && change != storage.UserCreated {
-		// Not AccessKeyWorks alone: right after a rotation the Secret's key
-		// may not work yet on AWS, and the Secret update that rotation made
-		// brings this reconcile at once. Calling that key broken would
-		// rotate again, and again.
-		usable, err := r.Storage.AccessKeyUsable(ctx, user, id, key, s.prefix)
-		if err != nil || usable {
-			return id, key, false, err
-		}
-	}
-	if change != storage.UserCreated {
-		// A user may hold two keys and none of this user's is in use, so
-		// clear them before issuing the one the Secret will hold. A user
-		// created a moment ago has none.
-		if _, err := r.Storage.DeleteAccessKeys(ctx, user); err != nil {
-			return "", "", false, err
-		}
-	}
-	ak, err := r.Storage.CreateAccessKey(ctx, user)
-	if err != nil {
-		return "", "", false, err
-	}
-	verb := "issued"
-	if id != "" {
-		verb = "rotated to"
-	}
-	s.stNotes.add("%s access key %s for prefix %s", verb, ak.ID, s.prefix)
-	return ak.ID, ak.Secret, change == storage.UserCreated, nil
-}
-
-// deleteStaleKeys removes every key of the user but the one in the Secret.
-func (r *OrganizationReconciler) deleteStaleKeys(ctx context.Context, s *scope) error {
-	user, current := s.st.user, string(s.st.data["access-key-id"])
-	keys, err := r.Storage.ListAccessKeys(ctx, user)
-	if err != nil {
-		return fmt.Errorf("listing access keys of %s: %w", user, err)
-	}
-	if len(keys) <= 1 {
-		return nil
-	}
-	n, err := r.Storage.DeleteAccessKeys(ctx, user, current)
-	if err != nil {
-		return fmt.Errorf("deleting stale access keys of %s: %w", user, err)
-	}
-	s.stNotes.add("deleted %d stale access keys of %s", n, user)
 	return nil
 }
