@@ -42,6 +42,19 @@ func keyIDs(t *testing.T, s *Service, user string) []string {
 	return ids
 }
 
+// wantKeptAlone calls EnsureAccess with req and checks that it changed
+// nothing: a's key is still the Secret's, and the user's only one.
+func wantKeptAlone(t *testing.T, s *Service, req AccessRequest, a Access) {
+	t.Helper()
+	again := ensureAccess(t, s, req)
+	if again.Key != a.Key || len(again.Changes) != 0 {
+		t.Errorf("EnsureAccess again = key %s, changes %q; want key %s kept and no change", again.Key.ID, again.Changes, a.Key.ID)
+	}
+	if diff := cmp.Diff([]string{a.Key.ID}, keyIDs(t, s, a.User)); diff != "" {
+		t.Errorf("the user's keys (-want +got):\n%s", diff)
+	}
+}
+
 func TestEnsureAccessIssuesOneWorkingKeyAndChangesNothingTheSecondTime(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t)
@@ -60,13 +73,7 @@ func TestEnsureAccessIssuesOneWorkingKeyAndChangesNothingTheSecondTime(t *testin
 	waitWorks(t, s, a.Key, req.Prefix)
 
 	req.Current = a.Key
-	again := ensureAccess(t, s, req)
-	if again.Key != a.Key || len(again.Changes) != 0 {
-		t.Errorf("second EnsureAccess = key %s, changes %q; want key %s kept and no change", again.Key.ID, again.Changes, a.Key.ID)
-	}
-	if diff := cmp.Diff([]string{a.Key.ID}, keyIDs(t, s, a.User)); diff != "" {
-		t.Errorf("the user's keys (-want +got):\n%s", diff)
-	}
+	wantKeptAlone(t, s, req, a)
 }
 
 func TestEnsureAccessDeletesAKeyThatNeverReachedTheSecret(t *testing.T) {
@@ -126,13 +133,7 @@ func TestEnsureAccessKeepsANewKeyThatS3DoesNotHonourYet(t *testing.T) {
 		t.Fatalf("AccessKeyWorks of a key issued a moment ago = %v, %v; want false under the stack's IAM delay", works, err)
 	}
 	req.Current = a.Key
-	again := ensureAccess(t, s, req)
-	if again.Key != a.Key || len(again.Changes) != 0 {
-		t.Errorf("EnsureAccess during propagation = key %s, changes %q; want key %s kept and no change", again.Key.ID, again.Changes, a.Key.ID)
-	}
-	if diff := cmp.Diff([]string{a.Key.ID}, keyIDs(t, s, a.User)); diff != "" {
-		t.Errorf("the user's keys (-want +got):\n%s", diff)
-	}
+	wantKeptAlone(t, s, req, a)
 }
 
 func TestEnsureAccessWithNoneDeletesTheUserAndLeavesAnotherOrganizationsAlone(t *testing.T) {
