@@ -32,6 +32,15 @@ func ensureAccess(t *testing.T, s *Service, req AccessRequest) Access {
 	return a
 }
 
+// newAccess gives org its access on a service of its own, as a first
+// reconcile would.
+func newAccess(t *testing.T, org string) (*Service, AccessRequest, Access) {
+	t.Helper()
+	s := newTestService(t)
+	req := accessRequest(org, AccessKey{})
+	return s, req, ensureAccess(t, s, req)
+}
+
 // keyIDs lists user's keys as IAM has them.
 func keyIDs(t *testing.T, s *Service, user string) []string {
 	t.Helper()
@@ -78,9 +87,7 @@ func TestEnsureAccessIssuesOneWorkingKeyAndChangesNothingTheSecondTime(t *testin
 
 func TestEnsureAccessDeletesAKeyThatNeverReachedTheSecret(t *testing.T) {
 	t.Parallel()
-	s := newTestService(t)
-	req := accessRequest("access-orphan", AccessKey{})
-	a := ensureAccess(t, s, req)
+	s, req, a := newAccess(t, "access-orphan")
 	// A key issued by a reconcile that crashed before it wrote the Secret.
 	orphan, err := s.CreateAccessKey(t.Context(), a.User)
 	if err != nil {
@@ -101,9 +108,8 @@ func TestEnsureAccessDeletesAKeyThatNeverReachedTheSecret(t *testing.T) {
 
 func TestEnsureAccessRotatesAKeyIAMNoLongerHas(t *testing.T) {
 	t.Parallel()
-	s := newTestService(t)
-	req := accessRequest("access-lost", AccessKey{})
-	old := ensureAccess(t, s, req).Key
+	s, req, first := newAccess(t, "access-lost")
+	old := first.Key
 	user := UserName(req.Org)
 	if _, err := s.DeleteAccessKeys(t.Context(), user); err != nil {
 		t.Fatalf("DeleteAccessKeys: %v", err)
@@ -124,9 +130,7 @@ func TestEnsureAccessRotatesAKeyIAMNoLongerHas(t *testing.T) {
 
 func TestEnsureAccessKeepsANewKeyThatS3DoesNotHonourYet(t *testing.T) {
 	t.Parallel()
-	s := newTestService(t)
-	req := accessRequest("access-young", AccessKey{})
-	a := ensureAccess(t, s, req)
+	s, req, a := newAccess(t, "access-young")
 	// The stack's S3 refuses a key for iamDelay after IAM issued it, as S3
 	// on AWS may: calling it broken would rotate to a key just as new.
 	if works, err := s.AccessKeyWorks(t.Context(), a.Key.ID, a.Key.Secret, req.Prefix); err != nil || works {
@@ -138,9 +142,7 @@ func TestEnsureAccessKeepsANewKeyThatS3DoesNotHonourYet(t *testing.T) {
 
 func TestEnsureAccessWithNoneDeletesTheUserAndLeavesAnotherOrganizationsAlone(t *testing.T) {
 	t.Parallel()
-	s := newTestService(t)
-	req := accessRequest("access-none", AccessKey{})
-	a := ensureAccess(t, s, req)
+	s, req, a := newAccess(t, "access-none")
 
 	// The same user name claimed by another organization's UID: not ours
 	// to revoke.
