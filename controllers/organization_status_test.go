@@ -3,6 +3,7 @@ package controllers
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -21,6 +22,17 @@ type statusSummary struct {
 	Conditions         map[string]string
 	ObservedGeneration int64
 	Kstatus            kstatus.Status
+}
+
+// summary is the statusSummary of observedGeneration observed, kstatus ks
+// and conditions given as "Type=Status Reason".
+func summary(observed int64, ks kstatus.Status, conds ...string) statusSummary {
+	s := statusSummary{Conditions: map[string]string{}, ObservedGeneration: observed, Kstatus: ks}
+	for _, c := range conds {
+		t, sr, _ := strings.Cut(c, "=")
+		s.Conditions[t] = sr
+	}
+	return s
 }
 
 func summarise(t *testing.T, org *tenancyv1alpha1.Organization) statusSummary {
@@ -83,67 +95,45 @@ func TestSetConditionsReportsProgressAndStallsAsKstatusReadsThem(t *testing.T) {
 			org:     orgAt(1, 0),
 			outcome: outcome{database: result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for namespace org-acme"}, storage: result{reason: tenancyv1alpha1.ReasonProvisioning, message: "Waiting for namespace org-acme"}},
 			err:     errors.New("namespace org-acme is being deleted"),
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False Provisioning", "DatabaseReady": "False Provisioning", "StorageReady": "False Provisioning",
-				"Reconciling": "True Provisioning",
-			}, Kstatus: kstatus.InProgressStatus},
+			want:    summary(0, kstatus.InProgressStatus, "Ready=False Provisioning", "DatabaseReady=False Provisioning", "StorageReady=False Provisioning", "Reconciling=True Provisioning"),
 		},
 		"first reconcile with PostgreSQL down": {
 			org:     orgAt(1, 0),
 			outcome: outcome{database: down, storage: storageOK},
 			err:     outage,
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False DatabaseUnavailable", "DatabaseReady": "False DatabaseUnavailable", "StorageReady": "True Provisioned",
-				"Reconciling": "True DatabaseUnavailable",
-			}, Kstatus: kstatus.InProgressStatus},
+			want:    summary(0, kstatus.InProgressStatus, "Ready=False DatabaseUnavailable", "DatabaseReady=False DatabaseUnavailable", "StorageReady=True Provisioned", "Reconciling=True DatabaseUnavailable"),
 		},
 		"outage during a resync of a Ready generation": {
 			org:     orgAt(3, 3, ready),
 			outcome: outcome{database: down, storage: storageOK},
 			err:     outage,
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False DatabaseUnavailable", "DatabaseReady": "False DatabaseUnavailable", "StorageReady": "True Provisioned",
-				"Reconciling": "True DatabaseUnavailable",
-			}, ObservedGeneration: 3, Kstatus: kstatus.InProgressStatus},
+			want:    summary(3, kstatus.InProgressStatus, "Ready=False DatabaseUnavailable", "DatabaseReady=False DatabaseUnavailable", "StorageReady=True Provisioned", "Reconciling=True DatabaseUnavailable"),
 		},
 		"provisioned": {
 			org:     orgAt(2, 1, recon),
 			outcome: outcome{database: databaseOK, storage: storageOK},
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "True Provisioned", "DatabaseReady": "True Provisioned", "StorageReady": "True Provisioned",
-			}, ObservedGeneration: 2, Kstatus: kstatus.CurrentStatus},
+			want:    summary(2, kstatus.CurrentStatus, "Ready=True Provisioned", "DatabaseReady=True Provisioned", "StorageReady=True Provisioned"),
 		},
 		"provisioned after the spec was fixed": {
 			org:     orgAt(3, 2, stalled),
 			outcome: outcome{database: databaseOK, storage: storageOK},
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "True Provisioned", "DatabaseReady": "True Provisioned", "StorageReady": "True Provisioned",
-			}, ObservedGeneration: 3, Kstatus: kstatus.CurrentStatus},
+			want:    summary(3, kstatus.CurrentStatus, "Ready=True Provisioned", "DatabaseReady=True Provisioned", "StorageReady=True Provisioned"),
 		},
 		"invalid spec on a new generation of a Ready Organization": {
 			org:     orgAt(2, 1, ready, recon),
 			outcome: outcome{database: invalid, storage: invalid},
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False InvalidSpec", "DatabaseReady": "False InvalidSpec", "StorageReady": "False InvalidSpec",
-				"Stalled": "True InvalidSpec",
-			}, ObservedGeneration: 2, Kstatus: kstatus.FailedStatus},
+			want:    summary(2, kstatus.FailedStatus, "Ready=False InvalidSpec", "DatabaseReady=False InvalidSpec", "StorageReady=False InvalidSpec", "Stalled=True InvalidSpec"),
 		},
 		"a Secret edited to a password the role cannot take": {
 			org:     orgAt(4, 4, ready),
 			outcome: outcome{database: result{reason: tenancyv1alpha1.ReasonInvalidSecret, message: "Secret org-acme/acme-database: its password is empty"}, storage: storageOK},
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False InvalidSecret", "DatabaseReady": "False InvalidSecret", "StorageReady": "True Provisioned",
-				"Stalled": "True InvalidSecret",
-			}, ObservedGeneration: 4, Kstatus: kstatus.FailedStatus},
+			want:    summary(4, kstatus.FailedStatus, "Ready=False InvalidSecret", "DatabaseReady=False InvalidSecret", "StorageReady=True Provisioned", "Stalled=True InvalidSecret"),
 		},
 		"conflict while storage is down": {
 			org:     orgAt(1, 0),
 			outcome: outcome{database: conflict, storage: result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (throttled); retrying with backoff"}},
 			err:     outage,
-			want: statusSummary{Conditions: map[string]string{
-				"Ready": "False NotReady", "DatabaseReady": "False Conflict", "StorageReady": "False StorageUnavailable",
-				"Stalled": "True Conflict",
-			}, ObservedGeneration: 1, Kstatus: kstatus.FailedStatus},
+			want:    summary(1, kstatus.FailedStatus, "Ready=False NotReady", "DatabaseReady=False Conflict", "StorageReady=False StorageUnavailable", "Stalled=True Conflict"),
 		},
 	}
 	for name, tc := range cases {
