@@ -148,37 +148,34 @@ func TestSetConditionsReportsProgressAndStallsAsKstatusReadsThem(t *testing.T) {
 }
 
 func TestStalledAndReconcilingMessagesNameThePartAndItsCause(t *testing.T) {
-	org := orgAt(1, 0)
 	invalid := result{reason: tenancyv1alpha1.ReasonInvalidSpec, message: `extension "nope" is not available on the server`}
-	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: provisioned}}, nil)
-	c := meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
-	if want := `DatabaseReady InvalidSpec: extension "nope" is not available on the server`; c == nil || c.Message != want {
-		t.Errorf("Stalled = %+v, want message %q", c, want)
-	}
-
-	org = orgAt(1, 0)
 	down := result{reason: tenancyv1alpha1.ReasonStorageUnavailable, message: "S3 or IAM is unavailable (connection refused); retrying with backoff"}
-	setConditions(org, &scope{org: org, outcome: outcome{database: provisioned, storage: down}}, errors.New("connection refused"))
-	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionReconciling)
-	if want := "StorageReady StorageUnavailable: " + down.message; c == nil || c.Message != want {
-		t.Errorf("Reconciling = %+v, want message %q", c, want)
-	}
-
-	// One cause of both halves is said once.
-	org = orgAt(1, 0)
-	setConditions(org, &scope{org: org, outcome: outcome{database: invalid, storage: invalid}}, nil)
-	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
-	if want := "DatabaseReady and StorageReady InvalidSpec: " + invalid.message; c == nil || c.Message != want {
-		t.Errorf("Stalled = %+v, want message %q", c, want)
-	}
-
-	// Two causes are both given.
-	org = orgAt(1, 0)
 	conflict := result{reason: tenancyv1alpha1.ReasonConflict, message: "database org_acme exists and was not created by orgforge"}
-	setConditions(org, &scope{org: org, outcome: outcome{database: conflict, storage: down}}, errors.New("connection refused"))
-	c = meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionStalled)
-	if want := "DatabaseReady Conflict: " + conflict.message; c == nil || c.Message != want {
-		t.Errorf("Stalled = %+v, want message %q", c, want)
+	outage := errors.New("connection refused")
+	cases := map[string]struct {
+		outcome   outcome
+		err       error
+		condition string
+		want      string
+	}{
+		"an invalid spec of the database": {outcome{database: invalid, storage: provisioned}, nil,
+			tenancyv1alpha1.ConditionStalled, `DatabaseReady InvalidSpec: extension "nope" is not available on the server`},
+		"storage down": {outcome{database: provisioned, storage: down}, outage,
+			tenancyv1alpha1.ConditionReconciling, "StorageReady StorageUnavailable: " + down.message},
+		"one cause of both halves is said once": {outcome{database: invalid, storage: invalid}, nil,
+			tenancyv1alpha1.ConditionStalled, "DatabaseReady and StorageReady InvalidSpec: " + invalid.message},
+		"a conflict stalls while the other half is down": {outcome{database: conflict, storage: down}, outage,
+			tenancyv1alpha1.ConditionStalled, "DatabaseReady Conflict: " + conflict.message},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			org := orgAt(1, 0)
+			setConditions(org, &scope{org: org, outcome: tc.outcome}, tc.err)
+			c := meta.FindStatusCondition(org.Status.Conditions, tc.condition)
+			if c == nil || c.Message != tc.want {
+				t.Errorf("%s = %+v, want message %q", tc.condition, c, tc.want)
+			}
+		})
 	}
 }
 
