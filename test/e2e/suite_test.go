@@ -1,4 +1,8 @@
-package controllers_test
+// Package e2e_test runs the reconciler end to end: a manager in the test
+// process against the real local stack (kube-apiserver, etcd and
+// kube-controller-manager, PostgreSQL, versitygw), checked against the state
+// of the world.
+package e2e_test
 
 import (
 	"context"
@@ -70,7 +74,7 @@ func run(m *testing.M) int {
 	// The controller-manager makes deletion end as in a cluster: namespaces
 	// finish terminating and owned Secrets are collected.
 	stack, err = devstack.Start(ctx, devstack.Options{
-		Kube: true, CRDPaths: []string{"../config/crd/bases"}, ControllerManager: true, Postgres: true,
+		Kube: true, CRDPaths: []string{"../../config/crd/bases"}, ControllerManager: true, Postgres: true,
 		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
 	})
 	if err != nil {
