@@ -19,16 +19,11 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -36,6 +31,7 @@ import (
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
+	orgoperator "github.com/orgforge/orgforge/internal/operator"
 	"github.com/orgforge/orgforge/internal/registry"
 	"github.com/orgforge/orgforge/internal/retry"
 )
@@ -46,7 +42,7 @@ var (
 	stack  *devstack.Stack
 	reg    *registry.Registry
 	cfg    *config.Config
-	scheme = runtime.NewScheme()
+	scheme *runtime.Scheme
 	k8s    client.Client
 	logs   = &syncBuffer{}
 )
@@ -82,17 +78,17 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = stack.Close() }()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, tenancyv1alpha1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	if scheme, err = orgoperator.NewScheme(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	if k8s, err = client.New(stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	cfg = &config.Config{
+		// The tests' managers serve no probes: several run at once.
+		ProbeAddr:               "0",
 		ResyncPeriod:            resync,
 		MaxConcurrentReconciles: 4,
 		Database: config.Database{
@@ -230,50 +226,31 @@ type operatorOptions struct {
 	settings func(*controllers.Settings)
 }
 
-// startOperatorOpts runs a manager as opts say until the test ends.
+// startOperatorOpts runs a manager as opts say until the test ends: the
+// operator main.go builds, with the suite's fast retries, its client and
+// recorder counted, and no metrics or probes served.
 func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	t.Helper()
-	db := opts.db
-	if db == nil {
-		db = reg.Aurora
-	}
 	limiter := opts.rateLimiter
 	if limiter == nil {
 		limiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
 	}
-	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
-	mgr, err := ctrl.NewManager(stack.Kube.Config, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	op := &operator{done: make(chan struct{})}
-	c := mgr.GetClient()
-	if opts.wrap != nil {
-		c = opts.wrap(c)
-	}
-	r := &controllers.OrganizationReconciler{
-		Client:    counting{Client: c, writes: &op.writes},
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  countingRecorder{EventRecorder: mgr.GetEventRecorder("orgforge"), writes: &op.writes, mu: &op.mu, events: &op.events},
-		Database:  db,
-		Storage:   reg.Storage,
-		Creds:     reg.Credentials,
-		Settings:  controllers.SettingsFrom(cfg),
-	}
-	if opts.settings != nil {
-		opts.settings(&r.Settings)
-	}
-	skip := true
-	err = r.SetupWithManager(mgr, controller.Options{
-		MaxConcurrentReconciles: 4,
-		SkipNameValidation:      &skip,
-		RateLimiter:             limiter,
+	mgr, err := orgoperator.New(stack.Kube.Config, reg, cfg, orgoperator.Options{
+		Database: opts.db,
+		WrapClient: func(c client.Client) client.Client {
+			if opts.wrap != nil {
+				c = opts.wrap(c)
+			}
+			return counting{Client: c, writes: &op.writes}
+		},
+		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
+			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
+		},
+		Settings:           opts.settings,
+		RateLimiter:        limiter,
+		NoMetrics:          true,
+		SkipNameValidation: true,
 	})
 	if err != nil {
 		t.Fatal(err)
