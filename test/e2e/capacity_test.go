@@ -13,6 +13,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // TestTwentyOrganizationsStayWithinTheConnectionCap provisions 20
@@ -24,7 +25,7 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 	startOperator(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 
 	var peak int
 	var mu sync.Mutex
@@ -47,10 +48,10 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("cap-%02d", i)
 		applied[name] = time.Now()
-		apply(t, newOrg(name))
+		apply(t, testutil.NewOrg(name))
 	}
 	ready := map[string]time.Duration{}
-	eventually(t, 2*time.Minute, "20 organizations Ready", func() (bool, string) {
+	testutil.Eventually(t, 2*time.Minute, "20 organizations Ready", func() (bool, string) {
 		var list tenancyv1alpha1.OrganizationList
 		if err := k8s.List(context.Background(), &list); err != nil {
 			return false, err.Error()

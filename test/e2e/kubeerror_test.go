@@ -14,6 +14,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // secretWriteRace changes a Secret between the operator's read and its
@@ -69,7 +70,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	startOperatorWith(t, nil, func(c client.Client) client.Client {
 		return secretWriteRace{Client: c, name: "yankee-database", on: on}
 	})
-	apply(t, newOrg("yankee"))
+	apply(t, testutil.NewOrg("yankee"))
 	o := waitReady(t, "yankee")
 	before := externalErrorCount(t, "aurora")
 
@@ -86,7 +87,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	if got := externalErrorCount(t, "aurora"); got != before {
 		t.Errorf("orgforge_external_errors_total{service=\"aurora\"} went from %v to %v on a Kubernetes conflict", before, got)
 	}
-	if c := findCondition(o, tenancyv1alpha1.ConditionReady); c.Reason != tenancyv1alpha1.ReasonKubernetesError {
+	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionReady); c.Reason != tenancyv1alpha1.ReasonKubernetesError {
 		t.Errorf("Ready = %+v, want reason KubernetesError", c)
 	}
 
@@ -99,7 +100,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 
 func TestAnInvalidSpecIsReportedInOneWarningEvent(t *testing.T) {
 	op := startOperator(t, nil)
-	apply(t, newOrg("zulu", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-node-lease" }))
+	apply(t, testutil.NewOrg("zulu", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-node-lease" }))
 	waitCondition(t, "zulu", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
 	// Let the reconciles the status write may trigger settle.
 	time.Sleep(resync)

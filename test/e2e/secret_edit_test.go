@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // editPassword sets the database Secret's password as kubectl patch would,
@@ -32,13 +33,13 @@ func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password 
 func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("victor"))
+	apply(t, testutil.NewOrg("victor"))
 	o := waitReady(t, "victor")
 	oldURI := string(secret(t, o, "victor-database").Data["uri"])
 
 	const chosen = "Chosen-by-hand-7f3c9a21"
 	editPassword(t, o, "victor-database", chosen)
-	eventually(t, 30*time.Second, "the edited password to log in through the Secret's uri", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the edited password to log in through the Secret's uri", func() (bool, string) {
 		s := secret(t, o, "victor-database")
 		if string(s.Data["password"]) != chosen || !strings.Contains(string(s.Data["uri"]), chosen) {
 			return false, "uri not rewritten"
@@ -56,7 +57,7 @@ func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
 	working := string(secret(t, o, "victor-database").Data["uri"])
 	editPassword(t, o, "victor-database", "")
 	o = waitCondition(t, "victor", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSecret, 30*time.Second)
-	if c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady); c.Reason != tenancyv1alpha1.ReasonInvalidSecret || !strings.Contains(c.Message, "victor-database") {
+	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady); c.Reason != tenancyv1alpha1.ReasonInvalidSecret || !strings.Contains(c.Message, "victor-database") {
 		t.Errorf("DatabaseReady = %+v, want InvalidSecret naming the Secret", c)
 	}
 	if err := login(ctx, working); err != nil {

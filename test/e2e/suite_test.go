@@ -34,6 +34,7 @@ import (
 	orgoperator "github.com/orgforge/orgforge/internal/operator"
 	"github.com/orgforge/orgforge/internal/registry"
 	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // The suite shares one stack and one registry; each test starts the
@@ -272,19 +273,6 @@ func (o *operator) stop() {
 	<-o.done
 }
 
-// newOrg returns an Organization with the API server's defaults filled in.
-func newOrg(name string, mutate ...func(*tenancyv1alpha1.Organization)) *tenancyv1alpha1.Organization {
-	o := &tenancyv1alpha1.Organization{}
-	o.Name = name
-	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
-	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
-	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
-	for _, m := range mutate {
-		m(o)
-	}
-	return o
-}
-
 // apply creates the Organization and deletes it (with Delete policy) when
 // the test ends, waiting until it is gone.
 func apply(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
@@ -305,28 +293,10 @@ func deleteAndWait(t *testing.T, name string) {
 		return
 	}
 	_ = k8s.Delete(ctx, o)
-	eventually(t, 60*time.Second, fmt.Sprintf("%s to be deleted", name), func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("%s to be deleted", name), func() (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{})
 		return err != nil && client.IgnoreNotFound(err) == nil, fmt.Sprint(err)
 	})
-}
-
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		last = detail
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // waitCondition waits until the Organization's condition has the status and
@@ -334,7 +304,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 func waitCondition(t *testing.T, name, condType string, status string, reason string, timeout time.Duration) *tenancyv1alpha1.Organization {
 	t.Helper()
 	o := &tenancyv1alpha1.Organization{}
-	eventually(t, timeout, fmt.Sprintf("%s %s=%s (%s)", name, condType, status, reason), func() (bool, string) {
+	testutil.Eventually(t, timeout, fmt.Sprintf("%s %s=%s (%s)", name, condType, status, reason), func() (bool, string) {
 		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
@@ -352,16 +322,12 @@ func waitCondition(t *testing.T, name, condType string, status string, reason st
 func waitReady(t *testing.T, name string) *tenancyv1alpha1.Organization {
 	t.Helper()
 	o := &tenancyv1alpha1.Organization{}
-	eventually(t, 60*time.Second, name+" Ready at its generation", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, name+" Ready at its generation", func() (bool, string) {
 		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
-		c := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady)
-		if c == nil {
-			return false, "no Ready condition"
-		}
-		ok := c.Status == "True" && c.ObservedGeneration == o.Generation && o.Status.ObservedGeneration == o.Generation
-		return ok, fmt.Sprintf("%s/%s gen %d observed %d: %s", c.Status, c.Reason, o.Generation, o.Status.ObservedGeneration, c.Message)
+		c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionReady)
+		return testutil.ReadyAtGeneration(o), fmt.Sprintf("%s/%s gen %d observed %d: %s", c.Status, c.Reason, o.Generation, o.Status.ObservedGeneration, c.Message)
 	})
 	return o
 }
@@ -373,17 +339,6 @@ func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.
 		t.Fatalf("Secret %s: %v", name, err)
 	}
 	return s
-}
-
-// superuser opens an inspection connection; the operator never uses it.
-func superuser(t *testing.T, db string) *pgx.Conn {
-	t.Helper()
-	conn, err := pgx.Connect(context.Background(), stack.Postgres.SuperuserDSN(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
 }
 
 func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {
