@@ -7,6 +7,7 @@ package testutil
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,4 +50,28 @@ func EventuallyEvery(t testing.TB, interval, timeout time.Duration, what string,
 		t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
 	}
 	return took
+}
+
+// Parallel calls fn on every item, n at a time, and returns the errors it
+// returned.
+func Parallel[T any](items []T, n int, fn func(T) error) []error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, n)
+	for _, it := range items {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := fn(it); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -17,8 +18,9 @@ type Process struct {
 	Cmd     *exec.Cmd
 	LogPath string
 
-	done chan struct{}
-	err  error
+	done   chan struct{}
+	exited atomic.Bool
+	err    error
 
 	mu        sync.Mutex
 	signalled bool
@@ -41,6 +43,7 @@ func StartProcess(cmd *exec.Cmd, logPath string) (*Process, error) {
 	go func() {
 		p.err = cmd.Wait()
 		_ = logFile.Close()
+		p.exited.Store(true)
 		close(p.done)
 	}()
 	return p, nil
@@ -50,14 +53,7 @@ func StartProcess(cmd *exec.Cmd, logPath string) (*Process, error) {
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Exited reports whether the process has exited.
-func (p *Process) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *Process) Exited() bool { return p.exited.Load() }
 
 // Err is what waiting for the process returned; it is set once Done is
 // closed.

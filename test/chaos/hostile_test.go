@@ -113,14 +113,11 @@ func TestHostileInputIsRefusedAndTouchesNothing(t *testing.T) {
 			"extension reaching other databases": {newOrg("hostile-dblink", testutil.WithExtensions("dblink")),
 				`extension "dblink" can only be created by a superuser`},
 		}
-		var all []string
+		var created []*tenancyv1alpha1.Organization
 		for _, tc := range cases {
-			all = append(all, tc.org.Name)
+			created = append(created, tc.org)
 		}
-		cleanupOrgs(t, all)
-		for _, tc := range cases {
-			create(t, tc.org)
-		}
+		all := createCleaned(t, created...)
 		for name, tc := range cases {
 			t.Run(name, func(t *testing.T) {
 				o := waitReason(t, tc.org.Name, tenancyv1alpha1.ConditionReady, tenancyv1alpha1.ReasonInvalidSpec)
@@ -290,14 +287,11 @@ func conflicts(t *testing.T, policy string) {
 		{newOrg(secretOrg, withPolicy, testutil.InNamespace(ns.Name)), tenancyv1alpha1.ConditionDatabaseReady, "Secret " + ns.Name + "/" + foreignSecret.Name},
 		{newOrg(prefixOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `prefix "orgs/` + prefixOrg + `/" holds a .orgforge that orgforge did not write`},
 	}
-	var all []string
+	var created []*tenancyv1alpha1.Organization
 	for _, tc := range cases {
-		all = append(all, tc.org.Name)
+		created = append(created, tc.org)
 	}
-	cleanupOrgs(t, all)
-	for _, tc := range cases {
-		create(t, tc.org)
-	}
+	all := createCleaned(t, created...)
 	for _, tc := range cases {
 		o := waitReason(t, tc.org.Name, tc.condition, tenancyv1alpha1.ReasonConflict)
 		if c := testutil.DescribeCondition(o, tc.condition); !strings.Contains(c, tc.names) {
@@ -549,34 +543,23 @@ func worldSnapshot(t *testing.T) snapshot {
 	t.Helper()
 	ctx := t.Context()
 	s := snapshot{}
+	add := func(kind string, names []string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			s[kind+" "+n] = true
+		}
+	}
 	dbs, err := databases(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range dbs {
-		s["database "+n] = true
-	}
+	add("database", keysOf(dbs), err)
 	rls, err := roles(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range rls {
-		s["role "+n] = true
-	}
+	add("role", keysOf(rls), err)
 	users, err := iamUsers(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range users {
-		s["IAM user "+n] = true
-	}
+	add("IAM user", keysOf(users), err)
 	keys, err := objects(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		s["object "+k] = true
-	}
+	add("object", keys, err)
 	return s
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -369,7 +368,7 @@ func verifyProvisioned(t testing.TB, prefix string, want []string) {
 	if len(dbs) != len(want) || len(rls) != len(want) || len(users) != len(want) {
 		t.Errorf("%d organizations, but %d databases, %d roles and %d IAM users named after them", len(want), len(dbs), len(rls), len(users))
 	}
-	errs := parallel(want, 4, func(name string) error {
+	errs := testutil.Parallel(want, 4, func(name string) error {
 		o, ok := all[name]
 		if !ok {
 			return fmt.Errorf("%s is missing", name)
@@ -405,14 +404,25 @@ func namesOf(bs []group) []string {
 	return out
 }
 
-// provision creates orgs, deleted when the test ends should it fail
+// createCleaned creates organizations, deleted when the test ends should it fail
+// before, and returns their names.
+func createCleaned(t testing.TB, organizations ...*tenancyv1alpha1.Organization) []string {
+	t.Helper()
+	var all []string
+	for _, o := range organizations {
+		all = append(all, o.Name)
+	}
+	cleanupOrgs(t, all)
+	create(t, organizations...)
+	return all
+}
+
+// provision creates organizations, deleted when the test ends should it fail
 // before, waits until all are Ready and checks each group of them against
 // the world with verifyProvisioned.
-func provision(t testing.TB, orgs []*tenancyv1alpha1.Organization, bs ...group) {
+func provision(t testing.TB, organizations []*tenancyv1alpha1.Organization, bs ...group) {
 	t.Helper()
-	all := namesOf(bs)
-	cleanupOrgs(t, all)
-	create(t, orgs...)
+	all := createCleaned(t, organizations...)
 	waitReady(t, all, env.scale.converge)
 	for _, b := range bs {
 		verifyProvisioned(t, b.prefix, b.names)
@@ -539,29 +549,6 @@ func first(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
-}
-
-// parallel runs fn on every item, n at a time, and returns the errors.
-func parallel(items []string, n int, fn func(string) error) []error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-	)
-	sem := make(chan struct{}, n)
-	for _, it := range items {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := fn(it); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errs
 }
 
 // assertAlive fails the test if an operator exited without being told to.

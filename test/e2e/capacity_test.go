@@ -8,11 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
-	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
 
@@ -82,14 +80,7 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 		times = append(times, d)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	metrics := prometheus.NewRegistry()
-	if err := controllers.RegisterMetrics(metrics, k8s); err != nil {
-		t.Fatal(err)
-	}
-	families, err := metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	families := gatherMetrics(t)
 	readyGauge, dbSteps := -1.0, uint64(0)
 	for _, f := range families {
 		for _, m := range f.GetMetric() {

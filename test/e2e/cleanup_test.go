@@ -89,8 +89,7 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 	ctx := context.Background()
 	first := startOperator(t, nil)
-	apply(t, testutil.NewOrg("tango"))
-	o := waitReady(t, "tango")
+	o := applyReady(t, testutil.NewOrg("tango"))
 	if o.Status.Storage.Prefix != "orgs/tango/" {
 		t.Fatalf("status.storage.prefix = %q", o.Status.Storage.Prefix)
 	}
@@ -121,10 +120,8 @@ func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("uniform"))
-	waitReady(t, "uniform")
-	apply(t, testutil.NewOrg("whiskey", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-uniform" }))
-	other := waitReady(t, "whiskey")
+	applyReady(t, testutil.NewOrg("uniform"))
+	other := applyReady(t, testutil.NewOrg("whiskey", testutil.InNamespace("org-uniform")))
 	t.Cleanup(func() {
 		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "org-uniform"}})
 	})
@@ -143,10 +140,8 @@ func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t 
 func TestTwoOrganizationsSharingANamespaceDeletedTogetherLeaveNoNamespace(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("xray"))
-	waitReady(t, "xray")
-	apply(t, testutil.NewOrg("yankee", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-xray" }))
-	waitReady(t, "yankee")
+	applyReady(t, testutil.NewOrg("xray"))
+	applyReady(t, testutil.NewOrg("yankee", testutil.InNamespace("org-xray")))
 
 	for _, name := range []string{"xray", "yankee"} {
 		if err := k8s.Delete(ctx, &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {

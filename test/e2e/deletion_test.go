@@ -37,8 +37,7 @@ func TestOrganizationAppliedAgainWhileItsNamespaceTerminatesBecomesReady(t *test
 	ctx := context.Background()
 	const name = "recreate"
 	ns := naming.Namespace(name)
-	apply(t, testutil.NewOrg(name))
-	waitReady(t, name)
+	applyReady(t, testutil.NewOrg(name))
 
 	// A Secret of someone else's, with a finalizer, holds the namespace in
 	// Terminating until the Organization has been seen to wait for it.
@@ -86,8 +85,7 @@ func TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection(t *testing
 	startOperator(t, nil)
 	ctx := context.Background()
 	const name = "retain-gc"
-	apply(t, testutil.NewOrg(name, func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
-	o := waitReady(t, name)
+	o := applyReady(t, testutil.NewOrg(name, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain)))
 	dbSecret := secret(t, o, naming.DatabaseSecretName(name))
 	stSecret := secret(t, o, naming.StorageSecretName(name))
 	for _, s := range []*corev1.Secret{dbSecret, stSecret} {
@@ -131,8 +129,7 @@ func TestDeleteLeavesNothingBehindInKubernetes(t *testing.T) {
 	ctx := context.Background()
 	const name = "delete-all"
 	ns := naming.Namespace(name)
-	apply(t, testutil.NewOrg(name))
-	o := waitReady(t, name)
+	o := applyReady(t, testutil.NewOrg(name))
 	deleteAndWait(t, name)
 
 	testutil.Eventually(t, 60*time.Second, "namespace "+ns+" to be gone", func() (bool, string) {

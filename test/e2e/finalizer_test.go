@@ -46,8 +46,7 @@ func (c finalizerRace) Patch(ctx context.Context, obj client.Object, p client.Pa
 func TestAnotherControllersFinalizerSurvivesTheOperatorsFinalizerPatches(t *testing.T) {
 	startOperatorWith(t, nil, func(c client.Client) client.Client { return finalizerRace{c} })
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("xray"))
-	o := waitReady(t, "xray")
+	o := applyReady(t, testutil.NewOrg("xray"))
 	if !slices.Contains(o.Finalizers, otherFinalizer) || !slices.Contains(o.Finalizers, tenancyv1alpha1.FinalizerName) {
 		t.Errorf("finalizers after the add = %v, want both %s and %s", o.Finalizers, otherFinalizer, tenancyv1alpha1.FinalizerName)
 	}

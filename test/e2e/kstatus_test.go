@@ -100,7 +100,7 @@ func TestKstatusSeesAnOrganizationInProgressUntilItIsProvisioned(t *testing.T) {
 	}
 
 	startOperator(t, nil)
-	o := testutil.NewOrg("kstatus-held", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = held.Name })
+	o := testutil.NewOrg("kstatus-held", testutil.InNamespace(held.Name))
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 	if err != nil {
 		t.Fatal(err)

@@ -8,12 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
-	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
 
@@ -41,16 +39,8 @@ func (c secretWriteRace) Update(ctx context.Context, obj client.Object, opts ...
 // externalErrorCount sums orgforge_external_errors_total for service.
 func externalErrorCount(t *testing.T, service string) float64 {
 	t.Helper()
-	r := prometheus.NewRegistry()
-	if err := controllers.RegisterMetrics(r, k8s); err != nil {
-		t.Fatal(err)
-	}
-	families, err := r.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum := 0.0
-	for _, f := range families {
+	for _, f := range gatherMetrics(t) {
 		if f.GetName() != "orgforge_external_errors_total" {
 			continue
 		}
@@ -70,8 +60,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	startOperatorWith(t, nil, func(c client.Client) client.Client {
 		return secretWriteRace{Client: c, name: "yankee-database", on: on}
 	})
-	apply(t, testutil.NewOrg("yankee"))
-	o := waitReady(t, "yankee")
+	o := applyReady(t, testutil.NewOrg("yankee"))
 	before := externalErrorCount(t, "aurora")
 
 	on.Store(true)
@@ -100,7 +89,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 
 func TestAnInvalidSpecIsReportedInOneWarningEvent(t *testing.T) {
 	op := startOperator(t, nil)
-	apply(t, testutil.NewOrg("zulu", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-node-lease" }))
+	apply(t, testutil.NewOrg("zulu", testutil.InNamespace("kube-node-lease")))
 	waitCondition(t, "zulu", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
 	// Let the reconciles the status write may trigger settle.
 	time.Sleep(resync)

@@ -107,8 +107,7 @@ func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.
 func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("charlie"))
-	o := waitReady(t, "charlie")
+	o := applyReady(t, testutil.NewOrg("charlie"))
 	o.Spec.Database.Pool.MaxConnections = 25
 	if err := k8s.Update(ctx, o); err != nil {
 		t.Fatal(err)
@@ -152,22 +151,13 @@ func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("delta"))
-	o := waitReady(t, "delta")
+	o := applyReady(t, testutil.NewOrg("delta"))
 	old := secret(t, o, "delta-database")
 	oldURI := string(old.Data["uri"])
 	if err := k8s.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	var fresh *corev1.Secret
-	testutil.Eventually(t, 30*time.Second, "a new database Secret", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "delta-database"}, s); err != nil {
-			return false, err.Error()
-		}
-		fresh = s
-		return s.UID != old.UID, "same Secret"
-	})
+	fresh := waitReplaced(t, old, "a new database Secret")
 	if string(fresh.Data["password"]) == string(old.Data["password"]) {
 		t.Fatal("the regenerated Secret kept the old password")
 	}
@@ -212,8 +202,7 @@ func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
 func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("foxtrot"))
-	o := waitReady(t, "foxtrot")
+	o := applyReady(t, testutil.NewOrg("foxtrot"))
 	user := reg.Storage.UserName("foxtrot")
 	own := storageClient(t, o)
 	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/foxtrot/a.txt", "a") })
@@ -246,8 +235,7 @@ func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("golf", func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
-	o := waitReady(t, "golf")
+	o := applyReady(t, testutil.NewOrg("golf", testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain)))
 	own := storageClient(t, o)
 	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/golf/keep.txt", "keep") })
 	dbSecret := secret(t, o, "golf-database")
@@ -276,7 +264,7 @@ func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 
 func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
 	startOperator(t, nil)
-	apply(t, testutil.NewOrg("hotel", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-system" }))
+	apply(t, testutil.NewOrg("hotel", testutil.InNamespace("kube-system")))
 	o := waitCondition(t, "hotel", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
 	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady); !strings.Contains(c.Message, "--allow-system-namespaces") {
 		t.Errorf("message %q does not say how to allow it", c.Message)
@@ -408,8 +396,7 @@ func (c laggingCache) Get(ctx context.Context, key client.ObjectKey, obj client.
 func TestASecretMissingFromTheCacheKeepsItsPassword(t *testing.T) {
 	startOperatorWith(t, nil, func(c client.Client) client.Client { return laggingCache{c} })
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("november"))
-	o := waitReady(t, "november")
+	o := applyReady(t, testutil.NewOrg("november"))
 	before := secret(t, o, "november-database")
 	// Two resyncs, each reading the Secret through the lagging cache.
 	time.Sleep(2*resync + time.Second)
@@ -442,8 +429,7 @@ func orgEvents(t *testing.T, name string) []string {
 
 func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 	startOperator(t, nil)
-	apply(t, testutil.NewOrg("oscar"))
-	waitReady(t, "oscar")
+	applyReady(t, testutil.NewOrg("oscar"))
 	var provisioned string
 	testutil.Eventually(t, 10*time.Second, "one Provisioned event", func() (bool, string) {
 		evs := orgEvents(t, "oscar")
@@ -481,23 +467,14 @@ func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorking(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("papa"))
-	o := waitReady(t, "papa")
+	o := applyReady(t, testutil.NewOrg("papa"))
 	old := secret(t, o, "papa-storage")
 	oldClient := stack.S3.Client(string(old.Data["access-key-id"]), string(old.Data["secret-access-key"]))
 	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, oldClient, stack.S3.Bucket, "orgs/papa/before.txt", "x") })
 	if err := k8s.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	var fresh *corev1.Secret
-	testutil.Eventually(t, 30*time.Second, "a new storage Secret", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "papa-storage"}, s); err != nil {
-			return false, err.Error()
-		}
-		fresh = s
-		return s.UID != old.UID, "same Secret"
-	})
+	fresh := waitReplaced(t, old, "a new storage Secret")
 	id := string(fresh.Data["access-key-id"])
 	if id == string(old.Data["access-key-id"]) {
 		t.Fatal("the reissued Secret kept the old key")
@@ -522,8 +499,7 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("quebec"))
-	o := waitReady(t, "quebec")
+	o := applyReady(t, testutil.NewOrg("quebec"))
 	user := reg.Storage.UserName("quebec")
 	key := client.ObjectKey{Namespace: o.Status.Namespace, Name: "quebec-storage"}
 

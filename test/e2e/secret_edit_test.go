@@ -33,8 +33,7 @@ func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password 
 func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, testutil.NewOrg("victor"))
-	o := waitReady(t, "victor")
+	o := applyReady(t, testutil.NewOrg("victor"))
 	oldURI := string(secret(t, o, "victor-database").Data["uri"])
 
 	const chosen = "Chosen-by-hand-7f3c9a21"

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -285,6 +287,13 @@ func apply(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organ
 	return o
 }
 
+// applyReady is apply, and then waitReady.
+func applyReady(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
+	t.Helper()
+	apply(t, o)
+	return waitReady(t, o.Name)
+}
+
 func deleteAndWait(t *testing.T, name string) {
 	t.Helper()
 	ctx := context.Background()
@@ -339,6 +348,38 @@ func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.
 		t.Fatalf("Secret %s: %v", name, err)
 	}
 	return s
+}
+
+// waitReplaced waits until old, a Secret the test deleted, is back as a
+// new Secret of the same name, and returns that one.
+func waitReplaced(t *testing.T, old *corev1.Secret, what string) *corev1.Secret {
+	t.Helper()
+	var fresh *corev1.Secret
+	testutil.Eventually(t, 30*time.Second, what, func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(old), s); err != nil {
+			return false, err.Error()
+		}
+		fresh = s
+		return s.UID != old.UID, "same Secret"
+	})
+	return fresh
+}
+
+// gatherMetrics registers orgforge's metrics in a registry of their own,
+// which counts Organizations from the API server, and gathers them: the
+// counters are the process's, shared by every manager the tests start.
+func gatherMetrics(t *testing.T) []*dto.MetricFamily {
+	t.Helper()
+	r := prometheus.NewRegistry()
+	if err := controllers.RegisterMetrics(r, k8s); err != nil {
+		t.Fatal(err)
+	}
+	families, err := r.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return families
 }
 
 func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {

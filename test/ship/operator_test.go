@@ -2,6 +2,7 @@ package ship
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,5 +191,5 @@ func writeServiceAccountKubeconfig(t *testing.T, path string) {
 
 // tail is the end of the manager's log, for failure messages.
 func tail(path string) string {
-	return "--- manager log ---\n" + testutil.TailFile(path, 40)
+	return fmt.Sprintf("--- manager log ---\n%s", testutil.TailFile(path, 40))
 }
