@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -240,17 +242,22 @@ func forEach(ctx context.Context, names []string, workers int, fn func(context.C
 			}
 		})
 	}
-feed:
-	for _, n := range names {
-		select {
-		case next <- n:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
+	feed(ctx, next, slices.Values(names))
 	wg.Wait()
 	return sent, errs
+}
+
+// feed sends items to the workers on next, in order, until ctx ends, and
+// then closes next.
+func feed[T any](ctx context.Context, next chan<- T, items iter.Seq[T]) {
+	defer close(next)
+	for it := range items {
+		select {
+		case next <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
