@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,10 +25,8 @@ type secretWriteRace struct {
 
 func (c secretWriteRace) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
 	if s, ok := obj.(*corev1.Secret); ok && s.Name == c.name && c.on.Load() {
-		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"test.orgforge.io/touched": time.Now().String()}}})
-		live := &corev1.Secret{}
-		live.Namespace, live.Name = s.Namespace, s.Name
-		if err := k8s.Patch(ctx, live, client.RawPatch("application/merge-patch+json", body)); err != nil {
+		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{"test.orgforge.io/touched": time.Now().String()}}}
+		if err := mergePatchSecret(ctx, s.Namespace, s.Name, patch); err != nil {
 			return err
 		}
 	}
@@ -66,10 +63,8 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	on.Store(true)
 	// A derived key edited by hand: the operator writes it back, and loses
 	// the race with another writer every time.
-	body, _ := json.Marshal(map[string]any{"stringData": map[string]string{"sslmode": "require"}})
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = o.Status.Namespace, "yankee-database"
-	if err := k8s.Patch(context.Background(), s, client.RawPatch("application/merge-patch+json", body)); err != nil {
+	sslmode := map[string]any{"stringData": map[string]string{"sslmode": "require"}}
+	if err := mergePatchSecret(context.Background(), o.Status.Namespace, "yankee-database", sslmode); err != nil {
 		t.Fatal(err)
 	}
 	o = waitCondition(t, "yankee", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonKubernetesError, 30*time.Second)

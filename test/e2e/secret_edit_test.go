@@ -2,14 +2,10 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/testutil"
@@ -19,13 +15,8 @@ import (
 // leaving every other key as it is.
 func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password string) {
 	t.Helper()
-	body, err := json.Marshal(map[string]any{"stringData": map[string]string{"password": password}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = o.Status.Namespace, name
-	if err := k8s.Patch(context.Background(), s, client.RawPatch("application/merge-patch+json", body)); err != nil {
+	patch := map[string]any{"stringData": map[string]string{"password": password}}
+	if err := mergePatchSecret(context.Background(), o.Status.Namespace, name, patch); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,6 +6,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -22,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -348,6 +350,18 @@ func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.
 		t.Fatalf("Secret %s: %v", name, err)
 	}
 	return s
+}
+
+// mergePatchSecret changes a Secret with a JSON merge patch, as kubectl
+// patch would, past the operator.
+func mergePatchSecret(ctx context.Context, namespace, name string, patch map[string]any) error {
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = namespace, name
+	return k8s.Patch(ctx, s, client.RawPatch(types.MergePatchType, body))
 }
 
 // waitReplaced waits until old, a Secret the test deleted, is back as a
