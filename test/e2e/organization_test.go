@@ -154,10 +154,7 @@ func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
 	o := applyReady(t, testutil.NewOrg("delta"))
 	old := secret(t, o, "delta-database")
 	oldURI := string(old.Data["uri"])
-	if err := k8s.Delete(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	fresh := waitReplaced(t, old, "a new database Secret")
+	fresh := deleteAndWaitReplaced(t, old, "a new database Secret")
 	if string(fresh.Data["password"]) == string(old.Data["password"]) {
 		t.Fatal("the regenerated Secret kept the old password")
 	}
@@ -471,10 +468,7 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 	old := secret(t, o, "papa-storage")
 	oldClient := stack.S3.Client(string(old.Data["access-key-id"]), string(old.Data["secret-access-key"]))
 	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, oldClient, stack.S3.Bucket, "orgs/papa/before.txt", "x") })
-	if err := k8s.Delete(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	fresh := waitReplaced(t, old, "a new storage Secret")
+	fresh := deleteAndWaitReplaced(t, old, "a new storage Secret")
 	id := string(fresh.Data["access-key-id"])
 	if id == string(old.Data["access-key-id"]) {
 		t.Fatal("the reissued Secret kept the old key")

@@ -364,10 +364,14 @@ func mergePatchSecret(ctx context.Context, namespace, name string, patch map[str
 	return k8s.Patch(ctx, s, client.RawPatch(types.MergePatchType, body))
 }
 
-// waitReplaced waits until old, a Secret the test deleted, is back as a
-// new Secret of the same name, and returns that one.
-func waitReplaced(t *testing.T, old *corev1.Secret, what string) *corev1.Secret {
+// deleteAndWaitReplaced deletes old, a Secret the operator wrote, as a
+// user might, and waits until the operator writes a new Secret of the same
+// name; it returns that one.
+func deleteAndWaitReplaced(t *testing.T, old *corev1.Secret, what string) *corev1.Secret {
 	t.Helper()
+	if err := k8s.Delete(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
 	var fresh *corev1.Secret
 	testutil.Eventually(t, 30*time.Second, what, func() (bool, string) {
 		s := &corev1.Secret{}
