@@ -44,7 +44,7 @@ GO_TEST_FLAGS ?= -race -timeout 25m
 PG_OTHER_MAJORS ?= 13 14 15 16
 PG_PACKAGES ?= ./internal/aurora/ ./internal/devstack/
 PG_OLDEST_MAJOR ?= 13
-PG_OLDEST_PACKAGES ?= ./controllers/
+PG_OLDEST_PACKAGES ?= ./test/e2e/
 
 # test-other-majors runs PG_PACKAGES (and, on PG_OLDEST_MAJOR, also
 # PG_OLDEST_PACKAGES) once per major in PG_OTHER_MAJORS, with -count=1: go

@@ -6,28 +6,18 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"github.com/go-logr/logr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
-	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/operator"
 	"github.com/orgforge/orgforge/internal/registry"
 )
 
@@ -93,67 +83,14 @@ func run() int {
 	}
 	defer reg.Close()
 
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		log.Error(err, "Building scheme")
-		return 1
-	}
-	if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
-		log.Error(err, "Building scheme")
-		return 1
-	}
-	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
 	restCfg, err := ctrl.GetConfig()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "orgforge: kubernetes: %v\n", err)
 		return 1
 	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                        scheme,
-		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsAddr},
-		HealthProbeBindAddress:        cfg.ProbeAddr,
-		PprofBindAddress:              cfg.PprofAddr,
-		LeaderElection:                cfg.LeaderElection,
-		LeaderElectionID:              "orgforge.tenancy.orgforge.io",
-		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,
-		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the Secrets the operator wrote are cached, not every
-			// Secret of the cluster.
-			&corev1.Secret{}: {Label: managed},
-		}},
-	})
+	mgr, err := operator.New(restCfg, reg, cfg, operator.Options{})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "orgforge: kubernetes: %v\n", err)
-		return 1
-	}
-	r := &controllers.OrganizationReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  mgr.GetEventRecorder("orgforge"),
-		Database:  reg.Aurora,
-		Storage:   reg.Storage,
-		Creds:     reg.Credentials,
-		Settings:  controllers.SettingsFrom(cfg),
-	}
-	if err := r.SetupWithManager(mgr, controller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles}); err != nil {
-		log.Error(err, "Setting up the Organization controller")
-		return 1
-	}
-	if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
-		log.Error(err, "Registering metrics")
-		return 1
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		log.Error(err, "Adding healthz")
-		return 1
-	}
-	for name, check := range reg.ReadyzCheckers(5 * time.Second) {
-		if err := mgr.AddReadyzCheck(name, check); err != nil {
-			log.Error(err, "Adding readyz", "service", name)
-			return 1
-		}
+		return setupFailed(log, err)
 	}
 	log.Info("Starting manager")
 	if err := mgr.Start(ctx); err != nil {
@@ -161,4 +98,16 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// setupFailed reports an error of operator.New as main always has: a part
+// that could not be set up in the log, the manager itself on stderr.
+func setupFailed(log logr.Logger, err error) int {
+	var setup *operator.SetupError
+	if errors.As(err, &setup) {
+		log.Error(setup.Err, setup.Step, setup.KeysAndValues...)
+	} else {
+		fmt.Fprintf(os.Stderr, "orgforge: kubernetes: %v\n", err)
+	}
+	return 1
 }

@@ -10,12 +10,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 var k8s client.Client
@@ -43,116 +43,77 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-func org(name string, spec map[string]any) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "tenancy.orgforge.io/v1alpha1",
-		"kind":       "Organization",
-		"metadata":   map[string]any{"name": name},
-	}}
-	if spec != nil {
-		u.Object["spec"] = spec
-	}
-	return u
-}
-
-func pool(min, max any) map[string]any {
-	return map[string]any{"database": map[string]any{"pool": map[string]any{"minConnections": min, "maxConnections": max}}}
-}
-
-func extensions(names ...any) map[string]any {
-	return map[string]any{"database": map[string]any{"extensions": names}}
-}
-
 func TestAPIServerRejectsInvalidOrganizationsWithReadableMessages(t *testing.T) {
-	many := make([]any, 33)
-	for i := range many {
-		many[i] = fmt.Sprintf("ext%d", i)
-	}
-	cases := map[string]struct {
-		obj     *unstructured.Unstructured
-		message string
-	}{
+	cases := map[string]testutil.Refusal{
 		"name longer than 50 characters": {
-			obj: org(strings.Repeat("a", 51), nil), message: "at most 50 characters",
+			Obj: testutil.UnstructuredOrg(strings.Repeat("a", 51), nil), Message: "at most 50 characters",
 		},
 		"name with a dot": {
-			obj: org("acme.corp", nil), message: "must be a DNS label",
+			Obj: testutil.UnstructuredOrg("acme.corp", nil), Message: "must be a DNS label",
 		},
 		"name with upper case": {
-			obj: org("Acme", nil), message: "lowercase RFC 1123",
+			Obj: testutil.UnstructuredOrg("Acme", nil), Message: "lowercase RFC 1123",
 		},
 		"name with an underscore": {
-			obj: org("acme_corp", nil), message: "lowercase RFC 1123",
+			Obj: testutil.UnstructuredOrg("acme_corp", nil), Message: "lowercase RFC 1123",
 		},
 		"unknown deletion policy": {
-			obj: org("bad-policy", map[string]any{"deletionPolicy": "Destroy"}), message: `supported values: "Retain", "Delete"`,
+			Obj: testutil.UnstructuredOrg("bad-policy", map[string]any{"deletionPolicy": "Destroy"}), Message: `supported values: "Retain", "Delete"`,
 		},
 		"min connections above max": {
-			obj: org("bad-pool", pool(20, 10)), message: "minConnections must not be greater than database.pool.maxConnections",
+			Obj: testutil.UnstructuredOrg("bad-pool", testutil.PoolSpec(20, 10)), Message: "minConnections must not be greater than database.pool.maxConnections",
 		},
 		"max connections above 1000": {
-			obj: org("big-pool", pool(2, 1001)), message: "should be less than or equal to 1000",
+			Obj: testutil.UnstructuredOrg("big-pool", testutil.PoolSpec(2, 1001)), Message: "should be less than or equal to 1000",
 		},
 		"max connections zero": {
-			obj: org("zero-pool", pool(0, 0)), message: "should be greater than or equal to 1",
+			Obj: testutil.UnstructuredOrg("zero-pool", testutil.PoolSpec(0, 0)), Message: "should be greater than or equal to 1",
 		},
 		"negative min connections": {
-			obj: org("neg-pool", pool(-1, 10)), message: "should be greater than or equal to 0",
+			Obj: testutil.UnstructuredOrg("neg-pool", testutil.PoolSpec(-1, 10)), Message: "should be greater than or equal to 0",
 		},
 		"connections given as text": {
-			obj: org("text-pool", pool(2, "ten")), message: "must be of type integer",
+			Obj: testutil.UnstructuredOrg("text-pool", testutil.PoolSpec(2, "ten")), Message: "must be of type integer",
 		},
 		"extension carrying SQL": {
-			obj: org("sql-ext", extensions("pgcrypto; DROP DATABASE x")), message: "should match",
+			Obj: testutil.UnstructuredOrg("sql-ext", testutil.ExtensionsSpec("pgcrypto; DROP DATABASE x")), Message: "should match",
 		},
 		"extension with a quote": {
-			obj: org("quote-ext", extensions(`pgcrypto"`)), message: "should match",
+			Obj: testutil.UnstructuredOrg("quote-ext", testutil.ExtensionsSpec(`pgcrypto"`)), Message: "should match",
 		},
 		"extension in upper case": {
-			obj: org("upper-ext", extensions("PGCrypto")), message: "should match",
+			Obj: testutil.UnstructuredOrg("upper-ext", testutil.ExtensionsSpec("PGCrypto")), Message: "should match",
 		},
 		"extension listed twice": {
-			obj: org("dup-ext", extensions("citext", "citext")), message: "Duplicate value",
+			Obj: testutil.UnstructuredOrg("dup-ext", testutil.ExtensionsSpec("citext", "citext")), Message: "Duplicate value",
 		},
 		"extension name over 63 characters": {
-			obj: org("long-ext", extensions(strings.Repeat("e", 64))), message: "may not be more than 63",
+			Obj: testutil.UnstructuredOrg("long-ext", testutil.ExtensionsSpec(strings.Repeat("e", 64))), Message: "may not be more than 63",
 		},
 		"more than 32 extensions": {
-			obj: org("many-ext", extensions(many...)), message: "must have at most 32 items",
+			Obj: testutil.UnstructuredOrg("many-ext", testutil.ExtensionsSpec(testutil.NumberedExtensions(33)...)), Message: "must have at most 32 items",
 		},
 		"unknown storage access": {
-			obj: org("bad-access", map[string]any{"storage": map[string]any{"access": "Public"}}), message: `supported values: "None", "AccessKey"`,
+			Obj: testutil.UnstructuredOrg("bad-access", map[string]any{"storage": map[string]any{"access": "Public"}}), Message: `supported values: "None", "AccessKey"`,
 		},
 		"namespace with an underscore": {
-			obj: org("bad-ns", map[string]any{"namespace": "kube_system"}), message: "should match",
+			Obj: testutil.UnstructuredOrg("bad-ns", map[string]any{"namespace": "kube_system"}), Message: "should match",
 		},
 		"namespace with a path": {
-			obj: org("path-ns", map[string]any{"namespace": "../default"}), message: "should match",
+			Obj: testutil.UnstructuredOrg("path-ns", map[string]any{"namespace": "../default"}), Message: "should match",
 		},
 		"namespace over 63 characters": {
-			obj: org("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), message: "may not be more than 63",
+			Obj: testutil.UnstructuredOrg("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), Message: "may not be more than 63",
 		},
 		"display name over 256 characters": {
-			obj: org("long-display", map[string]any{"displayName": strings.Repeat("d", 257)}), message: "may not be more than 256",
+			Obj: testutil.UnstructuredOrg("long-display", map[string]any{"displayName": strings.Repeat("d", 257)}), Message: "may not be more than 256",
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			err := k8s.Create(ctx, tc.obj)
-			if err == nil {
-				_ = k8s.Delete(ctx, tc.obj)
-				t.Fatalf("accepted; want rejection mentioning %q", tc.message)
-			}
-			if !apierrors.IsInvalid(err) {
-				t.Fatalf("error is not Invalid: %v", err)
-			}
-			if !strings.Contains(err.Error(), tc.message) {
-				t.Errorf("message %q does not contain %q", err.Error(), tc.message)
-			}
+			testutil.CheckRefused(t, k8s, tc)
 			var got tenancyv1alpha1.Organization
-			if err := k8s.Get(ctx, client.ObjectKey{Name: tc.obj.GetName()}, &got); !apierrors.IsNotFound(err) {
+			if err := k8s.Get(context.Background(), client.ObjectKey{Name: tc.Obj.GetName()}, &got); !apierrors.IsNotFound(err) {
 				t.Errorf("object exists after rejection (err=%v)", err)
 			}
 		})
@@ -164,7 +125,7 @@ func TestAPIServerFillsDefaultsForAMinimalOrganization(t *testing.T) {
 	defer cancel()
 	o := &tenancyv1alpha1.Organization{}
 	o.Name = "minimal"
-	if err := k8s.Create(ctx, org("minimal", nil)); err != nil {
+	if err := k8s.Create(ctx, testutil.UnstructuredOrg("minimal", nil)); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), o) })

@@ -28,6 +28,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 func main() {
@@ -72,20 +73,11 @@ func run(managerBin, dir, samples string, readyTimeout time.Duration) error {
 	}()
 	fmt.Println("Stack up, CRD installed")
 
-	manager, err := startManager(ctx, managerBin, st)
+	manager, err := startManager(managerBin, st)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = manager.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = manager.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = manager.Process.Kill()
-		}
-	}()
+	defer manager.Stop(15 * time.Second)
 
 	scheme := runtime.NewScheme()
 	if err := tenancyv1alpha1.AddToScheme(scheme); err != nil {
@@ -114,16 +106,12 @@ func run(managerBin, dir, samples string, readyTimeout time.Duration) error {
 
 // startManager runs the operator binary against the stack, as the
 // Aurora-like admin, with its log in the stack's folder.
-func startManager(ctx context.Context, bin string, st *devstack.Stack) (*exec.Cmd, error) {
+func startManager(bin string, st *devstack.Stack) (*testutil.Process, error) {
 	services, err := st.OperatorFlags(st.Dir)
 	if err != nil {
 		return nil, err
 	}
-	logFile, err := os.Create(filepath.Join(st.Dir, "manager.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.CommandContext(ctx, bin, append([]string{
+	cmd := exec.Command(bin, append([]string{
 		"--kubeconfig", st.Kube.KubeconfigPath,
 		"--leader-elect=false",
 		"--metrics-bind-address", "127.0.0.1:0",
@@ -131,15 +119,12 @@ func startManager(ctx context.Context, bin string, st *devstack.Stack) (*exec.Cm
 		"--zap-devel",
 		"--resync-period", "1m",
 	}, services...)...)
-	cmd.Stdout = logFile
-	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w (run `make build` first)", bin, err)
+	p, err := testutil.StartProcess(cmd, filepath.Join(st.Dir, "manager.log"))
+	if err != nil {
+		return nil, fmt.Errorf("%w (run `make build` first)", err)
 	}
 	fmt.Println("Operator started:", bin)
-	return cmd, nil
+	return p, nil
 }
 
 func apply(ctx context.Context, c client.Client, path string) ([]string, error) {
@@ -167,24 +152,23 @@ func apply(ctx context.Context, c client.Client, path string) ([]string, error) 
 	return names, nil
 }
 
+// waitReady waits until every named Organization is Ready at its current
+// generation.
 func waitReady(ctx context.Context, c client.Client, names []string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		notReady := []string{}
+	_, notReady, err := testutil.Poll(ctx, 250*time.Millisecond, timeout, func() (bool, string) {
+		var notReady []string
 		for _, n := range names {
 			var o tenancyv1alpha1.Organization
-			if err := c.Get(ctx, client.ObjectKey{Name: n}, &o); err != nil || !meta.IsStatusConditionTrue(o.Status.Conditions, tenancyv1alpha1.ConditionReady) {
+			if err := c.Get(ctx, client.ObjectKey{Name: n}, &o); err != nil || !testutil.ReadyAtGeneration(&o) {
 				notReady = append(notReady, n)
 			}
 		}
-		if len(notReady) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("not Ready after %s: %s", timeout, strings.Join(notReady, ", "))
-		}
-		time.Sleep(250 * time.Millisecond)
+		return len(notReady) == 0, strings.Join(notReady, ", ")
+	})
+	if err != nil {
+		return fmt.Errorf("not Ready after %s: %s", timeout, notReady)
 	}
+	return nil
 }
 
 // printOrganizations shows `kubectl get organizations -o wide`, with kubectl

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"iter"
 	"maps"
 	"os"
 	"sort"
@@ -113,15 +114,7 @@ func labels(m *dto.Metric) map[string]string {
 // series whose labels include match.
 func counterBy(fams map[string]*dto.MetricFamily, name, key string, match map[string]string) map[string]float64 {
 	out := map[string]float64{}
-	fam := fams[name]
-	if fam == nil {
-		return out
-	}
-	for _, m := range fam.GetMetric() {
-		l := labels(m)
-		if !matches(l, match) {
-			continue
-		}
+	for l, m := range series(fams, name, match) {
 		v := m.GetCounter().GetValue()
 		if m.GetCounter() == nil {
 			v = m.GetGauge().GetValue()
@@ -129,6 +122,18 @@ func counterBy(fams map[string]*dto.MetricFamily, name, key string, match map[st
 		out[l[key]] += v
 	}
 	return out
+}
+
+// series yields the series of metric name whose labels include match,
+// with their labels.
+func series(fams map[string]*dto.MetricFamily, name string, match map[string]string) iter.Seq2[map[string]string, *dto.Metric] {
+	return func(yield func(map[string]string, *dto.Metric) bool) {
+		for _, m := range fams[name].GetMetric() {
+			if l := labels(m); matches(l, match) && !yield(l, m) {
+				return
+			}
+		}
+	}
 }
 
 func matches(l, match map[string]string) bool {
@@ -151,13 +156,8 @@ type HistogramSummary struct {
 // histogramBy summarises histogram name by the value of label key.
 func histogramBy(fams map[string]*dto.MetricFamily, name, key string, match map[string]string) map[string]HistogramSummary {
 	out := map[string]HistogramSummary{}
-	fam := fams[name]
-	if fam == nil {
-		return out
-	}
-	for _, m := range fam.GetMetric() {
-		l := labels(m)
-		if !matches(l, match) || m.GetHistogram() == nil {
+	for l, m := range series(fams, name, match) {
+		if m.GetHistogram() == nil {
 			continue
 		}
 		h := out[l[key]]

@@ -13,25 +13,22 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // operator is the orgforge binary running as its own process against a
 // stack, as it runs in a cluster.
 type operator struct {
-	cmd     *exec.Cmd
+	*testutil.Process
 	args    []string
-	logPath string
 	metrics string
 	probe   string
 	pprof   string
-	done    chan struct{}
-	waitErr error
 }
 
 // operatorFlags are the settings the bench changes; everything else is the
@@ -58,11 +55,7 @@ func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, nam
 		}
 		addrs[i] = "127.0.0.1:" + strconv.Itoa(port)
 	}
-	o := &operator{
-		logPath: filepath.Join(dir, name+".log"),
-		metrics: addrs[0], probe: addrs[1], pprof: addrs[2],
-		done: make(chan struct{}),
-	}
+	o := &operator{metrics: addrs[0], probe: addrs[1], pprof: addrs[2]}
 	o.args = []string{
 		"--kubeconfig", st.Kube.KubeconfigPath,
 		"--leader-elect=false",
@@ -76,23 +69,9 @@ func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, nam
 	if f.resyncPeriod > 0 {
 		o.args = append(o.args, "--resync-period", f.resyncPeriod.String())
 	}
-	logFile, err := os.Create(o.logPath)
-	if err != nil {
+	if o.Process, err = testutil.StartProcess(exec.Command(bin, o.args...), filepath.Join(dir, name+".log")); err != nil {
 		return nil, err
 	}
-	o.cmd = exec.Command(bin, o.args...)
-	o.cmd.Stdout, o.cmd.Stderr = logFile, logFile
-	// The operator dies with the bench, whatever ends it.
-	o.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := o.cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	go func() {
-		o.waitErr = o.cmd.Wait()
-		_ = logFile.Close()
-		close(o.done)
-	}()
 	if err := o.waitReady(ctx, time.Minute); err != nil {
 		o.stop()
 		return nil, err
@@ -109,45 +88,22 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func (o *operator) exited() bool {
-	select {
-	case <-o.done:
-		return true
-	default:
-		return false
-	}
-}
-
 func (o *operator) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if o.exited() {
-			return fmt.Errorf("operator exited (%v):\n%s", o.waitErr, tailFile(o.logPath, 20))
-		}
-		if httpGet(ctx, "http://"+o.probe+"/readyz", nil) == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("operator not ready after %s:\n%s", timeout, tailFile(o.logPath, 20))
-		}
-		time.Sleep(100 * time.Millisecond)
+	_, _, err := testutil.Poll(ctx, 100*time.Millisecond, timeout, func() (bool, string) {
+		return o.Exited() || httpGet(ctx, "http://"+o.probe+"/readyz", nil) == nil, ""
+	})
+	switch {
+	case o.Exited():
+		return fmt.Errorf("operator exited (%v):\n%s", o.Err(), o.Tail(20))
+	case err != nil:
+		return fmt.Errorf("operator not ready after %s:\n%s", timeout, o.Tail(20))
 	}
+	return nil
 }
 
 // stop asks the operator to end, as a Deployment's rollout would, and kills
 // it if it has not within 20s.
-func (o *operator) stop() {
-	if o.exited() {
-		return
-	}
-	_ = o.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-o.done:
-	case <-time.After(20 * time.Second):
-		_ = o.cmd.Process.Kill()
-		<-o.done
-	}
-}
+func (o *operator) stop() { o.Stop(20 * time.Second) }
 
 // procStats is what /proc says of the operator process.
 type procStats struct {
@@ -159,7 +115,7 @@ type procStats struct {
 // stats reads VmHWM (the peak resident set since start), VmRSS and the
 // CPU time used so far (user+system).
 func (o *operator) stats() (procStats, error) {
-	pid := o.cmd.Process.Pid
+	pid := o.Cmd.Process.Pid
 	return readProcStats(pid)
 }
 
@@ -265,17 +221,4 @@ func httpGet(ctx context.Context, url string, w io.Writer) error {
 	}
 	_, err = io.Copy(w, resp.Body)
 	return err
-}
-
-// tailFile returns the last n lines of a log, for error messages.
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // labelRun marks the Organizations of one bench side, so that the watch
@@ -22,17 +25,7 @@ const labelRun = "bench.orgforge.io/run"
 // newOrganization is what a user would apply: defaults spelled out, and
 // deletionPolicy Delete so that deletion does the whole clean-up.
 func newOrganization(name, run string) *tenancyv1alpha1.Organization {
-	return &tenancyv1alpha1.Organization{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{labelRun: run}},
-		Spec: tenancyv1alpha1.OrganizationSpec{
-			DisplayName:    "Bench " + name,
-			DeletionPolicy: tenancyv1alpha1.DeletionPolicyDelete,
-			Database: tenancyv1alpha1.DatabaseSpec{
-				Pool: tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10},
-			},
-			Storage: tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
-		},
-	}
+	return testutil.NewOrg(name, testutil.WithLabel(labelRun, run), testutil.WithDisplayName("Bench "+name))
 }
 
 // orgNames names the scenario's N organizations of one side: names
@@ -249,17 +242,22 @@ func forEach(ctx context.Context, names []string, workers int, fn func(context.C
 			}
 		})
 	}
-feed:
-	for _, n := range names {
-		select {
-		case next <- n:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
+	feed(ctx, next, slices.Values(names))
 	wg.Wait()
 	return sent, errs
+}
+
+// feed sends items to the workers on next, in order, until ctx ends, and
+// then closes next.
+func feed[T any](ctx context.Context, next chan<- T, items iter.Seq[T]) {
+	defer close(next)
+	for it := range items {
+		select {
+		case next <- it:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -260,15 +260,13 @@ func workerLoop(ctx context.Context, n, c int, fn func(ctx context.Context, i in
 			}
 		})
 	}
-feed:
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-			break feed
+	feed(ctx, next, func(yield func(int) bool) {
+		for i := range n {
+			if !yield(i) {
+				return
+			}
 		}
-	}
-	close(next)
+	})
 	wg.Wait()
 	return res
 }

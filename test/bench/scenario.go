@@ -302,11 +302,11 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 		close(profileDone)
 	}
 	logf("%s: orgforge create, applying %d Organizations", sc.label(), sc.N)
-	cpu := takeCPU(op.cmd.Process.Pid)
+	cpu := takeCPU(op.Cmd.Process.Pid)
 	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t)
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
 	r.Orgforge.Create = newPhase(sc.N, applied, t.times(readyMap))
-	r.Orgforge.Create.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
+	r.Orgforge.Create.CPUSeconds = takeCPU(op.Cmd.Process.Pid).since(cpu)
 	r.Orgforge.Create.PeakConnections = e.sampler.peakOf(appOperator)
 	r.Orgforge.Create.Sessions = e.sampler.sessionsOf(appOperator)
 	for _, err := range firstErrors(applyErrs, 5) {
@@ -351,7 +351,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%d Organizations not Ready after %s (operator log %s)", len(missing), o.phaseTimeout, op.logPath)
+		return fmt.Errorf("%d Organizations not Ready after %s (operator log %s)", len(missing), o.phaseTimeout, op.LogPath)
 	}
 
 	if sc.Steady {
@@ -386,11 +386,11 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	mark = e.log.mark()
 	e.sampler.reset()
 	logf("%s: orgforge delete", sc.label())
-	cpu = takeCPU(op.cmd.Process.Pid)
+	cpu = takeCPU(op.Cmd.Process.Pid)
 	deleted, deleteErrs := deleteAll(ctx, e.kube, names, o.appliers)
 	missing = t.waitAll(ctx, names, goneMap, o.phaseTimeout)
 	dp := newPhase(sc.N, deleted, t.times(goneMap))
-	dp.CPUSeconds = takeCPU(op.cmd.Process.Pid).since(cpu)
+	dp.CPUSeconds = takeCPU(op.Cmd.Process.Pid).since(cpu)
 	dp.PeakConnections = e.sampler.peakOf(appOperator)
 	dp.Sessions = e.sampler.sessionsOf(appOperator)
 	for _, err := range firstErrors(deleteErrs, 5) {
@@ -425,7 +425,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	r.Orgforge.Leftovers = &l
 	if len(missing) > 0 {
-		return fmt.Errorf("%d Organizations not gone after %s (operator log %s)", len(missing), o.phaseTimeout, op.logPath)
+		return fmt.Errorf("%d Organizations not gone after %s (operator log %s)", len(missing), o.phaseTimeout, op.LogPath)
 	}
 	return nil
 }
@@ -508,8 +508,8 @@ func waitReconciles(ctx context.Context, op *operator, n int, deadline time.Time
 		if err == nil && sumInts(operatorMetrics(fams).Reconciles) >= n {
 			return nil
 		}
-		if op.exited() {
-			return errors.New("operator exited:\n" + tailFile(op.logPath, 20))
+		if op.Exited() {
+			return errors.New("operator exited:\n" + op.Tail(20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return fmt.Errorf("fewer than %d reconciles by the deadline", n)

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
-	"github.com/jackc/pgx/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -20,32 +18,19 @@ import (
 	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
-// unstructuredOrg is an Organization as a hostile client may write it, with
-// fields of any type.
+// unstructuredOrg is an Organization as a hostile client may write it,
+// with fields of any type, and deletion policy Delete unless spec says.
 func unstructuredOrg(name string, spec map[string]any) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "tenancy.orgforge.io/v1alpha1",
-		"kind":       "Organization",
-		"metadata":   map[string]any{"name": name},
-	}}
 	if spec == nil {
 		spec = map[string]any{}
 	}
 	if _, ok := spec["deletionPolicy"]; !ok {
 		spec["deletionPolicy"] = "Delete"
 	}
-	u.Object["spec"] = spec
-	return u
-}
-
-func pool(min, max any) map[string]any {
-	return map[string]any{"database": map[string]any{"pool": map[string]any{"minConnections": min, "maxConnections": max}}}
-}
-
-func exts(names ...any) map[string]any {
-	return map[string]any{"database": map[string]any{"extensions": names}}
+	return testutil.UnstructuredOrg(name, spec)
 }
 
 // TestHostileInputIsRefusedAndTouchesNothing feeds the API server and the
@@ -62,68 +47,49 @@ func TestHostileInputIsRefusedAndTouchesNothing(t *testing.T) {
 	before := worldSnapshot(t)
 
 	t.Run("admission", func(t *testing.T) {
-		many := make([]any, 33)
-		for i := range many {
-			many[i] = fmt.Sprintf("ext%d", i)
-		}
-		cases := map[string]struct {
-			obj     *unstructured.Unstructured
-			message string
-		}{
-			"name with a quote and SQL":             {unstructuredOrg("acme'; DROP DATABASE postgres; --", nil), "RFC 1123"},
-			"name with a double quote":              {unstructuredOrg(`acme"; DROP ROLE orgforge_admin; --`, nil), "RFC 1123"},
-			"name with a semicolon":                 {unstructuredOrg("acme;drop", nil), "RFC 1123"},
-			"name of 51 characters":                 {unstructuredOrg(strings.Repeat("a", 51), nil), "at most 50 characters"},
-			"name of 64 characters":                 {unstructuredOrg(strings.Repeat("b", 64), nil), "at most 50 characters"},
-			"name of 254 characters":                {unstructuredOrg(strings.Repeat("c", 254), nil), "must be no more than 253 characters"},
-			"name with a Cyrillic lookalike":        {unstructuredOrg("\u0440ostgres", nil), "RFC 1123"},
-			"name in fullwidth letters":             {unstructuredOrg("\uff50\uff4f\uff53\uff54\uff47\uff52\uff45\uff53", nil), "RFC 1123"},
-			"name with a zero-width space":          {unstructuredOrg("acme\u200b", nil), "RFC 1123"},
-			"name with a dotless i":                 {unstructuredOrg("adm\u0131n", nil), "RFC 1123"},
-			"name rds_superuser with an underscore": {unstructuredOrg("rds_superuser", nil), "RFC 1123"},
-			"name in upper case":                    {unstructuredOrg("Postgres", nil), "RFC 1123"},
-			"name with a dot":                       {unstructuredOrg("pg.template1", nil), "must be a DNS label"},
-			"name traversing with ..":               {unstructuredOrg("..", nil), "RFC 1123"},
-			"name traversing with a slash":          {unstructuredOrg("../orgs", nil), "RFC 1123"},
-			"name with a percent-encoded slash":     {unstructuredOrg("a%2f..%2fb", nil), "RFC 1123"},
-			"deletion policy carrying SQL":          {unstructuredOrg("bad-policy", map[string]any{"deletionPolicy": "Delete'; DROP DATABASE x; --"}), `supported values: "Retain", "Delete"`},
-			"storage access carrying a quote":       {unstructuredOrg("bad-access", map[string]any{"storage": map[string]any{"access": `AccessKey"`}}), `supported values: "None", "AccessKey"`},
-			"namespace carrying SQL":                {unstructuredOrg("bad-ns", map[string]any{"namespace": "org-a'; DROP TABLE x"}), "should match"},
-			"namespace traversing":                  {unstructuredOrg("path-ns", map[string]any{"namespace": "../kube-system"}), "should match"},
-			"namespace in upper case":               {unstructuredOrg("upper-ns", map[string]any{"namespace": "Kube-System"}), "should match"},
-			"namespace of 64 characters":            {unstructuredOrg("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), "may not be more than 63"},
-			"display name of 257 characters":        {unstructuredOrg("long-display", map[string]any{"displayName": strings.Repeat("'", 257)}), "may not be more than 256"},
-			"extension carrying SQL":                {unstructuredOrg("sql-ext", exts("pgcrypto; DROP DATABASE x")), "should match"},
-			"extension with a quote":                {unstructuredOrg("quote-ext", exts(`pgcrypto"`)), "should match"},
-			"extension dropping the admin":          {unstructuredOrg("drop-ext", exts("'; DROP ROLE orgforge_admin; --")), "should match"},
-			"extension with a schema":               {unstructuredOrg("schema-ext", exts("pg_catalog.pgcrypto")), "should match"},
-			"extension of 64 characters":            {unstructuredOrg("long-ext", exts(strings.Repeat("e", 64))), "may not be more than 63"},
-			"33 extensions":                         {unstructuredOrg("many-ext", exts(many...)), "must have at most 32 items"},
-			"empty extension":                       {unstructuredOrg("empty-ext", exts("")), "should be at least 1 chars long"},
-			"min connections above max":             {unstructuredOrg("min-max", pool(20, 10)), "minConnections must not be greater than database.pool.maxConnections"},
-			"negative min connections":              {unstructuredOrg("neg-min", pool(-1, 10)), "should be greater than or equal to 0"},
-			"negative max connections":              {unstructuredOrg("neg-max", pool(0, -5)), "should be greater than or equal to 1"},
-			"zero max connections":                  {unstructuredOrg("zero-max", pool(0, 0)), "should be greater than or equal to 1"},
-			"max connections of 2^31-1":             {unstructuredOrg("huge-max", pool(2, 2147483647)), "should be less than or equal to 1000"},
-			"min connections of 10^12":              {unstructuredOrg("huge-min", pool(int64(1e12), 10)), "should be less than or equal to 1000"},
-			"fractional connections":                {unstructuredOrg("frac-pool", pool(2, 2.5)), "must be of type integer"},
-			"connections carrying SQL":              {unstructuredOrg("text-pool", pool(2, "10; DROP DATABASE x")), "must be of type integer"},
+		cases := map[string]testutil.Refusal{
+			"name with a quote and SQL":             {Obj: unstructuredOrg("acme'; DROP DATABASE postgres; --", nil), Message: "RFC 1123"},
+			"name with a double quote":              {Obj: unstructuredOrg(`acme"; DROP ROLE orgforge_admin; --`, nil), Message: "RFC 1123"},
+			"name with a semicolon":                 {Obj: unstructuredOrg("acme;drop", nil), Message: "RFC 1123"},
+			"name of 51 characters":                 {Obj: unstructuredOrg(strings.Repeat("a", 51), nil), Message: "at most 50 characters"},
+			"name of 64 characters":                 {Obj: unstructuredOrg(strings.Repeat("b", 64), nil), Message: "at most 50 characters"},
+			"name of 254 characters":                {Obj: unstructuredOrg(strings.Repeat("c", 254), nil), Message: "must be no more than 253 characters"},
+			"name with a Cyrillic lookalike":        {Obj: unstructuredOrg("\u0440ostgres", nil), Message: "RFC 1123"},
+			"name in fullwidth letters":             {Obj: unstructuredOrg("\uff50\uff4f\uff53\uff54\uff47\uff52\uff45\uff53", nil), Message: "RFC 1123"},
+			"name with a zero-width space":          {Obj: unstructuredOrg("acme\u200b", nil), Message: "RFC 1123"},
+			"name with a dotless i":                 {Obj: unstructuredOrg("adm\u0131n", nil), Message: "RFC 1123"},
+			"name rds_superuser with an underscore": {Obj: unstructuredOrg("rds_superuser", nil), Message: "RFC 1123"},
+			"name in upper case":                    {Obj: unstructuredOrg("Postgres", nil), Message: "RFC 1123"},
+			"name with a dot":                       {Obj: unstructuredOrg("pg.template1", nil), Message: "must be a DNS label"},
+			"name traversing with ..":               {Obj: unstructuredOrg("..", nil), Message: "RFC 1123"},
+			"name traversing with a slash":          {Obj: unstructuredOrg("../orgs", nil), Message: "RFC 1123"},
+			"name with a percent-encoded slash":     {Obj: unstructuredOrg("a%2f..%2fb", nil), Message: "RFC 1123"},
+			"deletion policy carrying SQL":          {Obj: unstructuredOrg("bad-policy", map[string]any{"deletionPolicy": "Delete'; DROP DATABASE x; --"}), Message: `supported values: "Retain", "Delete"`},
+			"storage access carrying a quote":       {Obj: unstructuredOrg("bad-access", map[string]any{"storage": map[string]any{"access": `AccessKey"`}}), Message: `supported values: "None", "AccessKey"`},
+			"namespace carrying SQL":                {Obj: unstructuredOrg("bad-ns", map[string]any{"namespace": "org-a'; DROP TABLE x"}), Message: "should match"},
+			"namespace traversing":                  {Obj: unstructuredOrg("path-ns", map[string]any{"namespace": "../kube-system"}), Message: "should match"},
+			"namespace in upper case":               {Obj: unstructuredOrg("upper-ns", map[string]any{"namespace": "Kube-System"}), Message: "should match"},
+			"namespace of 64 characters":            {Obj: unstructuredOrg("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), Message: "may not be more than 63"},
+			"display name of 257 characters":        {Obj: unstructuredOrg("long-display", map[string]any{"displayName": strings.Repeat("'", 257)}), Message: "may not be more than 256"},
+			"extension carrying SQL":                {Obj: unstructuredOrg("sql-ext", testutil.ExtensionsSpec("pgcrypto; DROP DATABASE x")), Message: "should match"},
+			"extension with a quote":                {Obj: unstructuredOrg("quote-ext", testutil.ExtensionsSpec(`pgcrypto"`)), Message: "should match"},
+			"extension dropping the admin":          {Obj: unstructuredOrg("drop-ext", testutil.ExtensionsSpec("'; DROP ROLE orgforge_admin; --")), Message: "should match"},
+			"extension with a schema":               {Obj: unstructuredOrg("schema-ext", testutil.ExtensionsSpec("pg_catalog.pgcrypto")), Message: "should match"},
+			"extension of 64 characters":            {Obj: unstructuredOrg("long-ext", testutil.ExtensionsSpec(strings.Repeat("e", 64))), Message: "may not be more than 63"},
+			"33 extensions":                         {Obj: unstructuredOrg("many-ext", testutil.ExtensionsSpec(testutil.NumberedExtensions(33)...)), Message: "must have at most 32 items"},
+			"empty extension":                       {Obj: unstructuredOrg("empty-ext", testutil.ExtensionsSpec("")), Message: "should be at least 1 chars long"},
+			"min connections above max":             {Obj: unstructuredOrg("min-max", testutil.PoolSpec(20, 10)), Message: "minConnections must not be greater than database.pool.maxConnections"},
+			"negative min connections":              {Obj: unstructuredOrg("neg-min", testutil.PoolSpec(-1, 10)), Message: "should be greater than or equal to 0"},
+			"negative max connections":              {Obj: unstructuredOrg("neg-max", testutil.PoolSpec(0, -5)), Message: "should be greater than or equal to 1"},
+			"zero max connections":                  {Obj: unstructuredOrg("zero-max", testutil.PoolSpec(0, 0)), Message: "should be greater than or equal to 1"},
+			"max connections of 2^31-1":             {Obj: unstructuredOrg("huge-max", testutil.PoolSpec(2, 2147483647)), Message: "should be less than or equal to 1000"},
+			"min connections of 10^12":              {Obj: unstructuredOrg("huge-min", testutil.PoolSpec(int64(1e12), 10)), Message: "should be less than or equal to 1000"},
+			"fractional connections":                {Obj: unstructuredOrg("frac-pool", testutil.PoolSpec(2, 2.5)), Message: "must be of type integer"},
+			"connections carrying SQL":              {Obj: unstructuredOrg("text-pool", testutil.PoolSpec(2, "10; DROP DATABASE x")), Message: "must be of type integer"},
 		}
 		for name, tc := range cases {
 			t.Run(name, func(t *testing.T) {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				err := env.k8s.Create(ctx, tc.obj)
-				if err == nil {
-					_ = env.k8s.Delete(ctx, tc.obj)
-					t.Fatalf("accepted; want a refusal mentioning %q", tc.message)
-				}
-				if !apierrors.IsInvalid(err) {
-					t.Fatalf("refused, but not as Invalid: %v", err)
-				}
-				if !strings.Contains(err.Error(), tc.message) {
-					t.Errorf("message %q does not say %q", err.Error(), tc.message)
-				}
+				testutil.CheckRefused(t, env.k8s, tc)
 				badInput("admission", true)
 			})
 		}
@@ -134,32 +100,29 @@ func TestHostileInputIsRefusedAndTouchesNothing(t *testing.T) {
 			org     *tenancyv1alpha1.Organization
 			message string
 		}{
-			"namespace kube-system":     {newOrg("hostile-kube-system", inNamespace("kube-system")), "--allow-system-namespaces"},
-			"namespace kube-public":     {newOrg("hostile-kube-public", inNamespace("kube-public")), "--allow-system-namespaces"},
-			"namespace kube-node-lease": {newOrg("hostile-kube-node-lease", inNamespace("kube-node-lease")), "--allow-system-namespaces"},
-			"namespace default":         {newOrg("hostile-default", inNamespace("default")), "--allow-system-namespaces"},
-			"extension the server lacks": {newOrg("hostile-no-ext", withExtensions("no_such_extension")),
+			"namespace kube-system":     {newOrg("hostile-kube-system", testutil.InNamespace("kube-system")), "--allow-system-namespaces"},
+			"namespace kube-public":     {newOrg("hostile-kube-public", testutil.InNamespace("kube-public")), "--allow-system-namespaces"},
+			"namespace kube-node-lease": {newOrg("hostile-kube-node-lease", testutil.InNamespace("kube-node-lease")), "--allow-system-namespaces"},
+			"namespace default":         {newOrg("hostile-default", testutil.InNamespace("default")), "--allow-system-namespaces"},
+			"extension the server lacks": {newOrg("hostile-no-ext", testutil.WithExtensions("no_such_extension")),
 				`extension "no_such_extension" is not available`},
-			"one good and one missing extension": {newOrg("hostile-half-ext", withExtensions("pgcrypto", "pgcrypto-2")),
+			"one good and one missing extension": {newOrg("hostile-half-ext", testutil.WithExtensions("pgcrypto", "pgcrypto-2")),
 				`extension "pgcrypto-2" is not available`},
-			"extension reading server files": {newOrg("hostile-file-fdw", withExtensions("file_fdw")),
+			"extension reading server files": {newOrg("hostile-file-fdw", testutil.WithExtensions("file_fdw")),
 				`extension "file_fdw" can only be created by a superuser`},
-			"extension reaching other databases": {newOrg("hostile-dblink", withExtensions("dblink")),
+			"extension reaching other databases": {newOrg("hostile-dblink", testutil.WithExtensions("dblink")),
 				`extension "dblink" can only be created by a superuser`},
 		}
-		var all []string
+		var created []*tenancyv1alpha1.Organization
 		for _, tc := range cases {
-			all = append(all, tc.org.Name)
+			created = append(created, tc.org)
 		}
-		cleanupOrgs(t, all)
-		for _, tc := range cases {
-			create(t, tc.org)
-		}
+		all := createCleaned(t, created...)
 		for name, tc := range cases {
 			t.Run(name, func(t *testing.T) {
 				o := waitReason(t, tc.org.Name, tenancyv1alpha1.ConditionReady, tenancyv1alpha1.ReasonInvalidSpec)
 				for _, ct := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
-					if c := condition(o, ct); !strings.Contains(c, tc.message) {
+					if c := testutil.DescribeCondition(o, ct); !strings.Contains(c, tc.message) {
 						t.Errorf("%s is %q; want a message saying %q", ct, c, tc.message)
 					}
 				}
@@ -181,48 +144,37 @@ func TestHostileInputIsRefusedAndTouchesNothing(t *testing.T) {
 			op = startOperator(parent, "hostile-after")
 			op.waitStarted(t)
 		}()
-		o := newOrg("hostile-allowed", inNamespace("kube-public"))
-		cleanupOrgs(t, []string{o.Name})
-		create(t, o)
-		waitReady(t, []string{o.Name}, env.scale.converge)
-		verifyProvisioned(t, o.Name, []string{o.Name})
+		o := newOrg("hostile-allowed", testutil.InNamespace("kube-public"))
+		provision(t, []*tenancyv1alpha1.Organization{o}, eachOwn([]string{o.Name})...)
 		deleteOrgs(t, o.Name)
 		waitGone(t, []string{o.Name}, env.scale.converge)
 		ns := &corev1.Namespace{}
 		if err := env.k8s.Get(ctx, client.ObjectKey{Name: "kube-public"}, ns); err != nil || !ns.DeletionTimestamp.IsZero() {
 			t.Errorf("kube-public was deleted with the Organization that used it (%v)", err)
 		}
-		sum.orgs(1, 1)
+		sum.orgs(0, 1)
 	})
 
 	t.Run("dangerous names provision harmlessly", func(t *testing.T) {
 		cases := []*tenancyv1alpha1.Organization{
 			newOrg("postgres"), newOrg("template0"), newOrg("template1"), newOrg("rds-superuser"),
 			newOrg("orgforge-admin"), newOrg("rdsadmin"), newOrg("public"), newOrg("pg-signal-backend"),
-			newOrg("hostile-display-sql", withDisplayName("'); DROP DATABASE postgres; --")),
-			newOrg("hostile-display-quote", withDisplayName(`"; DROP ROLE orgforge_admin; -- \' $$`)),
-			newOrg("hostile-display-unicode", withDisplayName("\uff21\uff23\uff2d\uff25 \u0440ostgres \u200b\u202e")),
-			newOrg("hostile-display-traversal", withDisplayName("../../orgs/postgres/")),
+			newOrg("hostile-display-sql", testutil.WithDisplayName("'); DROP DATABASE postgres; --")),
+			newOrg("hostile-display-quote", testutil.WithDisplayName(`"; DROP ROLE orgforge_admin; -- \' $$`)),
+			newOrg("hostile-display-unicode", testutil.WithDisplayName("\uff21\uff23\uff2d\uff25 \u0440ostgres \u200b\u202e")),
+			newOrg("hostile-display-traversal", testutil.WithDisplayName("../../orgs/postgres/")),
 		}
 		var all []string
 		for _, o := range cases {
 			all = append(all, o.Name)
 		}
-		cleanupOrgs(t, all)
 		guarded := guardRealObjects(t)
-		create(t, cases...)
-		waitReady(t, all, env.scale.converge)
-		for _, o := range cases {
-			verifyProvisioned(t, o.Name, []string{o.Name})
+		provision(t, cases, eachOwn(all)...)
+		for range cases {
 			badInput("harmless", false)
 		}
-		deleteOrgs(t, all...)
-		waitGone(t, all, env.scale.converge)
-		for _, o := range cases {
-			verifyGone(t, o.Name, []string{o.Name})
-		}
+		deleteAndVerifyGone(t, nil, eachOwn(all)...)
 		guarded.check(t)
-		sum.orgs(len(all), len(all))
 	})
 
 	t.Run("names taken by others are a Conflict and are never touched", func(t *testing.T) {
@@ -285,7 +237,7 @@ func conflicts(t *testing.T, policy string) {
 	markerKey := "orgs/" + prefixOrg + "/" + storage.MarkerName
 	root := env.stack.S3.RootClient()
 	for key, body := range map[string]string{markerKey: "payroll's own marker", "orgs/" + prefixOrg + "/ledger.csv": "1,2,3"} {
-		if err := putObject(ctx, root, key, body); err != nil {
+		if err := testutil.PutObject(ctx, root, env.stack.S3.Bucket, key, body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -316,7 +268,7 @@ func conflicts(t *testing.T, policy string) {
 			fmt.Fprintf(&b, "Secret labels %v data %q owners %v\n", s.Labels, s.Data, s.OwnerReferences)
 		}
 		for _, key := range []string{markerKey, "orgs/" + prefixOrg + "/ledger.csv"} {
-			body, err := getObject(ctx, root, key)
+			body, err := testutil.GetObject(ctx, root, env.stack.S3.Bucket, key)
 			fmt.Fprintf(&b, "object %s: %q %v\n", key, body, err)
 		}
 		return b.String()
@@ -332,20 +284,17 @@ func conflicts(t *testing.T, policy string) {
 		{newOrg(roleOrg, withPolicy), tenancyv1alpha1.ConditionDatabaseReady, `role "` + role + `"`},
 		{newOrg(outsideOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `IAM user "` + outside + `" exists outside orgforge's path`},
 		{newOrg(taggedOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `IAM user "` + tagged + `" belongs to the organization with uid "another-uid"`},
-		{newOrg(secretOrg, withPolicy, inNamespace(ns.Name)), tenancyv1alpha1.ConditionDatabaseReady, "Secret " + ns.Name + "/" + foreignSecret.Name},
+		{newOrg(secretOrg, withPolicy, testutil.InNamespace(ns.Name)), tenancyv1alpha1.ConditionDatabaseReady, "Secret " + ns.Name + "/" + foreignSecret.Name},
 		{newOrg(prefixOrg, withPolicy), tenancyv1alpha1.ConditionStorageReady, `prefix "orgs/` + prefixOrg + `/" holds a .orgforge that orgforge did not write`},
 	}
-	var all []string
+	var created []*tenancyv1alpha1.Organization
 	for _, tc := range cases {
-		all = append(all, tc.org.Name)
+		created = append(created, tc.org)
 	}
-	cleanupOrgs(t, all)
-	for _, tc := range cases {
-		create(t, tc.org)
-	}
+	all := createCleaned(t, created...)
 	for _, tc := range cases {
 		o := waitReason(t, tc.org.Name, tc.condition, tenancyv1alpha1.ReasonConflict)
-		if c := condition(o, tc.condition); !strings.Contains(c, tc.names) {
+		if c := testutil.DescribeCondition(o, tc.condition); !strings.Contains(c, tc.names) {
 			t.Errorf("%s: %s is %q; want it to name %s", tc.org.Name, tc.condition, c, tc.names)
 		}
 		badInput("Conflict", true)
@@ -401,22 +350,6 @@ func (g guarded) check(t *testing.T) {
 	}
 }
 
-func inNamespace(ns string) func(*tenancyv1alpha1.Organization) {
-	return func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = ns }
-}
-
-func withExtensions(names ...string) func(*tenancyv1alpha1.Organization) {
-	return func(o *tenancyv1alpha1.Organization) {
-		for _, n := range names {
-			o.Spec.Database.Extensions = append(o.Spec.Database.Extensions, tenancyv1alpha1.ExtensionName(n))
-		}
-	}
-}
-
-func withDisplayName(s string) func(*tenancyv1alpha1.Organization) {
-	return func(o *tenancyv1alpha1.Organization) { o.Spec.DisplayName = s }
-}
-
 func badInput(kind string, refused bool) {
 	sum.mu.Lock()
 	defer sum.mu.Unlock()
@@ -443,11 +376,11 @@ func badInput(kind string, refused bool) {
 func waitReason(t *testing.T, name, condType, reason string) *tenancyv1alpha1.Organization {
 	t.Helper()
 	o := &tenancyv1alpha1.Organization{}
-	eventually(t, env.scale.converge, fmt.Sprintf("%s %s=False/%s", name, condType, reason), func() (bool, string) {
+	testutil.EventuallyEvery(t, poll, env.scale.converge, fmt.Sprintf("%s %s=False/%s", name, condType, reason), func() (bool, string) {
 		if err := env.k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
-		c := condition(o, condType)
+		c := testutil.DescribeCondition(o, condType)
 		return strings.HasPrefix(c, "False/"+reason+":"), c
 	})
 	return o
@@ -536,7 +469,7 @@ func superSQLIn(t *testing.T, db, sql string) {
 func superQueryIn(t *testing.T, db, sql string, dest ...any) error {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, env.stack.Postgres.SuperuserDSN(db))
+	conn, err := testutil.SuperuserConn(ctx, env.stack.Postgres, db)
 	if err != nil {
 		return err
 	}
@@ -610,34 +543,23 @@ func worldSnapshot(t *testing.T) snapshot {
 	t.Helper()
 	ctx := t.Context()
 	s := snapshot{}
+	add := func(kind string, names []string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			s[kind+" "+n] = true
+		}
+	}
 	dbs, err := databases(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range dbs {
-		s["database "+n] = true
-	}
+	add("database", keysOf(dbs), err)
 	rls, err := roles(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range rls {
-		s["role "+n] = true
-	}
+	add("role", keysOf(rls), err)
 	users, err := iamUsers(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for n := range users {
-		s["IAM user "+n] = true
-	}
+	add("IAM user", keysOf(users), err)
 	keys, err := objects(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		s["object "+k] = true
-	}
+	add("object", keys, err)
 	return s
 }
 

@@ -2,7 +2,6 @@ package chaos_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -10,24 +9,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
-
-// insufficientPrivilege is PostgreSQL's refusal for lack of rights,
-// SQLSTATE 42501.
-func insufficientPrivilege(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42501"
-}
-
-func accessDenied(err error) bool {
-	var apiErr smithy.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied"
-}
 
 // connString is a database Secret's uri for one connection to db: without
 // the pool settings, which only pgxpool understands.
@@ -53,13 +40,11 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	op := startOperator(t, "isolation")
 	op.waitStarted(t)
 	tenants := names("iso", 5)
-	cleanupOrgs(t, tenants)
+	var created []*tenancyv1alpha1.Organization
 	for _, n := range tenants {
-		create(t, newOrg(n))
+		created = append(created, newOrg(n))
 	}
-	waitReady(t, tenants, env.scale.converge)
-	verifyProvisioned(t, "iso", tenants)
-	sum.orgs(len(tenants), 0)
+	provision(t, created, group{"iso", tenants})
 
 	type tenant struct {
 		uri, prefix string
@@ -82,7 +67,7 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		ts[n] = tenant{uri: string(ds.Data["uri"]), prefix: string(ss.Data["prefix"]),
 			s3: env.stack.S3.Client(string(ss.Data["access-key-id"]), string(ss.Data["secret-access-key"]))}
 		// Something of each tenant's to steal or spoil.
-		if err := putObject(ctx, env.stack.S3.RootClient(), ts[n].prefix+"secret.txt", "property of "+n); err != nil {
+		if err := testutil.PutObject(ctx, env.stack.S3.RootClient(), env.stack.S3.Bucket, ts[n].prefix+"secret.txt", "property of "+n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,19 +95,19 @@ func TestTenantIsolationMatrix(t *testing.T) {
 				if err == nil {
 					_ = conn.Close(ctx)
 				}
-				attempt(t, "logging into "+to+"'s database", insufficientPrivilege(err), err)
+				attempt(t, "logging into "+to+"'s database", testutil.IsInsufficientPrivilege(err), err)
 
 				c := ts[from].s3
 				key := ts[to].prefix + "secret.txt"
-				_, err = getObject(ctx, c, key)
-				attempt(t, "S3 Get of "+key, accessDenied(err), err)
-				err = putObject(ctx, c, ts[to].prefix+"planted.txt", "from "+from)
-				attempt(t, "S3 Put under "+ts[to].prefix, accessDenied(err), err)
+				_, err = testutil.GetObject(ctx, c, env.stack.S3.Bucket, key)
+				attempt(t, "S3 Get of "+key, testutil.IsAccessDenied(err), err)
+				err = testutil.PutObject(ctx, c, env.stack.S3.Bucket, ts[to].prefix+"planted.txt", "from "+from)
+				attempt(t, "S3 Put under "+ts[to].prefix, testutil.IsAccessDenied(err), err)
 				_, err = c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: bucket, Prefix: aws.String(ts[to].prefix)})
-				attempt(t, "S3 List of "+ts[to].prefix, accessDenied(err), err)
+				attempt(t, "S3 List of "+ts[to].prefix, testutil.IsAccessDenied(err), err)
 				_, err = c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: bucket, Key: aws.String(key)})
-				attempt(t, "S3 Delete of "+key, accessDenied(err), err)
-				if body, err := getObject(ctx, env.stack.S3.RootClient(), key); err != nil || body != "property of "+to {
+				attempt(t, "S3 Delete of "+key, testutil.IsAccessDenied(err), err)
+				if body, err := testutil.GetObject(ctx, env.stack.S3.RootClient(), env.stack.S3.Bucket, key); err != nil || body != "property of "+to {
 					t.Errorf("%s's object after %s's attempts: %q, %v", to, from, body, err)
 				}
 			})
@@ -145,13 +130,10 @@ func TestTenantIsolationMatrix(t *testing.T) {
 				fmt.Sprintf("GRANT %s TO %s", naming.RoleName(n), naming.RoleName(tenants[(slices.Index(tenants, n)+1)%len(tenants)])),
 			} {
 				_, err := conn.Exec(ctx, stmt)
-				attempt(t, stmt, insufficientPrivilege(err), err)
+				attempt(t, stmt, testutil.IsInsufficientPrivilege(err), err)
 			}
 		})
 	}
 
-	deleteOrgs(t, tenants...)
-	waitGone(t, tenants, env.scale.converge)
-	verifyGone(t, "iso", tenants)
-	sum.orgs(0, len(tenants))
+	deleteAndVerifyGone(t, nil, group{"iso", tenants})
 }

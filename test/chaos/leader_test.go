@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 const (
@@ -33,7 +34,7 @@ func lease(ctx context.Context) (*coordinationv1.Lease, error) {
 // leads reports whether op's controller runs, which controller-runtime
 // starts only once the manager holds the lease.
 func leads(op *operator) bool {
-	return strings.Contains(op.log(), "Starting workers")
+	return strings.Contains(op.Log(), "Starting workers")
 }
 
 // TestLeaderElectionFailover runs two operators with leader election,
@@ -60,7 +61,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 		// The leader is the one whose controller runs; the other waits
 		// for the Lease.
 		var leader, follower *operator
-		eventually(t, 2*time.Minute, "one operator to lead", func() (bool, string) {
+		testutil.EventuallyEvery(t, poll, 2*time.Minute, "one operator to lead", func() (bool, string) {
 			assertAlive(t, live...)
 			leader, follower = nil, nil
 			for i, op := range live {
@@ -84,7 +85,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 		for _, n := range firstHalf {
 			create(t, newOrg(n))
 		}
-		eventually(t, sc.converge, "the leader to provision an organization", func() (bool, string) {
+		testutil.EventuallyEvery(t, poll, sc.converge, "the leader to provision an organization", func() (bool, string) {
 			n, example := countReady(firstHalf)
 			return n > 0, example
 		})
@@ -102,11 +103,11 @@ func TestLeaderElectionFailover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		leader.kill()
+		leader.Kill()
 		sum.kill("leader")
 
 		var after *coordinationv1.Lease
-		observed := eventually(t, 4*leaseDuration, "the follower to take the lease", func() (bool, string) {
+		observed := testutil.EventuallyEvery(t, poll, 4*leaseDuration, "the follower to take the lease", func() (bool, string) {
 			assertAlive(t, follower)
 			l, err := lease(ctx)
 			if err != nil {
@@ -121,7 +122,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 		if sinceRenew > 2*leaseDuration {
 			t.Errorf("the follower took the lease %s after the leader's last renewal; the lease lasts %s", sinceRenew, leaseDuration)
 		}
-		eventually(t, time.Minute, "the follower's controller to start", func() (bool, string) {
+		testutil.EventuallyEvery(t, poll, time.Minute, "the follower's controller to start", func() (bool, string) {
 			return leads(follower), "not started"
 		})
 		sum.figure("failover %d: leader SIGKILLed with %d/%d orgs Ready; lease taken %s after the kill (%s after the last renewal; lease %s)",
@@ -138,10 +139,7 @@ func TestLeaderElectionFailover(t *testing.T) {
 	checkProvisionedOnce(t, all)
 	sum.orgs(len(all), 0)
 
-	deleteOrgs(t, all...)
-	waitGone(t, all, sc.converge)
-	verifyGone(t, "failover", all)
-	sum.orgs(0, len(all))
+	deleteAndVerifyGone(t, nil, group{"failover", all})
 }
 
 // checkProvisionedOnce reads the PostgreSQL statement log: each database

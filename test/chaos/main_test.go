@@ -18,7 +18,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +34,11 @@ import (
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
+
+// poll is how often the suite checks what it waits for.
+const poll = 250 * time.Millisecond
 
 // scale is how hard each scenario pushes.
 type scale struct {
@@ -237,14 +240,8 @@ func (h *harness) close() {
 
 // operator is one manager process.
 type operator struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-	// signalled is set when the test itself ended the process.
-	mu        sync.Mutex
-	signalled bool
+	*testutil.Process
+	name string
 }
 
 // args are the flags every operator process gets: debug logging, its
@@ -271,24 +268,11 @@ func startOperator(t testing.TB, name string, extra ...string) *operator {
 	logPath := filepath.Join(env.dir, "logs", fmt.Sprintf("%03d-%s.log", env.seq, name))
 	env.logs = append(env.logs, logPath)
 	env.mu.Unlock()
-	logFile, err := os.Create(logPath)
+	p, err := testutil.StartProcess(exec.Command(env.manager, env.args(extra...)...), logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(env.manager, env.args(extra...)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// The operator dies with the test binary, whatever happens to it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		t.Fatalf("starting %s: %v", env.manager, err)
-	}
-	op := &operator{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		op.err = cmd.Wait()
-		_ = logFile.Close()
-		close(op.done)
-	}()
+	op := &operator{Process: p, name: name}
 	t.Cleanup(op.stop)
 	return op
 }
@@ -297,75 +281,21 @@ func startOperator(t testing.TB, name string, extra ...string) *operator {
 // are connected and its caches synced.
 func (o *operator) waitStarted(t testing.TB) {
 	t.Helper()
-	eventually(t, 2*time.Minute, o.name+" to start its controller", func() (bool, string) {
+	testutil.EventuallyEvery(t, poll, 2*time.Minute, o.name+" to start its controller", func() (bool, string) {
 		assertAlive(t, o)
-		return strings.Contains(o.log(), "Starting workers"), "not started"
+		return strings.Contains(o.Log(), "Starting workers"), "not started"
 	})
 }
 
-// kill SIGKILLs the process, as a node failure or an OOM kill would.
-func (o *operator) kill() {
-	o.mu.Lock()
-	o.signalled = true
-	o.mu.Unlock()
-	_ = o.cmd.Process.Signal(syscall.SIGKILL)
-	<-o.done
-}
-
 // stop asks the process to end and kills it if it does not.
-func (o *operator) stop() {
-	if o.exited() {
-		return
-	}
-	o.mu.Lock()
-	o.signalled = true
-	o.mu.Unlock()
-	_ = o.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-o.done:
-	case <-time.After(20 * time.Second):
-		_ = o.cmd.Process.Signal(syscall.SIGKILL)
-		<-o.done
-	}
-}
-
-func (o *operator) exited() bool {
-	select {
-	case <-o.done:
-		return true
-	default:
-		return false
-	}
-}
+func (o *operator) stop() { o.Stop(20 * time.Second) }
 
 // crashed reports an exit the test did not cause, with the log's tail.
 func (o *operator) crashed() (bool, string) {
-	if !o.exited() {
+	if !o.Exited() || o.Signalled() {
 		return false, ""
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.signalled {
-		return false, ""
-	}
-	return true, fmt.Sprintf("operator %s exited on its own (%v); log tail:\n%s", o.name, o.err, tailFile(o.logPath, 40))
-}
-
-func (o *operator) log() string {
-	b, _ := os.ReadFile(o.logPath)
-	return string(b)
-}
-
-func tailFile(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return true, fmt.Sprintf("operator %s exited on its own (%v); log tail:\n%s", o.name, o.Err(), o.Tail(40))
 }
 
 // summary gathers the figures every scenario reports, printed at the end

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // TestDependencyOutages stops PostgreSQL, and then S3 with IAM, while
@@ -18,12 +19,16 @@ func TestDependencyOutages(t *testing.T) {
 	sc := env.scale
 	op := startOperator(t, "outage")
 	op.waitStarted(t)
-	var all []string
+	var (
+		all    []string
+		groups []group
+	)
 
 	outage := func(what, prefix, condType, reason string, length time.Duration, stop func() error, start func(context.Context) error) {
 		t.Helper()
 		batch := names(prefix, sc.outageOrgs)
 		all = append(all, batch...)
+		groups = append(groups, group{prefix, batch})
 		cleanupOrgs(t, batch)
 		if err := stop(); err != nil {
 			t.Fatalf("stopping %s: %v", what, err)
@@ -44,7 +49,7 @@ func TestDependencyOutages(t *testing.T) {
 		if condType == tenancyv1alpha1.ConditionStorageReady {
 			other = tenancyv1alpha1.ConditionDatabaseReady
 		}
-		seen := eventually(t, max(length, time.Minute)+time.Minute, fmt.Sprintf("%s=False (%s) while %s is down", condType, reason, what), func() (bool, string) {
+		seen := testutil.EventuallyEvery(t, poll, max(length, time.Minute)+time.Minute, fmt.Sprintf("%s=False (%s) while %s is down", condType, reason, what), func() (bool, string) {
 			assertAlive(t, op)
 			all, err := orgs(t.Context())
 			if err != nil {
@@ -57,12 +62,12 @@ func TestDependencyOutages(t *testing.T) {
 				if !ok {
 					continue
 				}
-				if c := condition(o, condType); strings.HasPrefix(c, "False/"+reason+":") {
+				if c := testutil.DescribeCondition(o, condType); strings.HasPrefix(c, "False/"+reason+":") {
 					unavailable++
 				} else if example == "" {
 					example = n + " " + c
 				}
-				if strings.HasPrefix(condition(o, other), "True/") {
+				if strings.HasPrefix(testutil.DescribeCondition(o, other), "True/") {
 					otherDone++
 				}
 			}
@@ -92,18 +97,10 @@ func TestDependencyOutages(t *testing.T) {
 	outage("S3+IAM", "s3down", tenancyv1alpha1.ConditionStorageReady, tenancyv1alpha1.ReasonStorageUnavailable,
 		sc.s3Outage, env.stack.S3.Stop, env.stack.S3.Start)
 
-	for i := range sc.pgOutages {
-		verifyProvisioned(t, fmt.Sprintf("pgdown%d", i), names(fmt.Sprintf("pgdown%d", i), sc.outageOrgs))
+	for _, b := range groups {
+		verifyProvisioned(t, b.prefix, b.names)
 	}
-	verifyProvisioned(t, "s3down", names("s3down", sc.outageOrgs))
 	sum.orgs(len(all), 0)
 
-	deleteOrgs(t, all...)
-	waitGone(t, all, sc.converge)
-	assertAlive(t, op)
-	for i := range sc.pgOutages {
-		verifyGone(t, fmt.Sprintf("pgdown%d", i), names(fmt.Sprintf("pgdown%d", i), sc.outageOrgs))
-	}
-	verifyGone(t, "s3down", names("s3down", sc.outageOrgs))
-	sum.orgs(0, len(all))
+	deleteAndVerifyGone(t, []*operator{op}, groups...)
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,27 +17,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
-// newOrg returns an Organization with Delete policy and the API server's
-// defaults spelled out.
-func newOrg(name string, mutate ...func(*tenancyv1alpha1.Organization)) *tenancyv1alpha1.Organization {
-	o := &tenancyv1alpha1.Organization{}
-	o.Name = name
-	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
-	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 1, MaxConnections: 5}
-	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
-	for _, m := range mutate {
-		m(o)
-	}
-	return o
+// newOrg is testutil.NewOrg with a small pool: the suite holds many
+// Organizations at once.
+func newOrg(name string, opts ...testutil.OrgOption) *tenancyv1alpha1.Organization {
+	return testutil.NewOrg(name, append([]testutil.OrgOption{testutil.WithPool(1, 5)}, opts...)...)
 }
 
 func names(prefix string, n int) []string {
@@ -119,24 +109,6 @@ func cleanupOrgs(t testing.TB, names []string) {
 	})
 }
 
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) time.Duration {
-	t.Helper()
-	start := time.Now()
-	last := ""
-	for {
-		ok, detail := cond()
-		if ok {
-			return time.Since(start)
-		}
-		last = detail
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 // orgs returns the Organizations by name.
 func orgs(ctx context.Context) (map[string]*tenancyv1alpha1.Organization, error) {
 	var list tenancyv1alpha1.OrganizationList
@@ -148,13 +120,6 @@ func orgs(ctx context.Context) (map[string]*tenancyv1alpha1.Organization, error)
 		out[list.Items[i].Name] = &list.Items[i]
 	}
 	return out, nil
-}
-
-// readyNow reports whether o is Ready for its current generation.
-func readyNow(o *tenancyv1alpha1.Organization) bool {
-	c := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady)
-	return c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == o.Generation &&
-		o.Status.ObservedGeneration == o.Generation
 }
 
 func condition(o *tenancyv1alpha1.Organization, t string) string {
@@ -177,10 +142,10 @@ func countReady(names []string) (int, string) {
 	for _, name := range names {
 		o, ok := all[name]
 		switch {
-		case ok && readyNow(o):
+		case ok && testutil.ReadyAtGeneration(o):
 			n++
 		case example == "" && ok:
-			example = name + " " + condition(o, tenancyv1alpha1.ConditionReady)
+			example = name + " " + testutil.DescribeCondition(o, tenancyv1alpha1.ConditionReady)
 		case example == "":
 			example = name + " missing"
 		}
@@ -192,7 +157,7 @@ func countReady(names []string) (int, string) {
 // long that took.
 func waitReady(t testing.TB, names []string, timeout time.Duration) time.Duration {
 	t.Helper()
-	return eventually(t, timeout, fmt.Sprintf("%d organizations Ready", len(names)), func() (bool, string) {
+	return testutil.EventuallyEvery(t, poll, timeout, fmt.Sprintf("%d organizations Ready", len(names)), func() (bool, string) {
 		n, example := countReady(names)
 		return n == len(names), fmt.Sprintf("%d/%d Ready; e.g. %s", n, len(names), example)
 	})
@@ -205,7 +170,7 @@ func waitGone(t testing.TB, names []string, timeout time.Duration) time.Duration
 	for _, n := range names {
 		want[n] = true
 	}
-	return eventually(t, timeout, fmt.Sprintf("%d organizations deleted", len(names)), func() (bool, string) {
+	return testutil.EventuallyEvery(t, poll, timeout, fmt.Sprintf("%d organizations deleted", len(names)), func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		all, err := orgs(ctx)
@@ -217,7 +182,7 @@ func waitGone(t testing.TB, names []string, timeout time.Duration) time.Duration
 			if want[n] {
 				left++
 				if example == "" {
-					example = fmt.Sprintf("%s finalizers %v %s", n, o.Finalizers, condition(o, tenancyv1alpha1.ConditionReady))
+					example = fmt.Sprintf("%s finalizers %v %s", n, o.Finalizers, testutil.DescribeCondition(o, tenancyv1alpha1.ConditionReady))
 				}
 			}
 		}
@@ -365,31 +330,16 @@ func checkCredentials(ctx context.Context, o *tenancyv1alpha1.Organization) erro
 	// A new key may take a moment to be honoured everywhere.
 	var last error
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-		if last = putObject(ctx, c, key, body); last != nil {
+		if last = testutil.PutObject(ctx, c, env.stack.S3.Bucket, key, body); last != nil {
 			continue
 		}
-		got, err := getObject(ctx, c, key)
+		got, err := testutil.GetObject(ctx, c, env.stack.S3.Bucket, key)
 		if err == nil && got == body {
 			return nil
 		}
 		last = fmt.Errorf("read back %q, %v", got, err)
 	}
 	return fmt.Errorf("%s: the storage Secret's key does not write and read %s: %w", o.Name, key, last)
-}
-
-func putObject(ctx context.Context, c *s3.Client, key, body string) error {
-	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(env.stack.S3.Bucket), Key: aws.String(key), Body: strings.NewReader(body)})
-	return err
-}
-
-func getObject(ctx context.Context, c *s3.Client, key string) (string, error) {
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(env.stack.S3.Bucket), Key: aws.String(key)})
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = out.Body.Close() }()
-	b, err := io.ReadAll(out.Body)
-	return string(b), err
 }
 
 // verifyProvisioned checks every named Organization with checkProvisioned,
@@ -418,7 +368,7 @@ func verifyProvisioned(t testing.TB, prefix string, want []string) {
 	if len(dbs) != len(want) || len(rls) != len(want) || len(users) != len(want) {
 		t.Errorf("%d organizations, but %d databases, %d roles and %d IAM users named after them", len(want), len(dbs), len(rls), len(users))
 	}
-	errs := parallel(want, 4, func(name string) error {
+	errs := testutil.Parallel(want, 4, func(name string) error {
 		o, ok := all[name]
 		if !ok {
 			return fmt.Errorf("%s is missing", name)
@@ -428,6 +378,80 @@ func verifyProvisioned(t testing.TB, prefix string, want []string) {
 	for _, err := range errs {
 		t.Error(err)
 	}
+}
+
+// group is Organizations of a scenario whose databases, roles, IAM users
+// and objects are all named after prefix.
+type group struct {
+	prefix string
+	names  []string
+}
+
+// eachOwn is a group per Organization, named after itself.
+func eachOwn(names []string) []group {
+	out := make([]group, len(names))
+	for i, n := range names {
+		out[i] = group{prefix: n, names: []string{n}}
+	}
+	return out
+}
+
+func namesOf(bs []group) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.names...)
+	}
+	return out
+}
+
+// createCleaned creates organizations, deleted when the test ends should it fail
+// before, and returns their names.
+func createCleaned(t testing.TB, organizations ...*tenancyv1alpha1.Organization) []string {
+	t.Helper()
+	var all []string
+	for _, o := range organizations {
+		all = append(all, o.Name)
+	}
+	cleanupOrgs(t, all)
+	create(t, organizations...)
+	return all
+}
+
+// provision creates organizations, deleted when the test ends should it fail
+// before, waits until all are Ready and checks each group of them against
+// the world with verifyProvisioned.
+func provision(t testing.TB, organizations []*tenancyv1alpha1.Organization, bs ...group) {
+	t.Helper()
+	all := createCleaned(t, organizations...)
+	waitReady(t, all, env.scale.converge)
+	for _, b := range bs {
+		verifyProvisioned(t, b.prefix, b.names)
+	}
+	sum.orgs(len(all), 0)
+}
+
+// deleteAndVerifyGone deletes the groups' Organizations and checks with
+// awaitGone that they go.
+func deleteAndVerifyGone(t testing.TB, alive []*operator, bs ...group) time.Duration {
+	t.Helper()
+	deleteOrgs(t, namesOf(bs)...)
+	return awaitGone(t, alive, bs...)
+}
+
+// awaitGone waits until the groups' Organizations are gone, with the
+// alive operators still running, checks with verifyGone that nothing of
+// theirs is left and counts them deleted. It returns how long they took to
+// go.
+func awaitGone(t testing.TB, alive []*operator, bs ...group) time.Duration {
+	t.Helper()
+	all := namesOf(bs)
+	settle := waitGone(t, all, env.scale.converge)
+	assertAlive(t, alive...)
+	for _, b := range bs {
+		verifyGone(t, b.prefix, b.names)
+	}
+	sum.orgs(0, len(all))
+	return settle
 }
 
 // verifyGone checks that nothing of the named Organizations is left:
@@ -525,29 +549,6 @@ func first(s []string, n int) []string {
 		return s[:n]
 	}
 	return s
-}
-
-// parallel runs fn on every item, n at a time, and returns the errors.
-func parallel(items []string, n int, fn func(string) error) []error {
-	var (
-		mu   sync.Mutex
-		errs []error
-		wg   sync.WaitGroup
-	)
-	sem := make(chan struct{}, n)
-	for _, it := range items {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := fn(it); err != nil {
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return errs
 }
 
 // assertAlive fails the test if an operator exited without being told to.

@@ -17,11 +17,11 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // TestAPIDocIsCurrent regenerates docs/api.md from the Go types with the
@@ -495,17 +495,13 @@ func TestInstallAWSAdminSQL(t *testing.T) {
 	// The local stack already has an orgforge_admin.
 	sql = strings.ReplaceAll(sql, "orgforge_admin", "orgforge_admin_doc")
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, stack.Postgres.SuperuserDSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := testutil.Superuser(t, stack.Postgres, "postgres")
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatalf("the admin SQL fails: %v", err)
 	}
 	defer func() { _, _ = conn.Exec(ctx, "DROP ROLE orgforge_admin_doc") }()
 	var login, createdb, createrole, super, member bool
-	err = conn.QueryRow(ctx, `SELECT rolcanlogin, rolcreatedb, rolcreaterole, rolsuper, pg_has_role('orgforge_admin_doc', 'rds_superuser', 'MEMBER')
+	err := conn.QueryRow(ctx, `SELECT rolcanlogin, rolcreatedb, rolcreaterole, rolsuper, pg_has_role('orgforge_admin_doc', 'rds_superuser', 'MEMBER')
 		FROM pg_roles WHERE rolname = 'orgforge_admin_doc'`).Scan(&login, &createdb, &createrole, &super, &member)
 	if err != nil {
 		t.Fatal(err)

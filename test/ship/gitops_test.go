@@ -34,7 +34,7 @@ func gitopsSnippets(t *testing.T) []map[string]any {
 // live objects from the API server: as created, before the operator wrote
 // anything, and as the operator left them. The others are derived from the
 // live Ready one by changing what the operator changes in that state, since
-// the test cannot hold an Organization in them; controllers/kstatus_test.go
+// the test cannot hold an Organization in them; test/e2e/kstatus_test.go
 // holds live ones in progress and in an outage.
 func healthCases(t *testing.T, live liveOrgs) map[string]*unstructured.Unstructured {
 	t.Helper()

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // liveOrgs are Organizations the operator reconciled in
@@ -59,13 +59,7 @@ func TestOperatorAsInstalled(t *testing.T) {
 	// A database of the conflicting organization's name that orgforge did
 	// not create.
 	conflictName := "ship-conflict"
-	pg, err := pgx.Connect(ctx, stack.Postgres.SuperuserDSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = pg.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{naming.DatabaseName(conflictName)}.Sanitize())
-	_ = pg.Close(ctx)
-	if err != nil {
+	if err := testutil.SuperuserExec(ctx, stack.Postgres, "postgres", "CREATE DATABASE "+pgx.Identifier{naming.DatabaseName(conflictName)}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -165,29 +159,13 @@ func startInstalledManager(t *testing.T, s managerSettings) string {
 	}
 	args = append(args, services...)
 	logPath := filepath.Join(dir, "manager.log")
-	logFile, err := os.Create(logPath)
+	cmd := exec.Command(managerBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	p, err := testutil.StartProcess(cmd, logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(managerBinary(t), args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = logFile.Close()
-	})
+	t.Cleanup(func() { p.Stop(20 * time.Second) })
 	return logPath
 }
 
@@ -213,13 +191,5 @@ func writeServiceAccountKubeconfig(t *testing.T, path string) {
 
 // tail is the end of the manager's log, for failure messages.
 func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	return fmt.Sprintf("--- manager log ---\n%s", strings.Join(lines, "\n"))
+	return fmt.Sprintf("--- manager log ---\n%s", testutil.TailFile(path, 40))
 }

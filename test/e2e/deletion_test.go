@@ -1,4 +1,4 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // These tests need the stack's kube-controller-manager: without it a
@@ -36,8 +37,7 @@ func TestOrganizationAppliedAgainWhileItsNamespaceTerminatesBecomesReady(t *test
 	ctx := context.Background()
 	const name = "recreate"
 	ns := naming.Namespace(name)
-	apply(t, newOrg(name))
-	waitReady(t, name)
+	applyReady(t, testutil.NewOrg(name))
 
 	// A Secret of someone else's, with a finalizer, holds the namespace in
 	// Terminating until the Organization has been seen to wait for it.
@@ -50,14 +50,14 @@ func TestOrganizationAppliedAgainWhileItsNamespaceTerminatesBecomesReady(t *test
 	deleteAndWait(t, name)
 	terminating(t, ns)
 
-	apply(t, newOrg(name))
+	apply(t, testutil.NewOrg(name))
 	var waiting string
-	eventually(t, 30*time.Second, name+" to wait for its namespace", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, name+" to wait for its namespace", func() (bool, string) {
 		o := &tenancyv1alpha1.Organization{}
 		if err := k8s.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
-		waiting = findCondition(o, tenancyv1alpha1.ConditionDatabaseReady).Message
+		waiting = testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady).Message
 		return meta.IsStatusConditionFalse(o.Status.Conditions, tenancyv1alpha1.ConditionReady), waiting
 	})
 	terminating(t, ns)
@@ -85,8 +85,7 @@ func TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection(t *testing
 	startOperator(t, nil)
 	ctx := context.Background()
 	const name = "retain-gc"
-	apply(t, newOrg(name, func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
-	o := waitReady(t, name)
+	o := applyReady(t, testutil.NewOrg(name, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain)))
 	dbSecret := secret(t, o, naming.DatabaseSecretName(name))
 	stSecret := secret(t, o, naming.StorageSecretName(name))
 	for _, s := range []*corev1.Secret{dbSecret, stSecret} {
@@ -109,7 +108,7 @@ func TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection(t *testing
 
 	// The storage Secret keeps its owner reference: its going proves that
 	// garbage collection ran over the Organization's dependents.
-	eventually(t, 60*time.Second, "the storage Secret to be collected", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "the storage Secret to be collected", func() (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(stSecret), &corev1.Secret{})
 		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
@@ -130,11 +129,10 @@ func TestDeleteLeavesNothingBehindInKubernetes(t *testing.T) {
 	ctx := context.Background()
 	const name = "delete-all"
 	ns := naming.Namespace(name)
-	apply(t, newOrg(name))
-	o := waitReady(t, name)
+	o := applyReady(t, testutil.NewOrg(name))
 	deleteAndWait(t, name)
 
-	eventually(t, 60*time.Second, "namespace "+ns+" to be gone", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "namespace "+ns+" to be gone", func() (bool, string) {
 		got := &corev1.Namespace{}
 		err := k8s.Get(ctx, client.ObjectKey{Name: ns}, got)
 		return apierrors.IsNotFound(err), fmt.Sprintf("err %v, phase %s", err, got.Status.Phase)

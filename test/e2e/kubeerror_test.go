@@ -1,19 +1,17 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
-	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // secretWriteRace changes a Secret between the operator's read and its
@@ -27,10 +25,8 @@ type secretWriteRace struct {
 
 func (c secretWriteRace) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
 	if s, ok := obj.(*corev1.Secret); ok && s.Name == c.name && c.on.Load() {
-		body, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{"test.orgforge.io/touched": time.Now().String()}}})
-		live := &corev1.Secret{}
-		live.Namespace, live.Name = s.Namespace, s.Name
-		if err := k8s.Patch(ctx, live, client.RawPatch("application/merge-patch+json", body)); err != nil {
+		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]string{"test.orgforge.io/touched": time.Now().String()}}}
+		if err := mergePatchSecret(ctx, s.Namespace, s.Name, patch); err != nil {
 			return err
 		}
 	}
@@ -40,16 +36,8 @@ func (c secretWriteRace) Update(ctx context.Context, obj client.Object, opts ...
 // externalErrorCount sums orgforge_external_errors_total for service.
 func externalErrorCount(t *testing.T, service string) float64 {
 	t.Helper()
-	r := prometheus.NewRegistry()
-	if err := controllers.RegisterMetrics(r, k8s); err != nil {
-		t.Fatal(err)
-	}
-	families, err := r.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	sum := 0.0
-	for _, f := range families {
+	for _, f := range gatherMetrics(t) {
 		if f.GetName() != "orgforge_external_errors_total" {
 			continue
 		}
@@ -69,24 +57,21 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 	startOperatorWith(t, nil, func(c client.Client) client.Client {
 		return secretWriteRace{Client: c, name: "yankee-database", on: on}
 	})
-	apply(t, newOrg("yankee"))
-	o := waitReady(t, "yankee")
+	o := applyReady(t, testutil.NewOrg("yankee"))
 	before := externalErrorCount(t, "aurora")
 
 	on.Store(true)
 	// A derived key edited by hand: the operator writes it back, and loses
 	// the race with another writer every time.
-	body, _ := json.Marshal(map[string]any{"stringData": map[string]string{"sslmode": "require"}})
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = o.Status.Namespace, "yankee-database"
-	if err := k8s.Patch(context.Background(), s, client.RawPatch("application/merge-patch+json", body)); err != nil {
+	sslmode := map[string]any{"stringData": map[string]string{"sslmode": "require"}}
+	if err := mergePatchSecret(context.Background(), o.Status.Namespace, "yankee-database", sslmode); err != nil {
 		t.Fatal(err)
 	}
 	o = waitCondition(t, "yankee", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonKubernetesError, 30*time.Second)
 	if got := externalErrorCount(t, "aurora"); got != before {
 		t.Errorf("orgforge_external_errors_total{service=\"aurora\"} went from %v to %v on a Kubernetes conflict", before, got)
 	}
-	if c := findCondition(o, tenancyv1alpha1.ConditionReady); c.Reason != tenancyv1alpha1.ReasonKubernetesError {
+	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionReady); c.Reason != tenancyv1alpha1.ReasonKubernetesError {
 		t.Errorf("Ready = %+v, want reason KubernetesError", c)
 	}
 
@@ -99,7 +84,7 @@ func TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage(t *tes
 
 func TestAnInvalidSpecIsReportedInOneWarningEvent(t *testing.T) {
 	op := startOperator(t, nil)
-	apply(t, newOrg("zulu", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-node-lease" }))
+	apply(t, testutil.NewOrg("zulu", testutil.InNamespace("kube-node-lease")))
 	waitCondition(t, "zulu", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
 	// Let the reconciles the status write may trigger settle.
 	time.Sleep(resync)

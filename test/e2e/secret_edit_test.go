@@ -1,30 +1,22 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // editPassword sets the database Secret's password as kubectl patch would,
 // leaving every other key as it is.
 func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password string) {
 	t.Helper()
-	body, err := json.Marshal(map[string]any{"stringData": map[string]string{"password": password}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &corev1.Secret{}
-	s.Namespace, s.Name = o.Status.Namespace, name
-	if err := k8s.Patch(context.Background(), s, client.RawPatch("application/merge-patch+json", body)); err != nil {
+	patch := map[string]any{"stringData": map[string]string{"password": password}}
+	if err := mergePatchSecret(context.Background(), o.Status.Namespace, name, patch); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -32,13 +24,12 @@ func editPassword(t *testing.T, o *tenancyv1alpha1.Organization, name, password 
 func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("victor"))
-	o := waitReady(t, "victor")
+	o := applyReady(t, testutil.NewOrg("victor"))
 	oldURI := string(secret(t, o, "victor-database").Data["uri"])
 
 	const chosen = "Chosen-by-hand-7f3c9a21"
 	editPassword(t, o, "victor-database", chosen)
-	eventually(t, 30*time.Second, "the edited password to log in through the Secret's uri", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "the edited password to log in through the Secret's uri", func() (bool, string) {
 		s := secret(t, o, "victor-database")
 		if string(s.Data["password"]) != chosen || !strings.Contains(string(s.Data["uri"]), chosen) {
 			return false, "uri not rewritten"
@@ -56,7 +47,7 @@ func TestAPasswordEditedInTheSecretBecomesTheRolesPassword(t *testing.T) {
 	working := string(secret(t, o, "victor-database").Data["uri"])
 	editPassword(t, o, "victor-database", "")
 	o = waitCondition(t, "victor", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSecret, 30*time.Second)
-	if c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady); c.Reason != tenancyv1alpha1.ReasonInvalidSecret || !strings.Contains(c.Message, "victor-database") {
+	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady); c.Reason != tenancyv1alpha1.ReasonInvalidSecret || !strings.Contains(c.Message, "victor-database") {
 		t.Errorf("DatabaseReady = %+v, want InvalidSecret naming the Secret", c)
 	}
 	if err := login(ctx, working); err != nil {

@@ -1,4 +1,4 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 const otherFinalizer = "test.orgforge.io/other"
@@ -45,8 +46,7 @@ func (c finalizerRace) Patch(ctx context.Context, obj client.Object, p client.Pa
 func TestAnotherControllersFinalizerSurvivesTheOperatorsFinalizerPatches(t *testing.T) {
 	startOperatorWith(t, nil, func(c client.Client) client.Client { return finalizerRace{c} })
 	ctx := context.Background()
-	apply(t, newOrg("xray"))
-	o := waitReady(t, "xray")
+	o := applyReady(t, testutil.NewOrg("xray"))
 	if !slices.Contains(o.Finalizers, otherFinalizer) || !slices.Contains(o.Finalizers, tenancyv1alpha1.FinalizerName) {
 		t.Errorf("finalizers after the add = %v, want both %s and %s", o.Finalizers, otherFinalizer, tenancyv1alpha1.FinalizerName)
 	}
@@ -56,7 +56,7 @@ func TestAnotherControllersFinalizerSurvivesTheOperatorsFinalizerPatches(t *test
 	if err := k8s.Delete(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "xray to be gone", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "xray to be gone", func() (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Name: "xray"}, o)
 		return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprintf("finalizers %v, err %v", o.Finalizers, err)
 	})

@@ -1,4 +1,4 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
@@ -8,11 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
-	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // TestTwentyOrganizationsStayWithinTheConnectionCap provisions 20
@@ -24,7 +23,7 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 	startOperator(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 
 	var peak int
 	var mu sync.Mutex
@@ -47,10 +46,10 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("cap-%02d", i)
 		applied[name] = time.Now()
-		apply(t, newOrg(name))
+		apply(t, testutil.NewOrg(name))
 	}
 	ready := map[string]time.Duration{}
-	eventually(t, 2*time.Minute, "20 organizations Ready", func() (bool, string) {
+	testutil.Eventually(t, 2*time.Minute, "20 organizations Ready", func() (bool, string) {
 		var list tenancyv1alpha1.OrganizationList
 		if err := k8s.List(context.Background(), &list); err != nil {
 			return false, err.Error()
@@ -81,14 +80,7 @@ func TestTwentyOrganizationsStayWithinTheConnectionCap(t *testing.T) {
 		times = append(times, d)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	metrics := prometheus.NewRegistry()
-	if err := controllers.RegisterMetrics(metrics, k8s); err != nil {
-		t.Fatal(err)
-	}
-	families, err := metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	families := gatherMetrics(t)
 	readyGauge, dbSteps := -1.0, uint64(0)
 	for _, f := range families {
 		for _, m := range f.GetMetric() {

@@ -1,7 +1,12 @@
-package controllers_test
+// Package e2e_test runs the reconciler end to end: a manager in the test
+// process against the real local stack (kube-apiserver, etcd and
+// kube-controller-manager, PostgreSQL, versitygw), checked against the state
+// of the world.
+package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -12,19 +17,17 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -32,8 +35,10 @@ import (
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
+	orgoperator "github.com/orgforge/orgforge/internal/operator"
 	"github.com/orgforge/orgforge/internal/registry"
 	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // The suite shares one stack and one registry; each test starts the
@@ -42,7 +47,7 @@ var (
 	stack  *devstack.Stack
 	reg    *registry.Registry
 	cfg    *config.Config
-	scheme = runtime.NewScheme()
+	scheme *runtime.Scheme
 	k8s    client.Client
 	logs   = &syncBuffer{}
 )
@@ -70,7 +75,7 @@ func run(m *testing.M) int {
 	// The controller-manager makes deletion end as in a cluster: namespaces
 	// finish terminating and owned Secrets are collected.
 	stack, err = devstack.Start(ctx, devstack.Options{
-		Kube: true, CRDPaths: []string{"../config/crd/bases"}, ControllerManager: true, Postgres: true,
+		Kube: true, CRDPaths: []string{"../../config/crd/bases"}, ControllerManager: true, Postgres: true,
 		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
 	})
 	if err != nil {
@@ -78,17 +83,17 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = stack.Close() }()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, tenancyv1alpha1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	if scheme, err = orgoperator.NewScheme(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	if k8s, err = client.New(stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	cfg = &config.Config{
+		// The tests' managers serve no probes: several run at once.
+		ProbeAddr:               "0",
 		ResyncPeriod:            resync,
 		MaxConcurrentReconciles: 4,
 		Database: config.Database{
@@ -226,50 +231,31 @@ type operatorOptions struct {
 	settings func(*controllers.Settings)
 }
 
-// startOperatorOpts runs a manager as opts say until the test ends.
+// startOperatorOpts runs a manager as opts say until the test ends: the
+// operator main.go builds, with the suite's fast retries, its client and
+// recorder counted, and no metrics or probes served.
 func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	t.Helper()
-	db := opts.db
-	if db == nil {
-		db = reg.Aurora
-	}
 	limiter := opts.rateLimiter
 	if limiter == nil {
 		limiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
 	}
-	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
-	mgr, err := ctrl.NewManager(stack.Kube.Config, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: {Label: managed}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	op := &operator{done: make(chan struct{})}
-	c := mgr.GetClient()
-	if opts.wrap != nil {
-		c = opts.wrap(c)
-	}
-	r := &controllers.OrganizationReconciler{
-		Client:    counting{Client: c, writes: &op.writes},
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Recorder:  countingRecorder{EventRecorder: mgr.GetEventRecorder("orgforge"), writes: &op.writes, mu: &op.mu, events: &op.events},
-		Database:  db,
-		Storage:   reg.Storage,
-		Creds:     reg.Credentials,
-		Settings:  controllers.SettingsFrom(cfg),
-	}
-	if opts.settings != nil {
-		opts.settings(&r.Settings)
-	}
-	skip := true
-	err = r.SetupWithManager(mgr, controller.Options{
-		MaxConcurrentReconciles: 4,
-		SkipNameValidation:      &skip,
-		RateLimiter:             limiter,
+	mgr, err := orgoperator.New(stack.Kube.Config, reg, cfg, orgoperator.Options{
+		Database: opts.db,
+		WrapClient: func(c client.Client) client.Client {
+			if opts.wrap != nil {
+				c = opts.wrap(c)
+			}
+			return counting{Client: c, writes: &op.writes}
+		},
+		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
+			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
+		},
+		Settings:           opts.settings,
+		RateLimiter:        limiter,
+		NoMetrics:          true,
+		SkipNameValidation: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -291,19 +277,6 @@ func (o *operator) stop() {
 	<-o.done
 }
 
-// newOrg returns an Organization with the API server's defaults filled in.
-func newOrg(name string, mutate ...func(*tenancyv1alpha1.Organization)) *tenancyv1alpha1.Organization {
-	o := &tenancyv1alpha1.Organization{}
-	o.Name = name
-	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
-	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
-	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
-	for _, m := range mutate {
-		m(o)
-	}
-	return o
-}
-
 // apply creates the Organization and deletes it (with Delete policy) when
 // the test ends, waiting until it is gone.
 func apply(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
@@ -316,6 +289,13 @@ func apply(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organ
 	return o
 }
 
+// applyReady is apply, and then waitReady.
+func applyReady(t *testing.T, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
+	t.Helper()
+	apply(t, o)
+	return waitReady(t, o.Name)
+}
+
 func deleteAndWait(t *testing.T, name string) {
 	t.Helper()
 	ctx := context.Background()
@@ -324,28 +304,10 @@ func deleteAndWait(t *testing.T, name string) {
 		return
 	}
 	_ = k8s.Delete(ctx, o)
-	eventually(t, 60*time.Second, fmt.Sprintf("%s to be deleted", name), func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("%s to be deleted", name), func() (bool, string) {
 		err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{})
 		return err != nil && client.IgnoreNotFound(err) == nil, fmt.Sprint(err)
 	})
-}
-
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := ""
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		last = detail
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s; last: %s", timeout, what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // waitCondition waits until the Organization's condition has the status and
@@ -353,7 +315,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 func waitCondition(t *testing.T, name, condType string, status string, reason string, timeout time.Duration) *tenancyv1alpha1.Organization {
 	t.Helper()
 	o := &tenancyv1alpha1.Organization{}
-	eventually(t, timeout, fmt.Sprintf("%s %s=%s (%s)", name, condType, status, reason), func() (bool, string) {
+	testutil.Eventually(t, timeout, fmt.Sprintf("%s %s=%s (%s)", name, condType, status, reason), func() (bool, string) {
 		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
@@ -371,16 +333,12 @@ func waitCondition(t *testing.T, name, condType string, status string, reason st
 func waitReady(t *testing.T, name string) *tenancyv1alpha1.Organization {
 	t.Helper()
 	o := &tenancyv1alpha1.Organization{}
-	eventually(t, 60*time.Second, name+" Ready at its generation", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, name+" Ready at its generation", func() (bool, string) {
 		if err := k8s.Get(context.Background(), client.ObjectKey{Name: name}, o); err != nil {
 			return false, err.Error()
 		}
-		c := meta.FindStatusCondition(o.Status.Conditions, tenancyv1alpha1.ConditionReady)
-		if c == nil {
-			return false, "no Ready condition"
-		}
-		ok := c.Status == "True" && c.ObservedGeneration == o.Generation && o.Status.ObservedGeneration == o.Generation
-		return ok, fmt.Sprintf("%s/%s gen %d observed %d: %s", c.Status, c.Reason, o.Generation, o.Status.ObservedGeneration, c.Message)
+		c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionReady)
+		return testutil.ReadyAtGeneration(o), fmt.Sprintf("%s/%s gen %d observed %d: %s", c.Status, c.Reason, o.Generation, o.Status.ObservedGeneration, c.Message)
 	})
 	return o
 }
@@ -394,15 +352,52 @@ func secret(t *testing.T, o *tenancyv1alpha1.Organization, name string) *corev1.
 	return s
 }
 
-// superuser opens an inspection connection; the operator never uses it.
-func superuser(t *testing.T, db string) *pgx.Conn {
+// mergePatchSecret changes a Secret with a JSON merge patch, as kubectl
+// patch would, past the operator.
+func mergePatchSecret(ctx context.Context, namespace, name string, patch map[string]any) error {
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return err
+	}
+	s := &corev1.Secret{}
+	s.Namespace, s.Name = namespace, name
+	return k8s.Patch(ctx, s, client.RawPatch(types.MergePatchType, body))
+}
+
+// deleteAndWaitReplaced deletes old, a Secret the operator wrote, as a
+// user might, and waits until the operator writes a new Secret of the same
+// name; it returns that one.
+func deleteAndWaitReplaced(t *testing.T, old *corev1.Secret, what string) *corev1.Secret {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), stack.Postgres.SuperuserDSN(db))
+	if err := k8s.Delete(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	var fresh *corev1.Secret
+	testutil.Eventually(t, 30*time.Second, what, func() (bool, string) {
+		s := &corev1.Secret{}
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(old), s); err != nil {
+			return false, err.Error()
+		}
+		fresh = s
+		return s.UID != old.UID, "same Secret"
+	})
+	return fresh
+}
+
+// gatherMetrics registers orgforge's metrics in a registry of their own,
+// which counts Organizations from the API server, and gathers them: the
+// counters are the process's, shared by every manager the tests start.
+func gatherMetrics(t *testing.T) []*dto.MetricFamily {
+	t.Helper()
+	r := prometheus.NewRegistry()
+	if err := controllers.RegisterMetrics(r, k8s); err != nil {
+		t.Fatal(err)
+	}
+	families, err := r.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
+	return families
 }
 
 func count(t *testing.T, conn *pgx.Conn, sql string, args ...any) int {

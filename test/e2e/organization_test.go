@@ -1,10 +1,9 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/url"
 	"strings"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
@@ -24,27 +22,8 @@ import (
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
-
-func put(ctx context.Context, c *s3.Client, key, body string) error {
-	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(stack.S3.Bucket), Key: aws.String(key), Body: strings.NewReader(body)})
-	return err
-}
-
-func get(ctx context.Context, c *s3.Client, key string) (string, error) {
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(stack.S3.Bucket), Key: aws.String(key)})
-	if err != nil {
-		return "", err
-	}
-	defer func() { _ = out.Body.Close() }()
-	b, err := io.ReadAll(out.Body)
-	return string(b), err
-}
-
-func isAccessDenied(err error) bool {
-	var apiErr smithy.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "AccessDenied"
-}
 
 func storageClient(t *testing.T, o *tenancyv1alpha1.Organization) *s3.Client {
 	s := secret(t, o, o.Name+"-storage")
@@ -56,7 +35,7 @@ func storageClient(t *testing.T, o *tenancyv1alpha1.Organization) *s3.Client {
 // refused while IAM propagates it, on AWS as in the stack's delay mode.
 func waitKeyWorks(t *testing.T, call func() error) {
 	t.Helper()
-	eventually(t, iamDelay+20*time.Second, "the tenant's new key to work", func() (bool, string) {
+	testutil.Eventually(t, iamDelay+20*time.Second, "the tenant's new key to work", func() (bool, string) {
 		err := call()
 		return err == nil, fmt.Sprint(err)
 	})
@@ -65,8 +44,8 @@ func waitKeyWorks(t *testing.T, call func() error) {
 func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("alpha"))
-	apply(t, newOrg("bravo"))
+	apply(t, testutil.NewOrg("alpha"))
+	apply(t, testutil.NewOrg("bravo"))
 	alpha := waitReady(t, "alpha")
 	bravo := waitReady(t, "bravo")
 
@@ -90,23 +69,23 @@ func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.
 	if user != "org_alpha" || db != "org_alpha" {
 		t.Errorf("connected as %s to %s, want org_alpha to org_alpha", user, db)
 	}
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_alpha'"); n != 10 {
 		t.Errorf("role connection limit = %d, want 10", n)
 	}
 
 	own := storageClient(t, alpha)
-	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/alpha/report.txt", "hello") })
-	if body, err := get(ctx, own, "orgs/alpha/report.txt"); err != nil || body != "hello" {
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/alpha/report.txt", "hello") })
+	if body, err := testutil.GetObject(ctx, own, stack.S3.Bucket, "orgs/alpha/report.txt"); err != nil || body != "hello" {
 		t.Fatalf("alpha's key reads %q, %v", body, err)
 	}
-	if err := put(ctx, stack.S3.RootClient(), "orgs/bravo/secret.txt", "b"); err != nil {
+	if err := testutil.PutObject(ctx, stack.S3.RootClient(), stack.S3.Bucket, "orgs/bravo/secret.txt", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := get(ctx, own, "orgs/bravo/secret.txt"); !isAccessDenied(err) {
+	if _, err := testutil.GetObject(ctx, own, stack.S3.Bucket, "orgs/bravo/secret.txt"); !testutil.IsAccessDenied(err) {
 		t.Errorf("alpha's key reading bravo's object: err = %v, want AccessDenied", err)
 	}
-	if err := put(ctx, own, "orgs/bravo/planted.txt", "x"); !isAccessDenied(err) {
+	if err := testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/bravo/planted.txt", "x"); !testutil.IsAccessDenied(err) {
 		t.Errorf("alpha's key writing under bravo's prefix: err = %v, want AccessDenied", err)
 	}
 
@@ -128,18 +107,17 @@ func TestOrganizationBecomesReadyWithWorkingDatabaseAndScopedStorage(t *testing.
 func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("charlie"))
-	o := waitReady(t, "charlie")
+	o := applyReady(t, testutil.NewOrg("charlie"))
 	o.Spec.Database.Pool.MaxConnections = 25
 	if err := k8s.Update(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	su := superuser(t, "postgres")
-	eventually(t, 30*time.Second, "role limit 25", func() (bool, string) {
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	testutil.Eventually(t, 30*time.Second, "role limit 25", func() (bool, string) {
 		n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_charlie'")
 		return n == 25, fmt.Sprint(n)
 	})
-	eventually(t, 30*time.Second, "Secret with pool max 25", func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, "Secret with pool max 25", func() (bool, string) {
 		s := secret(t, o, "charlie-database")
 		uri := string(s.Data["uri"])
 		return string(s.Data["pool-max-size"]) == "25" && strings.Contains(uri, "pool_max_conns=25"), uri
@@ -153,8 +131,8 @@ func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 	if err := k8s.Update(ctx, o); err != nil {
 		t.Fatal(err)
 	}
-	inDB := superuser(t, "org_charlie")
-	eventually(t, 30*time.Second, "pgcrypto in org_charlie", func() (bool, string) {
+	inDB := testutil.Superuser(t, stack.Postgres, "org_charlie")
+	testutil.Eventually(t, 30*time.Second, "pgcrypto in org_charlie", func() (bool, string) {
 		n := count(t, inDB, "SELECT count(*) FROM pg_extension WHERE extname = 'pgcrypto'")
 		return n == 1, fmt.Sprint(n)
 	})
@@ -173,22 +151,10 @@ func TestSpecChangesReachTheRoleTheSecretAndTheExtensions(t *testing.T) {
 func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("delta"))
-	o := waitReady(t, "delta")
+	o := applyReady(t, testutil.NewOrg("delta"))
 	old := secret(t, o, "delta-database")
 	oldURI := string(old.Data["uri"])
-	if err := k8s.Delete(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	var fresh *corev1.Secret
-	eventually(t, 30*time.Second, "a new database Secret", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "delta-database"}, s); err != nil {
-			return false, err.Error()
-		}
-		fresh = s
-		return s.UID != old.UID, "same Secret"
-	})
+	fresh := deleteAndWaitReplaced(t, old, "a new database Secret")
 	if string(fresh.Data["password"]) == string(old.Data["password"]) {
 		t.Fatal("the regenerated Secret kept the old password")
 	}
@@ -203,18 +169,18 @@ func TestDeletedSecretIsRegeneratedWithANewPassword(t *testing.T) {
 func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
 	op := startOperator(t, nil)
 	ctx := context.Background()
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if _, err := su.Exec(ctx, "CREATE DATABASE org_echo"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = su.Exec(context.Background(), "DROP DATABASE IF EXISTS org_echo WITH (FORCE)") })
-	data := superuser(t, "org_echo")
+	data := testutil.Superuser(t, stack.Postgres, "org_echo")
 	if _, err := data.Exec(ctx, "CREATE TABLE precious (v int); INSERT INTO precious SELECT generate_series(1, 100)"); err != nil {
 		t.Fatal(err)
 	}
-	apply(t, newOrg("echo"))
+	apply(t, testutil.NewOrg("echo"))
 	o := waitCondition(t, "echo", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonConflict, 30*time.Second)
-	c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady)
+	c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady)
 	if !strings.Contains(c.Message, "org_echo") {
 		t.Errorf("Conflict message does not name the database: %q", c.Message)
 	}
@@ -233,14 +199,13 @@ func TestExistingUnmarkedDatabaseIsAConflictAndLeftUntouched(t *testing.T) {
 func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("foxtrot"))
-	o := waitReady(t, "foxtrot")
+	o := applyReady(t, testutil.NewOrg("foxtrot"))
 	user := reg.Storage.UserName("foxtrot")
 	own := storageClient(t, o)
-	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/foxtrot/a.txt", "a") })
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/foxtrot/a.txt", "a") })
 	deleteAndWait(t, "foxtrot")
 
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname = 'org_foxtrot'"); n != 0 {
 		t.Error("database remains")
 	}
@@ -267,10 +232,9 @@ func TestDeletePolicyRemovesEverythingTheOperatorCreated(t *testing.T) {
 func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("golf", func(o *tenancyv1alpha1.Organization) { o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain }))
-	o := waitReady(t, "golf")
+	o := applyReady(t, testutil.NewOrg("golf", testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain)))
 	own := storageClient(t, o)
-	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/golf/keep.txt", "keep") })
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/golf/keep.txt", "keep") })
 	dbSecret := secret(t, o, "golf-database")
 	deleteAndWait(t, "golf")
 	t.Cleanup(func() {
@@ -282,11 +246,11 @@ func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 	if err := login(ctx, string(dbSecret.Data["uri"])); err != nil {
 		t.Fatalf("retained database does not accept the retained login: %v", err)
 	}
-	if body, err := get(ctx, stack.S3.RootClient(), "orgs/golf/keep.txt"); err != nil || body != "keep" {
+	if body, err := testutil.GetObject(ctx, stack.S3.RootClient(), stack.S3.Bucket, "orgs/golf/keep.txt"); err != nil || body != "keep" {
 		t.Errorf("retained object: %q, %v", body, err)
 	}
-	eventually(t, 20*time.Second, "the key to stop working", func() (bool, string) {
-		_, err := get(ctx, own, "orgs/golf/keep.txt")
+	testutil.Eventually(t, 20*time.Second, "the key to stop working", func() (bool, string) {
+		_, err := testutil.GetObject(ctx, own, stack.S3.Bucket, "orgs/golf/keep.txt")
 		return err != nil, fmt.Sprint(err)
 	})
 	kept := &corev1.Secret{}
@@ -297,12 +261,12 @@ func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 
 func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
 	startOperator(t, nil)
-	apply(t, newOrg("hotel", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "kube-system" }))
+	apply(t, testutil.NewOrg("hotel", testutil.InNamespace("kube-system")))
 	o := waitCondition(t, "hotel", tenancyv1alpha1.ConditionReady, "False", tenancyv1alpha1.ReasonInvalidSpec, 30*time.Second)
-	if c := findCondition(o, tenancyv1alpha1.ConditionDatabaseReady); !strings.Contains(c.Message, "--allow-system-namespaces") {
+	if c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady); !strings.Contains(c.Message, "--allow-system-namespaces") {
 		t.Errorf("message %q does not say how to allow it", c.Message)
 	}
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_hotel'"); n != 0 {
 		t.Error("a role was created for an invalid spec")
 	}
@@ -311,7 +275,7 @@ func TestSystemNamespaceIsRefusedAndNothingIsCreated(t *testing.T) {
 func TestPostgresOutageIsReportedAndRecoveredFromWithoutHelp(t *testing.T) {
 	op := startOperator(t, nil)
 	restartPostgres := stopPostgres(t)
-	apply(t, newOrg("india"))
+	apply(t, testutil.NewOrg("india"))
 	waitCondition(t, "india", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, 30*time.Second)
 	// Storage does not wait for the database.
 	waitCondition(t, "india", tenancyv1alpha1.ConditionStorageReady, "True", tenancyv1alpha1.ReasonProvisioned, 30*time.Second)
@@ -353,14 +317,14 @@ func TestRestartBetweenRoleAndDatabaseConvergesToOneOfEach(t *testing.T) {
 	d := &interrupting{Database: reg.Aurora, hit: make(chan struct{})}
 	first := startOperator(t, d)
 	d.stop = first.stop
-	apply(t, newOrg("juliet"))
+	apply(t, testutil.NewOrg("juliet"))
 	select {
 	case <-d.hit:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the first manager never reached the database step")
 	}
 	<-first.done
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = 'org_juliet'"); n != 1 {
 		t.Fatalf("role count after the crash = %d, want 1", n)
 	}
@@ -397,7 +361,7 @@ func login(ctx context.Context, uri string) error {
 func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
 	op := startOperator(t, nil)
 	for _, n := range []string{"kilo", "lima", "mike"} {
-		apply(t, newOrg(n))
+		apply(t, testutil.NewOrg(n))
 	}
 	for _, n := range []string{"kilo", "lima", "mike"} {
 		waitReady(t, n)
@@ -415,15 +379,6 @@ func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
 	}
 }
 
-func findCondition(o *tenancyv1alpha1.Organization, t string) (c struct{ Status, Reason, Message string }) {
-	for _, cond := range o.Status.Conditions {
-		if cond.Type == t {
-			c.Status, c.Reason, c.Message = string(cond.Status), cond.Reason, cond.Message
-		}
-	}
-	return c
-}
-
 // laggingCache answers every Secret read with NotFound, as an informer cache
 // does for a Secret created a moment ago.
 type laggingCache struct{ client.Client }
@@ -438,8 +393,7 @@ func (c laggingCache) Get(ctx context.Context, key client.ObjectKey, obj client.
 func TestASecretMissingFromTheCacheKeepsItsPassword(t *testing.T) {
 	startOperatorWith(t, nil, func(c client.Client) client.Client { return laggingCache{c} })
 	ctx := context.Background()
-	apply(t, newOrg("november"))
-	o := waitReady(t, "november")
+	o := applyReady(t, testutil.NewOrg("november"))
 	before := secret(t, o, "november-database")
 	// Two resyncs, each reading the Secret through the lagging cache.
 	time.Sleep(2*resync + time.Second)
@@ -472,10 +426,9 @@ func orgEvents(t *testing.T, name string) []string {
 
 func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 	startOperator(t, nil)
-	apply(t, newOrg("oscar"))
-	waitReady(t, "oscar")
+	applyReady(t, testutil.NewOrg("oscar"))
 	var provisioned string
-	eventually(t, 10*time.Second, "one Provisioned event", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "one Provisioned event", func() (bool, string) {
 		evs := orgEvents(t, "oscar")
 		if len(evs) != 1 || !strings.HasPrefix(evs[0], "Provisioned: ") {
 			return false, fmt.Sprint(evs)
@@ -490,7 +443,7 @@ func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 	}
 
 	deleteAndWait(t, "oscar")
-	eventually(t, 10*time.Second, "one Deleted event", func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, "one Deleted event", func() (bool, string) {
 		evs := orgEvents(t, "oscar")
 		if len(evs) != 2 || !strings.HasPrefix(evs[1], "Deleted: ") && !strings.HasPrefix(evs[0], "Deleted: ") {
 			return false, fmt.Sprint(evs)
@@ -511,23 +464,11 @@ func TestProvisioningAndDeletionAreEachReportedInOneEvent(t *testing.T) {
 func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorking(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("papa"))
-	o := waitReady(t, "papa")
+	o := applyReady(t, testutil.NewOrg("papa"))
 	old := secret(t, o, "papa-storage")
 	oldClient := stack.S3.Client(string(old.Data["access-key-id"]), string(old.Data["secret-access-key"]))
-	waitKeyWorks(t, func() error { return put(ctx, oldClient, "orgs/papa/before.txt", "x") })
-	if err := k8s.Delete(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	var fresh *corev1.Secret
-	eventually(t, 30*time.Second, "a new storage Secret", func() (bool, string) {
-		s := &corev1.Secret{}
-		if err := k8s.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: "papa-storage"}, s); err != nil {
-			return false, err.Error()
-		}
-		fresh = s
-		return s.UID != old.UID, "same Secret"
-	})
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, oldClient, stack.S3.Bucket, "orgs/papa/before.txt", "x") })
+	fresh := deleteAndWaitReplaced(t, old, "a new storage Secret")
 	id := string(fresh.Data["access-key-id"])
 	if id == string(old.Data["access-key-id"]) {
 		t.Fatal("the reissued Secret kept the old key")
@@ -536,11 +477,11 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 	if err != nil || len(keys) != 1 || keys[0] != id {
 		t.Errorf("IAM user's keys = %v, %v; want only the new Secret's %s", keys, err, id)
 	}
-	eventually(t, 30*time.Second, "the new key to work", func() (bool, string) {
-		err := put(ctx, stack.S3.Client(id, string(fresh.Data["secret-access-key"])), "orgs/papa/after.txt", "y")
+	testutil.Eventually(t, 30*time.Second, "the new key to work", func() (bool, string) {
+		err := testutil.PutObject(ctx, stack.S3.Client(id, string(fresh.Data["secret-access-key"])), stack.S3.Bucket, "orgs/papa/after.txt", "y")
 		return err == nil, fmt.Sprint(err)
 	})
-	if err := put(ctx, oldClient, "orgs/papa/late.txt", "z"); err == nil {
+	if err := testutil.PutObject(ctx, oldClient, stack.S3.Bucket, "orgs/papa/late.txt", "z"); err == nil {
 		t.Error("the old key still writes")
 	}
 }
@@ -552,8 +493,7 @@ func TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorki
 func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("quebec"))
-	o := waitReady(t, "quebec")
+	o := applyReady(t, testutil.NewOrg("quebec"))
 	user := reg.Storage.UserName("quebec")
 	key := client.ObjectKey{Namespace: o.Status.Namespace, Name: "quebec-storage"}
 
@@ -594,7 +534,9 @@ func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
 	if !issued[id] {
 		t.Fatalf("the Secret holds %s, not the key issued after the edit: %v", id, issued)
 	}
-	waitKeyWorks(t, func() error { return put(ctx, stack.S3.Client(id, secretKey), "orgs/quebec/after.txt", "q") })
+	waitKeyWorks(t, func() error {
+		return testutil.PutObject(ctx, stack.S3.Client(id, secretKey), stack.S3.Bucket, "orgs/quebec/after.txt", "q")
+	})
 
 	// Settled: further reconciles keep it.
 	time.Sleep(2 * resync)

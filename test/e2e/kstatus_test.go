@@ -1,4 +1,4 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // kstatusOf reads the Organization from the API server, as Flux does, and
@@ -45,7 +46,7 @@ func compute(t *testing.T, u *unstructured.Unstructured) *kstatus.Result {
 func waitKstatus(t *testing.T, name string, want kstatus.Status) *kstatus.Result {
 	t.Helper()
 	var res *kstatus.Result
-	eventually(t, 60*time.Second, fmt.Sprintf("kstatus %s for %s", want, name), func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, fmt.Sprintf("kstatus %s for %s", want, name), func() (bool, string) {
 		res = kstatusOf(t, name)
 		return res.Status == want, fmt.Sprintf("%s: %s", res.Status, res.Message)
 	})
@@ -99,7 +100,7 @@ func TestKstatusSeesAnOrganizationInProgressUntilItIsProvisioned(t *testing.T) {
 	}
 
 	startOperator(t, nil)
-	o := newOrg("kstatus-held", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = held.Name })
+	o := testutil.NewOrg("kstatus-held", testutil.InNamespace(held.Name))
 	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +133,7 @@ func TestKstatusSeesAnOrganizationInProgressUntilItIsProvisioned(t *testing.T) {
 func TestKstatusSeesAnOutageInProgressNotFailed(t *testing.T) {
 	startOperator(t, nil)
 	restartPostgres := stopPostgres(t)
-	apply(t, newOrg("kstatus-down"))
+	apply(t, testutil.NewOrg("kstatus-down"))
 	waitCondition(t, "kstatus-down", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonDatabaseUnavailable, 30*time.Second)
 	if res := kstatusOf(t, "kstatus-down"); res.Status != kstatus.InProgressStatus {
 		t.Errorf("during the outage: kstatus %s (%s), want InProgress", res.Status, res.Message)
@@ -147,7 +148,7 @@ func TestKstatusSeesAnOutageInProgressNotFailed(t *testing.T) {
 func TestKstatusSeesAnInvalidSpecFailedUntilItIsFixed(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("kstatus-invalid"))
+	apply(t, testutil.NewOrg("kstatus-invalid"))
 	waitKstatus(t, "kstatus-invalid", kstatus.CurrentStatus)
 
 	// A new generation that cannot be provisioned, on a Ready Organization.
@@ -184,14 +185,14 @@ func TestKstatusSeesAConflictFailedUntilItIsResolved(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
 	db := naming.DatabaseName("kstatus-conflict")
-	su := superuser(t, "postgres")
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	if _, err := su.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{db}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		_, _ = su.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
 	})
-	apply(t, newOrg("kstatus-conflict"))
+	apply(t, testutil.NewOrg("kstatus-conflict"))
 	res := waitKstatus(t, "kstatus-conflict", kstatus.FailedStatus)
 	if !strings.Contains(res.Message, "DatabaseReady Conflict:") {
 		t.Errorf("kstatus message %q does not give the conflict", res.Message)

@@ -1,4 +1,4 @@
-package controllers_test
+package e2e_test
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // objectKeys lists the keys under prefix, as the bucket's owner sees them.
@@ -50,7 +51,7 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 	ctx := context.Background()
 	allow := func(s *controllers.Settings) { s.AllowSystemNamespaces = true }
 	first := startOperatorSettings(t, nil, nil, allow)
-	apply(t, newOrg("sierra", func(o *tenancyv1alpha1.Organization) {
+	apply(t, testutil.NewOrg("sierra", func(o *tenancyv1alpha1.Organization) {
 		o.Spec.Namespace = "kube-public"
 		o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyRetain
 	}))
@@ -62,7 +63,7 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 		}
 	})
 	own := storageClient(t, o)
-	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/sierra/kept.txt", "k") })
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/sierra/kept.txt", "k") })
 
 	// The operator restarts without --allow-system-namespaces: the spec no
 	// longer validates, but what it provisioned must still be cleaned up.
@@ -73,8 +74,8 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 	if keys, err := reg.Storage.ListAccessKeys(ctx, reg.Storage.UserName("sierra")); !errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("IAM user of the deleted Organization remains (keys %v, err %v)", keys, err)
 	}
-	eventually(t, 20*time.Second, "the tenant's key to stop working", func() (bool, string) {
-		_, err := get(ctx, own, "orgs/sierra/kept.txt")
+	testutil.Eventually(t, 20*time.Second, "the tenant's key to stop working", func() (bool, string) {
+		_, err := testutil.GetObject(ctx, own, stack.S3.Bucket, "orgs/sierra/kept.txt")
 		return err != nil, fmt.Sprint(err)
 	})
 	kept := &corev1.Secret{}
@@ -88,15 +89,14 @@ func TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess(t
 func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 	ctx := context.Background()
 	first := startOperator(t, nil)
-	apply(t, newOrg("tango"))
-	o := waitReady(t, "tango")
+	o := applyReady(t, testutil.NewOrg("tango"))
 	if o.Status.Storage.Prefix != "orgs/tango/" {
 		t.Fatalf("status.storage.prefix = %q", o.Status.Storage.Prefix)
 	}
 	own := storageClient(t, o)
-	waitKeyWorks(t, func() error { return put(ctx, own, "orgs/tango/data.txt", "d") })
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, own, stack.S3.Bucket, "orgs/tango/data.txt", "d") })
 	// Someone else's objects, with no marker, where the new template points.
-	if err := put(ctx, stack.S3.RootClient(), "tenants/tango/foreign.txt", "f"); err != nil {
+	if err := testutil.PutObject(ctx, stack.S3.RootClient(), stack.S3.Bucket, "tenants/tango/foreign.txt", "f"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _, _ = reg.Storage.DeletePrefix(context.Background(), "tenants/tango/") })
@@ -112,7 +112,7 @@ func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 	if keys := objectKeys(t, "orgs/tango/"); len(keys) != 0 {
 		t.Errorf("the recorded prefix was left behind: %v", keys)
 	}
-	if body, err := get(ctx, stack.S3.RootClient(), "tenants/tango/foreign.txt"); err != nil || body != "f" {
+	if body, err := testutil.GetObject(ctx, stack.S3.RootClient(), stack.S3.Bucket, "tenants/tango/foreign.txt"); err != nil || body != "f" {
 		t.Errorf("an unmarked prefix was purged: %q, %v", body, err)
 	}
 }
@@ -120,10 +120,8 @@ func TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne(t *testing.T) {
 func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("uniform"))
-	waitReady(t, "uniform")
-	apply(t, newOrg("whiskey", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-uniform" }))
-	other := waitReady(t, "whiskey")
+	applyReady(t, testutil.NewOrg("uniform"))
+	other := applyReady(t, testutil.NewOrg("whiskey", testutil.InNamespace("org-uniform")))
 	t.Cleanup(func() {
 		_ = k8s.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "org-uniform"}})
 	})
@@ -142,17 +140,15 @@ func TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther(t 
 func TestTwoOrganizationsSharingANamespaceDeletedTogetherLeaveNoNamespace(t *testing.T) {
 	startOperator(t, nil)
 	ctx := context.Background()
-	apply(t, newOrg("xray"))
-	waitReady(t, "xray")
-	apply(t, newOrg("yankee", func(o *tenancyv1alpha1.Organization) { o.Spec.Namespace = "org-xray" }))
-	waitReady(t, "yankee")
+	applyReady(t, testutil.NewOrg("xray"))
+	applyReady(t, testutil.NewOrg("yankee", testutil.InNamespace("org-xray")))
 
 	for _, name := range []string{"xray", "yankee"} {
 		if err := k8s.Delete(ctx, &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 60*time.Second, "both Organizations and their shared namespace to be gone", func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, "both Organizations and their shared namespace to be gone", func() (bool, string) {
 		var left []string
 		for _, name := range []string{"xray", "yankee"} {
 			if err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{}); !apierrors.IsNotFound(err) {

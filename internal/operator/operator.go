@@ -1,0 +1,185 @@
+// Package operator wires orgforge's manager: the scheme, the manager's
+// options, the Organization reconciler, its metrics and its health checks.
+// main.go and the end-to-end tests both build the operator here, so that
+// the tests run the manager that ships.
+package operator
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/config"
+	"github.com/orgforge/orgforge/internal/registry"
+)
+
+// LeaderElectionID names the lease the replicas compete for.
+const LeaderElectionID = "orgforge.tenancy.orgforge.io"
+
+// readyzTimeout bounds each service's health check behind /readyz.
+const readyzTimeout = 5 * time.Second
+
+// Options are what a caller changes about the operator beyond its
+// configuration. The zero value is the operator as it runs in a cluster;
+// the other values are for tests.
+type Options struct {
+	// Database replaces the registry's database service, for tests that
+	// interrupt it.
+	Database controllers.Database
+	// WrapClient wraps the manager's client as the reconciler uses it.
+	WrapClient func(client.Client) client.Client
+	// WrapRecorder wraps the reconciler's event recorder.
+	WrapRecorder func(controllers.EventRecorder) controllers.EventRecorder
+	// Settings, when set, edits the reconciler's settings.
+	Settings func(*controllers.Settings)
+	// RateLimiter replaces the controller's default retry backoff.
+	RateLimiter workqueue.TypedRateLimiter[reconcile.Request]
+	// NoMetrics serves no metrics endpoint and registers no metrics:
+	// Prometheus' global registry takes orgforge's metrics only once per
+	// process, and a test process starts many managers.
+	NoMetrics bool
+	// SkipNameValidation lets one process run the controller in more
+	// than one manager.
+	SkipNameValidation bool
+}
+
+// SetupError is a failure to set up one part of the manager. Step names the
+// part as a log message, with KeysAndValues for the log.
+type SetupError struct {
+	Step          string
+	KeysAndValues []any
+	Err           error
+}
+
+func (e *SetupError) Error() string { return fmt.Sprintf("%s: %v", e.Step, e.Err) }
+
+func (e *SetupError) Unwrap() error { return e.Err }
+
+// NewScheme returns a scheme with every type the operator reads or writes.
+func NewScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, tenancyv1alpha1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
+	return scheme, nil
+}
+
+// New builds the manager for restCfg with the Organization reconciler on
+// reg's services, its metrics and its health checks; the caller starts it.
+// An error in creating the manager itself is returned as it is; one in
+// setting up a part of it is a *SetupError.
+func New(restCfg *rest.Config, reg *registry.Registry, cfg *config.Config, opts Options) (manager.Manager, error) {
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, &SetupError{Step: "Building scheme", Err: err}
+	}
+	mgr, err := ctrl.NewManager(restCfg, managerOptions(scheme, cfg, opts))
+	if err != nil {
+		return nil, err
+	}
+	if err := setUp(mgr, reg, cfg, opts); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// managerOptions are the manager's settings from the configuration.
+func managerOptions(scheme *runtime.Scheme, cfg *config.Config, opts Options) ctrl.Options {
+	metricsAddr := cfg.MetricsAddr
+	if opts.NoMetrics {
+		metricsAddr = "0"
+	}
+	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedByValue})
+	return ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        cfg.ProbeAddr,
+		PprofBindAddress:              cfg.PprofAddr,
+		LeaderElection:                cfg.LeaderElection,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the Secrets the operator wrote are cached, not every
+			// Secret of the cluster.
+			&corev1.Secret{}: {Label: managed},
+		}},
+	}
+}
+
+// setUp adds the reconciler, the metrics and the health checks to mgr.
+func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts Options) error {
+	co := controller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles, RateLimiter: opts.RateLimiter}
+	if opts.SkipNameValidation {
+		co.SkipNameValidation = &opts.SkipNameValidation
+	}
+	if err := newReconciler(mgr, reg, cfg, opts).SetupWithManager(mgr, co); err != nil {
+		return &SetupError{Step: "Setting up the Organization controller", Err: err}
+	}
+	if !opts.NoMetrics {
+		if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
+			return &SetupError{Step: "Registering metrics", Err: err}
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return &SetupError{Step: "Adding healthz", Err: err}
+	}
+	for name, check := range reg.ReadyzCheckers(readyzTimeout) {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return &SetupError{Step: "Adding readyz", KeysAndValues: []any{"service", name}, Err: err}
+		}
+	}
+	return nil
+}
+
+// newReconciler is the Organization reconciler on mgr's client and reg's
+// services, as opts change them.
+func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts Options) *controllers.OrganizationReconciler {
+	var (
+		c                                  = mgr.GetClient()
+		recorder controllers.EventRecorder = mgr.GetEventRecorder("orgforge")
+		db       controllers.Database      = reg.Aurora
+	)
+	if opts.WrapClient != nil {
+		c = opts.WrapClient(c)
+	}
+	if opts.WrapRecorder != nil {
+		recorder = opts.WrapRecorder(recorder)
+	}
+	if opts.Database != nil {
+		db = opts.Database
+	}
+	r := &controllers.OrganizationReconciler{
+		Client:    c,
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  recorder,
+		Database:  db,
+		Storage:   reg.Storage,
+		Creds:     reg.Credentials,
+		Settings:  controllers.SettingsFrom(cfg),
+	}
+	if opts.Settings != nil {
+		opts.Settings(&r.Settings)
+	}
+	return r
+}
