@@ -19,6 +19,7 @@ import (
 
 	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // pg is the package's PostgreSQL server, shared by every test.
@@ -91,13 +92,7 @@ func startPostgres(t *testing.T) *devstack.Postgres {
 // set up what orgforge did not make.
 func superuser(t *testing.T, db string) *pgx.Conn {
 	t.Helper()
-	ctx := testContext(t)
-	conn, err := pgx.Connect(ctx, pg.SuperuserDSN(db))
-	if err != nil {
-		t.Fatalf("connecting as superuser to %s: %v", db, err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
+	return testutil.Superuser(t, pg, db)
 }
 
 // serverVersion is the test server's server_version_num.

@@ -11,13 +11,13 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/registry"
 	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 var stack *devstack.Stack
@@ -104,11 +104,7 @@ func TestReadyzReportsAStoppedDatabaseAndRecovers(t *testing.T) {
 // the cause, with no secret in it or in the logs.
 func TestNewFailsFastNamingTheCause(t *testing.T) {
 	ctx := context.Background()
-	su, err := pgx.Connect(ctx, stack.Postgres.SuperuserDSN("postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = su.Close(ctx) }()
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
 	const weakPassword = "weak-admin-Pa55word"
 	if _, err := su.Exec(ctx, "CREATE ROLE weak_admin LOGIN CREATEDB NOCREATEROLE PASSWORD '"+weakPassword+"'"); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/url"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/orgforge/orgforge/internal/retry"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // keyDelay bounds how long a new key or policy may take to work: the
@@ -105,12 +107,9 @@ func createUser(t *testing.T, s *Service, m Marker) string {
 
 func waitWorks(t *testing.T, s *Service, key AccessKey, prefix string) {
 	t.Helper()
-	eventually(t, keyDelay, "the new key to work", func() error {
+	testutil.Eventually(t, keyDelay, "the new key to work", func() (bool, string) {
 		works, err := s.AccessKeyWorks(t.Context(), key.ID, key.Secret, prefix)
-		if err == nil && !works {
-			err = errors.New("AccessKeyWorks = false")
-		}
-		return err
+		return err == nil && works, fmt.Sprintf("AccessKeyWorks = %v, %v", works, err)
 	})
 }
 

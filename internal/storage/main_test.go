@@ -204,20 +204,3 @@ func getObject(ctx context.Context, key string) ([]byte, error) {
 	defer out.Body.Close()
 	return io.ReadAll(out.Body)
 }
-
-// eventually polls fn until it succeeds or the timeout passes, for a new key
-// or policy the gateway may take a moment to see.
-func eventually(t *testing.T, timeout time.Duration, what string, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
