@@ -126,12 +126,12 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	}
 	dbErr, stErr := concurrently(
 		func() error {
-			return runPhases(ctx, s, "database", []phase{{step: "dropDatabase", run: r.dropDatabase}})
+			return runPhases(ctx, s, "database deletion", []phase{{step: "dropDatabase", run: r.dropDatabase}})
 		},
 		func() error {
 			// The key goes first, so that the tenant loses access before
 			// its data goes.
-			return runPhases(ctx, s, "storage", []phase{
+			return runPhases(ctx, s, "storage deletion", []phase{
 				{step: "deleteUser", run: r.deleteUser},
 				{step: "deletePrefix", run: r.deletePrefixes},
 			})
@@ -139,7 +139,7 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	if err := errors.Join(stErr, dbErr); err != nil {
 		return err
 	}
-	return runPhases(ctx, s, "namespace", []phase{{step: "deleteNamespace", run: r.deleteNamespace}})
+	return runPhases(ctx, s, "namespace deletion", []phase{{step: "deleteNamespace", run: r.deleteNamespace}})
 }
 
 // noteRetained says what deletionPolicy Retain kept.

@@ -47,8 +47,12 @@ func (a *Access) note(format string, args ...any) {
 //     IAM's two keys a user, and one new key is issued.
 //
 // Only a key that EnsureAccess returns may be written to the Secret, and
-// nothing the Secret holds is deleted while it is usable, so a crash at any
-// point leaves at most one key that the next call removes.
+// the key in req.Current is not deleted while it is usable, so a crash at
+// any point leaves at most one key that the next call removes. Current must
+// be what the Secret holds: a caller that reads it from a cache that lags
+// could have a newer key deleted. Stale keys go before the caller writes
+// the Secret, not after; since a new key is only issued after every key of
+// the user is deleted, the Secret's write has nothing left to protect.
 //
 // With None the user and its keys are deleted; a user of that name that is
 // not the organization's is left alone, since there is nothing of the

@@ -16,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -120,14 +119,6 @@ func orgs(ctx context.Context) (map[string]*tenancyv1alpha1.Organization, error)
 		out[list.Items[i].Name] = &list.Items[i]
 	}
 	return out, nil
-}
-
-func condition(o *tenancyv1alpha1.Organization, t string) string {
-	c := meta.FindStatusCondition(o.Status.Conditions, t)
-	if c == nil {
-		return "none"
-	}
-	return fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
 }
 
 // countReady counts the named Organizations that are Ready.

@@ -286,7 +286,7 @@ func TestInstallAWSPolicy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, m := range regexp.MustCompile(`s\.do\(ctx, "([A-Za-z0-9]+)"`).FindAllSubmatch(src, -1) {
+		for _, m := range regexp.MustCompile(`(?:s\.do\(ctx|s\.remove\(ctx|call\(ctx, s|paginate\(ctx, s), "([A-Za-z0-9]+)"`).FindAllSubmatch(src, -1) {
 			call, ok := storageCalls[string(m[1])]
 			if !ok {
 				t.Errorf("internal/storage calls %s: add what it needs to the policy in docs/install-aws.md and to storageCalls", m[1])
