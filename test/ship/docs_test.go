@@ -97,6 +97,32 @@ func TestOperationsDocIsComplete(t *testing.T) {
 		}
 	}
 
+	// Every step the reconciler times is a documented value of the step
+	// label.
+	srcs, err := filepath.Glob(repoPath("controllers", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	for _, path := range srcs {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`step: "([A-Za-z]+)"`).FindAllSubmatch(src, -1) {
+			steps++
+			if !bytes.Contains(doc, []byte("`"+string(m[1])+"`")) {
+				t.Errorf("docs/operations.md does not name the step %s of orgforge_reconcile_step_duration_seconds", m[1])
+			}
+		}
+	}
+	if steps < 10 {
+		t.Fatalf("found %d timed steps in controllers/: the parse is broken", steps)
+	}
+
 	metricsSrc, err := os.ReadFile(repoPath("controllers", "metrics.go"))
 	if err != nil {
 		t.Fatal(err)
