@@ -143,6 +143,7 @@ type NoCapacityError struct {
 	Skipped []Skip
 }
 
+// Error is the condition message: every reason, bounded by MaxListedSkips.
 func (e *NoCapacityError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "no DatabaseCluster can take organization %q with maxConnections %d", e.Organization, e.MaxConnections)
