@@ -295,6 +295,9 @@ func (p *Postgres) SuperuserDSN(database string) string {
 // DataDir is the server's data folder.
 func (p *Postgres) DataDir() string { return p.dataDir }
 
+// BinDir is the folder of the server's binaries, which tells its major.
+func (p *Postgres) BinDir() string { return p.bin }
+
 // Stop shuts the server down (fast mode) and keeps its data for Start.
 func (p *Postgres) Stop() error {
 	return p.proc.stop(syscall.SIGINT, 20*time.Second)
