@@ -32,6 +32,7 @@ endif
 TOOLS_ENV = KUBEBUILDER_ASSETS="$$(hack/tools.sh envtest)" \
 	ORGFORGE_VERSITYGW="$$(hack/tools.sh versitygw)" \
 	ORGFORGE_PG_BIN="$$(hack/tools.sh postgres)" \
+	ORGFORGE_PG_BINS="$$(hack/tools.sh postgres-all)" \
 	ORGFORGE_HELM="$(HELM)" \
 	ORGFORGE_KUSTOMIZE="$(KUSTOMIZE_BUILD)" \
 	ORGFORGE_CRD_REF_DOCS="$(CRD_REF_DOCS)"

@@ -219,6 +219,10 @@ type versionRules struct {
 	// SecureDatabase leaves it as it is. The database is still the
 	// tenant's alone, since PUBLIC may not connect to it.
 	securesSchemaPublic bool
+	// reservedConnections tells whether the server has the setting
+	// reserved_connections, slots kept for roles granted
+	// pg_use_reserved_connections, which PostgreSQL 16 added.
+	reservedConnections bool
 }
 
 // rulesFor returns the rules of a server whose server_version_num is
@@ -230,6 +234,7 @@ func rulesFor(version int) versionRules {
 	}
 	if version >= 160000 {
 		r.memberPrivilege = "SET"
+		r.reservedConnections = true
 	}
 	return r
 }

@@ -9,7 +9,7 @@ import (
 func TestRulesChangeAtTheMajorsThatChangedPostgreSQL(t *testing.T) {
 	before15 := versionRules{memberPrivilege: "MEMBER", securesSchemaPublic: false}
 	on15 := versionRules{memberPrivilege: "MEMBER", securesSchemaPublic: true}
-	from16 := versionRules{memberPrivilege: "SET", securesSchemaPublic: true}
+	from16 := versionRules{memberPrivilege: "SET", securesSchemaPublic: true, reservedConnections: true}
 	cases := map[string]struct {
 		version int
 		want    versionRules

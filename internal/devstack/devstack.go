@@ -29,6 +29,11 @@ type Options struct {
 	// Postgres starts PostgreSQL.
 	Postgres        bool
 	PostgresOptions PostgresOptions
+	// Clusters starts more PostgreSQL servers, one for each entry, each
+	// with its own folder, port and Aurora-like admin: the fleet's
+	// clusters. An entry's Major picks its PostgreSQL major. They start
+	// whether or not Postgres does.
+	Clusters []PostgresOptions
 	// S3 starts versitygw.
 	S3        bool
 	S3Options S3Options
@@ -40,7 +45,9 @@ type Stack struct {
 	Kube              *Kube
 	ControllerManager *ControllerManager
 	Postgres          *Postgres
-	S3                *S3
+	// Clusters are the servers of Options.Clusters, in its order.
+	Clusters []*Postgres
+	S3       *S3
 
 	ownsDir bool
 }
@@ -72,6 +79,14 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 			return nil, err
 		}
 	}
+	for i, o := range opts.Clusters {
+		// StartPostgres makes its folder, postgres, under the one given.
+		pg, err := StartPostgres(ctx, filepath.Join(s.Dir, fmt.Sprintf("cluster-%d", i+1)), o)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %d of %d: %w", i+1, len(opts.Clusters), err)
+		}
+		s.Clusters = append(s.Clusters, pg)
+	}
 	if opts.S3 {
 		if s.S3, err = StartS3With(ctx, s.Dir, opts.S3Options); err != nil {
 			return nil, err
@@ -94,15 +109,19 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 func (s *Stack) Close() error {
 	// In this order: the controller-manager goes before the apiserver it
 	// talks to. A part not started has a nil receiver, never called.
-	parts := []struct {
+	type part struct {
 		name    string
 		started bool
 		stop    func() error
-	}{
+	}
+	parts := []part{
 		{"kube-controller-manager", s.ControllerManager != nil, s.ControllerManager.Close},
 		{"kube", s.Kube != nil, s.Kube.Stop},
 		{"s3", s.S3 != nil, s.S3.Close},
 		{"postgres", s.Postgres != nil, s.Postgres.Close},
+	}
+	for i, pg := range s.Clusters {
+		parts = append(parts, part{fmt.Sprintf("postgres cluster %d", i+1), true, pg.Close})
 	}
 	var errs []error
 	for _, p := range parts {

@@ -34,6 +34,30 @@ func startStack(t *testing.T, ctx context.Context, opts Options) (*Stack, func()
 	return st, closeStack
 }
 
+// checkAuroraAdmin checks that pg's admin logs in with its password, and
+// only with it, and is what an Aurora cluster's master user is: CREATEDB,
+// CREATEROLE, a member of rds_superuser, and not a superuser.
+func checkAuroraAdmin(t *testing.T, ctx context.Context, pg *Postgres) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, pg.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	var super, createdb, createrole, member bool
+	err = conn.QueryRow(ctx, `SELECT rolsuper, rolcreatedb, rolcreaterole, pg_has_role(current_user, 'rds_superuser', 'MEMBER')
+		FROM pg_roles WHERE rolname = current_user`).Scan(&super, &createdb, &createrole, &member)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if super || !createdb || !createrole || !member {
+		t.Errorf("super=%v createdb=%v createrole=%v rds_superuser=%v; want false true true true", super, createdb, createrole, member)
+	}
+	if _, err := pgx.Connect(ctx, pg.DSN(AdminUser, "wrong-password", "postgres")); err == nil {
+		t.Error("login with a wrong password succeeded")
+	}
+}
+
 func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -61,23 +85,7 @@ func TestStackStartsRealServicesAndStopsThemAll(t *testing.T) {
 	})
 
 	t.Run("admin is Aurora-like: CREATEDB, CREATEROLE, rds_superuser, not superuser", func(t *testing.T) {
-		conn, err := pgx.Connect(ctx, st.Postgres.AdminDSN())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = conn.Close(ctx) }()
-		var super, createdb, createrole, member bool
-		err = conn.QueryRow(ctx, `SELECT rolsuper, rolcreatedb, rolcreaterole, pg_has_role(current_user, 'rds_superuser', 'MEMBER')
-			FROM pg_roles WHERE rolname = current_user`).Scan(&super, &createdb, &createrole, &member)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if super || !createdb || !createrole || !member {
-			t.Errorf("super=%v createdb=%v createrole=%v rds_superuser=%v; want false true true true", super, createdb, createrole, member)
-		}
-		if _, err := pgx.Connect(ctx, st.Postgres.DSN(AdminUser, "wrong-password", "postgres")); err == nil {
-			t.Error("login with a wrong password succeeded")
-		}
+		checkAuroraAdmin(t, ctx, st.Postgres)
 	})
 
 	t.Run("tenants bucket exists and root can write to it", func(t *testing.T) {

@@ -43,10 +43,14 @@ type PostgresOptions struct {
 	// example a filesystem of its own, as a database server has. As root
 	// it must be traversable by the server's user, nobody.
 	BaseDir string
+	// Major runs the server on that PostgreSQL major, with binaries from
+	// ORGFORGE_PG_BINS or else hack/tools.sh; 0 is the default major's,
+	// from ORGFORGE_PG_BIN.
+	Major int
 }
 
 // Postgres is a PostgreSQL server, from the binaries hack/tools.sh installs
-// (or any others named by ORGFORGE_PG_BIN), run from a temporary data folder
+// (or any others named by ORGFORGE_PG_BIN or ORGFORGE_PG_BINS), run from a temporary data folder
 // on a loopback port.
 type Postgres struct {
 	Host          string
@@ -69,7 +73,7 @@ type Postgres struct {
 // folder when running as root, because the server then runs as nobody),
 // starts it and creates the Aurora-like admin.
 func StartPostgres(ctx context.Context, dir string, opts PostgresOptions) (*Postgres, error) {
-	bin, err := toolPath("postgres", EnvPGBin)
+	bin, err := postgresBin(opts.Major)
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +294,9 @@ func (p *Postgres) SuperuserDSN(database string) string {
 
 // DataDir is the server's data folder.
 func (p *Postgres) DataDir() string { return p.dataDir }
+
+// BinDir is the folder of the server's binaries, which tells its major.
+func (p *Postgres) BinDir() string { return p.bin }
 
 // Stop shuts the server down (fast mode) and keeps its data for Start.
 func (p *Postgres) Stop() error {
