@@ -50,10 +50,7 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 			r.Close()
 		}
 	}()
-	policy := retry.DefaultPolicy
-	if opts.Retry != nil {
-		policy = *opts.Retry
-	}
+	policy := policyOf(opts.Retry)
 
 	r.Credentials = credentials.NewService()
 	if err := r.Credentials.HealthCheck(ctx); err != nil {
@@ -92,6 +89,15 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 	}
 	r.add(r.Storage, r.Storage.Close)
 	return r, nil
+}
+
+// policyOf is the retry policy of the services: override, or else the
+// default.
+func policyOf(override *retry.Policy) retry.Policy {
+	if override != nil {
+		return *override
+	}
+	return retry.DefaultPolicy
 }
 
 func (r *Registry) add(s Service, closer func()) {

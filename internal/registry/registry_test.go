@@ -34,6 +34,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer func() { _ = stack.Close() }()
+	defer closeFleet()
 	return m.Run()
 }
 
