@@ -4,9 +4,9 @@
 // clusters' capacity and readiness and the placements they find, and record
 // its decisions where they must survive a restart.
 //
-// It is the first part of the fleet (issue 16) and nothing calls it yet:
-// the DatabaseCluster kind, the per-cluster registry and the reconciler's
-// placement step that will use it are still to come.
+// It is a first part of the fleet (issue 16) and nothing calls it yet: the
+// DatabaseCluster kind and the reconciler's placement step that will use it,
+// with registry.Clusters, are still to come.
 package placement
 
 import (
