@@ -99,24 +99,11 @@ func TestOperationsDocIsComplete(t *testing.T) {
 
 	// Every step the reconciler times is a documented value of the step
 	// label.
-	srcs, err := filepath.Glob(repoPath("controllers", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	steps := 0
-	for _, path := range srcs {
-		if strings.HasSuffix(path, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range regexp.MustCompile(`step: "([A-Za-z]+)"`).FindAllSubmatch(src, -1) {
-			steps++
-			if !bytes.Contains(doc, []byte("`"+string(m[1])+"`")) {
-				t.Errorf("docs/operations.md does not name the step %s of orgforge_reconcile_step_duration_seconds", m[1])
-			}
+	for _, m := range sourceMatches(t, `step: "([A-Za-z]+)"`, "controllers") {
+		steps++
+		if !bytes.Contains(doc, []byte("`"+m+"`")) {
+			t.Errorf("docs/operations.md does not name the step %s of orgforge_reconcile_step_duration_seconds", m)
 		}
 	}
 	if steps < 10 {
@@ -136,6 +123,30 @@ func TestOperationsDocIsComplete(t *testing.T) {
 			t.Errorf("docs/operations.md does not document metric %s", m[1])
 		}
 	}
+}
+
+// sourceMatches returns the first group of every match of re in the Go
+// files, tests left out, of the repository folder dir.
+func sourceMatches(t *testing.T, re string, dir ...string) []string {
+	t.Helper()
+	srcs, err := filepath.Glob(repoPath(append(dir, "*.go")...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, path := range srcs {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(re).FindAllSubmatch(src, -1) {
+			out = append(out, string(m[1]))
+		}
+	}
+	return out
 }
 
 // codeBlocks returns the fenced blocks of a doc in one language.
@@ -300,34 +311,21 @@ func TestInstallAWSPolicy(t *testing.T) {
 	}
 
 	used := map[[3]string]bool{}
-	srcs, err := filepath.Glob(repoPath("internal", "storage", "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, path := range srcs {
-		if strings.HasSuffix(path, "_test.go") {
+	for _, name := range sourceMatches(t, `(?:s\.do\(ctx|s\.remove\(ctx|call\(ctx, s|paginate\(ctx, s), "([A-Za-z0-9]+)"`, "internal", "storage") {
+		call, ok := storageCalls[name]
+		if !ok {
+			t.Errorf("internal/storage calls %s: add what it needs to the policy in docs/install-aws.md and to storageCalls", name)
 			continue
 		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range regexp.MustCompile(`(?:s\.do\(ctx|s\.remove\(ctx|call\(ctx, s|paginate\(ctx, s), "([A-Za-z0-9]+)"`).FindAllSubmatch(src, -1) {
-			call, ok := storageCalls[string(m[1])]
-			if !ok {
-				t.Errorf("internal/storage calls %s: add what it needs to the policy in docs/install-aws.md and to storageCalls", m[1])
-				continue
+		for _, a := range call.actions {
+			required := ""
+			if boundaryActions[a] {
+				required = guideBoundary
 			}
-			for _, a := range call.actions {
-				required := ""
-				if boundaryActions[a] {
-					required = guideBoundary
-				}
-				key := [3]string{a, resources[call.resource], required}
-				used[key] = true
-				if !allowed[key] {
-					t.Errorf("%s needs %s on %s (requiring the boundary %q); the policy does not allow it", m[1], a, key[1], required)
-				}
+			key := [3]string{a, resources[call.resource], required}
+			used[key] = true
+			if !allowed[key] {
+				t.Errorf("%s needs %s on %s (requiring the boundary %q); the policy does not allow it", name, a, key[1], required)
 			}
 		}
 	}
