@@ -369,6 +369,11 @@ func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
 	// Let the reconciles that Ready itself triggered settle.
 	time.Sleep(resync / 2)
 	writes, ddl := op.writes.Load(), reg.Aurora.DDLCount()
+	// Provisioning three Organizations wrote (finalizers, namespaces,
+	// Secrets, status): a counter that saw none would prove nothing below.
+	if writes == 0 {
+		t.Fatal("no Kubernetes write was counted while provisioning; the write counter is broken")
+	}
 	events := len(op.eventsSnapshot())
 	time.Sleep(2*resync + time.Second)
 	if got := op.writes.Load() - writes; got != 0 {

@@ -7,6 +7,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -24,9 +25,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -122,50 +125,47 @@ func run(m *testing.M) int {
 
 func zapDebug() zapcore.Level { return zapcore.DebugLevel }
 
-// counting wraps the manager's client and recorder to count every write the
-// operator makes to the API server.
-type counting struct {
-	client.Client
-	writes *atomic.Int64
+// unwatched lends a client the Watch that interceptor.NewClient asks for;
+// the operator never calls it.
+type unwatched struct{ client.Client }
+
+func (unwatched) Watch(context.Context, client.ObjectList, ...client.ListOption) (watch.Interface, error) {
+	return nil, errors.New("watch is not supported by this client")
 }
 
-func (c counting) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
-	c.writes.Add(1)
-	return c.Client.Create(ctx, o, opts...)
-}
-
-func (c counting) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
-	c.writes.Add(1)
-	return c.Client.Update(ctx, o, opts...)
-}
-
-func (c counting) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-	c.writes.Add(1)
-	return c.Client.Patch(ctx, o, p, opts...)
-}
-
-func (c counting) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
-	c.writes.Add(1)
-	return c.Client.Delete(ctx, o, opts...)
-}
-
-func (c counting) Status() client.SubResourceWriter {
-	return countingStatus{SubResourceWriter: c.Client.Status(), writes: c.writes}
-}
-
-type countingStatus struct {
-	client.SubResourceWriter
-	writes *atomic.Int64
-}
-
-func (c countingStatus) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-	c.writes.Add(1)
-	return c.SubResourceWriter.Patch(ctx, o, p, opts...)
-}
-
-func (c countingStatus) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
-	c.writes.Add(1)
-	return c.SubResourceWriter.Update(ctx, o, opts...)
+// counting wraps the manager's client to count every write the operator
+// makes to the API server, status writes included.
+func counting(c client.Client, writes *atomic.Int64) client.Client {
+	w, ok := c.(client.WithWatch)
+	if !ok {
+		w = unwatched{c}
+	}
+	return interceptor.NewClient(w, interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+			writes.Add(1)
+			return c.Create(ctx, o, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+			writes.Add(1)
+			return c.Update(ctx, o, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+			writes.Add(1)
+			return c.Patch(ctx, o, p, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
+			writes.Add(1)
+			return c.Delete(ctx, o, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
+			writes.Add(1)
+			return c.SubResource(sub).Update(ctx, o, opts...)
+		},
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			writes.Add(1)
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+	})
 }
 
 type countingRecorder struct {
@@ -247,7 +247,7 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 			if opts.wrap != nil {
 				c = opts.wrap(c)
 			}
-			return counting{Client: c, writes: &op.writes}
+			return counting(c, &op.writes)
 		},
 		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
 			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
