@@ -76,7 +76,7 @@ help: ## Show this help.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD and RBAC manifests from the Go markers, and the chart's copies.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./api/...;./controllers/..." output:crd:artifacts:config=config/crd/bases
-	cp config/crd/bases/tenancy.orgforge.io_organizations.yaml dist/chart/crds/
+	cp config/crd/bases/*.yaml dist/chart/crds/
 	cp config/rbac/role.yaml dist/chart/files/manager-role.yaml
 
 .PHONY: generate

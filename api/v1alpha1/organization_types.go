@@ -64,7 +64,7 @@ const (
 	// Ready's. kstatus reports the Organization InProgress.
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is True when the operator cannot make progress on the
-	// current generation until a person acts: its reason is InvalidSpec,
+	// current generation until a person acts: its reason is InvalidSpec, OverBudget,
 	// Conflict or InvalidSecret, and its message says what to change. status.observedGeneration
 	// is the stalled generation, so kstatus reports the Organization Failed.
 	ConditionStalled = "Stalled"
@@ -97,6 +97,16 @@ const (
 	// something the operator cannot use, such as an empty password; the
 	// role keeps its password until the Secret is fixed.
 	ReasonInvalidSecret = "InvalidSecret"
+	// ReasonNoCapacity means no DatabaseCluster can take the organization:
+	// none matches its clusterRef or clusterSelector, or those that do are
+	// not Ready, are cordoned or are full. The message names each cluster
+	// and why it was skipped. The organization is placed as soon as one
+	// can take it.
+	ReasonNoCapacity = "NoCapacity"
+	// ReasonOverBudget means a raise of database.pool.maxConnections does
+	// not fit the connection budget of the organization's DatabaseCluster;
+	// the role and the Secret keep the limit in force until it does.
+	ReasonOverBudget = "OverBudget"
 	// ReasonDeleting means the Organization is being deleted.
 	ReasonDeleting = "Deleting"
 	// ReasonNotReady is the Ready reason while any other condition is not True.
@@ -147,8 +157,26 @@ type PoolSpec struct {
 // +kubebuilder:validation:Pattern=`^[a-z_][a-z0-9_-]*$`
 type ExtensionName string
 
+// ClusterReference names a DatabaseCluster.
+type ClusterReference struct {
+	// Name of the DatabaseCluster.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
 // DatabaseSpec describes the organization's PostgreSQL database.
 type DatabaseSpec struct {
+	// ClusterRef pins the organization to one DatabaseCluster. It is read
+	// when the organization is first placed; an organization never moves.
+	// +optional
+	ClusterRef *ClusterReference `json:"clusterRef,omitempty"`
+
+	// ClusterSelector limits placement to the DatabaseClusters whose labels
+	// match. It is read when the organization is first placed.
+	// +optional
+	ClusterSelector *metav1.LabelSelector `json:"clusterSelector,omitempty"`
+
 	// Pool is the connection pool configuration written to the database Secret.
 	// +kubebuilder:default={minConnections: 2, maxConnections: 10}
 	// +optional
@@ -203,6 +231,9 @@ type OrganizationSpec struct {
 
 // DatabaseStatus tells applications where the organization's database is.
 type DatabaseStatus struct {
+	// Cluster is the DatabaseCluster the organization is placed on.
+	// +optional
+	Cluster string `json:"cluster,omitempty"`
 	// Name is the database's name on the server.
 	// +optional
 	Name string `json:"name,omitempty"`
@@ -275,6 +306,7 @@ type OrganizationStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=org,categories=orgforge
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.status.database.cluster`
 // +kubebuilder:printcolumn:name="Database",type=string,JSONPath=`.status.database.name`
 // +kubebuilder:printcolumn:name="Prefix",type=string,JSONPath=`.status.storage.url`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1

@@ -250,8 +250,9 @@ func checkManagerAccepts(t *testing.T, s managerSettings) {
 // TestChartCopiesAreCurrent checks the chart's copies of generated files.
 func TestChartCopiesAreCurrent(t *testing.T) {
 	for copy, src := range map[string]string{
-		"dist/chart/crds/tenancy.orgforge.io_organizations.yaml": "config/crd/bases/tenancy.orgforge.io_organizations.yaml",
-		"dist/chart/files/manager-role.yaml":                     "config/rbac/role.yaml",
+		"dist/chart/crds/tenancy.orgforge.io_organizations.yaml":    "config/crd/bases/tenancy.orgforge.io_organizations.yaml",
+		"dist/chart/crds/tenancy.orgforge.io_databaseclusters.yaml": "config/crd/bases/tenancy.orgforge.io_databaseclusters.yaml",
+		"dist/chart/files/manager-role.yaml":                        "config/rbac/role.yaml",
 	} {
 		a, err := os.ReadFile(repoPath(src))
 		if err != nil {
