@@ -39,3 +39,14 @@ type Credentials interface {
 	NewPassword() (string, error)
 	Verifier(password string) (string, error)
 }
+
+// ClusterServices gives each DatabaseCluster's database service: the
+// registry's Clusters, as the reconcilers use it.
+type ClusterServices interface {
+	// Ensure builds, or returns, the service of a cluster for cfg.
+	Ensure(ctx context.Context, name string, cfg aurora.Config) (*aurora.Service, error)
+	// Get returns the cluster's service, once Ensure has built it.
+	Get(name string) (*aurora.Service, bool)
+	// Remove closes the cluster's service.
+	Remove(name string)
+}
