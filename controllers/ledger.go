@@ -154,4 +154,3 @@ func RecordedPlacement(org *tenancyv1alpha1.Organization) (placement.Placement, 
 	}
 	return placement.Placement{Organization: org.Name, Cluster: cluster, MaxConnections: budget}, true
 }
-
