@@ -163,6 +163,16 @@ func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope
 	if err := r.Patch(ctx, s.org, patch); err != nil {
 		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
 	}
+	if s.org.Status.Database.Cluster == p.Cluster {
+		return nil
+	}
+	// The status says it too before anything is created; the reconcile's
+	// own status patch at its end would come after.
+	statusPatch := client.MergeFrom(s.org.DeepCopy())
+	s.org.Status.Database.Cluster = p.Cluster
+	if err := r.Status().Patch(ctx, s.org, statusPatch); err != nil {
+		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
+	}
 	return nil
 }
 

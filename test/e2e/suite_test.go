@@ -35,6 +35,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
@@ -47,8 +48,11 @@ import (
 // The suite shares one stack and one registry; each test starts the
 // managers it needs.
 var (
-	stack  *devstack.Stack
-	reg    *registry.Registry
+	stack *devstack.Stack
+	reg   *registry.Registry
+	// admin is the suite's own admin connection to the default cluster's
+	// server, for clean-ups; the operator's is in reg.Clusters.
+	admin  *aurora.Service
 	cfg    *config.Config
 	scheme *runtime.Scheme
 	k8s    client.Client
@@ -116,6 +120,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer reg.Close()
+	if admin, err = aurora.New(ctx, reg.DefaultCluster, ctrl.Log.WithName("suite")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer admin.Close()
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- operator log (last 60 lines) ---\n%s\n", logs.tail(60))
@@ -199,30 +208,34 @@ func (o *operator) eventsSnapshot() []string {
 	return append([]string(nil), o.events...)
 }
 
-// startOperator runs a manager until the test ends or stop is called. db
-// replaces the database service when a test needs to interrupt it.
-func startOperator(t *testing.T, db controllers.Database) *operator {
+// wrapDB wraps a DatabaseCluster's database service, for tests that
+// interrupt it.
+type wrapDB = func(cluster string, db controllers.Database) controllers.Database
+
+// startOperator runs a manager until the test ends or stop is called. db,
+// if set, wraps the database services when a test needs to interrupt them.
+func startOperator(t *testing.T, db wrapDB) *operator {
 	t.Helper()
 	return startOperatorWith(t, db, nil)
 }
 
 // startOperatorWith is startOperator with the manager's client wrapped, for
 // tests that make the cache lag.
-func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client) *operator {
+func startOperatorWith(t *testing.T, db wrapDB, wrap func(client.Client) client.Client) *operator {
 	t.Helper()
 	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap})
 }
 
 // startOperatorSettings is startOperatorWith with the reconciler's settings
 // changed by edit, as an operator restarted with other flags would run.
-func startOperatorSettings(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
+func startOperatorSettings(t *testing.T, db wrapDB, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
 	t.Helper()
 	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap, settings: edit})
 }
 
 // operatorOptions are what a test may change about the manager it starts.
 type operatorOptions struct {
-	db   controllers.Database
+	db   wrapDB
 	wrap func(client.Client) client.Client
 	// rateLimiter replaces the suite's fast retries, for tests that must
 	// see an event, not a retry, bring an Organization back.
@@ -242,7 +255,7 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	}
 	op := &operator{done: make(chan struct{})}
 	mgr, err := orgoperator.New(stack.Kube.Config, reg, cfg, orgoperator.Options{
-		Database: opts.db,
+		WrapDatabase: opts.db,
 		WrapClient: func(c client.Client) client.Client {
 			if opts.wrap != nil {
 				c = opts.wrap(c)
