@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -61,6 +62,10 @@ var (
 
 const resync = 3 * time.Second
 
+// fleetMajors are the PostgreSQL majors of the suite's fleet servers,
+// stack.Clusters, which the fleet tests' DatabaseClusters run on.
+var fleetMajors = []int{13, 15, 17}
+
 // iamDelay is how long the stack's S3 refuses a new access key, as S3 on
 // AWS may while IAM propagates it (devstack.S3Options.IAMDelay). The
 // operator's allowance, storage.DefaultKeyPropagation, is longer.
@@ -81,10 +86,14 @@ func run(m *testing.M) int {
 	var err error
 	// The controller-manager makes deletion end as in a cluster: namespaces
 	// finish terminating and owned Secrets are collected.
-	stack, err = devstack.Start(ctx, devstack.Options{
+	opts := devstack.Options{
 		Kube: true, CRDPaths: []string{"../../config/crd/bases"}, ControllerManager: true, Postgres: true,
 		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
-	})
+	}
+	for _, m := range fleetMajors {
+		opts.Clusters = append(opts.Clusters, devstack.PostgresOptions{Major: m})
+	}
+	stack, err = devstack.Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -95,6 +104,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if k8s, err = client.New(stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adminSecretNamespace}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
