@@ -53,6 +53,9 @@ type Options struct {
 	WrapRecorder func(controllers.EventRecorder) controllers.EventRecorder
 	// Settings, when set, edits the reconciler's settings.
 	Settings func(*controllers.Settings)
+	// ClusterHealthInterval replaces how often each DatabaseCluster is
+	// checked (controllers.DefaultHealthInterval).
+	ClusterHealthInterval time.Duration
 	// RateLimiter replaces the controller's default retry backoff.
 	RateLimiter workqueue.TypedRateLimiter[reconcile.Request]
 	// NoMetrics serves no metrics endpoint and registers no metrics:
@@ -140,12 +143,18 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts
 	if err := newReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
 		return &SetupError{Step: "Setting up the Organization controller", Err: err}
 	}
+	if err := newClusterReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
+		return &SetupError{Step: "Setting up the DatabaseCluster controller", Err: err}
+	}
 	if err := mgr.Add(defaultCluster(mgr.GetClient())); err != nil {
 		return &SetupError{Step: "Adding the default DatabaseCluster", Err: err}
 	}
 	if !opts.NoMetrics {
 		if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
 			return &SetupError{Step: "Registering metrics", Err: err}
+		}
+		if err := controllers.RegisterFleetMetrics(metrics.Registry, reg.Clusters, ledger); err != nil {
+			return &SetupError{Step: "Registering the fleet's metrics", Err: err}
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -187,6 +196,25 @@ func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Conf
 		opts.Settings(&r.Settings)
 	}
 	return r
+}
+
+// newClusterReconciler is the DatabaseCluster reconciler on mgr's client,
+// reg's clusters and the --database-* flags' cluster.
+func newClusterReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, ledger *controllers.Ledger, opts Options) *controllers.DatabaseClusterReconciler {
+	db := cfg.Database
+	return &controllers.DatabaseClusterReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("orgforge"),
+		Clusters:  reg.Clusters,
+		Ledger:    ledger,
+		Flags: controllers.FlagsCluster{
+			AdminDSN: reg.DefaultCluster.AdminDSN,
+			Tenant:   controllers.TenantEndpoint{Host: db.TenantHost, Port: db.TenantPort, SSLMode: db.TenantSSLMode},
+		},
+		MaxConnections: reg.DefaultCluster.MaxConnections,
+		HealthInterval: opts.ClusterHealthInterval,
+	}
 }
 
 // databases looks a DatabaseCluster's service up in clusters, wrapped by

@@ -66,7 +66,11 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 	// No database cluster is connected here: one that cannot be reached
 	// must not stop the operator serving the others. Each is connected by
 	// the DatabaseCluster reconciler, and its health is on its status.
-	r.Clusters = NewClusters(log, ClustersOptions{Retry: opts.Retry, MaxConnections: int32(cfg.Database.MaxConnections)})
+	r.Clusters = NewClusters(log, ClustersOptions{
+		Retry:               opts.Retry,
+		MaxConnections:      int32(cfg.Database.MaxConnections),
+		MaxTotalConnections: int32(cfg.Database.FleetMaxConnections),
+	})
 	r.closers = append(r.closers, r.Clusters.Close)
 	r.DefaultCluster = aurora.Config{AdminDSN: cfg.Database.AdminDSN, MaxConnections: int32(cfg.Database.MaxConnections)}
 	if err := aurora.ValidateConfig(r.DefaultCluster); err != nil {

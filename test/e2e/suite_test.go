@@ -278,10 +278,11 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
 			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
 		},
-		Settings:           opts.settings,
-		RateLimiter:        limiter,
-		NoMetrics:          true,
-		SkipNameValidation: true,
+		Settings:              opts.settings,
+		RateLimiter:           limiter,
+		ClusterHealthInterval: 2 * time.Second,
+		NoMetrics:             true,
+		SkipNameValidation:    true,
 	})
 	if err != nil {
 		t.Fatal(err)
