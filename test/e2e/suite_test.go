@@ -133,7 +133,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer reg.Close()
-	if admin, err = aurora.New(ctx, reg.DefaultCluster, ctrl.Log.WithName("suite")); err != nil {
+	suiteAdmin := reg.DefaultCluster
+	// Not the operator's application_name: its connections are counted.
+	suiteAdmin.ApplicationName = "orgforge-e2e-suite"
+	if admin, err = aurora.New(ctx, suiteAdmin, ctrl.Log.WithName("suite")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
