@@ -141,10 +141,12 @@ func (l *Ledger) Seed(ctx context.Context) error {
 			continue
 		}
 		if !known[p.Cluster] {
-			// Its DatabaseCluster is gone; the placement still counts.
+			// Its DatabaseCluster is gone; the placement still counts,
+			// and no check of it is to come.
 			if err := l.Fleet.SetCluster(placement.Cluster{Name: p.Cluster}); err != nil {
 				return err
 			}
+			l.MarkChecked(p.Cluster)
 			known[p.Cluster] = true
 		}
 		if _, err := l.Fleet.Record(p); err != nil {

@@ -135,6 +135,9 @@ func (r *OrganizationReconciler) recordInLedger(p placement.Placement) (placemen
 		if err := r.Ledger.Fleet.SetCluster(placement.Cluster{Name: p.Cluster}); err != nil {
 			return cu, err
 		}
+		// Not Ready until its DatabaseCluster, if it exists, is checked;
+		// it must not hold other organizations' placement meanwhile.
+		r.Ledger.MarkChecked(p.Cluster)
 		cu, err = r.Ledger.Fleet.Record(p)
 	}
 	if errors.Is(err, placement.ErrPlacedElsewhere) {
