@@ -68,8 +68,12 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 	}
 	if err := r.annotatePlacement(ctx, s, p); err != nil {
 		if fresh {
+			// Nothing records it: its budget is free again.
 			r.Ledger.Fleet.Release(p.Organization)
 		}
+		return err
+	}
+	if err := r.placementStatus(ctx, s, p); err != nil {
 		return err
 	}
 	if fresh {
@@ -175,6 +179,11 @@ func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope
 	if err := r.Patch(ctx, s.org, patch); err != nil {
 		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
 	}
+	return nil
+}
+
+// placementStatus writes status.database.cluster when it differs.
+func (r *OrganizationReconciler) placementStatus(ctx context.Context, s *scope, p placement.Placement) error {
 	if s.org.Status.Database.Cluster == p.Cluster {
 		return nil
 	}
