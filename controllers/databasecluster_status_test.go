@@ -67,26 +67,49 @@ type clusterSummary struct {
 
 func summariseCluster(t *testing.T, dbc *tenancyv1alpha1.DatabaseCluster) clusterSummary {
 	t.Helper()
-	s := clusterSummary{Conditions: map[string]string{}, ObservedGeneration: dbc.Status.ObservedGeneration}
-	for _, c := range dbc.Status.Conditions {
-		if c.ObservedGeneration != dbc.Generation {
-			t.Errorf("condition %s describes generation %d, the DatabaseCluster is at %d", c.Type, c.ObservedGeneration, dbc.Generation)
-		}
-		s.Conditions[c.Type] = fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+	s := clusterSummary{
+		Conditions:         conditionsAt(t, dbc.Status.Conditions, dbc.Generation),
+		ObservedGeneration: dbc.Status.ObservedGeneration,
+		Kstatus:            kstatusOf(t, dbc),
+		Status:             dbc.Status,
 	}
-	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(dbc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := kstatus.Compute(&unstructured.Unstructured{Object: obj})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Kstatus = res.Status
-	s.Status = dbc.Status
 	s.Status.Conditions = nil
 	s.Status.ObservedGeneration = 0
 	return s
+}
+
+// conditionsAt is each condition as "Status Reason: Message", each checked
+// to describe generation gen.
+func conditionsAt(t *testing.T, conds []metav1.Condition, gen int64) map[string]string {
+	t.Helper()
+	out := make(map[string]string, len(conds))
+	for _, c := range conds {
+		out[c.Type] = fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+		if c.ObservedGeneration != gen {
+			t.Errorf("condition %s describes generation %d, the object is at %d", c.Type, c.ObservedGeneration, gen)
+		}
+	}
+	return out
+}
+
+// kstatusOf is what kstatus, as kubectl wait and Flux use it, makes of obj.
+func kstatusOf(t *testing.T, obj runtime.Object) kstatus.Status {
+	t.Helper()
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err == nil {
+		var res *kstatus.Result
+		if res, err = kstatus.Compute(&unstructured.Unstructured{Object: u}); err == nil {
+			return res.Status
+		}
+	}
+	t.Fatal(err)
+	return ""
+}
+
+// notReady is the conditions of a cluster that is not Ready, for one cause,
+// with progress (Reconciling or Stalled) True for it.
+func notReady(progress, reason, message string) map[string]string {
+	return map[string]string{"Ready": "False " + reason + ": " + message, progress: "True " + reason + ": " + message}
 }
 
 func TestSetClusterStatus(t *testing.T) {
@@ -123,10 +146,7 @@ func TestSetClusterStatus(t *testing.T) {
 		"unreachable": {
 			rep: unreachable(fmt.Errorf("cluster %q: aurora: east:5432/admin: connecting: connection refused", "east"), usage),
 			want: clusterSummary{
-				Conditions: map[string]string{
-					"Ready":       `False Unreachable: cluster "east": aurora: east:5432/admin: connecting: connection refused`,
-					"Reconciling": `True Unreachable: cluster "east": aurora: east:5432/admin: connecting: connection refused`,
-				},
+				Conditions:         notReady("Reconciling", "Unreachable", `cluster "east": aurora: east:5432/admin: connecting: connection refused`),
 				ObservedGeneration: 1, Kstatus: kstatus.InProgressStatus,
 				// What the last good check found stays.
 				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &now}),
@@ -135,10 +155,7 @@ func TestSetClusterStatus(t *testing.T) {
 		"invalid spec": {
 			rep: invalidClusterSpec(fmt.Errorf("%w: Secret ops/x was not found", errClusterSpec), usage),
 			want: clusterSummary{
-				Conditions: map[string]string{
-					"Ready":   "False InvalidSpec: the admin connection cannot be made: Secret ops/x was not found",
-					"Stalled": "True InvalidSpec: the admin connection cannot be made: Secret ops/x was not found",
-				},
+				Conditions:         notReady("Stalled", "InvalidSpec", "the admin connection cannot be made: Secret ops/x was not found"),
 				ObservedGeneration: 2, Kstatus: kstatus.FailedStatus,
 				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &earlier}),
 			},
@@ -146,10 +163,7 @@ func TestSetClusterStatus(t *testing.T) {
 		"in use": {
 			rep: inUse([]string{"a", "b"}, usage),
 			want: clusterSummary{
-				Conditions: map[string]string{
-					"Ready":       "False InUse: Held by 2 organizations: a, b; the DatabaseCluster is deleted once they are gone",
-					"Reconciling": "True InUse: Held by 2 organizations: a, b; the DatabaseCluster is deleted once they are gone",
-				},
+				Conditions:         notReady("Reconciling", "InUse", "Held by 2 organizations: a, b; the DatabaseCluster is deleted once they are gone"),
 				ObservedGeneration: 1, Kstatus: kstatus.InProgressStatus,
 				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &earlier}),
 			},
