@@ -62,7 +62,7 @@ var flagGroups = []struct {
 	title    string
 	prefixes []string
 }{
-	{"Database (Aurora PostgreSQL)", []string{"database-", "tenant-database-"}},
+	{"Database (Aurora PostgreSQL)", []string{"database-", "tenant-database-", "fleet-"}},
 	{"Storage (S3 and IAM)", []string{"s3-", "iam-", "tenant-s3-"}},
 	{"Logging", []string{"zap-"}},
 	{"Manager", []string{""}},

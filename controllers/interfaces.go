@@ -20,6 +20,9 @@ type Database interface {
 	CheckExtensions(ctx context.Context, extensions []string) error
 	DropDatabase(ctx context.Context, name string, marker aurora.Marker) (bool, error)
 	DropRole(ctx context.Context, name string, marker aurora.Marker) (bool, error)
+	// FindOrganization reports whether the server holds a role or
+	// database of that name marked as the organization's.
+	FindOrganization(ctx context.Context, org, database, role string) (bool, error)
 }
 
 // Storage is what the reconciler needs of the S3 and IAM service.

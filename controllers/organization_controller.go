@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -34,11 +35,6 @@ type EventRecorder interface {
 // Settings are the operator-wide choices the reconciler applies to every
 // Organization.
 type Settings struct {
-	// TenantDatabaseHost, TenantDatabasePort and TenantSSLMode are written
-	// to database Secrets.
-	TenantDatabaseHost string
-	TenantDatabasePort int
-	TenantSSLMode      string
 	// PrefixTemplate places an organization's objects; {name} is its name.
 	PrefixTemplate string
 	// TenantS3Endpoint is written to storage Secrets.
@@ -58,7 +54,10 @@ type OrganizationReconciler struct {
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  EventRecorder
-	Database  Database
+	// Databases gives each DatabaseCluster's service; Ledger is where
+	// organizations are placed.
+	Databases DatabaseLookup
+	Ledger    *Ledger
 	Storage   Storage
 	Creds     Credentials
 	Settings  Settings
@@ -67,6 +66,7 @@ type OrganizationReconciler struct {
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations/finalizers,verbs=update
+// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -76,6 +76,11 @@ type OrganizationReconciler struct {
 func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	org := &tenancyv1alpha1.Organization{}
 	if err := r.Get(ctx, req.NamespacedName, org); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Gone without the clean-up, its finalizer removed by hand:
+			// its budget is given back all the same.
+			r.Ledger.Fleet.Release(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !org.DeletionTimestamp.IsZero() {
@@ -187,7 +192,8 @@ func eventNote(all []string) string {
 // SetupWithManager registers the reconciler. Secrets it owns are watched,
 // so a Secret deleted by hand is written again at once; so are namespaces,
 // so an Organization waiting for its old namespace to finish terminating
-// goes on once it has.
+// goes on once it has; and DatabaseClusters, so one waiting for capacity
+// or for its cluster goes on once there is some.
 func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if opts.RateLimiter == nil {
 		opts.RateLimiter = DefaultRateLimiter()
@@ -201,6 +207,7 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 		Owns(&corev1.Secret{}, builder.WithPredicates(secretTampered())).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForNamespace),
 			builder.WithPredicates(namespaceDeleted())).
+		Watches(&tenancyv1alpha1.DatabaseCluster{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForCluster)).
 		WithOptions(opts).
 		Named("organization").
 		Complete(r)
@@ -210,9 +217,6 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 // configuration.
 func SettingsFrom(cfg *config.Config) Settings {
 	return Settings{
-		TenantDatabaseHost:    cfg.Database.TenantHost,
-		TenantDatabasePort:    cfg.Database.TenantPort,
-		TenantSSLMode:         cfg.Database.TenantSSLMode,
 		PrefixTemplate:        cfg.Storage.PrefixTemplate,
 		TenantS3Endpoint:      cfg.Storage.TenantEndpoint,
 		ResyncPeriod:          cfg.ResyncPeriod,

@@ -17,12 +17,21 @@ import (
 )
 
 // reconcileDatabase ensures the role, the database, its security, the
-// extensions and the database Secret, in that order. The role's password is
-// changed before the Secret is written, so a crash between the two is
-// repaired by the next reconcile, which finds no Secret and sets a new one.
-func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope) error {
-	err := runPhases(ctx, s, "database", r.databasePhases())
-	s.outcome.database = databasePart.result(err, "PostgreSQL at "+r.Database.Endpoint())
+// extensions and the database Secret, in that order, on the organization's
+// DatabaseCluster; placeErr is why it could not be placed there, if it
+// could not. The role's password is changed before the Secret is written,
+// so a crash between the two is repaired by the next reconcile, which finds
+// no Secret and sets a new one.
+func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope, placeErr error) error {
+	err := placeErr
+	if err == nil {
+		err = runPhases(ctx, s, "database", r.databasePhases())
+	}
+	what := "DatabaseCluster " + s.cluster
+	if s.dbs != nil {
+		what += " (PostgreSQL at " + s.dbs.Endpoint() + ")"
+	}
+	s.outcome.database = databasePart.result(err, what)
 	return err
 }
 
@@ -30,6 +39,7 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 // only reads or records.
 func (r *OrganizationReconciler) databasePhases() []phase {
 	return []phase{
+		{run: r.resizeBudget},
 		{run: r.readDatabaseSecret},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
@@ -69,8 +79,8 @@ func (r *OrganizationReconciler) ensureRole(ctx context.Context, s *scope) error
 	if err := r.rolePassword(ctx, s); err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
-	change, err := r.Database.EnsureRole(ctx, aurora.RoleSpec{
-		Name: s.role, Marker: s.dbMarker(), Verifier: s.db.verifier, ConnLimit: s.org.Spec.Database.Pool.MaxConnections,
+	change, err := s.dbs.EnsureRole(ctx, aurora.RoleSpec{
+		Name: s.role, Marker: s.dbMarker(), Verifier: s.db.verifier, ConnLimit: s.maxConnections,
 	})
 	if err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
@@ -88,7 +98,7 @@ func (r *OrganizationReconciler) ensureRole(ctx context.Context, s *scope) error
 // learn whether it must be created.
 func (r *OrganizationReconciler) rolePassword(ctx context.Context, s *scope) error {
 	if s.db.password != "" && !s.db.edited {
-		info, err := r.Database.InspectRole(ctx, s.role)
+		info, err := s.dbs.InspectRole(ctx, s.role)
 		if err != nil || info.Exists {
 			return err
 		}
@@ -109,7 +119,7 @@ func (r *OrganizationReconciler) rolePassword(ctx context.Context, s *scope) err
 }
 
 func (r *OrganizationReconciler) ensureDatabase(ctx context.Context, s *scope) error {
-	change, err := r.Database.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
+	change, err := s.dbs.EnsureDatabase(ctx, s.database, s.role, s.dbMarker())
 	if err != nil {
 		return fmt.Errorf("ensuring database %s: %w", s.database, err)
 	}
@@ -127,9 +137,9 @@ func (r *OrganizationReconciler) ensureDatabase(ctx context.Context, s *scope) e
 func (r *OrganizationReconciler) secureDatabase(ctx context.Context, s *scope) error {
 	inside := s.db.changed || s.org.Status.ObservedGeneration != s.org.Generation ||
 		!meta.IsStatusConditionTrue(s.org.Status.Conditions, tenancyv1alpha1.ConditionDatabaseReady)
-	secure := r.Database.SecureDatabaseAccess
+	secure := s.dbs.SecureDatabaseAccess
 	if inside {
-		secure = r.Database.SecureDatabase
+		secure = s.dbs.SecureDatabase
 	}
 	change, err := secure(ctx, s.database, s.role)
 	if err != nil {
@@ -144,7 +154,7 @@ func (r *OrganizationReconciler) secureDatabase(ctx context.Context, s *scope) e
 func hasExtensions(s *scope) bool { return len(s.org.Spec.Database.Extensions) > 0 }
 
 func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope) error {
-	created, err := r.Database.EnsureExtensions(ctx, s.database, s.extensions())
+	created, err := s.dbs.EnsureExtensions(ctx, s.database, s.extensions())
 	if err != nil {
 		return fmt.Errorf("ensuring extensions in %s: %w", s.database, err)
 	}
@@ -155,7 +165,7 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 }
 
 func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
-	data := r.databaseSecretData(s, s.db.password)
+	data := databaseSecretData(s, s.db.password)
 	// The verifier carries a new salt each time, so the Secret keeps the
 	// one it has until the role's password changes.
 	verifier := s.db.verifier
@@ -169,9 +179,10 @@ func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *sco
 // recordDatabase reports the provisioned database on the status.
 func (r *OrganizationReconciler) recordDatabase(ctx context.Context, s *scope) error {
 	s.org.Status.Database = tenancyv1alpha1.DatabaseStatus{
+		Cluster:    s.cluster,
 		Name:       s.database,
-		Host:       r.Settings.TenantDatabaseHost,
-		Port:       int32(r.Settings.TenantDatabasePort),
+		Host:       s.tenant.Host,
+		Port:       int32(s.tenant.Port),
 		Role:       s.role,
 		SecretName: naming.DatabaseSecretName(s.org.Name),
 	}
@@ -179,10 +190,12 @@ func (r *OrganizationReconciler) recordDatabase(ctx context.Context, s *scope) e
 	return nil
 }
 
-func (r *OrganizationReconciler) databaseSecretData(s *scope, password string) map[string][]byte {
+func databaseSecretData(s *scope, password string) map[string][]byte {
 	pool := s.org.Spec.Database.Pool
-	host, port := r.Settings.TenantDatabaseHost, strconv.Itoa(r.Settings.TenantDatabasePort)
-	sslmode := r.Settings.TenantSSLMode
+	pool.MaxConnections = s.maxConnections
+	pool.MinConnections = min(pool.MinConnections, pool.MaxConnections)
+	host, port := s.tenant.Host, strconv.Itoa(s.tenant.Port)
+	sslmode := s.tenant.SSLMode
 	q := url.Values{}
 	q.Set("sslmode", sslmode)
 	q.Set("pool_min_conns", strconv.Itoa(int(pool.MinConnections)))

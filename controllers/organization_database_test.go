@@ -69,8 +69,8 @@ func TestTheRoleGetsAPasswordOnlyWhenTheSecretOrTheRoleIsNew(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			db := &fakeDatabase{roleExists: tc.roleExists}
-			r := &OrganizationReconciler{Database: db, Creds: fakeCreds{}}
-			s := &scope{role: "org_acme", db: tc.db}
+			r := &OrganizationReconciler{Creds: fakeCreds{}}
+			s := &scope{role: "org_acme", db: tc.db, dbs: db}
 			if err := r.rolePassword(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}
@@ -98,10 +98,10 @@ func TestAResyncOfAReadyDatabaseOnlyChecksWhoMayConnect(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			db := &fakeDatabase{}
-			r := &OrganizationReconciler{Database: db}
+			r := &OrganizationReconciler{}
 			org := &tenancyv1alpha1.Organization{}
 			org.Generation, org.Status.ObservedGeneration, org.Status.Conditions = tc.generation, tc.observed, tc.conds
-			s := &scope{org: org, database: "org_acme", role: "org_acme", db: databaseState{changed: tc.changed}}
+			s := &scope{org: org, database: "org_acme", role: "org_acme", db: databaseState{changed: tc.changed}, dbs: db}
 			if err := r.secureDatabase(context.Background(), s); err != nil {
 				t.Fatal(err)
 			}

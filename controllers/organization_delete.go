@@ -43,6 +43,9 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 	if err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
+	// Its database is gone or retained; either way it no longer counts
+	// against its cluster's budget.
+	r.Ledger.Fleet.Release(org.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -126,7 +129,10 @@ func (r *OrganizationReconciler) deleteExternal(ctx context.Context, s *scope) e
 	}
 	dbErr, stErr := concurrently(
 		func() error {
-			return runPhases(ctx, s, "database deletion", []phase{{step: "dropDatabase", run: r.dropDatabase}})
+			return runPhases(ctx, s, "database deletion", []phase{
+				{run: r.deletionCluster},
+				{step: "dropDatabase", run: r.dropDatabase, when: isPlaced},
+			})
 		},
 		func() error {
 			// The key goes first, so that the tenant loses access before
@@ -251,13 +257,35 @@ func (r *OrganizationReconciler) deletePrefix(ctx context.Context, s *scope, pre
 	return nil
 }
 
+// deletionCluster finds the cluster the organization's database is on, as
+// placement does: by its record, or else by its marker on every cluster.
+// An organization found on none was never placed, and has no database.
+func (r *OrganizationReconciler) deletionCluster(ctx context.Context, s *scope) error {
+	if err := r.Ledger.Seed(ctx); err != nil {
+		return err
+	}
+	p, placed, err := r.findPlacement(ctx, s)
+	if err != nil || !placed {
+		return err
+	}
+	s.cluster = p.Cluster
+	db, ok := r.Databases(s.cluster)
+	if !ok {
+		return fmt.Errorf("%w: DatabaseCluster %s is not connected; the database is dropped once it is", errClusterNotConnected, s.cluster)
+	}
+	s.dbs = db
+	return nil
+}
+
+func isPlaced(s *scope) bool { return s.dbs != nil }
+
 // dropDatabase drops the database, then the role, each only if ours.
 func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope) error {
-	dropped, err := r.Database.DropDatabase(ctx, s.database, s.dbMarker())
+	dropped, err := s.dbs.DropDatabase(ctx, s.database, s.dbMarker())
 	if err := r.dropped(s, "database", s.database, "DatabaseNotOwned", dropped, err); err != nil {
 		return err
 	}
-	dropped, err = r.Database.DropRole(ctx, s.role, s.dbMarker())
+	dropped, err = s.dbs.DropRole(ctx, s.role, s.dbMarker())
 	return r.dropped(s, "role", s.role, "RoleNotOwned", dropped, err)
 }
 

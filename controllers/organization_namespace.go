@@ -21,15 +21,23 @@ import (
 // it is retried the moment that namespace is gone, not whenever the
 // backoff, by then up to a minute, next allows.
 func (r *OrganizationReconciler) organizationsForNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	return r.organizationsWhere(ctx, "a deleted namespace", func(o *tenancyv1alpha1.Organization) bool {
+		return newScope(o).namespace == ns.GetName()
+	})
+}
+
+// organizationsWhere lists the Organizations, not being deleted, that
+// match, from the cache; why names the event in the log of a failure.
+func (r *OrganizationReconciler) organizationsWhere(ctx context.Context, why string, match func(*tenancyv1alpha1.Organization) bool) []reconcile.Request {
 	var orgs tenancyv1alpha1.OrganizationList
 	if err := r.List(ctx, &orgs); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Listing Organizations for a deleted namespace", "namespace", ns.GetName())
+		ctrl.LoggerFrom(ctx).Error(err, "Listing Organizations for "+why)
 		return nil
 	}
 	var reqs []reconcile.Request
 	for i := range orgs.Items {
 		o := &orgs.Items[i]
-		if o.DeletionTimestamp.IsZero() && newScope(o).namespace == ns.GetName() {
+		if o.DeletionTimestamp.IsZero() && match(o) {
 			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(o)})
 		}
 	}

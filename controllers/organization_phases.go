@@ -8,6 +8,8 @@ import (
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 )
 
 // phase is one step of a part of the reconcile. It reads what earlier
@@ -78,14 +80,23 @@ func concurrently(a, b func() error) (errA, errB error) {
 	return errA, errB
 }
 
-// reconcileNormal checks the spec, makes the namespace, then provisions the
-// database and the storage. Those two are independent: one failing does
-// not hold the other back.
+// reconcileNormal checks the spec, places the organization on a
+// DatabaseCluster, makes the namespace, then provisions the database and
+// the storage. Those two are independent: one failing, or the
+// organization's cluster being down, does not hold the other back.
 func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) (ctrl.Result, error) {
-	if err := r.checkSpec(ctx, s); err != nil {
+	if err := r.validate(s); err != nil {
 		// Nothing changes until the spec does; no retry. The Warning is
 		// failureEvents', one for both conditions.
 		s.outcome.both(invalidSpec(err))
+		return ctrl.Result{}, nil
+	}
+	placeErr := runPhases(ctx, s, "placement", []phase{
+		{step: "placement", run: r.placeOrganization},
+		{run: r.checkExtensions},
+	})
+	if reason, _ := errorReason(placeErr); reason == tenancyv1alpha1.ReasonInvalidSpec {
+		s.outcome.both(invalidSpec(placeErr))
 		return ctrl.Result{}, nil
 	}
 	if err := runPhases(ctx, s, "namespace", []phase{{step: "namespace", run: r.ensureNamespace}}); err != nil {
@@ -95,7 +106,7 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	// The two parts touch different services and different fields of s,
 	// so they run at once: a reconcile takes as long as the slower one.
 	dbErr, stErr := concurrently(
-		func() error { return r.reconcileDatabase(ctx, s) },
+		func() error { return r.reconcileDatabase(ctx, s, placeErr) },
 		func() error { return r.reconcileStorage(ctx, s) })
 	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
 		return ctrl.Result{}, err

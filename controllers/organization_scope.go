@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +36,14 @@ type scope struct {
 	role      string
 	prefix    string
 	outcome   outcome
+	// cluster is the DatabaseCluster the organization is placed on; dbs
+	// is its database service and tenant what its Secrets say of it.
+	cluster string
+	dbs     Database
+	tenant  TenantEndpoint
+	// maxConnections is the pool limit in force: the spec's, unless a
+	// raise did not fit the cluster's budget.
+	maxConnections int32
 	// freshNamespace is set when this reconcile created the namespace, so
 	// that no Secret can exist in it yet.
 	freshNamespace bool
@@ -98,6 +105,9 @@ func newScope(org *tenancyv1alpha1.Organization) *scope {
 		namespace: ns,
 		database:  naming.DatabaseName(org.Name),
 		role:      naming.RoleName(org.Name),
+		// Until placement says otherwise, the spec's limit is the one
+		// in force.
+		maxConnections: org.Spec.Database.Pool.MaxConnections,
 	}
 }
 
@@ -122,16 +132,9 @@ func (s *scope) extensions() []string {
 	return exts
 }
 
-// checkSpec refuses, before anything is created, a spec that passed
+// validate refuses, before anything is created, a spec that passed
 // admission but cannot be provisioned. Every error it returns is one of an
 // invalid spec.
-func (r *OrganizationReconciler) checkSpec(ctx context.Context, s *scope) error {
-	if err := r.validate(s); err != nil {
-		return err
-	}
-	return r.checkExtensions(ctx, s)
-}
-
 func (r *OrganizationReconciler) validate(s *scope) error {
 	if err := naming.ValidateOrgName(s.org.Name); err != nil {
 		return err
@@ -147,12 +150,9 @@ func (r *OrganizationReconciler) validate(s *scope) error {
 	return nil
 }
 
-// checkExtensions refuses extensions the server does not offer or offers to
-// superusers only. When the server cannot be asked, the database part
-// reports why and storage goes on.
+// checkExtensions refuses, before the role and database are created,
+// extensions the organization's server does not offer or offers to
+// superusers only.
 func (r *OrganizationReconciler) checkExtensions(ctx context.Context, s *scope) error {
-	if err := r.Database.CheckExtensions(ctx, s.extensions()); errors.Is(err, aurora.ErrInvalid) {
-		return err
-	}
-	return nil
+	return s.dbs.CheckExtensions(ctx, s.extensions())
 }

@@ -11,6 +11,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/placement"
 	"github.com/orgforge/orgforge/internal/retry"
 	"github.com/orgforge/orgforge/internal/storage"
 )
@@ -61,6 +62,10 @@ var errorReasons = []struct {
 	{isAny(aurora.ErrConflict, storage.ErrConflict), tenancyv1alpha1.ReasonConflict, true},
 	{isAny(aurora.ErrInvalid, storage.ErrInvalid), tenancyv1alpha1.ReasonInvalidSpec, true},
 	{isAny(errInvalidSecret), tenancyv1alpha1.ReasonInvalidSecret, true},
+	{isAny(placement.ErrNoCapacity), tenancyv1alpha1.ReasonNoCapacity, true},
+	{isAny(errOverBudget), tenancyv1alpha1.ReasonOverBudget, true},
+	{isAny(placement.ErrInvalid), tenancyv1alpha1.ReasonInvalidSpec, true},
+	{isAny(errClusterNotConnected, errSearchIncomplete), tenancyv1alpha1.ReasonDatabaseUnavailable, false},
 	{isKubernetesError, tenancyv1alpha1.ReasonKubernetesError, false},
 }
 

@@ -41,8 +41,9 @@ func FuzzDatabaseSecretData(f *testing.F) {
 		o := &tenancyv1alpha1.Organization{}
 		o.Name = org
 		o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: min, MaxConnections: max}
-		r := &OrganizationReconciler{Settings: Settings{TenantDatabaseHost: host, TenantDatabasePort: port, TenantSSLMode: sslmode}}
-		data := r.databaseSecretData(newScope(o), password)
+		s := newScope(o)
+		s.tenant = TenantEndpoint{Host: host, Port: port, SSLMode: sslmode}
+		data := databaseSecretData(s, password)
 
 		uri := string(data["uri"])
 		cfg, err := pgxpool.ParseConfig(uri)

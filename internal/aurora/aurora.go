@@ -114,10 +114,9 @@ func AdminConnections(maxConnections int32) int32 { return max(1, maxConnections
 // names the service, the endpoint and the admin user, and never the DSN.
 func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
 	cfg = cfg.withDefaults()
-	pc, err := pgxpool.ParseConfig(cfg.AdminDSN)
+	pc, err := parseAdminDSN(cfg.AdminDSN)
 	if err != nil {
-		// The parser's error may quote the DSN, password and all.
-		return nil, fmt.Errorf("aurora: %w: the admin DSN is not a valid PostgreSQL connection string", ErrInvalid)
+		return nil, err
 	}
 	s := &Service{
 		cfg:      cfg,
@@ -168,6 +167,30 @@ func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
 	log.Info("Connected to PostgreSQL", "endpoint", s.endpoint, "user", pc.ConnConfig.User,
 		"maxConnections", cfg.MaxConnections, "adminConnections", adminSlots)
 	return s, nil
+}
+
+// ValidateConfig checks cfg without connecting: the admin DSN parses and
+// MaxConnections, if set, leaves room for one admin and one tenant
+// connection. A configuration that fails it is a mistake to fix, not an
+// outage to wait out.
+func ValidateConfig(cfg Config) error {
+	if _, err := parseAdminDSN(cfg.AdminDSN); err != nil {
+		return err
+	}
+	if cfg.MaxConnections != 0 && cfg.MaxConnections < 2 {
+		return fmt.Errorf("aurora: %w: MaxConnections is %d; it must be at least 2, one admin and one tenant connection",
+			ErrInvalid, cfg.MaxConnections)
+	}
+	return nil
+}
+
+func parseAdminDSN(dsn string) (*pgxpool.Config, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parser's error may quote the DSN, password and all.
+		return nil, fmt.Errorf("aurora: %w: the admin DSN is not a valid PostgreSQL connection string", ErrInvalid)
+	}
+	return pc, nil
 }
 
 // checkAdmin verifies the admin's CREATEDB and CREATEROLE, and learns the

@@ -194,3 +194,22 @@ func (o *orgPools) size() int {
 	defer o.mu.Unlock()
 	return len(o.pools) + o.closing
 }
+
+// OpenConnections is the number of connections the service holds now: its
+// admin pool's and its tenant databases' pools', at most
+// Config.MaxConnections. A tenant pool still closing counts as one, since
+// its connection may not have ended yet.
+func (s *Service) OpenConnections() int32 {
+	return s.admin.Stat().TotalConns() + s.orgs.openConns()
+}
+
+// openConns counts the pools' connections, a closing pool as one.
+func (o *orgPools) openConns() int32 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := int32(o.closing)
+	for _, p := range o.pools {
+		n += p.pool.Stat().TotalConns()
+	}
+	return n
+}

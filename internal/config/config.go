@@ -27,6 +27,11 @@ const EnvPrefix = "ORGFORGE_"
 // permissions boundary. Wildcards are not part of a policy name.
 var policyARNRE = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::([0-9]{12}|aws):policy/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]+$`)
 
+// maxFleetConnections bounds --fleet-max-connections: 200 clusters at the
+// most --database-max-connections allows, far beyond what one operator
+// should hold open.
+const maxFleetConnections = 20000
+
 // Config is the operator's whole configuration.
 type Config struct {
 	MetricsAddr string
@@ -61,6 +66,10 @@ type Database struct {
 	SSLMode        string
 	SSLRootCert    string
 	MaxConnections int
+
+	// FleetMaxConnections caps the sum of every database cluster's
+	// MaxConnections, the operator's connections over the whole fleet.
+	FleetMaxConnections int
 
 	// TenantHost and TenantPort are written to the database Secret; an
 	// Aurora cluster endpoint or a proxy may differ from the admin endpoint.
@@ -114,7 +123,8 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&d.Name, "database-name", "postgres", "Database the admin connects to.")
 	fs.StringVar(&d.SSLMode, "database-sslmode", "verify-full", "sslmode of the admin connection.")
 	fs.StringVar(&d.SSLRootCert, "database-sslrootcert", "", "CA bundle for the admin connection (the RDS CA bundle on AWS).")
-	fs.IntVar(&d.MaxConnections, "database-max-connections", 4, "Cap on all PostgreSQL connections the operator holds.")
+	fs.IntVar(&d.MaxConnections, "database-max-connections", 4, "Cap on the PostgreSQL connections the operator holds on each database cluster, admin and tenant databases together.")
+	fs.IntVar(&d.FleetMaxConnections, "fleet-max-connections", 100, "Cap on the PostgreSQL connections the operator holds across every database cluster, the sum of their caps; a DatabaseCluster that would take the sum over it is not connected.")
 	fs.StringVar(&d.TenantHost, "tenant-database-host", "", "Host written to database Secrets (default: the admin host).")
 	fs.IntVar(&d.TenantPort, "tenant-database-port", 0, "Port written to database Secrets (default: the admin port).")
 	fs.StringVar(&d.TenantSSLMode, "tenant-database-sslmode", "", "sslmode written to database Secrets (default: the admin sslmode).")
@@ -211,6 +221,10 @@ func (d *Database) loadAdmin(p *problems) {
 	}
 	if d.MaxConnections < 2 || d.MaxConnections > 100 {
 		p.add("--database-max-connections must be between 2 and 100, got %d", d.MaxConnections)
+	}
+	if d.FleetMaxConnections < d.MaxConnections || d.FleetMaxConnections > maxFleetConnections {
+		p.add("--fleet-max-connections must be between --database-max-connections (%d) and %d, got %d",
+			d.MaxConnections, maxFleetConnections, d.FleetMaxConnections)
 	}
 }
 

@@ -166,3 +166,53 @@ func TestPermissionsBoundaryMustBeAnIAMPolicyARN(t *testing.T) {
 		})
 	}
 }
+
+func TestFleetMaxConnectionsHoldsAtLeastOneCluster(t *testing.T) {
+	dsn := secretFile(t, "postgres://a:b@h:5432/postgres?sslmode=disable")
+	cases := map[string]struct {
+		args []string
+		env  string
+		want int
+		// problem is what the error says, or "" when the value is valid.
+		problem string
+	}{
+		"default": {want: 100},
+		"equal to the per-cluster cap": {
+			args: []string{"--database-max-connections=10", "--fleet-max-connections=10"},
+			want: 10,
+		},
+		"from the environment": {env: "40", want: 40},
+		"below the per-cluster cap": {
+			args:    []string{"--database-max-connections=10", "--fleet-max-connections=9"},
+			problem: "--fleet-max-connections must be between --database-max-connections (10) and 20000, got 9",
+		},
+		"zero": {
+			args:    []string{"--fleet-max-connections=0"},
+			problem: "--fleet-max-connections must be between --database-max-connections (4) and 20000, got 0",
+		},
+		"too large": {
+			args:    []string{"--fleet-max-connections=20001"},
+			problem: "--fleet-max-connections must be between --database-max-connections (4) and 20000, got 20001",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv(EnvName("fleet-max-connections"), tc.env)
+			}
+			c, err := parse(t, append([]string{"--database-admin-dsn-file=" + dsn, "--s3-bucket=tenants"}, tc.args...)...)
+			if tc.problem != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.problem) {
+					t.Errorf("err = %v; want one saying %q", err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Database.FleetMaxConnections != tc.want {
+				t.Errorf("FleetMaxConnections = %d; want %d", c.Database.FleetMaxConnections, tc.want)
+			}
+		})
+	}
+}

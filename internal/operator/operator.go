@@ -5,12 +5,16 @@
 package operator
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
@@ -40,15 +44,18 @@ const readyzTimeout = 5 * time.Second
 // configuration. The zero value is the operator as it runs in a cluster;
 // the other values are for tests.
 type Options struct {
-	// Database replaces the registry's database service, for tests that
-	// interrupt it.
-	Database controllers.Database
+	// WrapDatabase wraps each DatabaseCluster's database service as the
+	// Organization reconciler uses it, for tests that interrupt it.
+	WrapDatabase func(cluster string, db controllers.Database) controllers.Database
 	// WrapClient wraps the manager's client as the reconciler uses it.
 	WrapClient func(client.Client) client.Client
 	// WrapRecorder wraps the reconciler's event recorder.
 	WrapRecorder func(controllers.EventRecorder) controllers.EventRecorder
 	// Settings, when set, edits the reconciler's settings.
 	Settings func(*controllers.Settings)
+	// ClusterHealthInterval replaces how often each DatabaseCluster is
+	// checked (controllers.DefaultHealthInterval).
+	ClusterHealthInterval time.Duration
 	// RateLimiter replaces the controller's default retry backoff.
 	RateLimiter workqueue.TypedRateLimiter[reconcile.Request]
 	// NoMetrics serves no metrics endpoint and registers no metrics:
@@ -132,12 +139,22 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts
 	if opts.SkipNameValidation {
 		co.SkipNameValidation = &opts.SkipNameValidation
 	}
-	if err := newReconciler(mgr, reg, cfg, opts).SetupWithManager(mgr, co); err != nil {
+	ledger := controllers.NewLedger(mgr.GetClient())
+	if err := newReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
 		return &SetupError{Step: "Setting up the Organization controller", Err: err}
+	}
+	if err := newClusterReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
+		return &SetupError{Step: "Setting up the DatabaseCluster controller", Err: err}
+	}
+	if err := mgr.Add(defaultCluster(mgr.GetClient())); err != nil {
+		return &SetupError{Step: "Adding the default DatabaseCluster", Err: err}
 	}
 	if !opts.NoMetrics {
 		if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
 			return &SetupError{Step: "Registering metrics", Err: err}
+		}
+		if err := controllers.RegisterFleetMetrics(metrics.Registry, reg.Clusters, ledger); err != nil {
+			return &SetupError{Step: "Registering the fleet's metrics", Err: err}
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -153,11 +170,10 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts
 
 // newReconciler is the Organization reconciler on mgr's client and reg's
 // services, as opts change them.
-func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts Options) *controllers.OrganizationReconciler {
+func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, ledger *controllers.Ledger, opts Options) *controllers.OrganizationReconciler {
 	var (
 		c                                  = mgr.GetClient()
 		recorder controllers.EventRecorder = mgr.GetEventRecorder("orgforge")
-		db       controllers.Database      = reg.Aurora
 	)
 	if opts.WrapClient != nil {
 		c = opts.WrapClient(c)
@@ -165,15 +181,13 @@ func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Conf
 	if opts.WrapRecorder != nil {
 		recorder = opts.WrapRecorder(recorder)
 	}
-	if opts.Database != nil {
-		db = opts.Database
-	}
 	r := &controllers.OrganizationReconciler{
 		Client:    c,
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Recorder:  recorder,
-		Database:  db,
+		Databases: databases(reg.Clusters, opts.WrapDatabase),
+		Ledger:    ledger,
 		Storage:   reg.Storage,
 		Creds:     reg.Credentials,
 		Settings:  controllers.SettingsFrom(cfg),
@@ -182,4 +196,64 @@ func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Conf
 		opts.Settings(&r.Settings)
 	}
 	return r
+}
+
+// newClusterReconciler is the DatabaseCluster reconciler on mgr's client,
+// reg's clusters and the --database-* flags' cluster.
+func newClusterReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, ledger *controllers.Ledger, opts Options) *controllers.DatabaseClusterReconciler {
+	db := cfg.Database
+	return &controllers.DatabaseClusterReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("orgforge"),
+		Clusters:  reg.Clusters,
+		Ledger:    ledger,
+		Flags: controllers.FlagsCluster{
+			AdminDSN: reg.DefaultCluster.AdminDSN,
+			Tenant:   controllers.TenantEndpoint{Host: db.TenantHost, Port: db.TenantPort, SSLMode: db.TenantSSLMode},
+		},
+		MaxConnections: reg.DefaultCluster.MaxConnections,
+		HealthInterval: opts.ClusterHealthInterval,
+	}
+}
+
+// databases looks a DatabaseCluster's service up in clusters, wrapped by
+// wrap if set.
+func databases(clusters *registry.Clusters, wrap func(string, controllers.Database) controllers.Database) controllers.DatabaseLookup {
+	return func(cluster string) (controllers.Database, bool) {
+		svc, ok := clusters.Get(cluster)
+		if !ok {
+			return nil, false
+		}
+		if wrap != nil {
+			return wrap(cluster, svc), true
+		}
+		return svc, true
+	}
+}
+
+// defaultCluster makes the DatabaseCluster of the --database-* flags when it
+// is missing, so that the fleet view is always complete and organizations
+// provisioned before the fleet existed are found on it. It never changes
+// one that exists: its capacity, cordon and labels are the user's.
+func defaultCluster(c client.Client) manager.RunnableFunc {
+	return func(ctx context.Context) error {
+		dbc := &tenancyv1alpha1.DatabaseCluster{
+			ObjectMeta: metav1.ObjectMeta{Name: tenancyv1alpha1.DefaultClusterName},
+			Spec:       tenancyv1alpha1.DatabaseClusterSpec{Admin: tenancyv1alpha1.AdminSpec{FromFlags: true}},
+		}
+		backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: 30 * time.Second}
+		err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+			err := c.Create(ctx, dbc)
+			if err == nil || apierrors.IsAlreadyExists(err) {
+				return true, nil
+			}
+			ctrl.LoggerFrom(ctx).Error(err, "Creating the default DatabaseCluster; retrying")
+			return false, nil
+		})
+		if err != nil {
+			return fmt.Errorf("creating DatabaseCluster %s for the --database-* flags: %w", tenancyv1alpha1.DefaultClusterName, err)
+		}
+		return nil
+	}
 }

@@ -13,8 +13,15 @@ import (
 	"github.com/orgforge/orgforge/internal/retry"
 )
 
-// ErrClustersClosed is returned by Ensure once the set is closed.
-var ErrClustersClosed = errors.New("the set of clusters is closed")
+var (
+	// ErrClustersClosed is returned by Ensure once the set is closed.
+	ErrClustersClosed = errors.New("the set of clusters is closed")
+	// ErrTotalConnections is returned by Ensure when a cluster's
+	// connections would take the fleet over ClustersOptions'
+	// MaxTotalConnections. It is not the cluster's fault: the same Ensure
+	// succeeds once another cluster is removed or the total is raised.
+	ErrTotalConnections = errors.New("the operator's total connection cap would be exceeded")
+)
 
 // ClustersOptions tunes a Clusters; the zero value is production.
 type ClustersOptions struct {
@@ -27,6 +34,11 @@ type ClustersOptions struct {
 	// one that asks for more is refused. Default
 	// aurora.DefaultMaxConnections.
 	MaxConnections int32
+	// MaxTotalConnections caps the sum of every cluster's MaxConnections,
+	// so that the operator's connections stay bounded however many
+	// clusters the fleet has. A new cluster, or a change that raises one's
+	// MaxConnections, that would go over it is refused. Zero sets no cap.
+	MaxTotalConnections int32
 }
 
 // Clusters holds one aurora service per database cluster of the fleet,
@@ -48,6 +60,7 @@ type Clusters struct {
 	log    logr.Logger
 	policy retry.Policy
 	max    int32
+	total  int32
 
 	mu       sync.Mutex
 	clusters map[string]*cluster
@@ -62,6 +75,21 @@ type cluster struct {
 	// cfg and svc are guarded by Clusters.mu; svc is nil until built.
 	cfg aurora.Config
 	svc *aurora.Service
+	// building is the MaxConnections of a service being built, guarded by
+	// Clusters.mu: it counts against the total cap from the check until
+	// the build ends, so that concurrent Ensures of different clusters
+	// cannot each fit under it alone and go over it together.
+	building int32
+}
+
+// share is what cl counts against the total cap; the caller holds
+// Clusters.mu.
+func (cl *cluster) share() int32 {
+	var n int32
+	if cl.svc != nil {
+		n = cl.cfg.MaxConnections
+	}
+	return max(n, cl.building)
 }
 
 // NewClusters returns an empty set. It connects to nothing.
@@ -70,6 +98,7 @@ func NewClusters(log logr.Logger, opts ClustersOptions) *Clusters {
 		log:      log.WithName("aurora"),
 		policy:   policyOf(opts.Retry),
 		max:      opts.MaxConnections,
+		total:    opts.MaxTotalConnections,
 		clusters: map[string]*cluster{},
 	}
 	if c.max == 0 {
@@ -84,6 +113,12 @@ func NewClusters(log logr.Logger, opts ClustersOptions) *Clusters {
 // the new one cannot be built, the error names the cluster and its
 // endpoint, and the old one, if any, stays in force: a bad change does not
 // take a working cluster away.
+//
+// A new cluster, or a change that raises a cluster's MaxConnections, that
+// would take the sum of every cluster's MaxConnections over
+// MaxTotalConnections is refused with ErrTotalConnections. A replacement
+// counts once: the old service closes as soon as the new one is built, and
+// until then the new one holds only the connection it was checked with.
 func (c *Clusters) Ensure(ctx context.Context, name string, cfg aurora.Config) (*aurora.Service, error) {
 	if cfg.MaxConnections == 0 {
 		cfg.MaxConnections = c.max
@@ -106,12 +141,20 @@ func (c *Clusters) Ensure(ctx context.Context, name string, cfg aurora.Config) (
 	defer cl.build.Unlock()
 	c.mu.Lock()
 	old, oldCfg := cl.svc, cl.cfg
-	c.mu.Unlock()
 	if old != nil && oldCfg == cfg {
+		c.mu.Unlock()
 		return old, nil
 	}
+	if err := c.reserve(name, cl, cfg.MaxConnections); err != nil {
+		c.mu.Unlock()
+		return nil, err
+	}
+	c.mu.Unlock()
 
 	svc, err := aurora.New(ctx, cfg, c.log.WithValues("cluster", name))
+	c.mu.Lock()
+	cl.building = 0
+	c.mu.Unlock()
 	if err != nil {
 		// aurora's error names the endpoint and admin user, never the DSN.
 		return nil, fmt.Errorf("cluster %q: %w", name, err)
@@ -129,6 +172,27 @@ func (c *Clusters) Ensure(ctx context.Context, name string, cfg aurora.Config) (
 		old.Close()
 	}
 	return svc, nil
+}
+
+// reserve counts maxConnections for cl, the entry of name whose build lock
+// the caller holds, against the total cap until the build ends; the caller
+// holds mu. It refuses when that would raise cl's share and take the fleet
+// over the cap.
+func (c *Clusters) reserve(name string, cl *cluster, maxConnections int32) error {
+	if c.total > 0 && maxConnections > cl.share() {
+		var others int32
+		for _, o := range c.clusters {
+			if o != cl {
+				others += o.share()
+			}
+		}
+		if others+maxConnections > c.total {
+			return fmt.Errorf("cluster %q: %w: it asks for %d connections (at most %d per cluster) and the other clusters hold %d, over the total cap of %d",
+				name, ErrTotalConnections, maxConnections, c.max, others, c.total)
+		}
+	}
+	cl.building = maxConnections
+	return nil
 }
 
 // lockCluster returns the entry of name, added if missing, with its build
@@ -219,6 +283,42 @@ func (c *Clusters) MaxConnections() int32 {
 		}
 	}
 	return total
+}
+
+// MaxTotalConnections is the cap on the sum of every cluster's
+// MaxConnections; zero when there is none.
+func (c *Clusters) MaxTotalConnections() int32 { return c.total }
+
+// ConnectionCaps returns the MaxConnections of every cluster that has a
+// service: the most connections the operator may hold on it.
+func (c *Clusters) ConnectionCaps() map[string]int32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	caps := map[string]int32{}
+	for name, cl := range c.clusters {
+		if cl.svc != nil {
+			caps[name] = cl.cfg.MaxConnections
+		}
+	}
+	return caps
+}
+
+// OpenConnections returns the connections each cluster's service holds now,
+// for every cluster that has one.
+func (c *Clusters) OpenConnections() map[string]int32 {
+	c.mu.Lock()
+	services := map[string]*aurora.Service{}
+	for name, cl := range c.clusters {
+		if cl.svc != nil {
+			services[name] = cl.svc
+		}
+	}
+	c.mu.Unlock()
+	open := make(map[string]int32, len(services))
+	for name, svc := range services {
+		open[name] = svc.OpenConnections()
+	}
+	return open
 }
 
 // Health runs every cluster's health check at once, each bounded by its

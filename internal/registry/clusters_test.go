@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/devstack"
@@ -295,4 +296,115 @@ func TestConcurrentEnsuresOfAClusterShareOneService(t *testing.T) {
 		}
 	}
 	checkMajors(t, cs)
+}
+
+func TestTheTotalCapRefusesANewClusterOrARaiseThatWouldExceedIt(t *testing.T) {
+	ctx := context.Background()
+	cs := newClusters(t, registry.ClustersOptions{MaxConnections: 4, MaxTotalConnections: 6})
+	pgs := fleet(t)
+	first := clusterName(0)
+	if _, err := cs.Ensure(ctx, first, aurora.Config{AdminDSN: pgs[0].AdminDSN()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.MaxTotalConnections(); got != 6 {
+		t.Errorf("MaxTotalConnections = %d; want 6", got)
+	}
+
+	// 4 + 4 > 6: the second cluster, at the per-cluster cap, does not fit.
+	second := clusterName(1)
+	_, err := cs.Ensure(ctx, second, aurora.Config{AdminDSN: pgs[1].AdminDSN()})
+	if !errors.Is(err, registry.ErrTotalConnections) {
+		t.Fatalf("Ensure over the total cap: %v; want %v", err, registry.ErrTotalConnections)
+	}
+	for _, want := range []string{`cluster "` + second + `"`, "asks for 4", "at most 4 per cluster", "hold 4", "total cap of 6"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, ok := cs.Get(second); ok {
+		t.Error("a cluster over the total cap has a service")
+	}
+
+	// 4 + 2 fits exactly.
+	if _, err := cs.Ensure(ctx, second, aurora.Config{AdminDSN: pgs[1].AdminDSN(), MaxConnections: 2}); err != nil {
+		t.Fatalf("Ensure that fits the total cap exactly: %v", err)
+	}
+	want := map[string]int32{first: 4, second: 2}
+	if diff := cmp.Diff(want, cs.ConnectionCaps()); diff != "" {
+		t.Errorf("ConnectionCaps (-want +got):\n%s", diff)
+	}
+
+	// Raising the second cluster's cap goes over; the service stays.
+	kept, _ := cs.Get(second)
+	_, err = cs.Ensure(ctx, second, aurora.Config{AdminDSN: pgs[1].AdminDSN(), MaxConnections: 3})
+	if !errors.Is(err, registry.ErrTotalConnections) {
+		t.Errorf("a raise over the total cap: %v; want %v", err, registry.ErrTotalConnections)
+	}
+	if got, ok := cs.Get(second); !ok || got != kept {
+		t.Error("a refused raise took the cluster's service away")
+	}
+	// Lowering the first cluster's cap is a replacement that always fits,
+	// and makes room for the raise.
+	if _, err := cs.Ensure(ctx, first, aurora.Config{AdminDSN: pgs[0].AdminDSN(), MaxConnections: 3}); err != nil {
+		t.Fatalf("lowering a cluster's cap: %v", err)
+	}
+	if _, err := cs.Ensure(ctx, second, aurora.Config{AdminDSN: pgs[1].AdminDSN(), MaxConnections: 3}); err != nil {
+		t.Errorf("a raise that fits once another cluster was lowered: %v", err)
+	}
+	if got := cs.MaxConnections(); got != 6 {
+		t.Errorf("MaxConnections = %d; want 6, the total cap", got)
+	}
+
+	// A removed cluster's share is free again.
+	cs.Remove(first)
+	if _, err := cs.Ensure(ctx, "third", aurora.Config{AdminDSN: pgs[0].AdminDSN(), MaxConnections: 3}); err != nil {
+		t.Errorf("Ensure after a removal freed room: %v", err)
+	}
+}
+
+func TestConcurrentNewClustersNeverTogetherExceedTheTotalCap(t *testing.T) {
+	cs := newClusters(t, registry.ClustersOptions{MaxConnections: 2, MaxTotalConnections: 6})
+	pgs := fleet(t)
+	const callers = 8
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			_, errs[i] = cs.Ensure(context.Background(), fmt.Sprintf("c%d", i), aurora.Config{AdminDSN: pgs[i%2].AdminDSN()})
+		})
+	}
+	wg.Wait()
+	var built int
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			built++
+		case !errors.Is(err, registry.ErrTotalConnections):
+			t.Errorf("cluster c%d: %v; want a service or %v", i, err, registry.ErrTotalConnections)
+		}
+	}
+	if built != 3 || len(cs.Names()) != 3 || cs.MaxConnections() != 6 {
+		t.Errorf("%d Ensures succeeded, clusters %v hold %d connections; want 3 clusters of 2 filling the total cap of 6",
+			built, cs.Names(), cs.MaxConnections())
+	}
+}
+
+func TestOpenConnectionsReportsEachClustersService(t *testing.T) {
+	cs := newClusters(t, registry.ClustersOptions{})
+	services := ensureFleet(t, cs)
+	open := cs.OpenConnections()
+	if len(open) != len(services) {
+		t.Fatalf("OpenConnections reports %v; want the %d clusters", open, len(services))
+	}
+	for i, svc := range services {
+		// Each service is connected: New checked its admin on one
+		// connection, which the admin pool keeps.
+		if got, want := open[clusterName(i)], svc.OpenConnections(); got != want || got < 1 {
+			t.Errorf("cluster %s: %d open connections; want its service's %d, at least 1", clusterName(i), got, want)
+		}
+	}
+	cs.Remove(clusterName(0))
+	if _, ok := cs.OpenConnections()[clusterName(0)]; ok {
+		t.Error("a removed cluster is still reported")
+	}
 }

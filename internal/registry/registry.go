@@ -27,9 +27,14 @@ type Service interface {
 
 // Registry holds the services. Its fields are set by New and never change.
 type Registry struct {
-	Aurora      *aurora.Service
-	Storage     *storage.Service
-	Credentials *credentials.Service
+	// Clusters holds one database service per DatabaseCluster, built by
+	// the DatabaseCluster reconciler as each cluster appears.
+	Clusters *Clusters
+	// DefaultCluster is the admin configuration of the operator's
+	// --database-* flags: the DatabaseCluster "default".
+	DefaultCluster aurora.Config
+	Storage        *storage.Service
+	Credentials    *credentials.Service
 
 	services []Service
 	closers  []func()
@@ -58,19 +63,19 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 	}
 	r.add(r.Credentials, nil)
 
-	db := cfg.Database
-	r.Aurora, err = aurora.New(ctx, aurora.Config{
-		AdminDSN:        db.AdminDSN,
-		MaxConnections:  int32(db.MaxConnections),
-		ApplicationName: "orgforge",
-		Retry:           policy,
-	}, log.WithName("aurora"))
-	if err != nil {
-		// The service's error already names it, its endpoint and the cause.
+	// No database cluster is connected here: one that cannot be reached
+	// must not stop the operator serving the others. Each is connected by
+	// the DatabaseCluster reconciler, and its health is on its status.
+	r.Clusters = NewClusters(log, ClustersOptions{
+		Retry:               opts.Retry,
+		MaxConnections:      int32(cfg.Database.MaxConnections),
+		MaxTotalConnections: int32(cfg.Database.FleetMaxConnections),
+	})
+	r.closers = append(r.closers, r.Clusters.Close)
+	r.DefaultCluster = aurora.Config{AdminDSN: cfg.Database.AdminDSN, MaxConnections: int32(cfg.Database.MaxConnections)}
+	if err := aurora.ValidateConfig(r.DefaultCluster); err != nil {
 		return nil, err
 	}
-	r.add(r.Aurora, r.Aurora.Close)
-
 	st := cfg.Storage
 	r.Storage, err = storage.New(ctx, storage.Config{
 		Bucket:              st.Bucket,

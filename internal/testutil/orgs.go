@@ -121,3 +121,24 @@ func ConditionOf(o *tenancyv1alpha1.Organization, t string) metav1.Condition {
 	}
 	return metav1.Condition{}
 }
+
+// OnCluster pins the organization to a DatabaseCluster
+// (spec.database.clusterRef).
+func OnCluster(name string) OrgOption {
+	return func(o *tenancyv1alpha1.Organization) {
+		o.Spec.Database.ClusterRef = &tenancyv1alpha1.ClusterReference{Name: name}
+	}
+}
+
+// OnClustersLabelled limits placement to the DatabaseClusters with these
+// labels (spec.database.clusterSelector).
+func OnClustersLabelled(labels map[string]string) OrgOption {
+	return func(o *tenancyv1alpha1.Organization) {
+		o.Spec.Database.ClusterSelector = &metav1.LabelSelector{MatchLabels: labels}
+	}
+}
+
+// WithStorageAccess sets spec.storage.access.
+func WithStorageAccess(a tenancyv1alpha1.StorageAccess) OrgOption {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Storage.Access = a }
+}

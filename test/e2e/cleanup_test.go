@@ -41,8 +41,8 @@ func dropRetained(t *testing.T, org *tenancyv1alpha1.Organization, prefix string
 	t.Cleanup(func() {
 		ctx := context.Background()
 		m := aurora.Marker{Org: org.Name, UID: string(org.UID)}
-		_, _ = reg.Aurora.DropDatabase(ctx, "org_"+org.Name, m)
-		_, _ = reg.Aurora.DropRole(ctx, "org_"+org.Name, m)
+		_, _ = admin.DropDatabase(ctx, "org_"+org.Name, m)
+		_, _ = admin.DropRole(ctx, "org_"+org.Name, m)
 		_, _ = reg.Storage.DeletePrefix(ctx, prefix)
 	})
 }

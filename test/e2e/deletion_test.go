@@ -97,8 +97,8 @@ func TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection(t *testing
 	t.Cleanup(func() {
 		ctx := context.Background()
 		marker := aurora.Marker{Org: name, UID: string(o.UID)}
-		_, _ = reg.Aurora.DropDatabase(ctx, naming.DatabaseName(name), marker)
-		_, _ = reg.Aurora.DropRole(ctx, naming.RoleName(name), marker)
+		_, _ = admin.DropDatabase(ctx, naming.DatabaseName(name), marker)
+		_, _ = admin.DropRole(ctx, naming.RoleName(name), marker)
 		_, _ = reg.Storage.DeletePrefix(ctx, "orgs/"+name+"/")
 		// Retain keeps the namespace too; the controller-manager empties it.
 		retained := &corev1.Namespace{}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,8 +239,8 @@ func TestRetainPolicyKeepsDataAndRevokesTheKey(t *testing.T) {
 	dbSecret := secret(t, o, "golf-database")
 	deleteAndWait(t, "golf")
 	t.Cleanup(func() {
-		_, _ = reg.Aurora.DropDatabase(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
-		_, _ = reg.Aurora.DropRole(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
+		_, _ = admin.DropDatabase(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
+		_, _ = admin.DropRole(context.Background(), "org_golf", aurora.Marker{Org: "golf", UID: string(o.UID)})
 		_, _ = reg.Storage.DeletePrefix(context.Background(), "orgs/golf/")
 	})
 
@@ -299,23 +300,36 @@ func hasEvent(op *operator, prefix string) bool {
 // the database is created, as a crash between the two would.
 type interrupting struct {
 	controllers.Database
+	*crash
+}
+
+// crash is the stop that interrupting calls once, the first time the
+// database step runs, and hit, closed then.
+type crash struct {
 	stop func()
 	hit  chan struct{}
+	once sync.Once
 }
 
 func (d *interrupting) EnsureDatabase(ctx context.Context, name, owner string, m aurora.Marker) (aurora.Change, error) {
-	select {
-	case <-d.hit:
-	default:
+	d.once.Do(func() {
 		close(d.hit)
 		go d.stop()
-	}
+	})
 	return aurora.Unchanged, context.Canceled
 }
 
+// interrupt wraps every cluster's service so that its database step
+// crashes d.
+func interrupt(d *crash) wrapDB {
+	return func(_ string, db controllers.Database) controllers.Database {
+		return &interrupting{Database: db, crash: d}
+	}
+}
+
 func TestRestartBetweenRoleAndDatabaseConvergesToOneOfEach(t *testing.T) {
-	d := &interrupting{Database: reg.Aurora, hit: make(chan struct{})}
-	first := startOperator(t, d)
+	d := &crash{hit: make(chan struct{})}
+	first := startOperator(t, interrupt(d))
 	d.stop = first.stop
 	apply(t, testutil.NewOrg("juliet"))
 	select {
@@ -368,7 +382,11 @@ func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
 	}
 	// Let the reconciles that Ready itself triggered settle.
 	time.Sleep(resync / 2)
-	writes, ddl := op.writes.Load(), reg.Aurora.DDLCount()
+	svc, ok := reg.Clusters.Get(tenancyv1alpha1.DefaultClusterName)
+	if !ok {
+		t.Fatal("the default DatabaseCluster has no service")
+	}
+	writes, ddl := op.writes.Load(), svc.DDLCount()
 	// Provisioning three Organizations wrote (finalizers, namespaces,
 	// Secrets, status): a counter that saw none would prove nothing below.
 	if writes == 0 {
@@ -379,7 +397,7 @@ func TestResyncOfReadyOrganizationsWritesNothing(t *testing.T) {
 	if got := op.writes.Load() - writes; got != 0 {
 		t.Errorf("%d Kubernetes writes during resync, want 0; events: %v", got, op.eventsSnapshot()[events:])
 	}
-	if got := reg.Aurora.DDLCount() - ddl; got != 0 {
+	if got := svc.DDLCount() - ddl; got != 0 {
 		t.Errorf("%d DDL statements during resync, want 0", got)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -35,6 +36,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
@@ -47,8 +49,11 @@ import (
 // The suite shares one stack and one registry; each test starts the
 // managers it needs.
 var (
-	stack  *devstack.Stack
-	reg    *registry.Registry
+	stack *devstack.Stack
+	reg   *registry.Registry
+	// admin is the suite's own admin connection to the default cluster's
+	// server, for clean-ups; the operator's is in reg.Clusters.
+	admin  *aurora.Service
 	cfg    *config.Config
 	scheme *runtime.Scheme
 	k8s    client.Client
@@ -56,6 +61,10 @@ var (
 )
 
 const resync = 3 * time.Second
+
+// fleetMajors are the PostgreSQL majors of the suite's fleet servers,
+// stack.Clusters, which the fleet tests' DatabaseClusters run on.
+var fleetMajors = []int{13, 15, 17}
 
 // iamDelay is how long the stack's S3 refuses a new access key, as S3 on
 // AWS may while IAM propagates it (devstack.S3Options.IAMDelay). The
@@ -77,10 +86,14 @@ func run(m *testing.M) int {
 	var err error
 	// The controller-manager makes deletion end as in a cluster: namespaces
 	// finish terminating and owned Secrets are collected.
-	stack, err = devstack.Start(ctx, devstack.Options{
+	opts := devstack.Options{
 		Kube: true, CRDPaths: []string{"../../config/crd/bases"}, ControllerManager: true, Postgres: true,
 		S3: true, S3Options: devstack.S3Options{IAMDelay: iamDelay},
-	})
+	}
+	for _, m := range fleetMajors {
+		opts.Clusters = append(opts.Clusters, devstack.PostgresOptions{Major: m})
+	}
+	stack, err = devstack.Start(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -91,6 +104,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if k8s, err = client.New(stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: adminSecretNamespace}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -116,6 +133,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer reg.Close()
+	if admin, err = aurora.New(ctx, reg.DefaultCluster, ctrl.Log.WithName("suite")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer admin.Close()
 	code := m.Run()
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- operator log (last 60 lines) ---\n%s\n", logs.tail(60))
@@ -199,30 +221,34 @@ func (o *operator) eventsSnapshot() []string {
 	return append([]string(nil), o.events...)
 }
 
-// startOperator runs a manager until the test ends or stop is called. db
-// replaces the database service when a test needs to interrupt it.
-func startOperator(t *testing.T, db controllers.Database) *operator {
+// wrapDB wraps a DatabaseCluster's database service, for tests that
+// interrupt it.
+type wrapDB = func(cluster string, db controllers.Database) controllers.Database
+
+// startOperator runs a manager until the test ends or stop is called. db,
+// if set, wraps the database services when a test needs to interrupt them.
+func startOperator(t *testing.T, db wrapDB) *operator {
 	t.Helper()
 	return startOperatorWith(t, db, nil)
 }
 
 // startOperatorWith is startOperator with the manager's client wrapped, for
 // tests that make the cache lag.
-func startOperatorWith(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client) *operator {
+func startOperatorWith(t *testing.T, db wrapDB, wrap func(client.Client) client.Client) *operator {
 	t.Helper()
 	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap})
 }
 
 // startOperatorSettings is startOperatorWith with the reconciler's settings
 // changed by edit, as an operator restarted with other flags would run.
-func startOperatorSettings(t *testing.T, db controllers.Database, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
+func startOperatorSettings(t *testing.T, db wrapDB, wrap func(client.Client) client.Client, edit func(*controllers.Settings)) *operator {
 	t.Helper()
 	return startOperatorOpts(t, operatorOptions{db: db, wrap: wrap, settings: edit})
 }
 
 // operatorOptions are what a test may change about the manager it starts.
 type operatorOptions struct {
-	db   controllers.Database
+	db   wrapDB
 	wrap func(client.Client) client.Client
 	// rateLimiter replaces the suite's fast retries, for tests that must
 	// see an event, not a retry, bring an Organization back.
@@ -242,7 +268,7 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	}
 	op := &operator{done: make(chan struct{})}
 	mgr, err := orgoperator.New(stack.Kube.Config, reg, cfg, orgoperator.Options{
-		Database: opts.db,
+		WrapDatabase: opts.db,
 		WrapClient: func(c client.Client) client.Client {
 			if opts.wrap != nil {
 				c = opts.wrap(c)
@@ -252,10 +278,11 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
 			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
 		},
-		Settings:           opts.settings,
-		RateLimiter:        limiter,
-		NoMetrics:          true,
-		SkipNameValidation: true,
+		Settings:              opts.settings,
+		RateLimiter:           limiter,
+		ClusterHealthInterval: 2 * time.Second,
+		NoMetrics:             true,
+		SkipNameValidation:    true,
 	})
 	if err != nil {
 		t.Fatal(err)

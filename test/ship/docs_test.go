@@ -110,13 +110,16 @@ func TestOperationsDocIsComplete(t *testing.T) {
 		t.Fatalf("found %d timed steps in controllers/: the parse is broken", steps)
 	}
 
-	metricsSrc, err := os.ReadFile(repoPath("controllers", "metrics.go"))
-	if err != nil {
-		t.Fatal(err)
+	var metrics [][][]byte
+	for _, src := range []string{"metrics.go", "fleet_metrics.go"} {
+		b, err := os.ReadFile(repoPath("controllers", src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics = append(metrics, regexp.MustCompile(`"(orgforge_[a-z_]+)"`).FindAllSubmatch(b, -1)...)
 	}
-	metrics := regexp.MustCompile(`"(orgforge_[a-z_]+)"`).FindAllSubmatch(metricsSrc, -1)
-	if len(metrics) < 4 {
-		t.Fatalf("found %d metrics in controllers/metrics.go: the parse is broken", len(metrics))
+	if len(metrics) < 11 {
+		t.Fatalf("found %d metrics in controllers/metrics.go and fleet_metrics.go: the parse is broken", len(metrics))
 	}
 	for _, m := range metrics {
 		if !bytes.Contains(doc, m[1]) {

@@ -1,0 +1,229 @@
+// Copyright 2026 The orgforge Authors.
+// SPDX-License-Identifier: Apache-2.0
+
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/placement"
+)
+
+// Errors of placement that the conditions report.
+var (
+	// errClusterNotConnected means the organization's DatabaseCluster has
+	// no service yet or failed its health check; the reconcile retries.
+	errClusterNotConnected = errors.New("DatabaseCluster not connected")
+	// errSearchIncomplete means an organization with no recorded placement
+	// cannot be placed until every DatabaseCluster has been searched for
+	// its database; the reconcile retries.
+	errSearchIncomplete = errors.New("DatabaseClusters not searched")
+	// errOverBudget means a raise of the pool's maxConnections does not
+	// fit the cluster's budget; a person lowers it or adds capacity.
+	errOverBudget = errors.New("over budget")
+)
+
+// DatabaseLookup returns the database service of a DatabaseCluster, once
+// the DatabaseCluster reconciler has connected to it.
+type DatabaseLookup func(cluster string) (Database, bool)
+
+// placeOrganization finds where the organization lives, or places it, and
+// gives the scope that cluster's service, tenant endpoint and the pool
+// limit in force. A new placement is written to the Organization's
+// annotations before anything is created on the cluster, and a placement
+// found only by the database's marker is written back too, so that the
+// three records agree.
+func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope) error {
+	if err := r.Ledger.Seed(ctx); err != nil {
+		return err
+	}
+	p, placed, err := r.findPlacement(ctx, s)
+	if err != nil {
+		return err
+	}
+	fresh := false
+	if !placed {
+		if p, err = r.Ledger.Fleet.Place(r.placementRequest(s)); err != nil {
+			return err
+		}
+		fresh = true
+		ctrl.LoggerFrom(ctx).Info("Placed organization", "cluster", p.Cluster, "maxConnections", p.MaxConnections)
+	} else if _, err := r.recordInLedger(p); err != nil {
+		return err
+	}
+	if err := r.annotatePlacement(ctx, s, p); err != nil {
+		if fresh {
+			r.Ledger.Fleet.Release(p.Organization)
+		}
+		return err
+	}
+	if fresh {
+		s.dbNotes.add("placed on DatabaseCluster %s", p.Cluster)
+	}
+	s.cluster, s.maxConnections = p.Cluster, int32(p.MaxConnections)
+	return r.connectCluster(s)
+}
+
+// findPlacement returns the organization's recorded placement, or else the
+// cluster whose server holds its role or database by the ownership marker:
+// an Organization restored or re-applied without its status and
+// annotations finds its database again. While any cluster cannot be
+// searched, an organization with no record is not placed, since its
+// database may be on that cluster.
+func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (placement.Placement, bool, error) {
+	if p, ok := RecordedPlacement(s.org); ok {
+		return p, true, nil
+	}
+	var found, unsearched []string
+	for _, cu := range r.Ledger.Fleet.Clusters() {
+		name := cu.Cluster.Name
+		db, ok := r.Databases(name)
+		if !ok {
+			unsearched = append(unsearched, name)
+			continue
+		}
+		there, err := db.FindOrganization(ctx, s.org.Name, s.database, s.role)
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Info("Cannot search DatabaseCluster for the organization's database", "cluster", name, "error", err.Error())
+			unsearched = append(unsearched, name)
+			continue
+		}
+		if there {
+			found = append(found, name)
+		}
+	}
+	switch {
+	case len(found) > 1:
+		return placement.Placement{}, false, fmt.Errorf("%w: the organization's database or role is on DatabaseClusters %s; delete the one that is not in use",
+			aurora.ErrConflict, strings.Join(found, " and "))
+	case len(found) == 1:
+		ctrl.LoggerFrom(ctx).Info("Found the organization's database by its marker", "cluster", found[0])
+		return placement.Placement{Organization: s.org.Name, Cluster: found[0],
+			MaxConnections: int(s.org.Spec.Database.Pool.MaxConnections)}, true, nil
+	case len(unsearched) > 0:
+		return placement.Placement{}, false, fmt.Errorf("%w: cannot place the organization until DatabaseCluster %s can be searched for its database",
+			errSearchIncomplete, strings.Join(unsearched, ", "))
+	}
+	return placement.Placement{}, false, nil
+}
+
+// recordInLedger enters a placement that already exists. One on a cluster
+// the ledger does not know, whose DatabaseCluster is gone, still counts.
+func (r *OrganizationReconciler) recordInLedger(p placement.Placement) (placement.ClusterUsage, error) {
+	cu, err := r.Ledger.Fleet.Record(p)
+	if errors.Is(err, placement.ErrUnknownCluster) {
+		if err := r.Ledger.Fleet.SetCluster(placement.Cluster{Name: p.Cluster}); err != nil {
+			return cu, err
+		}
+		cu, err = r.Ledger.Fleet.Record(p)
+	}
+	if errors.Is(err, placement.ErrPlacedElsewhere) {
+		return cu, fmt.Errorf("%w: %v", aurora.ErrConflict, err)
+	}
+	return cu, err
+}
+
+func (r *OrganizationReconciler) placementRequest(s *scope) placement.Request {
+	req := placement.Request{
+		Organization:    s.org.Name,
+		MaxConnections:  int(s.org.Spec.Database.Pool.MaxConnections),
+		ClusterSelector: s.org.Spec.Database.ClusterSelector,
+	}
+	if ref := s.org.Spec.Database.ClusterRef; ref != nil {
+		req.ClusterRef = ref.Name
+	}
+	return req
+}
+
+// annotatePlacement writes the placement's annotations when they differ.
+// The merge patch touches only these keys.
+func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope, p placement.Placement) error {
+	budget := strconv.Itoa(p.MaxConnections)
+	a := s.org.Annotations
+	if a[tenancyv1alpha1.AnnotationCluster] == p.Cluster && a[tenancyv1alpha1.AnnotationBudgetedConnections] == budget {
+		return nil
+	}
+	patch := client.MergeFrom(s.org.DeepCopy())
+	if s.org.Annotations == nil {
+		s.org.Annotations = map[string]string{}
+	}
+	s.org.Annotations[tenancyv1alpha1.AnnotationCluster] = p.Cluster
+	s.org.Annotations[tenancyv1alpha1.AnnotationBudgetedConnections] = budget
+	if err := r.Patch(ctx, s.org, patch); err != nil {
+		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
+	}
+	if s.org.Status.Database.Cluster == p.Cluster {
+		return nil
+	}
+	// The status says it too before anything is created; the reconcile's
+	// own status patch at its end would come after.
+	statusPatch := client.MergeFrom(s.org.DeepCopy())
+	s.org.Status.Database.Cluster = p.Cluster
+	if err := r.Status().Patch(ctx, s.org, statusPatch); err != nil {
+		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
+	}
+	return nil
+}
+
+// resizeBudget checks a changed pool maxConnections against the cluster's
+// budget. A raise that does not fit is refused and the limit in force
+// stays, on the role and in the Secret; a cut always fits.
+func (r *OrganizationReconciler) resizeBudget(ctx context.Context, s *scope) error {
+	want := s.org.Spec.Database.Pool.MaxConnections
+	if want == s.maxConnections {
+		return nil
+	}
+	p, err := r.Ledger.Fleet.Resize(s.org.Name, int(want))
+	if errors.Is(err, placement.ErrOverBudget) {
+		return fmt.Errorf("%w: database.pool.maxConnections %d does not fit the connection budget of DatabaseCluster %s; the role keeps its limit of %d: %v",
+			errOverBudget, want, s.cluster, s.maxConnections, err)
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.annotatePlacement(ctx, s, p); err != nil {
+		// The ledger keeps the new budget, which is the spec's; the
+		// annotation is written on the next reconcile.
+		return err
+	}
+	s.maxConnections = want
+	return nil
+}
+
+// connectCluster gives the scope its cluster's database service and tenant
+// endpoint.
+func (r *OrganizationReconciler) connectCluster(s *scope) error {
+	db, ok := r.Databases(s.cluster)
+	tenant, known := r.Ledger.Tenant(s.cluster)
+	if !ok || !known {
+		return fmt.Errorf("%w: DatabaseCluster %s is not connected; see its status", errClusterNotConnected, s.cluster)
+	}
+	s.dbs, s.tenant = db, tenant
+	return nil
+}
+
+// organizationsForCluster maps a change of a DatabaseCluster, such as new
+// capacity, an uncordon, a first health check or budget given back, to the
+// Organizations that may now go on: those whose database part is not Ready
+// and that are placed on it or not placed at all. An organization waiting
+// for capacity is placed the moment there is some, not at a resync.
+func (r *OrganizationReconciler) organizationsForCluster(ctx context.Context, dbc client.Object) []reconcile.Request {
+	return r.organizationsWhere(ctx, "a changed DatabaseCluster", func(o *tenancyv1alpha1.Organization) bool {
+		if meta.IsStatusConditionTrue(o.Status.Conditions, tenancyv1alpha1.ConditionDatabaseReady) {
+			return false
+		}
+		p, placed := RecordedPlacement(o)
+		return !placed || p.Cluster == dbc.GetName()
+	})
+}
