@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -292,7 +294,14 @@ func (r *DatabaseClusterReconciler) writeStatus(ctx context.Context, base, dbc *
 	if !statusWriteNeeded(&base.Status, &dbc.Status, now.Time, r.healthInterval()) {
 		return nil
 	}
-	return r.Status().Patch(ctx, dbc, client.MergeFrom(base))
+	// The whole status goes in the patch, not its difference from base: a
+	// field the server never stored, such as connections.budgeted, reads
+	// back as zero, and a difference would leave a required zero out.
+	patch, err := json.Marshal(map[string]any{"status": dbc.Status})
+	if err != nil {
+		return err
+	}
+	return r.Status().Patch(ctx, dbc, client.RawPatch(types.MergePatchType, patch))
 }
 
 // readyEvent reports a change of Ready: a Warning when it turns False for
