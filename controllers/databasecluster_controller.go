@@ -106,7 +106,7 @@ func (r *DatabaseClusterReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	base := dbc.DeepCopy()
 	rep, result, err := r.reconcileNormal(ctx, dbc)
 	if err != nil {
-		rep = clusterReport{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err), usage: r.usage(dbc)}
+		rep = kubernetesError(err, r.usage(dbc))
 	}
 	if perr := r.writeStatus(ctx, base, dbc, rep); perr != nil && err == nil {
 		err = perr

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -147,7 +148,7 @@ func TestSetClusterStatus(t *testing.T) {
 			rep: unreachable(fmt.Errorf("cluster %q: aurora: east:5432/admin: connecting: connection refused", "east"), usage),
 			want: clusterSummary{
 				Conditions:         notReady("Reconciling", "Unreachable", `cluster "east": aurora: east:5432/admin: connecting: connection refused`),
-				ObservedGeneration: 1, Kstatus: kstatus.InProgressStatus,
+				ObservedGeneration: 2, Kstatus: kstatus.InProgressStatus,
 				// What the last good check found stays.
 				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &now}),
 			},
@@ -164,6 +165,15 @@ func TestSetClusterStatus(t *testing.T) {
 			rep: inUse([]string{"a", "b"}, usage),
 			want: clusterSummary{
 				Conditions:         notReady("Reconciling", "InUse", "Held by 2 organizations: a, b; the DatabaseCluster is deleted once they are gone"),
+				ObservedGeneration: 2, Kstatus: kstatus.InProgressStatus,
+				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &earlier}),
+			},
+		},
+		"an error of the API server's": {
+			rep: kubernetesError(errors.New(`secrets "x" is forbidden`), usage),
+			want: clusterSummary{
+				Conditions: notReady("Reconciling", "KubernetesError", `secrets "x" is forbidden`),
+				// Not acted on: the generation is not observed.
 				ObservedGeneration: 1, Kstatus: kstatus.InProgressStatus,
 				Status: counted(tenancyv1alpha1.DatabaseClusterStatus{ServerVersion: "16.9", Databases: 2, LastHealthCheck: &earlier}),
 			},
