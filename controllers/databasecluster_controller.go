@@ -40,6 +40,11 @@ const (
 	// inUseRetry is how soon a deleting cluster held by organizations is
 	// looked at again, besides when one of them goes.
 	inUseRetry = 30 * time.Second
+	// releaseRetry is how soon a deleting cluster is looked at again when
+	// an organization that holds it is gone from the API server: its
+	// reconciler releases it from the fleet just after its finalizer goes,
+	// so the Organization's delete event can come first.
+	releaseRetry = time.Second
 )
 
 // FlagsCluster is the cluster the operator's --database-* flags describe,
@@ -236,6 +241,13 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 		if err := r.writeStatus(ctx, base, dbc, inUse(orgs, r.usage(dbc))); err != nil {
 			return ctrl.Result{}, err
 		}
+		releasing, err := r.anyGone(ctx, orgs)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if releasing {
+			return ctrl.Result{RequeueAfter: releaseRetry}, nil
+		}
 		return ctrl.Result{RequeueAfter: inUseRetry}, nil
 	}
 	// RemoveCluster refuses if an organization was recorded since.
@@ -246,6 +258,20 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 	r.Ledger.ForgetTenant(dbc.Name)
 	ctrl.LoggerFrom(ctx).Info("Released DatabaseCluster; nothing is placed on it")
 	return ctrl.Result{}, r.patchFinalizer(ctx, dbc, controllerutil.RemoveFinalizer)
+}
+
+// anyGone reports whether any of orgs is gone from the API server.
+func (r *DatabaseClusterReconciler) anyGone(ctx context.Context, orgs []string) (bool, error) {
+	for _, name := range orgs {
+		err := r.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 func (r *DatabaseClusterReconciler) fleetCluster(name string) (placement.Cluster, bool) {

@@ -263,7 +263,19 @@ func TestADeletingClusterIsHeldWhileOrganizationsArePlacedOnIt(t *testing.T) {
 		t.Errorf("the service of a held cluster was removed: %v", f.clusters.removed)
 	}
 
-	// The organizations go: the cluster is let go.
+	// The Organizations are gone from the API server a moment before
+	// their reconciler releases them from the fleet: the cluster is
+	// looked at again soon.
+	for _, name := range []string{"acme", "globex"} {
+		if err := f.c.Delete(ctx, &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res := f.reconcile(t, "east"); res.RequeueAfter != releaseRetry {
+		t.Errorf("with its organizations gone but not yet released, RequeueAfter = %v, want %v", res.RequeueAfter, releaseRetry)
+	}
+
+	// The organizations are released: the cluster is let go.
 	f.r.Ledger.Fleet.Release("acme")
 	f.r.Ledger.Fleet.Release("globex")
 	f.reconcile(t, "east")
