@@ -131,7 +131,7 @@ run: manifests generate ## Run the manager from your host against the current ku
 	go run . $(ARGS)
 
 .PHONY: dev
-dev: manifests generate tools build ## Start the real local stack in .dev/, run the operator and apply the samples.
+dev: manifests generate tools build ## Start the real local stack in .dev/ with two database clusters, run the operator and apply the samples.
 	$(TOOLS_ENV) go run ./hack/dev --manager $(LOCALBIN)/manager --dir .dev
 
 .PHONY: bench

@@ -129,6 +129,7 @@ func (r *DatabaseClusterReconciler) reconcileNormal(ctx context.Context, dbc *te
 	log := ctrl.LoggerFrom(ctx)
 	access, err := r.resolveAdmin(ctx, dbc)
 	if errors.Is(err, errClusterSpec) {
+		defer r.Ledger.MarkChecked(dbc.Name)
 		// The service built from the last good spec, if any, stays: the
 		// organizations on the cluster keep being served.
 		usage, ferr := r.setUnchecked(dbc)
@@ -143,6 +144,9 @@ func (r *DatabaseClusterReconciler) reconcileNormal(ctx context.Context, dbc *te
 	r.Ledger.SetTenant(dbc.Name, access.tenant)
 
 	check, err := r.check(ctx, dbc.Name, access.dsn)
+	// Reachable or not, the cluster is now known: organizations on it stop
+	// waiting for its first check and see how it is.
+	defer r.Ledger.MarkChecked(dbc.Name)
 	if err != nil {
 		log.Info("DatabaseCluster is unreachable", "error", conditionMessage(err))
 		usage, ferr := r.setUnchecked(dbc)

@@ -29,6 +29,39 @@ type Ledger struct {
 
 	tenantsMu sync.RWMutex
 	tenants   map[string]TenantEndpoint
+	// checked holds the clusters the DatabaseCluster reconciler has
+	// checked in this process, reachable or not.
+	checked map[string]bool
+}
+
+// MarkChecked notes that a cluster has had its first check in this
+// process: from then on, a cluster that is not connected is down, not
+// starting.
+func (l *Ledger) MarkChecked(cluster string) {
+	l.tenantsMu.Lock()
+	defer l.tenantsMu.Unlock()
+	l.checked[cluster] = true
+}
+
+// Unchecked returns the clusters in the fleet that have not had their
+// first check in this process, sorted.
+func (l *Ledger) Unchecked() []string {
+	l.tenantsMu.RLock()
+	defer l.tenantsMu.RUnlock()
+	var out []string
+	for _, cu := range l.Fleet.Clusters() {
+		if !l.checked[cu.Cluster.Name] {
+			out = append(out, cu.Cluster.Name)
+		}
+	}
+	return out
+}
+
+// Checked reports whether a cluster has had its first check.
+func (l *Ledger) Checked(cluster string) bool {
+	l.tenantsMu.RLock()
+	defer l.tenantsMu.RUnlock()
+	return l.checked[cluster]
 }
 
 // TenantEndpoint is what tenants' database Secrets say about where their
@@ -56,17 +89,18 @@ func (l *Ledger) Tenant(cluster string) (TenantEndpoint, bool) {
 	return e, ok
 }
 
-// ForgetTenant drops a deleted cluster's tenant endpoint.
+// ForgetTenant drops a deleted cluster's tenant endpoint and check.
 func (l *Ledger) ForgetTenant(cluster string) {
 	l.tenantsMu.Lock()
 	defer l.tenantsMu.Unlock()
 	delete(l.tenants, cluster)
+	delete(l.checked, cluster)
 }
 
 // NewLedger returns a ledger that seeds itself from reader, the manager's
 // cache, on first use.
 func NewLedger(reader client.Reader) *Ledger {
-	return &Ledger{Fleet: placement.NewFleet(), reader: reader, tenants: map[string]TenantEndpoint{}}
+	return &Ledger{Fleet: placement.NewFleet(), reader: reader, tenants: map[string]TenantEndpoint{}, checked: map[string]bool{}}
 }
 
 // Seed records every Organization's placement, once per process; later
@@ -107,10 +141,12 @@ func (l *Ledger) Seed(ctx context.Context) error {
 			continue
 		}
 		if !known[p.Cluster] {
-			// Its DatabaseCluster is gone; the placement still counts.
+			// Its DatabaseCluster is gone; the placement still counts,
+			// and no check of it is to come.
 			if err := l.Fleet.SetCluster(placement.Cluster{Name: p.Cluster}); err != nil {
 				return err
 			}
+			l.MarkChecked(p.Cluster)
 			known[p.Cluster] = true
 		}
 		if _, err := l.Fleet.Record(p); err != nil {

@@ -271,7 +271,7 @@ func (r *OrganizationReconciler) deletionCluster(ctx context.Context, s *scope) 
 	s.cluster = p.Cluster
 	db, ok := r.Databases(s.cluster)
 	if !ok {
-		return fmt.Errorf("%w: DatabaseCluster %s is not connected; the database is dropped once it is", errClusterNotConnected, s.cluster)
+		return fmt.Errorf("DatabaseCluster %s is %w; the database is dropped once it is", s.cluster, errClusterNotConnected)
 	}
 	s.dbs = db
 	return nil

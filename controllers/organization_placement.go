@@ -22,13 +22,17 @@ import (
 
 // Errors of placement that the conditions report.
 var (
+	// errFleetStarting means a DatabaseCluster the reconcile needs has
+	// not had its first check since the operator started; the reconcile
+	// waits for it, without a warning.
+	errFleetStarting = errors.New("waiting for the first check of")
 	// errClusterNotConnected means the organization's DatabaseCluster has
 	// no service yet or failed its health check; the reconcile retries.
-	errClusterNotConnected = errors.New("DatabaseCluster not connected")
+	errClusterNotConnected = errors.New("not connected")
 	// errSearchIncomplete means an organization with no recorded placement
 	// cannot be placed until every DatabaseCluster has been searched for
 	// its database; the reconcile retries.
-	errSearchIncomplete = errors.New("DatabaseClusters not searched")
+	errSearchIncomplete = errors.New("not placed yet")
 	// errOverBudget means a raise of the pool's maxConnections does not
 	// fit the cluster's budget; a person lowers it or adds capacity.
 	errOverBudget = errors.New("over budget")
@@ -85,6 +89,10 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 	if p, ok := RecordedPlacement(s.org); ok {
 		return p, true, nil
 	}
+	if starting := r.Ledger.Unchecked(); len(starting) > 0 {
+		return placement.Placement{}, false, fmt.Errorf("%w DatabaseCluster %s, before the organization is placed",
+			errFleetStarting, strings.Join(starting, ", "))
+	}
 	var found, unsearched []string
 	for _, cu := range r.Ledger.Fleet.Clusters() {
 		name := cu.Cluster.Name
@@ -112,7 +120,8 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 		return placement.Placement{Organization: s.org.Name, Cluster: found[0],
 			MaxConnections: int(s.org.Spec.Database.Pool.MaxConnections)}, true, nil
 	case len(unsearched) > 0:
-		return placement.Placement{}, false, fmt.Errorf("%w: cannot place the organization until DatabaseCluster %s can be searched for its database",
+		return placement.Placement{}, false, fmt.Errorf("%w: DatabaseCluster %s cannot be searched for the organization's database, "+
+			"which a restored organization may have there; it is placed once every DatabaseCluster answers",
 			errSearchIncomplete, strings.Join(unsearched, ", "))
 	}
 	return placement.Placement{}, false, nil
@@ -126,6 +135,9 @@ func (r *OrganizationReconciler) recordInLedger(p placement.Placement) (placemen
 		if err := r.Ledger.Fleet.SetCluster(placement.Cluster{Name: p.Cluster}); err != nil {
 			return cu, err
 		}
+		// Not Ready until its DatabaseCluster, if it exists, is checked;
+		// it must not hold other organizations' placement meanwhile.
+		r.Ledger.MarkChecked(p.Cluster)
 		cu, err = r.Ledger.Fleet.Record(p)
 	}
 	if errors.Is(err, placement.ErrPlacedElsewhere) {
@@ -204,10 +216,13 @@ func (r *OrganizationReconciler) resizeBudget(ctx context.Context, s *scope) err
 // connectCluster gives the scope its cluster's database service and tenant
 // endpoint.
 func (r *OrganizationReconciler) connectCluster(s *scope) error {
+	if !r.Ledger.Checked(s.cluster) {
+		return fmt.Errorf("%w DatabaseCluster %s", errFleetStarting, s.cluster)
+	}
 	db, ok := r.Databases(s.cluster)
 	tenant, known := r.Ledger.Tenant(s.cluster)
 	if !ok || !known {
-		return fmt.Errorf("%w: DatabaseCluster %s is not connected; see its status", errClusterNotConnected, s.cluster)
+		return fmt.Errorf("DatabaseCluster %s is %w; see its status", s.cluster, errClusterNotConnected)
 	}
 	s.dbs, s.tenant = db, tenant
 	return nil

@@ -66,6 +66,7 @@ var errorReasons = []struct {
 	{isAny(errOverBudget), tenancyv1alpha1.ReasonOverBudget, true},
 	{isAny(placement.ErrInvalid), tenancyv1alpha1.ReasonInvalidSpec, true},
 	{isAny(errClusterNotConnected, errSearchIncomplete), tenancyv1alpha1.ReasonDatabaseUnavailable, false},
+	{isAny(errFleetStarting), tenancyv1alpha1.ReasonProvisioning, false},
 	{isKubernetesError, tenancyv1alpha1.ReasonKubernetesError, false},
 }
 

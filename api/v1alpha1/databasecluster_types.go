@@ -149,9 +149,11 @@ func (s *DatabaseClusterSpec) IsSchedulable() bool {
 // ConnectionBudget is a cluster's connection budget and what is given out.
 type ConnectionBudget struct {
 	// Budgeted is the sum of the placed organizations' pool maxConnections.
+	// +optional
 	Budgeted int32 `json:"budgeted"`
 	// Capacity is the budget in force: spec.capacity.maxConnections, or
 	// its default from the server.
+	// +optional
 	Capacity int32 `json:"capacity"`
 }
 

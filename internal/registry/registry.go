@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/credentials"
@@ -76,6 +78,9 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 	if err := aurora.ValidateConfig(r.DefaultCluster); err != nil {
 		return nil, err
 	}
+	if err := r.connectDefault(ctx, log); err != nil {
+		return nil, err
+	}
 	st := cfg.Storage
 	r.Storage, err = storage.New(ctx, storage.Config{
 		Bucket:              st.Bucket,
@@ -94,6 +99,25 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 	}
 	r.add(r.Storage, r.Storage.Close)
 	return r, nil
+}
+
+// DefaultClusterName is the name of the --database-* flags' cluster in
+// Clusters, that of its DatabaseCluster.
+const DefaultClusterName = tenancyv1alpha1.DefaultClusterName
+
+// connectDefault connects to the --database-* flags' cluster once, so that
+// a wrong password or an admin without CREATEROLE stops start-up, as any
+// bad configuration does. A cluster that cannot be reached does not: it is
+// one cluster of a fleet, reported on its DatabaseCluster, and its
+// reconciler connects when it answers.
+func (r *Registry) connectDefault(ctx context.Context, log logr.Logger) error {
+	_, err := r.Clusters.Ensure(ctx, DefaultClusterName, r.DefaultCluster)
+	if err != nil && aurora.Classify(err).Transient() {
+		log.Info("The --database-* cluster cannot be reached; its DatabaseCluster reports it until it answers",
+			"cluster", DefaultClusterName, "error", err.Error())
+		return nil
+	}
+	return err
 }
 
 // policyOf is the retry policy of the services: override, or else the

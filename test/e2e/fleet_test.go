@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +22,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/devstack"
+	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/placement"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
@@ -89,6 +90,12 @@ func newCluster(t *testing.T, name string, pg *devstack.Postgres, labels map[str
 		t.Fatalf("creating DatabaseCluster %s: %v", name, err)
 	}
 	t.Cleanup(func() {
+		// Its finalizer needs an operator; a test that restarted its
+		// operators may have stopped the last one already.
+		if running.Load() == 0 {
+			op := launchOperator(t, operatorOptions{})
+			defer op.stop()
+		}
 		_ = k8s.Delete(ctx, dbc)
 		testutil.Eventually(t, 60*time.Second, "DatabaseCluster "+name+" to be deleted", func() (bool, string) {
 			err := k8s.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.DatabaseCluster{})
@@ -112,7 +119,10 @@ func waitCluster(t *testing.T, name, status, reason string) *tenancyv1alpha1.Dat
 		if c == nil {
 			return false, "no Ready condition"
 		}
-		return string(c.Status) == status && (reason == "" || c.Reason == reason) && dbc.Status.ObservedGeneration == dbc.Generation,
+		// A deletion bumps the generation; what the operator saw of it
+		// is the condition.
+		current := dbc.Status.ObservedGeneration == dbc.Generation || !dbc.DeletionTimestamp.IsZero()
+		return string(c.Status) == status && (reason == "" || c.Reason == reason) && current,
 			fmt.Sprintf("%s/%s: %s", c.Status, c.Reason, c.Message)
 	})
 	return dbc
@@ -308,7 +318,7 @@ func TestFleetNoCapacityUntilCapacityIsAddedAndARaiseIsCheckedAgainstTheBudget(t
 	if msg := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady).Message; !strings.Contains(msg, "capacity-a: connections would use 10+5 of 10") {
 		t.Errorf("NoCapacity message %q does not say why capacity-a was skipped", msg)
 	}
-	if n := databasesOn(t, fleetServer(t, 17), "org_capacity-second"); n != 0 {
+	if n := databasesOn(t, fleetServer(t, 17), naming.DatabaseName("capacity-second")); n != 0 {
 		t.Fatalf("an organization with no capacity has a database")
 	}
 	patchCluster(t, "capacity-a", func(c *tenancyv1alpha1.DatabaseCluster) { c.Spec.Capacity.MaxConnections = ptr.To[int32](20) })
@@ -322,7 +332,7 @@ func TestFleetNoCapacityUntilCapacityIsAddedAndARaiseIsCheckedAgainstTheBudget(t
 	}
 	waitCondition(t, "capacity-first", tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonOverBudget, 30*time.Second)
 	su := testutil.Superuser(t, fleetServer(t, 17), "postgres")
-	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_capacity-first'"); n != 10 {
+	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", naming.RoleName("capacity-first")); n != 10 {
 		t.Errorf("the refused raise changed the role's connection limit to %d", n)
 	}
 	if got := string(secret(t, first, "capacity-first-database").Data["pool-max-size"]); got != "10" {
@@ -330,7 +340,7 @@ func TestFleetNoCapacityUntilCapacityIsAddedAndARaiseIsCheckedAgainstTheBudget(t
 	}
 	patchCluster(t, "capacity-a", func(c *tenancyv1alpha1.DatabaseCluster) { c.Spec.Capacity.MaxConnections = ptr.To[int32](30) })
 	first = waitReady(t, "capacity-first")
-	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = 'org_capacity-first'"); n != 20 {
+	if n := count(t, su, "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", naming.RoleName("capacity-first")); n != 20 {
 		t.Errorf("after capacity was added the role's connection limit is %d, want 20", n)
 	}
 	if got := first.Annotations[tenancyv1alpha1.AnnotationBudgetedConnections]; got != "20" {
@@ -387,7 +397,7 @@ func TestFleetACrashBetweenPlacementAndCreateDatabaseNeverPlacesTwice(t *testing
 		t.Fatalf("the placement recorded before the crash is %q", chosen)
 	}
 	for name, pg := range servers {
-		if n := databasesOn(t, pg, "org_crash-org"); n != 0 {
+		if n := databasesOn(t, pg, naming.DatabaseName("crash-org")); n != 0 {
 			t.Fatalf("a database exists on %s before the restart", name)
 		}
 	}
@@ -400,7 +410,7 @@ func TestFleetACrashBetweenPlacementAndCreateDatabaseNeverPlacesTwice(t *testing
 		t.Fatalf("after the restart the organization is on %s, it was placed on %s", got, chosen)
 	}
 	for name, pg := range servers {
-		if n, want := databasesOn(t, pg, "org_crash-org"), map[bool]int{true: 1, false: 0}[name == chosen]; n != want {
+		if n, want := databasesOn(t, pg, naming.DatabaseName("crash-org")), map[bool]int{true: 1, false: 0}[name == chosen]; n != want {
 			t.Errorf("%d databases on %s, want %d", n, name, want)
 		}
 	}
@@ -437,6 +447,8 @@ func TestFleetAnOrganizationThatLostItsRecordsFindsItsDatabaseAgain(t *testing.T
 	patchCluster(t, home, func(c *tenancyv1alpha1.DatabaseCluster) { c.Spec.Schedulable = ptr.To(false) })
 
 	startOperator(t, nil)
+	// Cleanups run last-in first-out: delete while this manager still runs.
+	t.Cleanup(func() { deleteAndWait(t, "lost-org") })
 	o = waitReady(t, "lost-org")
 	if got := placedOn(t, o); got != home {
 		t.Fatalf("the organization was found on %s; its database is on %s", got, home)
@@ -446,7 +458,7 @@ func TestFleetAnOrganizationThatLostItsRecordsFindsItsDatabaseAgain(t *testing.T
 		t.Fatalf("the organization's data after it was found again: %q, %v", v, err)
 	}
 	for name, pg := range servers {
-		if n, want := databasesOn(t, pg, "org_lost-org"), map[bool]int{true: 1, false: 0}[name == home]; n != want {
+		if n, want := databasesOn(t, pg, naming.DatabaseName("lost-org")), map[bool]int{true: 1, false: 0}[name == home]; n != want {
 			t.Errorf("%d databases on %s, want %d", n, name, want)
 		}
 	}
@@ -562,7 +574,7 @@ func TestFleetConcurrentPlacementNeverOversubscribes(t *testing.T) {
 			t.Errorf("%s holds %d organizations of a budget of %d", name, placed[name], c)
 		}
 		su := testutil.Superuser(t, servers[name], "postgres")
-		if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname LIKE 'org_exact-%'"); n != placed[name] {
+		if n := count(t, su, "SELECT count(*) FROM pg_database WHERE datname LIKE 'org_exact_%'"); n != placed[name] {
 			t.Errorf("%s's server has %d of the test's databases; %d organizations are placed on it", name, n, placed[name])
 		}
 	}
@@ -600,13 +612,14 @@ func mergePatchStatus(ctx context.Context, name string, patch map[string]any) er
 	return k8s.Status().Patch(ctx, o, client.RawPatch(types.MergePatchType, body))
 }
 
-// connect logs in with a Secret's uri, for the test's own queries.
-func connect(t *testing.T, uri string) *pgx.Conn {
+// connect logs in with a Secret's uri, as an application would with
+// pgxpool, for the test's own queries.
+func connect(t *testing.T, uri string) *pgxpool.Pool {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), uri)
+	pool, err := pgxpool.New(context.Background(), uri)
 	if err != nil {
 		t.Fatalf("logging in with the Secret's uri: %v", err)
 	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	return conn
+	t.Cleanup(pool.Close)
+	return pool
 }

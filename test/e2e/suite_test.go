@@ -133,7 +133,10 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer reg.Close()
-	if admin, err = aurora.New(ctx, reg.DefaultCluster, ctrl.Log.WithName("suite")); err != nil {
+	suiteAdmin := reg.DefaultCluster
+	// Not the operator's application_name: its connections are counted.
+	suiteAdmin.ApplicationName = "orgforge-e2e-suite"
+	if admin, err = aurora.New(ctx, suiteAdmin, ctrl.Log.WithName("suite")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -262,6 +265,18 @@ type operatorOptions struct {
 // recorder counted, and no metrics or probes served.
 func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	t.Helper()
+	op := launchOperator(t, opts)
+	t.Cleanup(op.stop)
+	return op
+}
+
+// running counts the managers launched and not yet stopped.
+var running atomic.Int32
+
+// launchOperator is startOperatorOpts without the clean-up: the caller
+// stops the manager.
+func launchOperator(t *testing.T, opts operatorOptions) *operator {
+	t.Helper()
 	limiter := opts.rateLimiter
 	if limiter == nil {
 		limiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
@@ -289,13 +304,14 @@ func startOperatorOpts(t *testing.T, opts operatorOptions) *operator {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	op.cancel = cancel
+	running.Add(1)
 	go func() {
 		defer close(op.done)
+		defer running.Add(-1)
 		if err := mgr.Start(ctx); err != nil {
 			t.Errorf("manager: %v", err)
 		}
 	}()
-	t.Cleanup(op.stop)
 	return op
 }
 

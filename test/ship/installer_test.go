@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,7 +40,7 @@ func installer(t *testing.T) []*unstructured.Unstructured {
 func TestInstaller(t *testing.T) {
 	objs := installer(t)
 	want := []string{"ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-		"CustomResourceDefinition", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount"}
+		"CustomResourceDefinition", "CustomResourceDefinition", "Deployment", "Namespace", "Role", "RoleBinding", "Service", "ServiceAccount"}
 	if diff := cmp.Diff(want, kinds(objs)); diff != "" {
 		t.Errorf("kinds in dist/install.yaml (-want +got):\n%s", diff)
 	}
@@ -80,6 +81,47 @@ func TestInstaller(t *testing.T) {
 			_ = k8s.Delete(ctx, o)
 		}
 	})
+
+	// The DatabaseCluster sample, for real as well: its admin is one of
+	// the three forms the CEL rules allow, and the CRD fills the rest.
+	clusters := decodeFile(t, repoPath("config", "samples", "tenancy_v1alpha1_databasecluster.yaml"))
+	if len(clusters) == 0 {
+		t.Fatal("no DatabaseCluster sample")
+	}
+	applyAll(t, clusters, false)
+	t.Cleanup(func() {
+		for _, o := range clusters {
+			_ = k8s.Delete(ctx, o)
+		}
+	})
+	for _, o := range clusters {
+		dbc := &tenancyv1alpha1.DatabaseCluster{}
+		if err := k8s.Get(ctx, client.ObjectKey{Name: o.GetName()}, dbc); err != nil {
+			t.Fatalf("sample %s: %v", o.GetName(), err)
+		}
+		a := dbc.Spec.Admin
+		if a.Port != 5432 || a.Database != "postgres" || a.SSLMode != "require" || dbc.Spec.Schedulable == nil || !*dbc.Spec.Schedulable {
+			t.Errorf("sample DatabaseCluster %s was not defaulted by the CRD: %+v", o.GetName(), dbc.Spec)
+		}
+		if len(dbc.Labels) == 0 || a.Host == "" || a.CredentialsSecretRef == nil || dbc.Spec.Tenant.Host == "" || dbc.Spec.Capacity.MaxConnections == nil {
+			t.Errorf("sample DatabaseCluster %s does not show labels, admin.host with credentialsSecretRef, tenant.host and capacity: %+v", o.GetName(), dbc)
+		}
+	}
+
+	// config/samples/kustomization.yaml lists every sample.
+	kustomization := decodeFile(t, repoPath("config", "samples", "kustomization.yaml"))
+	files, err := filepath.Glob(repoPath("config", "samples", "tenancy_*.yaml"))
+	if err != nil || len(kustomization) != 1 {
+		t.Fatalf("config/samples: %d kustomizations, %v", len(kustomization), err)
+	}
+	listed, _, _ := unstructured.NestedStringSlice(kustomization[0].Object, "resources")
+	var all []string
+	for _, f := range files {
+		all = append(all, filepath.Base(f))
+	}
+	if diff := cmp.Diff(all, listed, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("config/samples/kustomization.yaml resources (-files +listed):\n%s", diff)
+	}
 }
 
 // TestInstallerOptionalParts builds config/default with its optional
