@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,6 +40,11 @@ const (
 	// inUseRetry is how soon a deleting cluster held by organizations is
 	// looked at again, besides when one of them goes.
 	inUseRetry = 30 * time.Second
+	// releaseRetry is how soon a deleting cluster is looked at again when
+	// an organization that holds it is gone from the API server: its
+	// reconciler releases it from the fleet just after its finalizer goes,
+	// so the Organization's delete event can come first.
+	releaseRetry = time.Second
 )
 
 // FlagsCluster is the cluster the operator's --database-* flags describe,
@@ -104,7 +111,7 @@ func (r *DatabaseClusterReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	base := dbc.DeepCopy()
 	rep, result, err := r.reconcileNormal(ctx, dbc)
 	if err != nil {
-		rep = clusterReport{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err), usage: r.usage(dbc)}
+		rep = kubernetesError(err, r.usage(dbc))
 	}
 	if perr := r.writeStatus(ctx, base, dbc, rep); perr != nil && err == nil {
 		err = perr
@@ -238,6 +245,13 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 		if err := r.writeStatus(ctx, base, dbc, inUse(orgs, r.usage(dbc))); err != nil {
 			return ctrl.Result{}, err
 		}
+		releasing, err := r.anyGone(ctx, orgs)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if releasing {
+			return ctrl.Result{RequeueAfter: releaseRetry}, nil
+		}
 		return ctrl.Result{RequeueAfter: inUseRetry}, nil
 	}
 	// RemoveCluster refuses if an organization was recorded since.
@@ -248,6 +262,20 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 	r.Ledger.ForgetTenant(dbc.Name)
 	ctrl.LoggerFrom(ctx).Info("Released DatabaseCluster; nothing is placed on it")
 	return ctrl.Result{}, r.patchFinalizer(ctx, dbc, controllerutil.RemoveFinalizer)
+}
+
+// anyGone reports whether any of orgs is gone from the API server.
+func (r *DatabaseClusterReconciler) anyGone(ctx context.Context, orgs []string) (bool, error) {
+	for _, name := range orgs {
+		err := r.Get(ctx, client.ObjectKey{Name: name}, &tenancyv1alpha1.Organization{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 func (r *DatabaseClusterReconciler) fleetCluster(name string) (placement.Cluster, bool) {
@@ -296,7 +324,14 @@ func (r *DatabaseClusterReconciler) writeStatus(ctx context.Context, base, dbc *
 	if !statusWriteNeeded(&base.Status, &dbc.Status, now.Time, r.healthInterval()) {
 		return nil
 	}
-	return r.Status().Patch(ctx, dbc, client.MergeFrom(base))
+	// The whole status goes in the patch, not its difference from base: a
+	// field the server never stored, such as connections.budgeted, reads
+	// back as zero, and a difference would leave a required zero out.
+	patch, err := json.Marshal(map[string]any{"status": dbc.Status})
+	if err != nil {
+		return err
+	}
+	return r.Status().Patch(ctx, dbc, client.RawPatch(types.MergePatchType, patch))
 }
 
 // readyEvent reports a change of Ready: a Warning when it turns False for

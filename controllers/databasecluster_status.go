@@ -27,6 +27,9 @@ type clusterReport struct {
 	stalled bool
 	// checked says the server was checked, well or not: lastHealthCheck.
 	checked bool
+	// acted says the operator acted on the spec's generation, whatever
+	// came of it: observedGeneration. An error of Kubernetes' leaves it.
+	acted bool
 	// server is what the check found, when ready.
 	server serverCheck
 	// usage is the cluster in the fleet: its capacity and what is placed.
@@ -43,7 +46,7 @@ type serverCheck struct {
 // connected is the report of a cluster whose server answered.
 func connected(check serverCheck, usage placement.ClusterUsage) clusterReport {
 	return clusterReport{
-		ready: true, reason: tenancyv1alpha1.ReasonConnected, checked: true, server: check, usage: usage,
+		ready: true, reason: tenancyv1alpha1.ReasonConnected, checked: true, acted: true, server: check, usage: usage,
 		message: fmt.Sprintf("Connected to %s, PostgreSQL %s", check.endpoint, check.facts.Version),
 	}
 }
@@ -52,13 +55,19 @@ func connected(check serverCheck, usage placement.ClusterUsage) clusterReport {
 // or whose server did not answer. aurora's errors name the endpoint and
 // the admin user, never the DSN.
 func unreachable(err error, usage placement.ClusterUsage) clusterReport {
-	return clusterReport{reason: tenancyv1alpha1.ReasonUnreachable, message: conditionMessage(err), checked: true, usage: usage}
+	return clusterReport{reason: tenancyv1alpha1.ReasonUnreachable, message: conditionMessage(err), checked: true, acted: true, usage: usage}
 }
 
 // invalidClusterSpec is the report of a cluster whose admin connection
 // cannot be made from its spec and Secrets.
 func invalidClusterSpec(err error, usage placement.ClusterUsage) clusterReport {
-	return clusterReport{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err), stalled: true, usage: usage}
+	return clusterReport{reason: tenancyv1alpha1.ReasonInvalidSpec, message: conditionMessage(err), stalled: true, acted: true, usage: usage}
+}
+
+// kubernetesError is the report of a reconcile that an error of the API
+// server's stopped; it is retried with backoff.
+func kubernetesError(err error, usage placement.ClusterUsage) clusterReport {
+	return clusterReport{reason: tenancyv1alpha1.ReasonKubernetesError, message: conditionMessage(err), usage: usage}
 }
 
 // heldNamesLimit bounds the organizations an InUse message names.
@@ -79,6 +88,7 @@ func inUse(orgs []string, usage placement.ClusterUsage) clusterReport {
 	return clusterReport{
 		reason:  tenancyv1alpha1.ReasonInUse,
 		message: fmt.Sprintf("Held by %d %s: %s; the DatabaseCluster is deleted once they are gone", len(orgs), noun, names),
+		acted:   true,
 		usage:   usage,
 	}
 }
@@ -86,8 +96,9 @@ func inUse(orgs []string, usage placement.ClusterUsage) clusterReport {
 // setClusterStatus writes a report into the status. The counts and budget
 // come from the fleet, whatever the server's health; the server version
 // and its databases only from a check that passed, the last ones found
-// staying otherwise. observedGeneration is stamped when the operator is
-// done with the generation: Ready, or stalled on a person.
+// staying otherwise. observedGeneration is the last generation the
+// operator acted on, as the API says: whether the server answered is
+// Ready's to tell, and kstatus reads Reconciling before it.
 func setClusterStatus(dbc *tenancyv1alpha1.DatabaseCluster, rep clusterReport, now metav1.Time) {
 	st := &dbc.Status
 	st.Organizations = clampInt32(rep.usage.Used.Databases)
@@ -112,7 +123,7 @@ func setClusterStatus(dbc *tenancyv1alpha1.DatabaseCluster, rep clusterReport, n
 	}
 	meta.SetStatusCondition(&st.Conditions, ready)
 	setClusterProgress(dbc, ready, rep.stalled)
-	if rep.ready || rep.stalled {
+	if rep.acted {
 		st.ObservedGeneration = dbc.Generation
 	}
 }
