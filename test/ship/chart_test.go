@@ -53,6 +53,7 @@ database:
   sslmode: verify-ca
   caBundle: {configMapName: rds-ca, key: us-east-1-bundle.pem}
   maxConnections: 8
+  fleetMaxConnections: 24
   tenantHost: 127.0.0.2
   tenantPort: 6432
   tenantSSLMode: require
@@ -91,7 +92,7 @@ topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zon
 			"database-password-file": "/etc/orgforge/database/pw",
 			"database-host":          "127.0.0.1", "database-port": "1", "database-user": "orgforge_admin", "database-name": "orgforge",
 			"database-sslmode": "verify-ca", "database-sslrootcert": "/etc/orgforge/rds-ca/us-east-1-bundle.pem",
-			"database-max-connections": "8", "tenant-database-host": "127.0.0.2", "tenant-database-port": "6432", "tenant-database-sslmode": "require",
+			"database-max-connections": "8", "fleet-max-connections": "24", "tenant-database-host": "127.0.0.2", "tenant-database-port": "6432", "tenant-database-sslmode": "require",
 			"s3-bucket": "acme-tenants", "s3-region": "eu-west-1", "s3-endpoint": "https://127.0.0.1:1", "iam-endpoint": "https://127.0.0.1:2",
 			"s3-path-style": "true", "s3-prefix-template": "tenants/{name}/", "iam-path": "/tenants/", "tenant-s3-endpoint": "https://127.0.0.1:3",
 			"s3-access-key-id-file": "/etc/orgforge/storage/id", "s3-secret-access-key-file": "/etc/orgforge/storage/key",

@@ -72,8 +72,9 @@ func constants(t *testing.T, path, prefix string) []string {
 }
 
 // TestOperationsDocIsComplete checks that docs/operations.md covers every
-// condition, every reason and every metric the operator has, so that a new
-// one cannot ship without its runbook entry.
+// condition, every reason of an Organization and of a DatabaseCluster, the
+// annotations that record a placement, and every metric the operator has,
+// so that a new one cannot ship without its runbook entry.
 func TestOperationsDocIsComplete(t *testing.T) {
 	doc, err := os.ReadFile(repoPath("docs", "operations.md"))
 	if err != nil {
@@ -84,6 +85,18 @@ func TestOperationsDocIsComplete(t *testing.T) {
 	reasons := constants(t, types, "Reason")
 	if len(conditions) < 3 || len(reasons) < 5 {
 		t.Fatalf("found conditions %v and reasons %v in %s: the parse is broken", conditions, reasons, types)
+	}
+	clusterTypes := repoPath("api", "v1alpha1", "databasecluster_types.go")
+	clusterReasons := constants(t, clusterTypes, "Reason")
+	annotations := constants(t, clusterTypes, "Annotation")
+	if len(clusterReasons) < 3 || len(annotations) < 2 {
+		t.Fatalf("found reasons %v and annotations %v in %s: the parse is broken", clusterReasons, annotations, clusterTypes)
+	}
+	reasons = append(reasons, clusterReasons...)
+	for _, a := range annotations {
+		if !bytes.Contains(doc, []byte("`"+a+"`")) {
+			t.Errorf("docs/operations.md does not name the placement annotation %s", a)
+		}
 	}
 	// A reason's runbook entry is a heading naming it.
 	for _, r := range reasons {
