@@ -79,7 +79,7 @@ type DatabaseClusterReconciler struct {
 	HealthInterval time.Duration
 }
 
-// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get

@@ -4,9 +4,9 @@
 // clusters' capacity and readiness and the placements they find, and record
 // its decisions where they must survive a restart.
 //
-// It is a first part of the fleet (issue 16) and nothing calls it yet: the
-// DatabaseCluster kind and the reconciler's placement step that will use it,
-// with registry.Clusters, are still to come.
+// The controllers' Ledger holds the operator's one Fleet: the Organization
+// reconciler places and resizes through it, the DatabaseCluster reconciler
+// reports each cluster's readiness and capacity to it.
 package placement
 
 import (

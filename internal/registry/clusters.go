@@ -50,8 +50,9 @@ type ClustersOptions struct {
 // keep serving. A cluster's health belongs on its own status, so none of
 // it is in readyz.
 //
-// Nothing uses it yet: the DatabaseCluster reconciler that will is to come,
-// and the single cluster of the flags stays Registry.Aurora.
+// The DatabaseCluster reconciler builds and removes the services; the
+// Organization reconciler only gets them. The --database-* flags' cluster
+// is the entry DefaultClusterName, connected once at start-up by New.
 //
 // It is safe for concurrent use. Building one cluster's service, which may
 // take up to twice its connect timeout, blocks neither the other clusters
