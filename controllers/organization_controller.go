@@ -207,7 +207,8 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 		Owns(&corev1.Secret{}, builder.WithPredicates(secretTampered())).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForNamespace),
 			builder.WithPredicates(namespaceDeleted())).
-		Watches(&tenancyv1alpha1.DatabaseCluster{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForCluster)).
+		Watches(&tenancyv1alpha1.DatabaseCluster{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForCluster),
+			builder.WithPredicates(clusterChangedForPlacement())).
 		WithOptions(opts).
 		Named("organization").
 		Complete(r)

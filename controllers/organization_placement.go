@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -102,7 +103,9 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 		name := cu.Cluster.Name
 		db, ok := r.Databases(name)
 		if !ok {
-			unsearched = append(unsearched, name)
+			if r.mayHoldDatabases(ctx, name) {
+				unsearched = append(unsearched, name)
+			}
 			continue
 		}
 		there, err := db.FindOrganization(ctx, s.org.Name, s.database, s.role)
@@ -129,6 +132,23 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 			errSearchIncomplete, strings.Join(unsearched, ", "))
 	}
 	return placement.Placement{}, false, nil
+}
+
+// mayHoldDatabases reports whether a cluster that cannot be searched may
+// hold an organization's database. One that has never been connected (no
+// server version on its status) and has nothing placed on it cannot: the
+// operator creates databases only on a cluster it has connected to. So a
+// new DatabaseCluster with a typo in its Secret does not hold up every new
+// organization of the fleet.
+func (r *OrganizationReconciler) mayHoldDatabases(ctx context.Context, cluster string) bool {
+	if len(r.Ledger.Fleet.Organizations(cluster)) > 0 {
+		return true
+	}
+	dbc := &tenancyv1alpha1.DatabaseCluster{}
+	if err := r.Get(ctx, client.ObjectKey{Name: cluster}, dbc); err != nil {
+		return !apierrors.IsNotFound(err)
+	}
+	return dbc.Status.ServerVersion != ""
 }
 
 // recordInLedger enters a placement that already exists. One on a cluster

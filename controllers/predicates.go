@@ -1,9 +1,15 @@
 package controllers
 
 import (
+	"maps"
+
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 )
 
 // namespaceDeleted lets through only the end of a namespace: the moment it
@@ -43,5 +49,32 @@ func secretTampered() predicate.Predicate {
 		},
 		DeleteFunc:  func(event.DeleteEvent) bool { return true },
 		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+// clusterChangedForPlacement lets through the changes of a DatabaseCluster
+// that may let a waiting organization go on: its spec (capacity, cordon),
+// its labels, its readiness, the budget given back or taken, its deletion.
+// A health check that only moves lastHealthCheck does not requeue every
+// waiting organization.
+func clusterChangedForPlacement() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			was, ok1 := e.ObjectOld.(*tenancyv1alpha1.DatabaseCluster)
+			now, ok2 := e.ObjectNew.(*tenancyv1alpha1.DatabaseCluster)
+			if !ok1 || !ok2 {
+				return true
+			}
+			ready := func(c *tenancyv1alpha1.DatabaseCluster) metav1.ConditionStatus {
+				if cond := meta.FindStatusCondition(c.Status.Conditions, tenancyv1alpha1.ConditionReady); cond != nil {
+					return cond.Status
+				}
+				return ""
+			}
+			return was.Generation != now.Generation || !maps.Equal(was.Labels, now.Labels) ||
+				ready(was) != ready(now) || was.Status.Connections != now.Status.Connections ||
+				was.Status.Organizations != now.Status.Organizations ||
+				(was.DeletionTimestamp == nil) != (now.DeletionTimestamp == nil)
+		},
 	}
 }

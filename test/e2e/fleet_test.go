@@ -207,6 +207,13 @@ func TestFleetClustersReportTheirServersAndTheDefaultClusterIsShown(t *testing.T
 	if msg := meta.FindStatusCondition(bad.Status.Conditions, tenancyv1alpha1.ConditionReady).Message; !strings.Contains(msg, "no-such-secret") {
 		t.Errorf("the message %q does not name the missing Secret", msg)
 	}
+	// A cluster never connected holds no database: it does not hold up the
+	// placement of a new organization, which must otherwise search every
+	// cluster first.
+	apply(t, testutil.NewOrg("report-org", testutil.OnClustersLabelled(labels), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	if got := placedOn(t, waitReady(t, "report-org")); got != "report-15" {
+		t.Errorf("report-org went to %s; report-15, with its server's default budget of %d, has the most left", got, want)
+	}
 }
 
 func TestFleetSpreadsOrganizationsByConnectionBudgetLeft(t *testing.T) {
