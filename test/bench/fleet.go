@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -260,7 +259,7 @@ func makeFleetClusters(ctx context.Context, e *env, labels map[string]string, ca
 		dbc := &tenancyv1alpha1.DatabaseCluster{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
 		dbc.Spec.Admin.DSNSecretRef = &tenancyv1alpha1.SecretReference{Namespace: secret.Namespace, Name: secret.Name}
 		dbc.Spec.Tenant.SSLMode = "disable"
-		dbc.Spec.Capacity.MaxConnections = ptr.To(capacity)
+		dbc.Spec.Capacity.MaxConnections = &capacity
 		if err := e.kube.Create(ctx, dbc); err != nil {
 			return nil, fmt.Errorf("creating DatabaseCluster %s: %w", name, err)
 		}
@@ -279,7 +278,7 @@ func makeFleetClusters(ctx context.Context, e *env, labels map[string]string, ca
 func ensureDefaultCluster(ctx context.Context, c client.Client, capacity int32) error {
 	dbc := &tenancyv1alpha1.DatabaseCluster{ObjectMeta: metav1.ObjectMeta{Name: defaultCluster}}
 	dbc.Spec.Admin.FromFlags = true
-	dbc.Spec.Capacity.MaxConnections = ptr.To(capacity)
+	dbc.Spec.Capacity.MaxConnections = &capacity
 	if err := c.Create(ctx, dbc); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("creating DatabaseCluster %s: %w", defaultCluster, err)
 	}
