@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -195,3 +197,23 @@ func TestMarkdownSetsTheFleetBesideOneClusterAndNamesItsFailures(t *testing.T) {
 
 // ref points at a copy of v, for the metrics' protobuf fields.
 func ref[T any](v T) *T { return &v }
+
+func TestPlotsOfARunOfTheFleetAloneIncludeItsLatencyCDF(t *testing.T) {
+	o, err := parseFlags([]string{"--n", "", "--sweep", "", "--fleet-n", "20"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan(o); len(got) != 0 {
+		t.Fatalf("--n '' --sweep '' plans %d scenarios besides the fleet", len(got))
+	}
+	side := FleetSide{Create: Phase{N: 3, Completed: 3, LatenciesMs: []int64{100, 200, 300}}}
+	r := &Results{Settings: Settings{Concurrency: 4, FleetN: 20}, Fleet: &FleetResult{N: 20, Concurrency: 4, Single: side, Fleet: side}}
+	r.Targets = evaluateTargets(r)
+	dir := t.TempDir()
+	if err := writePlots(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "fleet-latency-cdf.png")); err != nil || fi.Size() == 0 {
+		t.Errorf("no fleet latency plot: %v", err)
+	}
+}
