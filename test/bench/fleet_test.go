@@ -217,3 +217,25 @@ func TestPlotsOfARunOfTheFleetAloneIncludeItsLatencyCDF(t *testing.T) {
 		t.Errorf("no fleet latency plot: %v", err)
 	}
 }
+
+func TestBucketsOfAScrapeCountTheInfBucketOnce(t *testing.T) {
+	text := `# TYPE orgforge_reconcile_step_duration_seconds histogram
+orgforge_reconcile_step_duration_seconds_bucket{step="placement",le="0.001"} 2
+orgforge_reconcile_step_duration_seconds_bucket{step="placement",le="0.002"} 3
+orgforge_reconcile_step_duration_seconds_bucket{step="placement",le="+Inf"} 4
+orgforge_reconcile_step_duration_seconds_sum{step="placement"} 1.004
+orgforge_reconcile_step_duration_seconds_count{step="placement"} 4
+`
+	fams, err := parseMetrics(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := bucketsOf(fams, "orgforge_reconcile_step_duration_seconds", map[string]string{"step": "placement"})
+	want := []bucket{{0.001, 2}, {0.002, 3}, {math.Inf(1), 4}}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(bucket{})); diff != "" {
+		t.Errorf("buckets (-want +got):\n%s", diff)
+	}
+	if q := operatorMetrics(fams).Placement; q.P50Ms != 1 || q.Count != 4 {
+		t.Errorf("placement %+v, want a median of 1 ms over 4", q)
+	}
+}

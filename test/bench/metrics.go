@@ -240,8 +240,8 @@ type bucket struct {
 }
 
 // bucketsOf sums the cumulative buckets of histogram name over the series
-// whose labels include match, by upper bound, in ascending order; the +Inf
-// bucket, which the text format leaves implicit, is the sample count.
+// whose labels include match, by upper bound, in ascending order. A series
+// without a +Inf bucket gets one of its sample count.
 func bucketsOf(fams map[string]*dto.MetricFamily, name string, match map[string]string) []bucket {
 	byBound := map[float64]uint64{}
 	for _, m := range series(fams, name, match) {
@@ -249,10 +249,14 @@ func bucketsOf(fams map[string]*dto.MetricFamily, name string, match map[string]
 		if h == nil {
 			continue
 		}
+		inf := false
 		for _, b := range h.GetBucket() {
 			byBound[b.GetUpperBound()] += b.GetCumulativeCount()
+			inf = inf || math.IsInf(b.GetUpperBound(), 1)
 		}
-		byBound[math.Inf(1)] += h.GetSampleCount()
+		if !inf {
+			byBound[math.Inf(1)] += h.GetSampleCount()
+		}
 	}
 	out := make([]bucket, 0, len(byBound))
 	for ub, n := range byBound {
