@@ -40,30 +40,52 @@ type env struct {
 	log        *pgLog
 	sampler    *connSampler
 
+	// fleet are the stack's extra servers, the fleet scenario's clusters.
+	fleet []fleetServer
+
 	// Kubernetes, for the operator side only.
 	kube      client.WithWatch
 	clientset *kubernetes.Clientset
 }
 
+// fleetServer is one of the stack's extra PostgreSQL servers and the
+// bench's superuser session on it.
+type fleetServer struct {
+	pg         *devstack.Postgres
+	su         *pgx.Conn
+	postmaster int
+}
+
 // startEnv starts a fresh stack in dir: PostgreSQL with fsync on and every
 // DDL statement logged with its session's application_name, versitygw, and
 // the control plane when kube is set.
-func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, err error) {
-	st, err := devstack.Start(ctx, devstack.Options{
-		Dir:      dir,
-		Kube:     kube,
-		CRDPaths: []string{o.crdDir},
-		Postgres: true,
-		PostgresOptions: devstack.PostgresOptions{
-			Durable: true,
-			Settings: map[string]string{
-				"log_statement":   "ddl",
-				"log_line_prefix": "%m [%p] app=%a ",
-			},
-			BaseDir: o.pgBase,
+func startEnv(ctx context.Context, o *options, dir string, kube bool) (*env, error) {
+	return startEnvWith(ctx, o, dir, kube, 0)
+}
+
+// startEnvWith is startEnv with clusters more PostgreSQL servers, set up
+// as the first one is: the fleet's (fleet.go).
+func startEnvWith(ctx context.Context, o *options, dir string, kube bool, clusters int) (_ *env, err error) {
+	pgOpts := devstack.PostgresOptions{
+		Durable: true,
+		Settings: map[string]string{
+			"log_statement":   "ddl",
+			"log_line_prefix": "%m [%p] app=%a ",
 		},
-		S3: true,
-	})
+		BaseDir: o.pgBase,
+	}
+	opts := devstack.Options{
+		Dir:             dir,
+		Kube:            kube,
+		CRDPaths:        []string{o.crdDir},
+		Postgres:        true,
+		PostgresOptions: pgOpts,
+		S3:              true,
+	}
+	for range clusters {
+		opts.Clusters = append(opts.Clusters, pgOpts)
+	}
+	st, err := devstack.Start(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -73,23 +95,18 @@ func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, e
 			_ = e.close()
 		}
 	}()
-	if e.su, err = connectSuperuser(ctx, st); err != nil {
+	if e.su, err = connectSuperuser(ctx, st.Postgres); err != nil {
 		return nil, err
 	}
-	var backend int
-	if err := e.su.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
-		return nil, err
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend)); err == nil {
-		if pe, err := parseProcStat(string(b)); err == nil {
-			if pm, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pe.ppid)); err == nil {
-				if pp, err := parseProcStat(string(pm)); err == nil && pp.comm == "postgres" {
-					e.postmaster = pp.pid
-				}
-			}
+	e.postmaster = postmasterOf(ctx, e.su)
+	for _, pg := range st.Clusters {
+		conn, err := connectSuperuser(ctx, pg)
+		if err != nil {
+			return nil, err
 		}
+		e.fleet = append(e.fleet, fleetServer{pg: pg, su: conn, postmaster: postmasterOf(ctx, conn)})
 	}
-	sampleConn, err := connectSuperuser(ctx, st)
+	sampleConn, err := connectSuperuser(ctx, st.Postgres)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +135,33 @@ func startEnv(ctx context.Context, o *options, dir string, kube bool) (_ *env, e
 	return e, nil
 }
 
-func connectSuperuser(ctx context.Context, st *devstack.Stack) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(st.Postgres.SuperuserDSN("postgres"))
+// postmasterOf finds the main process of the server conn is connected to:
+// the parent of its backend. It is 0 when it cannot be read.
+func postmasterOf(ctx context.Context, conn *pgx.Conn) int {
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend))
+	if err != nil {
+		return 0
+	}
+	pe, err := parseProcStat(string(b))
+	if err != nil {
+		return 0
+	}
+	pm, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pe.ppid))
+	if err != nil {
+		return 0
+	}
+	if pp, err := parseProcStat(string(pm)); err == nil && pp.comm == "postgres" {
+		return pp.pid
+	}
+	return 0
+}
+
+func connectSuperuser(ctx context.Context, pg *devstack.Postgres) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(pg.SuperuserDSN("postgres"))
 	if err != nil {
 		return nil, err
 	}
@@ -133,24 +175,35 @@ func (e *env) close() error {
 	if e.sampler != nil {
 		e.sampler.close()
 	}
-	if e.su != nil {
+	closeConn := func(c *pgx.Conn) {
+		if c == nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_ = e.su.Close(ctx)
+		_ = c.Close(ctx)
 		cancel()
 	}
+	closeConn(e.su)
 	// The data is thrown away, so PostgreSQL may skip the shutdown
 	// checkpoint, which after hundreds of CREATE DATABASE takes tens of
 	// seconds: SIGQUIT is its immediate shutdown. The stack's Close then
 	// finds it ended.
-	if e.postmaster > 0 {
-		_ = syscall.Kill(e.postmaster, syscall.SIGQUIT)
-	}
-	if pg := e.st.Postgres; pg != nil {
-		// Moved only once the server has ended: Stop waits for it (a fast
-		// shutdown when the SIGQUIT above was not sent).
+	quit := func(pg *devstack.Postgres, postmaster int) {
+		if postmaster > 0 {
+			_ = syscall.Kill(postmaster, syscall.SIGQUIT)
+		}
+		// Moved only once the server has ended: Stop waits for it (a
+		// fast shutdown when the SIGQUIT above was not sent).
 		if err := pg.Stop(); err == nil {
 			discard(pg.DataDir())
 		}
+	}
+	for _, f := range e.fleet {
+		closeConn(f.su)
+		quit(f.pg, f.postmaster)
+	}
+	if pg := e.st.Postgres; pg != nil {
+		quit(pg, e.postmaster)
 	}
 	return e.st.Close()
 }

@@ -73,6 +73,8 @@ type options struct {
 	operatorFirst bool
 	rounds        int
 	floor         bool
+	// fleetN is the fleet scenario's N (fleet.go); 0 skips it.
+	fleetN int
 	// pgVolume gives PostgreSQL a filesystem of its own (volume.go);
 	// pgBase is where its stacks' servers then keep their data.
 	pgVolume bool
@@ -83,7 +85,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	o := &options{}
 	var ns, sweep string
-	quick := fs.Bool("quick", false, "A small run for development: --n 20,50 --sweep 1,4 --sweep-n 50 --profile-n 50 --steady-resync 10s.")
+	quick := fs.Bool("quick", false, "A small run for development: --n 20,50 --sweep 1,4 --sweep-n 50 --profile-n 50 --steady-resync 10s --fleet-n 50.")
 	fs.StringVar(&o.manager, "manager", "bin/manager", "Operator binary (make build).")
 	fs.StringVar(&o.out, "out", "bench/results/"+time.Now().UTC().Format("2006-01-02"), "Folder for results.md, results.json, the plots and the profiles.")
 	fs.StringVar(&o.work, "work", "", "Folder for the stacks' data and the operator's logs; a temporary one, removed at the end, when empty.")
@@ -119,6 +121,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.rounds, "rounds", 2, "Rounds of the headline scenario (the largest N at --concurrency), each a fresh raw and orgforge pair, alternating which side runs first; its orgs/s and ratios are pooled over them. Each extra N=500 round adds about 3.5 minutes with its floor side, 2.8 without.")
 	fs.BoolVar(&o.floor, "floor", true, "Run a third side in each round of the headline scenario, creations only: the raw loop plus the Kubernetes writes orgforge makes for each Organization, with no controller. It adds about 50 seconds to each round.")
 	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
+	fs.IntVar(&o.fleetN, "fleet-n", 500, "Organizations of the fleet scenario, applied at once against 3 DatabaseClusters on 3 more PostgreSQL servers, beside the single-cluster run of the same N (the N scenario's, or one of its own); 0 skips it.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -126,6 +129,9 @@ func parseFlags(args []string) (*options, error) {
 	if *quick {
 		ns, sweep, o.sweepN, o.profileN = "20,50", "1,4", 50, 50
 		o.steady = 10 * time.Second
+		// The N=50 scenario's orgforge side is the fleet's single-cluster
+		// run.
+		o.fleetN = 50
 	}
 	var err error
 	if o.ns, err = parseInts(ns); err != nil {
@@ -138,6 +144,9 @@ func parseFlags(args []string) (*options, error) {
 		if n < 1 || n > 9999 {
 			return nil, fmt.Errorf("N must be between 1 and 9999, got %d", n)
 		}
+	}
+	if o.fleetN < 0 || o.fleetN > 9999 {
+		return nil, fmt.Errorf("--fleet-n must be between 0 and 9999, got %d", o.fleetN)
 	}
 	for _, c := range append(slices.Clone(o.sweep), o.concurrency) {
 		if c < 1 || c > 64 {
@@ -330,10 +339,15 @@ func run(ctx context.Context, o *options) error {
 			Ns: o.ns, Concurrency: o.concurrency, Sweep: o.sweep, SweepN: o.sweepN, SweepDelete: o.sweepDelete,
 			SteadyN: o.steadyN, SteadyResyncSeconds: o.steady.Seconds(), DatabaseMaxConnections: o.dbMaxConns,
 			Appliers: o.appliers, PostgresFsync: true, PostgresData: pgData, Rounds: o.rounds, OperatorFirst: o.operatorFirst,
+			FleetN: o.fleetN,
 		},
 		Machine: machineInfo(o.manager),
 	}
-	logf("Plan: %s; results in %s; work folder %s", scenarioNames(scenarios), o.out, o.work)
+	planned := scenarioNames(scenarios)
+	if o.fleetN > 0 {
+		planned = strings.TrimPrefix(planned+", "+fleetScenario(o).Name, ", ")
+	}
+	logf("Plan: %s; results in %s; work folder %s", planned, o.out, o.work)
 	start := time.Now()
 	var failed []string
 	for _, sc := range scenarios {
@@ -351,6 +365,19 @@ func run(ctx context.Context, o *options) error {
 		// leaves its figures.
 		if err := writeResults(o.out, res); err != nil {
 			return err
+		}
+	}
+	// The fleet scenario runs last, so that it can take the N scenario of
+	// its N as its single-cluster run.
+	if o.fleetN > 0 {
+		if ctx.Err() != nil {
+			failed = append(failed, fleetScenario(o).Name+": not run: "+ctx.Err().Error())
+		} else {
+			res.Fleet = runFleet(ctx, o, res)
+			failed = append(failed, res.Fleet.Errors...)
+			if err := writeResults(o.out, res); err != nil {
+				return err
+			}
 		}
 	}
 	// The last stack's data is still being removed; the run lasts until

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"io"
 	"iter"
 	"maps"
+	"math"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -188,6 +191,12 @@ type OperatorMetrics struct {
 	// ClientRequests is the operator's own API requests by method
 	// (client-go's rest_client_requests_total).
 	ClientRequests map[string]int `json:"clientRequests"`
+	// Placement is the placement step's time per reconcile, from the
+	// buckets of orgforge_reconcile_step_duration_seconds{step="placement"}.
+	Placement Quantiles `json:"placement"`
+	// placementBuckets are those buckets, kept so that delta can subtract
+	// an earlier scrape's.
+	placementBuckets []bucket
 }
 
 func operatorMetrics(fams map[string]*dto.MetricFamily) OperatorMetrics {
@@ -199,6 +208,8 @@ func operatorMetrics(fams map[string]*dto.MetricFamily) OperatorMetrics {
 		Steps:          histogramBy(fams, "orgforge_reconcile_step_duration_seconds", "step", nil),
 		ClientRequests: toInts(counterBy(fams, "rest_client_requests_total", "method", nil)),
 	}
+	om.placementBuckets = bucketsOf(fams, "orgforge_reconcile_step_duration_seconds", map[string]string{"step": "placement"})
+	om.Placement = quantilesOf(om.placementBuckets, om.Steps["placement"])
 	return om
 }
 
@@ -216,7 +227,101 @@ func (m OperatorMetrics) delta(before OperatorMetrics) OperatorMetrics {
 			out.Steps[k] = d
 		}
 	}
+	out.placementBuckets = subBuckets(m.placementBuckets, before.placementBuckets)
+	out.Placement = quantilesOf(out.placementBuckets, out.Steps["placement"])
 	return out
+}
+
+// bucket is one cumulative bucket of a Prometheus histogram: Count
+// observations at or below UpperBound.
+type bucket struct {
+	UpperBound float64
+	Count      uint64
+}
+
+// bucketsOf sums the cumulative buckets of histogram name over the series
+// whose labels include match, by upper bound, in ascending order. A series
+// without a +Inf bucket gets one of its sample count.
+func bucketsOf(fams map[string]*dto.MetricFamily, name string, match map[string]string) []bucket {
+	byBound := map[float64]uint64{}
+	for _, m := range series(fams, name, match) {
+		h := m.GetHistogram()
+		if h == nil {
+			continue
+		}
+		inf := false
+		for _, b := range h.GetBucket() {
+			byBound[b.GetUpperBound()] += b.GetCumulativeCount()
+			inf = inf || math.IsInf(b.GetUpperBound(), 1)
+		}
+		if !inf {
+			byBound[math.Inf(1)] += h.GetSampleCount()
+		}
+	}
+	out := make([]bucket, 0, len(byBound))
+	for ub, n := range byBound {
+		out = append(out, bucket{UpperBound: ub, Count: n})
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmp.Compare(a.UpperBound, b.UpperBound) })
+	return out
+}
+
+// subBuckets is a minus an earlier reading b of the same histogram.
+func subBuckets(a, b []bucket) []bucket {
+	before := map[float64]uint64{}
+	for _, x := range b {
+		before[x.UpperBound] = x.Count
+	}
+	out := make([]bucket, len(a))
+	for i, x := range a {
+		out[i] = bucket{UpperBound: x.UpperBound, Count: x.Count - min(x.Count, before[x.UpperBound])}
+	}
+	return out
+}
+
+// Quantiles summarises a histogram: its count and exact mean, and its
+// median and 95th percentile estimated from the buckets.
+type Quantiles struct {
+	Count  uint64  `json:"count"`
+	MeanMs float64 `json:"meanMs"`
+	P50Ms  float64 `json:"p50Ms"`
+	P95Ms  float64 `json:"p95Ms"`
+}
+
+func quantilesOf(buckets []bucket, h HistogramSummary) Quantiles {
+	return Quantiles{Count: h.Count, MeanMs: h.MeanMs,
+		P50Ms: round(bucketQuantile(0.5, buckets)*1000, 2), P95Ms: round(bucketQuantile(0.95, buckets)*1000, 2)}
+}
+
+// bucketQuantile estimates the q-quantile (0 < q < 1) of cumulative
+// buckets as Prometheus's histogram_quantile does: it finds the bucket
+// that holds the rank and interpolates linearly inside it, from 0 for the
+// first bucket. A rank in the +Inf bucket gets the highest finite bound.
+// It is 0 when the histogram is empty.
+func bucketQuantile(q float64, buckets []bucket) float64 {
+	if len(buckets) == 0 {
+		return 0
+	}
+	total := buckets[len(buckets)-1].Count
+	if total == 0 {
+		return 0
+	}
+	rank := q * float64(total)
+	lower, below := 0.0, uint64(0)
+	for _, b := range buckets {
+		if float64(b.Count) >= rank {
+			if math.IsInf(b.UpperBound, 1) {
+				return lower
+			}
+			in := b.Count - below
+			if in == 0 {
+				return b.UpperBound
+			}
+			return lower + (b.UpperBound-lower)*(rank-float64(below))/float64(in)
+		}
+		lower, below = b.UpperBound, b.Count
+	}
+	return lower
 }
 
 func subHist(a, b HistogramSummary) HistogramSummary {

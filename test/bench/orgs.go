@@ -23,9 +23,11 @@ import (
 const labelRun = "bench.orgforge.io/run"
 
 // newOrganization is what a user would apply: defaults spelled out, and
-// deletionPolicy Delete so that deletion does the whole clean-up.
-func newOrganization(name, run string) *tenancyv1alpha1.Organization {
-	return testutil.NewOrg(name, testutil.WithLabel(labelRun, run), testutil.WithDisplayName("Bench "+name))
+// deletionPolicy Delete so that deletion does the whole clean-up; opts
+// change it further (the fleet's cluster selector).
+func newOrganization(name, run string, opts ...testutil.OrgOption) *tenancyv1alpha1.Organization {
+	base := []testutil.OrgOption{testutil.WithLabel(labelRun, run), testutil.WithDisplayName("Bench " + name)}
+	return testutil.NewOrg(name, append(base, opts...)...)
 }
 
 // orgNames names the scenario's N organizations of one side: names
@@ -189,13 +191,14 @@ func (t *tracker) times(pick func(*tracker) map[string]time.Time) map[string]tim
 	return out
 }
 
-// applyAll creates the Organizations with workers client goroutines, as
-// fast as the apiserver takes them, and returns when each create was sent.
+// applyAll creates the Organizations, newOrganization's with opts, with
+// workers client goroutines, as fast as the apiserver takes them, and
+// returns when each create was sent.
 // A failed create is also noted in t, so that no one waits for its watch
 // event.
-func applyAll(ctx context.Context, c client.Client, names []string, run string, workers int, t *tracker) (map[string]time.Time, []error) {
+func applyAll(ctx context.Context, c client.Client, names []string, run string, workers int, t *tracker, opts ...testutil.OrgOption) (map[string]time.Time, []error) {
 	return forEach(ctx, names, workers, func(ctx context.Context, name string) error {
-		if err := c.Create(ctx, newOrganization(name, run)); err != nil {
+		if err := c.Create(ctx, newOrganization(name, run, opts...)); err != nil {
 			err = fmt.Errorf("creating Organization %s: %w", name, err)
 			t.mu.Lock()
 			t.notApplied[name] = err

@@ -13,13 +13,51 @@ import (
 )
 
 // writePlots draws the apply-to-Ready latency CDF of each N (the first
-// round's, for a scenario run several) and the throughput against
-// concurrency (pooled over the rounds), as PNGs next to results.md.
+// round's, for a scenario run several), the throughput against
+// concurrency (pooled over the rounds) and, when the fleet scenario ran,
+// its latency CDF on one cluster and on the fleet, as PNGs next to
+// results.md.
 func writePlots(dir string, r *Results) error {
 	if err := latencyPlot(filepath.Join(dir, "latency-cdf.png"), r); err != nil {
 		return err
 	}
-	return throughputPlot(filepath.Join(dir, "throughput-concurrency.png"), r)
+	if err := throughputPlot(filepath.Join(dir, "throughput-concurrency.png"), r); err != nil {
+		return err
+	}
+	if r.Fleet == nil {
+		return nil
+	}
+	return fleetPlot(filepath.Join(dir, "fleet-latency-cdf.png"), r.Fleet)
+}
+
+// fleetPlot draws the fleet scenario's apply-to-Ready latency CDF, on one
+// cluster and on the fleet.
+func fleetPlot(path string, f *FleetResult) error {
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("Apply-to-Ready latency, N=%d applied at once, concurrency %d: one cluster and %d", f.N, f.Concurrency, fleetClusters)
+	p.X.Label.Text = "seconds from apply"
+	p.Y.Label.Text = "fraction of organizations"
+	p.Y.Min, p.Y.Max = 0, 1
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = false
+	p.Legend.Left = false
+	for i, side := range []struct {
+		name string
+		s    FleetSide
+	}{{"one cluster", f.Single}, {fmt.Sprintf("%d clusters", fleetClusters), f.Fleet}} {
+		if len(side.s.Create.LatenciesMs) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(cdf(side.s.Create.LatenciesMs, side.s.Create.N))
+		if err != nil {
+			return err
+		}
+		l.Color = plotutil.Color(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(side.name, l)
+	}
+	return save(p, path)
 }
 
 var dashed = []vg.Length{vg.Points(6), vg.Points(3)}

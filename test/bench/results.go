@@ -24,7 +24,9 @@ type Results struct {
 	Machine      Machine          `json:"machine"`
 	Settings     Settings         `json:"settings"`
 	Scenarios    []ScenarioResult `json:"scenarios"`
-	Targets      []Target         `json:"targets"`
+	// Fleet is the fleet scenario (fleet.go), when it ran.
+	Fleet   *FleetResult `json:"fleet,omitempty"`
+	Targets []Target     `json:"targets"`
 }
 
 // Machine is where the run happened.
@@ -58,6 +60,8 @@ type Settings struct {
 	// Concurrency) ran; OperatorFirst starts round 1 with orgforge.
 	Rounds        int  `json:"rounds"`
 	OperatorFirst bool `json:"operatorFirst"`
+	// FleetN is the fleet scenario's N; 0 when it did not run.
+	FleetN int `json:"fleetN,omitempty"`
 }
 
 // ScenarioResult is one scenario's rounds, its two sides and their ratios.
@@ -771,6 +775,8 @@ func markdown(r *Results) string {
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
 	}
 
+	writeFleet(w, r.Fleet)
+
 	if len(r.Targets) > 0 {
 		w("## Targets (issue 5)\n\n| target | want | got | |\n|---|---|---|---|\n")
 		for _, t := range r.Targets {
@@ -873,7 +879,11 @@ func markdown(r *Results) string {
 		}
 		w("\n")
 	}
-	w("Plots: [latency CDF](latency-cdf.png), [throughput vs concurrency](throughput-concurrency.png). Every figure: [results.json](results.json).\n")
+	w("Plots: [latency CDF](latency-cdf.png), [throughput vs concurrency](throughput-concurrency.png)")
+	if r.Fleet != nil {
+		w(", [fleet latency CDF](fleet-latency-cdf.png)")
+	}
+	w(". Every figure: [results.json](results.json).\n")
 	return b.String()
 }
 

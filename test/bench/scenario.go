@@ -247,6 +247,9 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	defer func() { _ = e.close() }()
 	e.noteVersions(ctx, res)
+	if err := ensureDefaultCluster(ctx, e.kube, int32(sc.N)*poolMaxConnections()); err != nil {
+		return err
+	}
 
 	flags := operatorFlags{maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns}
 	op, err := startOperator(ctx, o.manager, e.st, dir, "operator-create", flags)
