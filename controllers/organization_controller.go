@@ -98,6 +98,12 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 
+	if starting, err := r.fleetStarting(ctx, org); err != nil || starting {
+		// Nothing is known of its cluster yet in this process: a status
+		// written now would only say so, and be written back a moment
+		// later. Every Organization would make two writes per restart.
+		return ctrl.Result{RequeueAfter: fleetStartingRetry}, err
+	}
 	base := org.DeepCopy()
 	s := newScope(org)
 	defer func() {

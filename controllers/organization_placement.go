@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -38,6 +39,23 @@ var (
 	// fit the cluster's budget; a person lowers it or adds capacity.
 	errOverBudget = errors.New("over budget")
 )
+
+// fleetStartingRetry is how often an Organization looks again for its
+// DatabaseCluster's first check after a start.
+const fleetStartingRetry = 2 * time.Second
+
+// fleetStarting reports whether the DatabaseClusters an Organization's
+// reconcile depends on have not had their first check since the operator
+// started: its own cluster, or, for one not yet placed, every cluster.
+func (r *OrganizationReconciler) fleetStarting(ctx context.Context, org *tenancyv1alpha1.Organization) (bool, error) {
+	if err := r.Ledger.Seed(ctx); err != nil {
+		return false, err
+	}
+	if p, ok := RecordedPlacement(org); ok {
+		return !r.Ledger.Checked(p.Cluster), nil
+	}
+	return len(r.Ledger.Unchecked()) > 0, nil
+}
 
 // DatabaseLookup returns the database service of a DatabaseCluster, once
 // the DatabaseCluster reconciler has connected to it.
