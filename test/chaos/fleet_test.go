@@ -90,7 +90,7 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 	// started again in the round after.
 	down := clusters[len(clusters)/2]
 	outageRound := sc.fleetKills / 2
-	window := time.Duration(sc.fleetOrgs) * 100 * time.Millisecond / time.Duration(sc.fleetKills+1)
+	window := time.Duration(sc.fleetOrgs) * 200 * time.Millisecond / time.Duration(sc.fleetKills+1)
 	var (
 		atKills        []string
 		pendingKills   int
@@ -164,7 +164,7 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 	for _, c := range clusters {
 		spread = append(spread, fmt.Sprintf("%s %d/%d", c.name, placed[c.name], c.budget))
 	}
-	sum.figure("fleet: %d orgs applied at once over %d clusters under %d SIGKILLs (%d while work was pending; at the kills %s) and a %s outage of %s (%d placed when it began, Unreachable shown: %v); all Ready in %s, %s after the last restart",
+	sum.figure("fleet: %d orgs applied at once over %d clusters under %d SIGKILLs (%d while work was pending; at the kills %s) and a %s outage of %s (%d placed when it began; Ready=False Unreachable seen: %v); all Ready in %s, %s after the last restart",
 		len(all), len(clusters), sc.fleetKills, pendingKills, strings.Join(atKills, ", "), downFor.Round(time.Second), down.name,
 		placedAtOutage, unreachable, total.Round(time.Second), settle.Round(time.Second))
 	sum.figure("fleet: placed %s; 0 duplicates, 0 orphans, 0 budgets exceeded", strings.Join(spread, ", "))
