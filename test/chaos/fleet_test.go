@@ -155,25 +155,33 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 	assertAlive(t, op)
 	sum.outage(fmt.Sprintf("fleet cluster %s %s", down.name, downFor.Round(time.Second)))
 
-	placed := checkFleet(t, clusters, all)
+	world := checkFleet(t, clusters, all)
 	if t.Failed() {
 		t.FailNow()
 	}
 	sum.orgs(len(all), 0)
 	var spread []string
 	for _, c := range clusters {
-		spread = append(spread, fmt.Sprintf("%s %d/%d", c.name, placed[c.name], c.budget))
+		spread = append(spread, fmt.Sprintf("%s %d/%d", c.name, world.placed[c.name], c.budget))
 	}
 	sum.figure("fleet: %d orgs applied at once over %d clusters under %d SIGKILLs (%d while work was pending; at the kills %s) and a %s outage of %s (%d placed when it began; Ready=False Unreachable seen: %v); all Ready in %s, %s after the last restart",
 		len(all), len(clusters), sc.fleetKills, pendingKills, strings.Join(atKills, ", "), downFor.Round(time.Second), down.name,
 		placedAtOutage, unreachable, total.Round(time.Second), settle.Round(time.Second))
-	sum.figure("fleet: placed %s; 0 duplicates, 0 orphans, 0 budgets exceeded", strings.Join(spread, ", "))
+	sum.figure("fleet: placed %s; %d duplicates, %d orphans, %d budgets exceeded",
+		strings.Join(spread, ", "), world.duplicates, world.orphans, world.exceeded)
 
 	start = time.Now()
-	testutil.Parallel(all, 16, func(name string) error {
-		deleteOrgs(t, name)
-		return nil
+	errs = testutil.Parallel(all, 16, func(name string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		o := &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		return client.IgnoreNotFound(env.k8s.Delete(ctx, o))
 	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	awaitGone(t, []*operator{op}, group{"fleet", all})
 	for _, c := range clusters {
 		deleteCluster(t, c.name)
@@ -321,8 +329,18 @@ func countPlaced(names []string) (placed, ready int) {
 	return placed, ready
 }
 
+// fleetWorld is what checkFleet found.
+type fleetWorld struct {
+	// placed is how many organizations are placed on each cluster.
+	placed map[string]int
+	// duplicates are databases or roles on a server other than their
+	// organization's cluster's; orphans are those of no live
+	// organization; exceeded are clusters over their budget.
+	duplicates, orphans, exceeded int
+}
+
 // checkFleet checks the fleet against the world once every named
-// Organization is Ready, and returns how many are placed on each cluster:
+// Organization is Ready, and returns what it found:
 //   - each is placed on one of the clusters, its annotation and status
 //     agree, and its budget annotation is its pool's maxConnections;
 //   - its database and role are on that cluster's server, with its
@@ -332,7 +350,7 @@ func countPlaced(names []string) (placed, ready int) {
 //   - no cluster's placed maxConnections add up to more than its budget,
 //     and each cluster's status and server count what is placed on it;
 //   - each database Secret logs in to its database on that server.
-func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[string]int {
+func checkFleet(t *testing.T, clusters []fleetCluster, names []string) fleetWorld {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -374,7 +392,11 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[strin
 	for _, c := range clusters {
 		clusterOf[c.srv.name] = c.name
 	}
-	duplicates, orphans := 0, 0
+	owners := map[string]string{} // database and role name -> organization
+	for _, n := range names {
+		owners[naming.DatabaseName(n)] = n
+	}
+	var w fleetWorld
 	found := map[string]int{} // organization -> servers holding its database
 	for _, srv := range env.servers {
 		dbs, err := databasesOn(ctx, srv.su, dbPrefix)
@@ -385,19 +407,15 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[strin
 		if err != nil {
 			t.Fatalf("listing roles of %s: %v", srv.name, err)
 		}
-		owners := map[string]string{} // database name -> organization
-		for _, n := range names {
-			owners[naming.DatabaseName(n)] = n
-		}
 		for kind, objs := range map[string]map[string]pgObject{"database": dbs, "role": rls} {
 			for name, obj := range objs {
 				org, ok := owners[name]
 				switch {
 				case !ok || all[org] == nil:
-					orphans++
+					w.orphans++
 					t.Errorf("orphan: %s %s on %s belongs to no live Organization", kind, name, srv.name)
 				case home[org] != clusterOf[srv.name]:
-					duplicates++
+					w.duplicates++
 					t.Errorf("duplicate: %s %s is on %s; %s is placed on %q", kind, name, srv.name, org, home[org])
 				default:
 					if kind == "database" {
@@ -422,11 +440,11 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[strin
 		}
 	}
 
-	exceeded, total := 0, 0
+	total := 0
 	for _, c := range clusters {
 		total += placed[c.name]
 		if budgeted[c.name] > c.budget {
-			exceeded++
+			w.exceeded++
 			t.Errorf("%s budgets %d connections of a capacity of %d", c.name, budgeted[c.name], c.budget)
 		}
 		// The cluster's own account follows its placements.
@@ -444,7 +462,6 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[strin
 	if total != len(names) {
 		t.Errorf("%d organizations placed of %d", total, len(names))
 	}
-	t.Logf("%d duplicates, %d orphans, %d budgets exceeded", duplicates, orphans, exceeded)
 
 	errs := testutil.Parallel(names, 4, func(n string) error {
 		o := all[n]
@@ -458,7 +475,8 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) map[strin
 			t.Error(err)
 		}
 	}
-	return placed
+	w.placed = placed
+	return w
 }
 
 // checkFleetLogin logs in with the organization's database Secret, as an
