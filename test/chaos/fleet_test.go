@@ -97,6 +97,7 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 		downAt         time.Time
 		downFor        time.Duration
 		placedAtOutage int
+		placedInOutage int
 		unreachable    bool
 		lastStart      time.Time
 	)
@@ -126,6 +127,8 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 		}
 		if round == outageRound+1 {
 			unreachable = watchCluster(t, op, down.name, downAt.Add(sc.fleetOutage)) || unreachable
+			placed, _ := countPlaced(all)
+			placedInOutage = placed - placedAtOutage
 			if err := down.srv.pg.Start(context.Background()); err != nil {
 				t.Fatalf("starting %s again: %v", down.srv.name, err)
 			}
@@ -164,9 +167,9 @@ func TestFleetPlacementSurvivesKillsAndAClusterOutage(t *testing.T) {
 	for _, c := range clusters {
 		spread = append(spread, fmt.Sprintf("%s %d/%d", c.name, world.placed[c.name], c.budget))
 	}
-	sum.figure("fleet: %d orgs applied at once over %d clusters under %d SIGKILLs (%d while work was pending; at the kills %s) and a %s outage of %s (%d placed when it began; Ready=False Unreachable seen: %v); all Ready in %s, %s after the last restart",
+	sum.figure("fleet: %d orgs applied at once over %d clusters under %d SIGKILLs (%d while work was pending; at the kills %s) and a %s outage of %s (%d placed when it began, %d more while it lasted; Ready=False Unreachable seen: %v); all Ready in %s, %s after the last restart",
 		len(all), len(clusters), sc.fleetKills, pendingKills, strings.Join(atKills, ", "), downFor.Round(time.Second), down.name,
-		placedAtOutage, unreachable, total.Round(time.Second), settle.Round(time.Second))
+		placedAtOutage, placedInOutage, unreachable, total.Round(time.Second), settle.Round(time.Second))
 	sum.figure("fleet: placed %s; %d duplicates, %d orphans, %d budgets exceeded",
 		strings.Join(spread, ", "), world.duplicates, world.orphans, world.exceeded)
 
