@@ -54,6 +54,11 @@ type scale struct {
 	leaderOrgs         int
 	// failovers is how many times the leader is killed.
 	failovers int
+	// fleetOrgs are placed at once over the fleet's three clusters, whose
+	// budgets fit them exactly, while the operator is killed fleetKills
+	// times and one cluster's server is stopped for fleetOutage.
+	fleetOrgs, fleetKills int
+	fleetOutage           time.Duration
 	// converge bounds every wait for the world to settle.
 	converge time.Duration
 }
@@ -63,11 +68,13 @@ var (
 		crashOrgs: 15, crashKills: 3,
 		pgOutages: 1, pgOutage: 3 * time.Second, s3Outage: 3 * time.Second, outageOrgs: 4,
 		leaderOrgs: 6, failovers: 1,
+		fleetOrgs: 30, fleetKills: 2, fleetOutage: 3 * time.Second,
 		converge: 3 * time.Minute}
 	long = scale{name: "long",
 		crashOrgs: 200, crashKills: 20,
 		pgOutages: 2, pgOutage: 30 * time.Second, s3Outage: 30 * time.Second, outageOrgs: 20,
 		leaderOrgs: 40, failovers: 3,
+		fleetOrgs: 200, fleetKills: 6, fleetOutage: 30 * time.Second,
 		converge: 10 * time.Minute}
 )
 
@@ -80,8 +87,12 @@ type harness struct {
 	k8s     client.WithWatch
 	manager string
 	// su inspects PostgreSQL as the bootstrap superuser; the operator never
-	// uses it.
-	su      *pgxpool.Pool
+	// uses it. It is servers[0]'s.
+	su *pgxpool.Pool
+	// servers are every PostgreSQL server of the stack: the one the
+	// operator's flags name (the default DatabaseCluster's), then the
+	// fleet's, in fleetMajors' order.
+	servers []server
 	storage *storage.Service
 	iam     *iam.Client
 	// services are the flags that point the operator at the stack.
@@ -92,6 +103,19 @@ type harness struct {
 	logs []string
 	seq  int
 }
+
+// server is one PostgreSQL server of the stack, with a superuser pool that
+// inspects it.
+type server struct {
+	// name says which server it is in a failure or a figure.
+	name string
+	pg   *devstack.Postgres
+	su   *pgxpool.Pool
+}
+
+// fleetMajors are the PostgreSQL majors of the fleet's servers, started
+// beside the default one for the fleet scenario.
+var fleetMajors = []int{13, 15, 17}
 
 var (
 	env    *harness
@@ -166,20 +190,23 @@ func (h *harness) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h.stack, err = devstack.Start(ctx, devstack.Options{
+	// Every statement the operator sends is logged, so that the hygiene
+	// check can read the SQL for passwords.
+	logged := map[string]string{"log_statement": "all", "log_line_prefix": "%m [%p] %u@%d "}
+	opts := devstack.Options{
 		Dir:  filepath.Join(h.dir, "stack"),
 		Kube: true, CRDPaths: []string{filepath.Join(root, "config", "crd", "bases")},
 		// Deleted namespaces finish terminating and owned Secrets are
 		// collected, as in a cluster.
 		ControllerManager: true,
 		Postgres:          true,
-		// Every statement the operator sends is logged, so that the
-		// hygiene check can read the SQL for passwords.
-		PostgresOptions: devstack.PostgresOptions{Settings: map[string]string{
-			"log_statement": "all", "log_line_prefix": "%m [%p] %u@%d ",
-		}},
-		S3: true,
-	})
+		PostgresOptions:   devstack.PostgresOptions{Settings: logged},
+		S3:                true,
+	}
+	for _, m := range fleetMajors {
+		opts.Clusters = append(opts.Clusters, devstack.PostgresOptions{Major: m, Settings: logged})
+	}
+	h.stack, err = devstack.Start(ctx, opts)
 	if err != nil {
 		<-built
 		return err
@@ -190,9 +217,10 @@ func (h *harness) start(ctx context.Context) error {
 	if h.k8s, err = client.NewWithWatch(h.stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
 		return err
 	}
-	if h.su, err = pgxpool.New(ctx, h.stack.Postgres.SuperuserDSN("postgres")); err != nil {
+	if err := h.connectServers(ctx); err != nil {
 		return err
 	}
+	h.su = h.servers[0].su
 	s3 := h.stack.S3
 	if h.storage, err = storage.New(ctx, storage.Config{
 		Bucket: s3.Bucket, Region: s3.Region, Endpoint: s3.Endpoint, IAMEndpoint: s3.IAMEndpoint, UsePathStyle: true,
@@ -209,6 +237,23 @@ func (h *harness) start(ctx context.Context) error {
 		return err
 	}
 	return os.MkdirAll(filepath.Join(h.dir, "logs"), 0o755)
+}
+
+// connectServers opens a superuser pool on every PostgreSQL server.
+func (h *harness) connectServers(ctx context.Context) error {
+	all := append([]*devstack.Postgres{h.stack.Postgres}, h.stack.Clusters...)
+	for i, pg := range all {
+		name := "the default server"
+		if i > 0 {
+			name = fmt.Sprintf("fleet server %d (PostgreSQL %d)", i, fleetMajors[i-1])
+		}
+		su, err := pgxpool.New(ctx, pg.SuperuserDSN("postgres"))
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		h.servers = append(h.servers, server{name: name, pg: pg, su: su})
+	}
+	return nil
 }
 
 // buildManager builds the operator from main.go, or takes $ORGFORGE_MANAGER.
@@ -230,8 +275,8 @@ func (h *harness) close() {
 	if h.storage != nil {
 		h.storage.Close()
 	}
-	if h.su != nil {
-		h.su.Close()
+	for _, s := range h.servers {
+		s.su.Close()
 	}
 	if h.stack != nil {
 		_ = h.stack.Close()

@@ -15,6 +15,9 @@ import (
 // organizations are being provisioned. While a dependency is down the
 // conditions say so with its reason, the other half still converges, the
 // operator never exits, and every organization is Ready once it returns.
+// An organization created while the default DatabaseCluster's server is
+// down is not placed until that server can be searched for its database,
+// and is then placed there.
 func TestDependencyOutages(t *testing.T) {
 	sc := env.scale
 	op := startOperator(t, "outage")
@@ -24,7 +27,9 @@ func TestDependencyOutages(t *testing.T) {
 		groups []group
 	)
 
-	outage := func(what, prefix, condType, reason string, length time.Duration, stop func() error, start func(context.Context) error) {
+	// shows is what each condition message says while the dependency is
+	// down; cluster is where the organizations are placed once it is back.
+	outage := func(what, prefix, condType, reason, shows, cluster string, length time.Duration, stop func() error, start func(context.Context) error) {
 		t.Helper()
 		batch := names(prefix, sc.outageOrgs)
 		all = append(all, batch...)
@@ -62,7 +67,7 @@ func TestDependencyOutages(t *testing.T) {
 				if !ok {
 					continue
 				}
-				if c := testutil.DescribeCondition(o, condType); strings.HasPrefix(c, "False/"+reason+":") {
+				if c := testutil.DescribeCondition(o, condType); strings.HasPrefix(c, "False/"+reason+":") && strings.Contains(c, shows) {
 					unavailable++
 				} else if example == "" {
 					example = n + " " + c
@@ -72,7 +77,7 @@ func TestDependencyOutages(t *testing.T) {
 				}
 			}
 			return unavailable == len(batch) && otherDone == len(batch),
-				fmt.Sprintf("%d/%d show %s, %d/%d have %s True; e.g. %s", unavailable, len(batch), reason, otherDone, len(batch), other, example)
+				fmt.Sprintf("%d/%d show %s (%q), %d/%d have %s True; e.g. %s", unavailable, len(batch), reason, shows, otherDone, len(batch), other, example)
 		})
 		if rest := length - time.Since(down); rest > 0 {
 			time.Sleep(rest)
@@ -85,6 +90,7 @@ func TestDependencyOutages(t *testing.T) {
 		downFor := time.Since(down)
 		settle := waitReady(t, batch, sc.converge)
 		assertAlive(t, op)
+		placedOn(t, batch, cluster)
 		sum.outage(fmt.Sprintf("%s %s", what, downFor.Round(time.Second)))
 		sum.figure("outage: %s down %s; %s shown after %s; %d orgs Ready %s after it returned",
 			what, downFor.Round(time.Second), reason, seen.Round(100*time.Millisecond), len(batch), settle.Round(100*time.Millisecond))
@@ -92,10 +98,11 @@ func TestDependencyOutages(t *testing.T) {
 
 	for i := range sc.pgOutages {
 		outage("PostgreSQL", fmt.Sprintf("pgdown%d", i), tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ReasonDatabaseUnavailable,
+			"not placed yet: DatabaseCluster "+tenancyv1alpha1.DefaultClusterName+" cannot be searched", tenancyv1alpha1.DefaultClusterName,
 			sc.pgOutage, env.stack.Postgres.Stop, env.stack.Postgres.Start)
 	}
 	outage("S3+IAM", "s3down", tenancyv1alpha1.ConditionStorageReady, tenancyv1alpha1.ReasonStorageUnavailable,
-		sc.s3Outage, env.stack.S3.Stop, env.stack.S3.Start)
+		"", tenancyv1alpha1.DefaultClusterName, sc.s3Outage, env.stack.S3.Stop, env.stack.S3.Start)
 
 	for _, b := range groups {
 		verifyProvisioned(t, b.prefix, b.names)
@@ -103,4 +110,24 @@ func TestDependencyOutages(t *testing.T) {
 	sum.orgs(len(all), 0)
 
 	deleteAndVerifyGone(t, []*operator{op}, groups...)
+}
+
+// placedOn checks that each named Organization is placed on the
+// cluster given, in its annotation and its status.
+func placedOn(t testing.TB, names []string, cluster string) {
+	t.Helper()
+	all, err := orgs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		o, ok := all[n]
+		if !ok {
+			t.Errorf("%s is missing", n)
+			continue
+		}
+		if a, s := o.Annotations[tenancyv1alpha1.AnnotationCluster], o.Status.Database.Cluster; a != cluster || s != cluster {
+			t.Errorf("%s: annotation says cluster %q, status says %q; want %q", n, a, s, cluster)
+		}
+	}
 }

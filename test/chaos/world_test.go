@@ -186,21 +186,35 @@ type pgObject struct {
 	name, owner, comment string
 }
 
-// databases returns the databases whose name starts with prefix.
+// databases returns the databases of the default server whose name starts
+// with prefix.
 func databases(ctx context.Context, prefix string) (map[string]pgObject, error) {
-	return pgObjects(ctx, `SELECT datname, pg_get_userbyid(datdba), COALESCE(shobj_description(oid, 'pg_database'), '')
+	return databasesOn(ctx, env.su, prefix)
+}
+
+// roles returns the roles of the default server whose name starts with
+// prefix.
+func roles(ctx context.Context, prefix string) (map[string]pgObject, error) {
+	return rolesOn(ctx, env.su, prefix)
+}
+
+// databasesOn returns the databases whose name starts with prefix on the
+// server su is a pool of.
+func databasesOn(ctx context.Context, su *pgxpool.Pool, prefix string) (map[string]pgObject, error) {
+	return pgObjects(ctx, su, `SELECT datname, pg_get_userbyid(datdba), COALESCE(shobj_description(oid, 'pg_database'), '')
 		FROM pg_database WHERE starts_with(datname, $1)`, prefix)
 }
 
-// roles returns the roles whose name starts with prefix.
-func roles(ctx context.Context, prefix string) (map[string]pgObject, error) {
-	return pgObjects(ctx, `SELECT rolname, '', COALESCE(shobj_description(oid, 'pg_authid'), '')
+// rolesOn returns the roles whose name starts with prefix on the server su
+// is a pool of.
+func rolesOn(ctx context.Context, su *pgxpool.Pool, prefix string) (map[string]pgObject, error) {
+	return pgObjects(ctx, su, `SELECT rolname, '', COALESCE(shobj_description(oid, 'pg_authid'), '')
 		FROM pg_roles WHERE starts_with(rolname, $1)`, prefix)
 }
 
 // pgObjects runs a query of name, owner and comment, by name.
-func pgObjects(ctx context.Context, sql, prefix string) (map[string]pgObject, error) {
-	rows, err := env.su.Query(ctx, sql, prefix)
+func pgObjects(ctx context.Context, su *pgxpool.Pool, sql, prefix string) (map[string]pgObject, error) {
+	rows, err := su.Query(ctx, sql, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -446,17 +460,20 @@ func awaitGone(t testing.TB, alive []*operator, bs ...group) time.Duration {
 }
 
 // verifyGone checks that nothing of the named Organizations is left:
-// database, role, objects, IAM user, or the Organization itself.
+// database or role on any server, objects, IAM user, or the Organization
+// itself.
 func verifyGone(t testing.TB, prefix string, names []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dbPrefix := naming.DatabaseName(prefix)
-	if dbs, err := databases(ctx, dbPrefix); err != nil || len(dbs) > 0 {
-		t.Errorf("databases left: %v (%v)", keysOf(dbs), err)
-	}
-	if rls, err := roles(ctx, dbPrefix); err != nil || len(rls) > 0 {
-		t.Errorf("roles left: %v (%v)", keysOf(rls), err)
+	for _, srv := range env.servers {
+		if dbs, err := databasesOn(ctx, srv.su, dbPrefix); err != nil || len(dbs) > 0 {
+			t.Errorf("databases left on %s: %v (%v)", srv.name, keysOf(dbs), err)
+		}
+		if rls, err := rolesOn(ctx, srv.su, dbPrefix); err != nil || len(rls) > 0 {
+			t.Errorf("roles left on %s: %v (%v)", srv.name, keysOf(rls), err)
+		}
 	}
 	if users, err := iamUsers(ctx, storage.UserName(prefix)); err != nil || len(users) > 0 {
 		t.Errorf("IAM users left: %v (%v)", users, err)
@@ -481,24 +498,36 @@ func verifyGone(t testing.TB, prefix string, names []string) {
 }
 
 // globalOrphans lists, after every scenario, whatever orgforge could have
-// left behind anywhere: databases, roles, objects, IAM users and
-// Organizations.
+// left behind anywhere: databases and roles on every server, objects, IAM
+// users, Organizations and DatabaseClusters other than the default one.
 func globalOrphans(h *harness) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out []string
-	if dbs, err := databases(ctx, "org_"); err != nil {
-		out = append(out, "listing databases: "+err.Error())
-	} else {
-		for n := range dbs {
-			out = append(out, "database "+n)
+	for _, srv := range h.servers {
+		if dbs, err := databasesOn(ctx, srv.su, "org_"); err != nil {
+			out = append(out, fmt.Sprintf("listing databases of %s: %v", srv.name, err))
+		} else {
+			for n := range dbs {
+				out = append(out, fmt.Sprintf("database %s on %s", n, srv.name))
+			}
+		}
+		if rls, err := rolesOn(ctx, srv.su, "org_"); err != nil {
+			out = append(out, fmt.Sprintf("listing roles of %s: %v", srv.name, err))
+		} else {
+			for n := range rls {
+				out = append(out, fmt.Sprintf("role %s on %s", n, srv.name))
+			}
 		}
 	}
-	if rls, err := roles(ctx, "org_"); err != nil {
-		out = append(out, "listing roles: "+err.Error())
+	var clusters tenancyv1alpha1.DatabaseClusterList
+	if err := h.k8s.List(ctx, &clusters); err != nil {
+		out = append(out, "listing DatabaseClusters: "+err.Error())
 	} else {
-		for n := range rls {
-			out = append(out, "role "+n)
+		for _, c := range clusters.Items {
+			if c.Name != tenancyv1alpha1.DefaultClusterName {
+				out = append(out, fmt.Sprintf("DatabaseCluster %s (finalizers %v)", c.Name, c.Finalizers))
+			}
 		}
 	}
 	if keys, err := objects(ctx, "orgs/"); err != nil {
