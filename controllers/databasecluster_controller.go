@@ -168,6 +168,7 @@ func (r *DatabaseClusterReconciler) reconcileNormal(ctx context.Context, dbc *te
 	if err != nil {
 		return clusterReport{}, ctrl.Result{}, err
 	}
+	r.Ledger.SetInventory(dbc.Name, check.inventory.Organizations)
 	return connected(check, r.usage(dbc)), ctrl.Result{RequeueAfter: r.healthInterval()}, nil
 }
 
@@ -176,7 +177,7 @@ type clusterServer interface {
 	Endpoint() string
 	HealthCheck(ctx context.Context) error
 	ServerFacts(ctx context.Context) (aurora.ServerFacts, error)
-	OrganizationDatabases(ctx context.Context) (int, error)
+	Inventory(ctx context.Context) (aurora.Inventory, error)
 }
 
 // check builds, or reuses, the cluster's service and checks its server.
@@ -198,7 +199,7 @@ func checkServer(ctx context.Context, srv clusterServer) (serverCheck, error) {
 	if check.facts, err = srv.ServerFacts(ctx); err != nil {
 		return serverCheck{}, err
 	}
-	if check.databases, err = srv.OrganizationDatabases(ctx); err != nil {
+	if check.inventory, err = srv.Inventory(ctx); err != nil {
 		return serverCheck{}, err
 	}
 	return check, nil

@@ -312,8 +312,8 @@ type fakeServer struct {
 
 func (fakeServer) Endpoint() string                    { return "east:5432" }
 func (s fakeServer) HealthCheck(context.Context) error { return s.health }
-func (s fakeServer) OrganizationDatabases(context.Context) (int, error) {
-	return 7, s.databases
+func (s fakeServer) Inventory(context.Context) (aurora.Inventory, error) {
+	return aurora.Inventory{Databases: 7}, s.databases
 }
 
 func (s fakeServer) ServerFacts(context.Context) (aurora.ServerFacts, error) {
@@ -330,9 +330,12 @@ func TestCheckServerFailsOnAnyOfItsChecks(t *testing.T) {
 		}
 	}
 	got, err := checkServer(context.Background(), fakeServer{})
-	want := serverCheck{endpoint: "east:5432", facts: aurora.ServerFacts{Version: "15.8", Major: 15, MaxConnections: 500}, databases: 7}
-	if err != nil || got != want {
-		t.Errorf("checkServer = %+v, %v; want %+v", got, err, want)
+	want := serverCheck{endpoint: "east:5432", facts: aurora.ServerFacts{Version: "15.8", Major: 15, MaxConnections: 500}, inventory: aurora.Inventory{Databases: 7}}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(serverCheck{})); diff != "" {
+		t.Errorf("checkServer (-want +got):\n%s", diff)
 	}
 }
 

@@ -40,7 +40,7 @@ type clusterReport struct {
 type serverCheck struct {
 	endpoint  string
 	facts     aurora.ServerFacts
-	databases int
+	inventory aurora.Inventory
 }
 
 // connected is the report of a cluster whose server answered.
@@ -109,7 +109,7 @@ func setClusterStatus(dbc *tenancyv1alpha1.DatabaseCluster, rep clusterReport, n
 	st.ConnectionBudget = fmt.Sprintf("%d/%d", st.Connections.Budgeted, st.Connections.Capacity)
 	if rep.ready {
 		st.ServerVersion = rep.server.facts.Version
-		st.Databases = clampInt32(rep.server.databases)
+		st.Databases = clampInt32(rep.server.inventory.Databases)
 	}
 	if rep.checked {
 		st.LastHealthCheck = &now

@@ -120,7 +120,7 @@ func TestSetClusterStatus(t *testing.T) {
 		Cluster: placement.Cluster{Name: "east", Capacity: placement.Capacity{MaxConnections: 400}},
 		Used:    placement.Usage{Databases: 3, Connections: 30},
 	}
-	check := serverCheck{endpoint: "east:5432", facts: aurora.ServerFacts{Version: "17.5", Major: 17}, databases: 4}
+	check := serverCheck{endpoint: "east:5432", facts: aurora.ServerFacts{Version: "17.5", Major: 17}, inventory: aurora.Inventory{Databases: 4}}
 	// was is the status of a cluster that was connected at generation 1.
 	was := tenancyv1alpha1.DatabaseClusterStatus{
 		ServerVersion: "16.9", Databases: 2, LastHealthCheck: &earlier, ObservedGeneration: 1,

@@ -32,6 +32,29 @@ type Ledger struct {
 	// checked holds the clusters the DatabaseCluster reconciler has
 	// checked in this process, reachable or not.
 	checked map[string]bool
+	// inventories are the organizations each cluster's server held by
+	// marker at its last check that answered in this process.
+	inventories map[string]map[string]bool
+}
+
+// SetInventory records the organizations a cluster's server holds by
+// marker, at a check that answered.
+func (l *Ledger) SetInventory(cluster string, orgs map[string]bool) {
+	l.tenantsMu.Lock()
+	defer l.tenantsMu.Unlock()
+	l.inventories[cluster] = orgs
+}
+
+// Inventory returns what a cluster's server held at its last check that
+// answered in this process. Placement consults it for a cluster that cannot
+// be searched now: a database created since that check was created by this
+// process, for an organization whose placement it recorded first, so an
+// organization with no record that is not in it is not on that cluster.
+func (l *Ledger) Inventory(cluster string) (map[string]bool, bool) {
+	l.tenantsMu.RLock()
+	defer l.tenantsMu.RUnlock()
+	inv, ok := l.inventories[cluster]
+	return inv, ok
 }
 
 // MarkChecked notes that a cluster has had its first check in this
@@ -89,18 +112,21 @@ func (l *Ledger) Tenant(cluster string) (TenantEndpoint, bool) {
 	return e, ok
 }
 
-// ForgetTenant drops a deleted cluster's tenant endpoint and check.
+// ForgetTenant drops a deleted cluster's tenant endpoint, check and
+// inventory.
 func (l *Ledger) ForgetTenant(cluster string) {
 	l.tenantsMu.Lock()
 	defer l.tenantsMu.Unlock()
 	delete(l.tenants, cluster)
 	delete(l.checked, cluster)
+	delete(l.inventories, cluster)
 }
 
 // NewLedger returns a ledger that seeds itself from reader, the manager's
 // cache, on first use.
 func NewLedger(reader client.Reader) *Ledger {
-	return &Ledger{Fleet: placement.NewFleet(), reader: reader, tenants: map[string]TenantEndpoint{}, checked: map[string]bool{}}
+	return &Ledger{Fleet: placement.NewFleet(), reader: reader, tenants: map[string]TenantEndpoint{}, checked: map[string]bool{},
+		inventories: map[string]map[string]bool{}}
 }
 
 // Seed records every Organization's placement, once per process; later

@@ -78,7 +78,7 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 	fresh := false
 	if !placed {
 		if p, err = r.Ledger.Fleet.Place(r.placementRequest(s)); err != nil {
-			return err
+			return onlyDown(err)
 		}
 		fresh = true
 		ctrl.LoggerFrom(ctx).Info("Placed organization", "cluster", p.Cluster, "maxConnections", p.MaxConnections)
@@ -119,20 +119,11 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 	var found, unsearched []string
 	for _, cu := range r.Ledger.Fleet.Clusters() {
 		name := cu.Cluster.Name
-		db, ok := r.Databases(name)
-		if !ok {
-			if r.mayHoldDatabases(ctx, name) {
-				unsearched = append(unsearched, name)
-			}
-			continue
-		}
-		there, err := db.FindOrganization(ctx, s.org.Name, s.database, s.role)
-		if err != nil {
-			ctrl.LoggerFrom(ctx).Info("Cannot search DatabaseCluster for the organization's database", "cluster", name, "error", err.Error())
+		there, known := r.searchCluster(ctx, s, name)
+		switch {
+		case !known:
 			unsearched = append(unsearched, name)
-			continue
-		}
-		if there {
+		case there:
 			found = append(found, name)
 		}
 	}
@@ -146,10 +137,29 @@ func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (p
 			MaxConnections: int(s.org.Spec.Database.Pool.MaxConnections)}, true, nil
 	case len(unsearched) > 0:
 		return placement.Placement{}, false, fmt.Errorf("%w: DatabaseCluster %s cannot be searched for the organization's database, "+
-			"which a restored organization may have there; it is placed once every DatabaseCluster answers",
+			"which a restored organization may have there, and has not answered since the operator started; "+
+			"it is placed once every DatabaseCluster has answered",
 			errSearchIncomplete, strings.Join(unsearched, ", "))
 	}
 	return placement.Placement{}, false, nil
+}
+
+// searchCluster reports whether the organization's role or database is on
+// a cluster by its marker, and whether that is known: asked of the server,
+// or else read in the cluster's last inventory in this process. A cluster
+// with neither is known to hold nothing only if it never could.
+func (r *OrganizationReconciler) searchCluster(ctx context.Context, s *scope, cluster string) (there, known bool) {
+	if db, ok := r.Databases(cluster); ok {
+		found, err := db.FindOrganization(ctx, s.org.Name, s.database, s.role)
+		if err == nil {
+			return found, true
+		}
+		ctrl.LoggerFrom(ctx).Info("Cannot search DatabaseCluster for the organization's database", "cluster", cluster, "error", err.Error())
+	}
+	if inv, ok := r.Ledger.Inventory(cluster); ok {
+		return inv[s.org.Name], true
+	}
+	return false, !r.mayHoldDatabases(ctx, cluster)
 }
 
 // mayHoldDatabases reports whether a cluster that cannot be searched may
@@ -167,6 +177,31 @@ func (r *OrganizationReconciler) mayHoldDatabases(ctx context.Context, cluster s
 		return !apierrors.IsNotFound(err)
 	}
 	return dbc.Status.ServerVersion != ""
+}
+
+// onlyDown turns a NoCapacity whose every candidate cluster is skipped
+// only because it is not Ready into an outage: it needs no person, and
+// the organization is placed when one of them is back.
+func onlyDown(err error) error {
+	var nc *placement.NoCapacityError
+	if !errors.As(err, &nc) || nc.MissingRef != "" {
+		return err
+	}
+	var down []string
+	for _, skip := range nc.Skipped {
+		switch skip.Reason {
+		case placement.SkipNotReady:
+			down = append(down, skip.Cluster)
+		case placement.SkipNotSelected:
+		default:
+			return err
+		}
+	}
+	if len(down) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w: every DatabaseCluster that could take the organization is down (%s); it is placed when one is back",
+		errClusterNotConnected, strings.Join(down, ", "))
 }
 
 // recordInLedger enters a placement that already exists. One on a cluster

@@ -49,36 +49,57 @@ func (s *Service) FindOrganization(ctx context.Context, org, database, role stri
 	return found, nil
 }
 
-// OrganizationDatabases counts the databases on this server that carry an
-// orgforge ownership marker, whichever Organization they belong to: what a
-// DatabaseCluster's status reports beside the placements the operator
-// counts, so that a difference between the two shows. Transient failures are
-// retried.
-func (s *Service) OrganizationDatabases(ctx context.Context) (int, error) {
+// Inventory is what a server holds of the organizations, by ownership
+// marker.
+type Inventory struct {
+	// Databases counts the marked databases, whichever Organization they
+	// belong to.
+	Databases int
+	// Organizations are the Organizations that have a marked role or a
+	// marked database on the server: the role is created before the
+	// database, so an organization interrupted between the two is here
+	// too.
+	Organizations map[string]bool
+}
+
+// Inventory lists the organizations' marked databases and roles on this
+// server: what a DatabaseCluster's status reports beside the placements the
+// operator counts, so that a difference between the two shows, and what
+// placement consults for a cluster that cannot be searched at the moment.
+// Transient failures are retried.
+func (s *Service) Inventory(ctx context.Context) (Inventory, error) {
 	// The prefix narrows the scan on the server; ParseMarker decides, so
 	// that a comment that merely starts like a marker is not counted.
-	const query = `SELECT c FROM (
-			SELECT shobj_description(d.oid, 'pg_database') AS c FROM pg_database d
+	const query = `SELECT kind, c FROM (
+			SELECT 'database' AS kind, shobj_description(d.oid, 'pg_database') AS c FROM pg_database d
+			UNION ALL
+			SELECT 'role', shobj_description(r.oid, 'pg_authid') FROM pg_roles r
 		) m WHERE starts_with(c, $1)`
-	n, err := runValue(ctx, s, "OrganizationDatabases", func(ctx context.Context) (int, error) {
+	inv, err := runValue(ctx, s, "Inventory", func(ctx context.Context) (Inventory, error) {
 		rows, err := s.admin.Query(ctx, query, markerPrefix)
 		if err != nil {
-			return 0, err
+			return Inventory{}, err
 		}
-		comments, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		type row struct{ Kind, Comment string }
+		marked, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 		if err != nil {
-			return 0, err
+			return Inventory{}, err
 		}
-		n := 0
-		for _, c := range comments {
-			if _, ok := ParseMarker(c); ok {
-				n++
+		inv := Inventory{Organizations: map[string]bool{}}
+		for _, r := range marked {
+			m, ok := ParseMarker(r.Comment)
+			if !ok {
+				continue
+			}
+			inv.Organizations[m.Org] = true
+			if r.Kind == "database" {
+				inv.Databases++
 			}
 		}
-		return n, nil
+		return inv, nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("aurora: %s: counting the organizations' databases: %w", s.endpoint, err)
+		return Inventory{}, fmt.Errorf("aurora: %s: listing the organizations' databases and roles: %w", s.endpoint, err)
 	}
-	return n, nil
+	return inv, nil
 }

@@ -3,6 +3,7 @@ package aurora
 import (
 	"context"
 	"errors"
+	"github.com/google/go-cmp/cmp"
 	"strings"
 	"testing"
 	"time"
@@ -126,7 +127,7 @@ func TestFindOrganizationRefusesNamesTheServerWouldTruncate(t *testing.T) {
 	}
 }
 
-func TestOrganizationDatabasesCountsMarkedDatabases(t *testing.T) {
+func TestInventoryCountsMarkedDatabasesAndNamesTheirOrganizations(t *testing.T) {
 	ctx := testContext(t)
 	server := startPostgres(t)
 	var logs logBuffer
@@ -136,20 +137,22 @@ func TestOrganizationDatabasesCountsMarkedDatabases(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	count := func() int {
+	inventory := func() Inventory {
 		t.Helper()
-		n, err := svc.OrganizationDatabases(ctx)
+		inv, err := svc.Inventory(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return n
+		return inv
 	}
+	count := func() int { return inventory().Databases }
 	if n := count(); n != 0 {
 		t.Fatalf("a new server holds %d organizations' databases, want 0", n)
 	}
 
 	su := testutil.Superuser(t, server, "postgres")
-	for _, tn := range []tenant{newTenant(t), newTenant(t)} {
+	tenants := []tenant{newTenant(t), newTenant(t)}
+	for _, tn := range tenants {
 		ensure := func(err error) {
 			if err != nil {
 				t.Fatal(err)
@@ -168,15 +171,20 @@ func TestOrganizationDatabasesCountsMarkedDatabases(t *testing.T) {
 	markDatabase(t, su, "app_truncated", "orgforge:org=acme")
 	markRole(t, su, "org_role_only", Marker{Org: "role-only", UID: "89ab-cdef"}.String())
 
-	if n := count(); n != 3 {
-		t.Errorf("OrganizationDatabases = %d, want 3: two provisioned and one left over", n)
+	inv := inventory()
+	if inv.Databases != 3 {
+		t.Errorf("Inventory counts %d databases, want 3: two provisioned and one left over", inv.Databases)
+	}
+	want := map[string]bool{tenants[0].marker.Org: true, tenants[1].marker.Org: true, "leftover": true, "role-only": true}
+	if diff := cmp.Diff(want, inv.Organizations); diff != "" {
+		t.Errorf("organizations found by marker (-want +got):\n%s", diff)
 	}
 
 	if err := server.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	calls := map[string]func(context.Context) error{
-		"OrganizationDatabases": func(ctx context.Context) error { _, err := svc.OrganizationDatabases(ctx); return err },
+		"Inventory": func(ctx context.Context) error { _, err := svc.Inventory(ctx); return err },
 		"FindOrganization": func(ctx context.Context) error {
 			_, err := svc.FindOrganization(ctx, "acme", "org_acme", "org_acme")
 			return err

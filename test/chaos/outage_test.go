@@ -98,7 +98,7 @@ func TestDependencyOutages(t *testing.T) {
 
 	for i := range sc.pgOutages {
 		outage("PostgreSQL", fmt.Sprintf("pgdown%d", i), tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ReasonDatabaseUnavailable,
-			"not placed yet: DatabaseCluster "+tenancyv1alpha1.DefaultClusterName+" cannot be searched", tenancyv1alpha1.DefaultClusterName,
+			"DatabaseCluster "+tenancyv1alpha1.DefaultClusterName, tenancyv1alpha1.DefaultClusterName,
 			sc.pgOutage, env.stack.Postgres.Stop, env.stack.Postgres.Start)
 	}
 	outage("S3+IAM", "s3down", tenancyv1alpha1.ConditionStorageReady, tenancyv1alpha1.ReasonStorageUnavailable,
