@@ -513,6 +513,12 @@ func TestFleetOneClusterDownLeavesTheOthersServed(t *testing.T) {
 		t.Errorf("outage-y's change did not reach its Secret during the other cluster's outage: pool-max-size %s", got)
 	}
 	waitCluster(t, "outage-up", "True", tenancyv1alpha1.ReasonConnected)
+	// A new organization is placed on the cluster that is up: the one that
+	// is down was inventoried before it went, and held no database of it.
+	apply(t, testutil.NewOrg("outage-new", testutil.OnClustersLabelled(labels), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	if got := placedOn(t, waitReady(t, "outage-new")); got != "outage-up" {
+		t.Errorf("the organization applied during the outage went to %s", got)
+	}
 
 	restart()
 	waitCluster(t, "outage-down", "True", tenancyv1alpha1.ReasonConnected)
