@@ -159,7 +159,7 @@ func (r *DatabaseClusterReconciler) reconcileNormal(ctx context.Context, dbc *te
 		Name:        dbc.Name,
 		Labels:      dbc.Labels,
 		Ready:       true,
-		Schedulable: dbc.Spec.IsSchedulable(),
+		Schedulable: takesNew(dbc),
 		Capacity: placement.Capacity{
 			MaxDatabases:   int(dbc.Spec.Capacity.MaxDatabases),
 			MaxConnections: clusterCapacity(dbc.Spec.Capacity, check.facts, r.MaxConnections),
@@ -242,6 +242,12 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 		return ctrl.Result{}, err
 	}
 	if orgs := r.Ledger.Fleet.Organizations(dbc.Name); len(orgs) > 0 {
+		// The organizations on it are still served, and their databases
+		// dropped on their own deletion: it stays connected and checked,
+		// cordoned, after a restart too.
+		if _, _, err := r.reconcileNormal(ctx, dbc); err != nil {
+			return ctrl.Result{}, err
+		}
 		base := dbc.DeepCopy()
 		if err := r.writeStatus(ctx, base, dbc, inUse(orgs, r.usage(dbc))); err != nil {
 			return ctrl.Result{}, err

@@ -66,15 +66,15 @@ func (l *Ledger) MarkChecked(cluster string) {
 	l.checked[cluster] = true
 }
 
-// Unchecked returns the clusters in the fleet that have not had their
-// first check in this process, sorted.
-func (l *Ledger) Unchecked() []string {
+// Unchecked returns those of clusters that have not had their first check
+// in this process, sorted as given.
+func (l *Ledger) Unchecked(clusters []string) []string {
 	l.tenantsMu.RLock()
 	defer l.tenantsMu.RUnlock()
 	var out []string
-	for _, cu := range l.Fleet.Clusters() {
-		if !l.checked[cu.Cluster.Name] {
-			out = append(out, cu.Cluster.Name)
+	for _, name := range clusters {
+		if !l.checked[name] {
+			out = append(out, name)
 		}
 	}
 	return out
@@ -193,9 +193,15 @@ func unchecked(dbc *tenancyv1alpha1.DatabaseCluster) placement.Cluster {
 	return placement.Cluster{
 		Name:        dbc.Name,
 		Labels:      dbc.Labels,
-		Schedulable: dbc.Spec.IsSchedulable(),
+		Schedulable: takesNew(dbc),
 		Capacity:    placement.Capacity{MaxDatabases: int(dbc.Spec.Capacity.MaxDatabases), MaxConnections: capacity},
 	}
+}
+
+// takesNew reports whether a DatabaseCluster may take new organizations:
+// schedulable, and not being deleted.
+func takesNew(dbc *tenancyv1alpha1.DatabaseCluster) bool {
+	return dbc.Spec.IsSchedulable() && dbc.DeletionTimestamp.IsZero()
 }
 
 // RecordedPlacement reads where an Organization was placed: its

@@ -70,11 +70,11 @@ func TestSeedCountsEveryRecordedPlacementAndWaitsForEachClustersFirstCheck(t *te
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("usage after seeding (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"a", "b"}, l.Unchecked()); diff != "" {
+	if diff := cmp.Diff([]string{"a", "b"}, l.Unchecked([]string{"a", "b"})); diff != "" {
 		t.Errorf("clusters waited for (-want +got):\n%s", diff)
 	}
 	l.MarkChecked("a")
-	if diff := cmp.Diff([]string{"b"}, l.Unchecked()); diff != "" {
+	if diff := cmp.Diff([]string{"b"}, l.Unchecked([]string{"a", "b"})); diff != "" {
 		t.Errorf("clusters waited for after a's check (-want +got):\n%s", diff)
 	}
 }

@@ -102,7 +102,10 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		// Nothing is known of its cluster yet in this process: a status
 		// written now would only say so, and be written back a moment
 		// later. Every Organization would make two writes per restart.
-		return ctrl.Result{RequeueAfter: fleetStartingRetry}, err
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{RequeueAfter: fleetStartingRetry}, nil
 	}
 	base := org.DeepCopy()
 	s := newScope(org)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,10 +52,37 @@ func (r *OrganizationReconciler) fleetStarting(ctx context.Context, org *tenancy
 	if err := r.Ledger.Seed(ctx); err != nil {
 		return false, err
 	}
-	if p, ok := RecordedPlacement(org); ok {
-		return !r.Ledger.Checked(p.Cluster), nil
+	clusters, err := r.searchSet(ctx)
+	if err != nil {
+		return false, err
 	}
-	return len(r.Ledger.Unchecked()) > 0, nil
+	if p, ok := RecordedPlacement(org); ok {
+		// A cluster with no DatabaseCluster will never be checked; the
+		// reconcile says so rather than waiting for it.
+		return slices.Contains(clusters, p.Cluster) && !r.Ledger.Checked(p.Cluster), nil
+	}
+	return len(r.Ledger.Unchecked(clusters)) > 0, nil
+}
+
+// searchSet is every cluster an organization's database may be on: each
+// DatabaseCluster, whether or not the fleet has entered it yet, and the
+// --database-* flags' cluster, which holds the organizations provisioned
+// before the fleet even before its DatabaseCluster is made. A cluster that
+// only placements name, its DatabaseCluster gone, cannot be searched ever
+// and is not in it.
+func (r *OrganizationReconciler) searchSet(ctx context.Context) ([]string, error) {
+	var list tenancyv1alpha1.DatabaseClusterList
+	if err := r.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("listing DatabaseClusters: %w", err)
+	}
+	names := []string{tenancyv1alpha1.DefaultClusterName}
+	for i := range list.Items {
+		if name := list.Items[i].Name; name != tenancyv1alpha1.DefaultClusterName {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // DatabaseLookup returns the database service of a DatabaseCluster, once
@@ -81,12 +109,18 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 			return onlyDown(err)
 		}
 		fresh = true
+		if err := r.checkExtensionsOn(ctx, s, p.Cluster); err != nil {
+			// Not recorded anywhere yet: the organization is free to go
+			// elsewhere once its spec is fixed.
+			r.Ledger.Fleet.Release(p.Organization)
+			return err
+		}
 		ctrl.LoggerFrom(ctx).Info("Placed organization", "cluster", p.Cluster, "maxConnections", p.MaxConnections)
 	} else if _, err := r.recordInLedger(p); err != nil {
 		return err
 	}
 	if err := r.annotatePlacement(ctx, s, p); err != nil {
-		if fresh {
+		if fresh && !r.annotationLanded(ctx, s.org.Name, p.Cluster) {
 			// Nothing records it: its budget is free again.
 			r.Ledger.Fleet.Release(p.Organization)
 		}
@@ -109,16 +143,26 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 // searched, an organization with no record is not placed, since its
 // database may be on that cluster.
 func (r *OrganizationReconciler) findPlacement(ctx context.Context, s *scope) (placement.Placement, bool, error) {
+	annotated, recorded := s.org.Annotations[tenancyv1alpha1.AnnotationCluster], s.org.Status.Database.Cluster
+	if annotated != "" && recorded != "" && annotated != recorded {
+		// Someone edited the annotation: the operator never moves an
+		// organization, nor follows a record it cannot trust.
+		return placement.Placement{}, false, fmt.Errorf("%w: annotation %s says DatabaseCluster %s, status.database.cluster says %s; set the annotation back to %s",
+			aurora.ErrConflict, tenancyv1alpha1.AnnotationCluster, annotated, recorded, recorded)
+	}
 	if p, ok := RecordedPlacement(s.org); ok {
 		return p, true, nil
 	}
-	if starting := r.Ledger.Unchecked(); len(starting) > 0 {
+	clusters, err := r.searchSet(ctx)
+	if err != nil {
+		return placement.Placement{}, false, err
+	}
+	if starting := r.Ledger.Unchecked(clusters); len(starting) > 0 {
 		return placement.Placement{}, false, fmt.Errorf("%w DatabaseCluster %s, before the organization is placed",
 			errFleetStarting, strings.Join(starting, ", "))
 	}
 	var found, unsearched []string
-	for _, cu := range r.Ledger.Fleet.Clusters() {
-		name := cu.Cluster.Name
+	for _, name := range clusters {
 		there, known := r.searchCluster(ctx, s, name)
 		switch {
 		case !known:
@@ -169,7 +213,9 @@ func (r *OrganizationReconciler) searchCluster(ctx context.Context, s *scope, cl
 // new DatabaseCluster with a typo in its Secret does not hold up every new
 // organization of the fleet.
 func (r *OrganizationReconciler) mayHoldDatabases(ctx context.Context, cluster string) bool {
-	if len(r.Ledger.Fleet.Organizations(cluster)) > 0 {
+	// The flags' cluster may hold organizations from before the fleet,
+	// whatever its status says.
+	if cluster == tenancyv1alpha1.DefaultClusterName || len(r.Ledger.Fleet.Organizations(cluster)) > 0 {
 		return true
 	}
 	dbc := &tenancyv1alpha1.DatabaseCluster{}
@@ -177,6 +223,33 @@ func (r *OrganizationReconciler) mayHoldDatabases(ctx context.Context, cluster s
 		return !apierrors.IsNotFound(err)
 	}
 	return dbc.Status.ServerVersion != ""
+}
+
+// checkExtensionsOn refuses, before a new placement is recorded, an
+// organization whose extensions the chosen cluster's server does not offer:
+// placement never moves it afterwards.
+func (r *OrganizationReconciler) checkExtensionsOn(ctx context.Context, s *scope, cluster string) error {
+	if !hasExtensions(s) {
+		return nil
+	}
+	db, ok := r.Databases(cluster)
+	if !ok {
+		return fmt.Errorf("DatabaseCluster %s is %w; see its status", cluster, errClusterNotConnected)
+	}
+	return db.CheckExtensions(ctx, s.extensions())
+}
+
+// annotationLanded reads the Organization past the cache after a failed
+// annotation write, whose outcome a timeout leaves unknown: one that landed
+// keeps its budget.
+func (r *OrganizationReconciler) annotationLanded(ctx context.Context, name, cluster string) bool {
+	org := &tenancyv1alpha1.Organization{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: name}, org); err != nil {
+		// Unknown still: keeping the budget can only leave it unused until
+		// the next reconcile records or frees it.
+		return !apierrors.IsNotFound(err)
+	}
+	return org.Annotations[tenancyv1alpha1.AnnotationCluster] == cluster
 }
 
 // onlyDown turns a NoCapacity whose every candidate cluster is skipped
