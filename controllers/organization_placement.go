@@ -273,7 +273,7 @@ func onlyDown(err error) error {
 	if len(down) == 0 {
 		return err
 	}
-	return fmt.Errorf("%w: every DatabaseCluster that could take the organization is down (%s); it is placed when one is back",
+	return fmt.Errorf("%w: every DatabaseCluster that could take the organization is down: DatabaseCluster %s; it is placed when one is back",
 		errClusterNotConnected, strings.Join(down, ", "))
 }
 
