@@ -316,13 +316,16 @@ func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope
 	if a[tenancyv1alpha1.AnnotationCluster] == p.Cluster && a[tenancyv1alpha1.AnnotationBudgetedConnections] == budget {
 		return nil
 	}
-	patch := client.MergeFrom(s.org.DeepCopy())
-	if s.org.Annotations == nil {
-		s.org.Annotations = map[string]string{}
+	// A copy is patched: a resize runs beside the storage part, which
+	// reads s.org, and the patch's answer would be written into it.
+	org := s.org.DeepCopy()
+	patch := client.MergeFrom(org.DeepCopy())
+	if org.Annotations == nil {
+		org.Annotations = map[string]string{}
 	}
-	s.org.Annotations[tenancyv1alpha1.AnnotationCluster] = p.Cluster
-	s.org.Annotations[tenancyv1alpha1.AnnotationBudgetedConnections] = budget
-	if err := r.Patch(ctx, s.org, patch); err != nil {
+	org.Annotations[tenancyv1alpha1.AnnotationCluster] = p.Cluster
+	org.Annotations[tenancyv1alpha1.AnnotationBudgetedConnections] = budget
+	if err := r.Patch(ctx, org, patch); err != nil {
 		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
 	}
 	return nil
