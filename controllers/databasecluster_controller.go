@@ -266,7 +266,7 @@ func (r *DatabaseClusterReconciler) reconcileDelete(ctx context.Context, dbc *te
 		return ctrl.Result{}, err
 	}
 	r.Clusters.Remove(dbc.Name)
-	r.Ledger.ForgetTenant(dbc.Name)
+	r.Ledger.ForgetCluster(dbc.Name)
 	ctrl.LoggerFrom(ctx).Info("Released DatabaseCluster; nothing is placed on it")
 	return ctrl.Result{}, r.patchFinalizer(ctx, dbc, controllerutil.RemoveFinalizer)
 }
@@ -309,7 +309,7 @@ func (r *DatabaseClusterReconciler) forget(ctx context.Context, name string) {
 	}
 	_ = r.Ledger.Fleet.RemoveCluster(name)
 	r.Clusters.Remove(name)
-	r.Ledger.ForgetTenant(name)
+	r.Ledger.ForgetCluster(name)
 }
 
 // patchFinalizer adds or removes the cluster's finalizer with optimistic

@@ -112,9 +112,9 @@ func (l *Ledger) Tenant(cluster string) (TenantEndpoint, bool) {
 	return e, ok
 }
 
-// ForgetTenant drops a deleted cluster's tenant endpoint, check and
-// inventory.
-func (l *Ledger) ForgetTenant(cluster string) {
+// ForgetCluster drops what the ledger keeps of a deleted cluster besides
+// the fleet: its tenant endpoint, check and inventory.
+func (l *Ledger) ForgetCluster(cluster string) {
 	l.tenantsMu.Lock()
 	defer l.tenantsMu.Unlock()
 	delete(l.tenants, cluster)
