@@ -304,17 +304,24 @@ func (c *Clusters) ConnectionCaps() map[string]int32 {
 	return caps
 }
 
-// OpenConnections returns the connections each cluster's service holds now,
-// for every cluster that has one.
-func (c *Clusters) OpenConnections() map[string]int32 {
+// services returns the clusters that have a service, taken under the lock
+// and used outside it.
+func (c *Clusters) services() map[string]*aurora.Service {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	services := map[string]*aurora.Service{}
 	for name, cl := range c.clusters {
 		if cl.svc != nil {
 			services[name] = cl.svc
 		}
 	}
-	c.mu.Unlock()
+	return services
+}
+
+// OpenConnections returns the connections each cluster's service holds now,
+// for every cluster that has one.
+func (c *Clusters) OpenConnections() map[string]int32 {
+	services := c.services()
 	open := make(map[string]int32, len(services))
 	for name, svc := range services {
 		open[name] = svc.OpenConnections()
@@ -326,14 +333,7 @@ func (c *Clusters) OpenConnections() map[string]int32 {
 // service's own timeouts, and returns each cluster's result: nil for a
 // healthy one.
 func (c *Clusters) Health(ctx context.Context) map[string]error {
-	c.mu.Lock()
-	services := map[string]*aurora.Service{}
-	for name, cl := range c.clusters {
-		if cl.svc != nil {
-			services[name] = cl.svc
-		}
-	}
-	c.mu.Unlock()
+	services := c.services()
 
 	results := make(map[string]error, len(services))
 	var (
