@@ -37,6 +37,22 @@ const (
 	StorageAccessAccessKey StorageAccess = "AccessKey"
 )
 
+// AdoptionPolicy says whether an Organization takes over resources left by
+// an earlier Organization of the same name.
+// +kubebuilder:validation:Enum=Never;SameName
+type AdoptionPolicy string
+
+const (
+	// AdoptionNever takes over nothing: a database, role, prefix or Secret
+	// marked for another Organization UID is a Conflict.
+	AdoptionNever AdoptionPolicy = "Never"
+	// AdoptionSameName takes over the database, role, prefix and retained
+	// Secret whose markers carry this Organization's name, whatever their
+	// UID, when that Organization no longer exists in this Kubernetes
+	// cluster, and re-marks them with this Organization's UID.
+	AdoptionSameName AdoptionPolicy = "SameName"
+)
+
 // Condition types reported on an Organization.
 const (
 	// ConditionReady summarises DatabaseReady and StorageReady; it is True
@@ -125,6 +141,13 @@ const (
 	// EventReasonRetained lists what the clean-up kept (deletionPolicy
 	// Retain) and what it revoked.
 	EventReasonRetained = "Retained"
+	// EventReasonRotated says that the Secrets switched to new credentials,
+	// and later that the previous ones were revoked at the end of the
+	// grace period.
+	EventReasonRotated = "Rotated"
+	// EventReasonAdopted lists what the Organization took over from an
+	// earlier Organization of the same name, and that one's UID.
+	EventReasonAdopted = "Adopted"
 	// EventReasonDeleteFailed is the warning of a clean-up that waits on
 	// something; it lists what was done so far.
 	EventReasonDeleteFailed = "DeleteFailed"
@@ -198,6 +221,33 @@ type StorageSpec struct {
 	Access StorageAccess `json:"access"`
 }
 
+// CredentialsSpec says when the organization's database password and S3
+// access key are rotated. A rotation gives applications a new credential
+// while the old one keeps working for GracePeriod.
+// +kubebuilder:validation:XValidation:rule="!has(self.rotateEvery) || duration(self.rotateEvery) > duration(self.gracePeriod)",message="credentials.rotateEvery must be longer than credentials.gracePeriod"
+type CredentialsSpec struct {
+	// RotateEvery rotates the credentials when this long has passed since
+	// the last rotation (or since they were first issued). Unset, the
+	// default, rotates only on a new RotationToken.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m')",message="credentials.rotateEvery must be at least 1m"
+	// +optional
+	RotateEvery *metav1.Duration `json:"rotateEvery,omitempty"`
+
+	// RotationToken rotates the credentials once each time it is set to a
+	// new value; any string will do, for example a date. Setting it for the
+	// first time also rotates.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	RotationToken string `json:"rotationToken,omitempty"`
+
+	// GracePeriod is how long the previous credential keeps working after
+	// a rotation, so that applications can move to the new one.
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('720h')",message="credentials.gracePeriod must be between 10s and 720h"
+	// +optional
+	GracePeriod metav1.Duration `json:"gracePeriod"`
+}
+
 // OrganizationSpec is the desired state of an Organization.
 type OrganizationSpec struct {
 	// DisplayName is a human-readable name; it is not used to name anything.
@@ -227,6 +277,20 @@ type OrganizationSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Storage StorageSpec `json:"storage"`
+
+	// Credentials configures the rotation of the database password and the
+	// S3 access key.
+	// +kubebuilder:default={}
+	// +optional
+	Credentials CredentialsSpec `json:"credentials"`
+
+	// Adoption says whether the Organization takes over a database, role,
+	// prefix and Secret left by an earlier Organization of the same name,
+	// for example one deleted with deletionPolicy Retain, or one lost with
+	// its Kubernetes cluster.
+	// +kubebuilder:default=Never
+	// +optional
+	Adoption AdoptionPolicy `json:"adoption,omitempty"`
 }
 
 // DatabaseStatus tells applications where the organization's database is.
@@ -269,6 +333,65 @@ type StorageStatus struct {
 	SecretName string `json:"secretName,omitempty"`
 }
 
+// CredentialsStatus reports the rotation of the organization's credentials.
+type CredentialsStatus struct {
+	// DatabaseLogin is the login role whose password the database Secret
+	// holds now.
+	// +optional
+	DatabaseLogin string `json:"databaseLogin,omitempty"`
+	// AccessKeyID is the S3 access key the storage Secret holds now.
+	// +optional
+	AccessKeyID string `json:"accessKeyID,omitempty"`
+	// LastRotation is when the Secrets last switched to new credentials.
+	// +optional
+	LastRotation *metav1.Time `json:"lastRotation,omitempty"`
+	// NextRotation is when spec.credentials.rotateEvery next rotates them.
+	// +optional
+	NextRotation *metav1.Time `json:"nextRotation,omitempty"`
+	// PreviousValidUntil is when the previous credentials stop working; it
+	// is unset outside a grace period.
+	// +optional
+	PreviousValidUntil *metav1.Time `json:"previousValidUntil,omitempty"`
+	// RotationToken is the last spec.credentials.rotationToken acted on.
+	// +optional
+	RotationToken string `json:"rotationToken,omitempty"`
+}
+
+// AdoptionStatus records what the Organization took over from an earlier
+// Organization of the same name.
+type AdoptionStatus struct {
+	// FromUID is the UID of the Organization the resources were marked for.
+	FromUID string `json:"fromUID"`
+	// Resources lists what was adopted, for example "database org_acme".
+	// +optional
+	Resources []string `json:"resources,omitempty"`
+	// Time is when the adoption happened.
+	Time metav1.Time `json:"time"`
+}
+
+// UsageStatus is what the organization uses, refreshed every --usage-period.
+type UsageStatus struct {
+	// DatabaseBytes is pg_database_size of the organization's database.
+	// +optional
+	DatabaseBytes *int64 `json:"databaseBytes,omitempty"`
+	// StorageObjects is the number of objects under the prefix.
+	// +optional
+	StorageObjects *int64 `json:"storageObjects,omitempty"`
+	// StorageBytes is the total size of the objects under the prefix.
+	// +optional
+	StorageBytes *int64 `json:"storageBytes,omitempty"`
+	// Connections is the number of sessions open to the database by the
+	// organization's logins.
+	// +optional
+	Connections *int32 `json:"connections,omitempty"`
+	// ConnectionLimit is the limit those sessions count against.
+	// +optional
+	ConnectionLimit int32 `json:"connectionLimit,omitempty"`
+	// UpdatedAt is when the figures were read.
+	// +optional
+	UpdatedAt *metav1.Time `json:"updatedAt,omitempty"`
+}
+
 // OrganizationStatus is the observed state of an Organization.
 type OrganizationStatus struct {
 	// ObservedGeneration is the last generation the operator finished with:
@@ -297,6 +420,19 @@ type OrganizationStatus struct {
 	// Storage locates the organization's S3 prefix.
 	// +optional
 	Storage StorageStatus `json:"storage,omitempty"`
+
+	// Credentials reports credential rotation.
+	// +optional
+	Credentials CredentialsStatus `json:"credentials,omitempty"`
+
+	// Adoption records what was taken over from an earlier Organization of
+	// the same name, if anything.
+	// +optional
+	Adoption *AdoptionStatus `json:"adoption,omitempty"`
+
+	// Usage is what the organization uses.
+	// +optional
+	Usage *UsageStatus `json:"usage,omitempty"`
 }
 
 // Organization is a tenant: its own PostgreSQL database and login, and its own

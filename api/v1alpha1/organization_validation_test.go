@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -105,6 +106,21 @@ func TestAPIServerRejectsInvalidOrganizationsWithReadableMessages(t *testing.T) 
 		"namespace over 63 characters": {
 			Obj: testutil.UnstructuredOrg("long-ns", map[string]any{"namespace": strings.Repeat("n", 64)}), Message: "may not be more than 63",
 		},
+		"rotation every 30 seconds": {
+			Obj: testutil.UnstructuredOrg("fast-rotate", map[string]any{"credentials": map[string]any{"rotateEvery": "30s", "gracePeriod": "10s"}}), Message: "rotateEvery must be at least 1m",
+		},
+		"rotation shorter than its grace period": {
+			Obj: testutil.UnstructuredOrg("short-rotate", map[string]any{"credentials": map[string]any{"rotateEvery": "10m"}}), Message: "rotateEvery must be longer than credentials.gracePeriod",
+		},
+		"grace period of a second": {
+			Obj: testutil.UnstructuredOrg("short-grace", map[string]any{"credentials": map[string]any{"gracePeriod": "1s"}}), Message: "gracePeriod must be between 10s and 720h",
+		},
+		"grace period that is not a duration": {
+			Obj: testutil.UnstructuredOrg("text-grace", map[string]any{"credentials": map[string]any{"gracePeriod": "an hour"}}), Message: "gracePeriod",
+		},
+		"unknown adoption policy": {
+			Obj: testutil.UnstructuredOrg("bad-adopt", map[string]any{"adoption": "Always"}), Message: `supported values: "Never", "SameName"`,
+		},
 		"display name over 256 characters": {
 			Obj: testutil.UnstructuredOrg("long-display", map[string]any{"displayName": strings.Repeat("d", 257)}), Message: "may not be more than 256",
 		},
@@ -136,6 +152,8 @@ func TestAPIServerFillsDefaultsForAMinimalOrganization(t *testing.T) {
 		DeletionPolicy: tenancyv1alpha1.DeletionPolicyRetain,
 		Database:       tenancyv1alpha1.DatabaseSpec{Pool: tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}},
 		Storage:        tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
+		Credentials:    tenancyv1alpha1.CredentialsSpec{GracePeriod: metav1.Duration{Duration: time.Hour}},
+		Adoption:       tenancyv1alpha1.AdoptionNever,
 	}
 	if diff := cmp.Diff(want, o.Spec); diff != "" {
 		t.Errorf("defaulted spec (-want +got):\n%s", diff)
