@@ -29,10 +29,11 @@ var (
 )
 
 // RegisterMetrics adds orgforge's metrics to reg (controller-runtime's
-// metrics.Registry in main.go). Organizations are counted from reader, the
-// manager's cache, at scrape time.
+// metrics.Registry in main.go). Organizations are counted, and their usage
+// reported, from reader, the manager's cache, at scrape time.
 func RegisterMetrics(reg prometheus.Registerer, reader client.Reader) error {
-	for _, c := range []prometheus.Collector{stepDuration, timeToReady, externalErrors, &orgCollector{reader: reader}} {
+	for _, c := range []prometheus.Collector{stepDuration, timeToReady, externalErrors,
+		&orgCollector{reader: reader}, &usageCollector{reader: reader}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
