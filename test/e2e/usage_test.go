@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/types"
@@ -14,6 +16,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
 
@@ -180,4 +183,53 @@ func TestUsageIsReadOncePerPeriodWithNoWriteBetween(t *testing.T) {
 	// The Organization is deleted by an operator that runs.
 	startOperator(t, nil)
 	deleteAndWait(t, name)
+}
+
+// failingUsage is a database service whose usage reads time out while
+// failing is set, as a size probe of a very large database would.
+type failingUsage struct {
+	controllers.Database
+	failing *atomic.Bool
+}
+
+func (d failingUsage) Usage(ctx context.Context, database, role string) (aurora.Usage, error) {
+	if d.failing.Load() {
+		return aurora.Usage{}, fmt.Errorf("reading the usage of database %q: %w", database, context.DeadlineExceeded)
+	}
+	return d.Database.Usage(ctx, database, role)
+}
+
+func TestAFailedUsageReadKeepsTheOrganizationReadyAndItsFiguresAndIsTriedAgain(t *testing.T) {
+	const period = 5 * time.Second
+	failing := &atomic.Bool{}
+	op := startOperatorSettings(t, func(_ string, db controllers.Database) controllers.Database {
+		return failingUsage{Database: db, failing: failing}
+	}, nil, func(s *controllers.Settings) { s.UsagePeriod = period })
+	const name = "usage-failing"
+	o := applyReady(t, testutil.NewOrg(name))
+	before := o.Status.Usage
+	if before == nil || before.UpdatedAt == nil {
+		t.Fatal("the Ready Organization has no usage")
+	}
+
+	failing.Store(true)
+	writes := op.writes.Load()
+	// Two periods and a resync: every read in them fails.
+	time.Sleep(2*period + resync)
+	o = getOrg(t, name)
+	if !testutil.ReadyAtGeneration(o) {
+		t.Errorf("the Organization is not Ready after its usage reads failed: %+v", o.Status.Conditions)
+	}
+	if diff := cmp.Diff(before, o.Status.Usage); diff != "" {
+		t.Errorf("usage changed while its reads failed (-before +after):\n%s", diff)
+	}
+	if got := op.writes.Load() - writes; got != 0 {
+		t.Errorf("%d Kubernetes writes while the usage reads failed, want 0", got)
+	}
+
+	failing.Store(false)
+	testutil.Eventually(t, 2*period+2*resync, "usage read again once reads work", func() (bool, string) {
+		u := getOrg(t, name).Status.Usage
+		return u != nil && u.UpdatedAt != nil && u.UpdatedAt.After(before.UpdatedAt.Time), fmt.Sprint(u.UpdatedAt)
+	})
 }
