@@ -1,11 +1,7 @@
 package controllers
 
 import (
-	"context"
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 )
@@ -28,25 +24,14 @@ var (
 		"Connection limit of the organization's logins (its pool maxConnections in force).", []string{"organization"}, nil)
 )
 
-// usageCollector reports each Organization's status.usage.
-type usageCollector struct{ reader client.Reader }
+// usageDescs are the usage gauges, for Describe.
+var usageDescs = []*prometheus.Desc{usageDatabaseBytesDesc, usageStorageBytesDesc, usageStorageObjectsDesc,
+	usageConnectionsDesc, usageConnectionLimitDesc}
 
-func (c *usageCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{usageDatabaseBytesDesc, usageStorageBytesDesc, usageStorageObjectsDesc,
-		usageConnectionsDesc, usageConnectionLimitDesc} {
-		ch <- d
-	}
-}
-
-func (c *usageCollector) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var list tenancyv1alpha1.OrganizationList
-	if err := c.reader.List(ctx, &list); err != nil {
-		return
-	}
-	for i := range list.Items {
-		org := &list.Items[i]
+// collectUsage reports each Organization's status.usage.
+func collectUsage(ch chan<- prometheus.Metric, orgs []tenancyv1alpha1.Organization) {
+	for i := range orgs {
+		org := &orgs[i]
 		u := org.Status.Usage
 		// One being deleted is about to lose what it used.
 		if u == nil || u.UpdatedAt == nil || !org.DeletionTimestamp.IsZero() {

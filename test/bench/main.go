@@ -376,28 +376,28 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 	}
-	// The fleet scenario runs last, so that it can take the N scenario of
-	// its N as its single-cluster run.
-	if o.fleetN > 0 {
-		if ctx.Err() != nil {
-			failed = append(failed, fleetScenario(o).Name+": not run: "+ctx.Err().Error())
-		} else {
-			res.Fleet = runFleet(ctx, o, res)
-			failed = append(failed, res.Fleet.Errors...)
-			if err := writeResults(o.out, res); err != nil {
-				return err
-			}
-		}
+	// The fleet scenario runs after the N scenarios, so that it can take
+	// the N scenario of its N as its single-cluster run. Each of these
+	// runs only when its N is set, and returns its errors.
+	extras := []struct {
+		n   int
+		sc  scenario
+		run func() []string
+	}{
+		{o.fleetN, fleetScenario(o), func() []string { res.Fleet = runFleet(ctx, o, res); return res.Fleet.Errors }},
+		{o.usageN, usageScenario(o), func() []string { res.Usage = runUsage(ctx, o, res); return res.Usage.Errors }},
 	}
-	if o.usageN > 0 {
-		if ctx.Err() != nil {
-			failed = append(failed, usageScenario(o).Name+": not run: "+ctx.Err().Error())
-		} else {
-			res.Usage = runUsage(ctx, o, res)
-			failed = append(failed, res.Usage.Errors...)
-			if err := writeResults(o.out, res); err != nil {
-				return err
-			}
+	for _, x := range extras {
+		switch {
+		case x.n == 0:
+			continue
+		case ctx.Err() != nil:
+			failed = append(failed, x.sc.Name+": not run: "+ctx.Err().Error())
+			continue
+		}
+		failed = append(failed, x.run()...)
+		if err := writeResults(o.out, res); err != nil {
+			return err
 		}
 	}
 	// The last stack's data is still being removed; the run lasts until
