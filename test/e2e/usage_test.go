@@ -233,3 +233,33 @@ func TestAFailedUsageReadKeepsTheOrganizationReadyAndItsFiguresAndIsTriedAgain(t
 		return u != nil && u.UpdatedAt != nil && u.UpdatedAt.After(before.UpdatedAt.Time), fmt.Sprint(u.UpdatedAt)
 	})
 }
+
+func TestUsageOffRemovesTheFiguresAndReadsNone(t *testing.T) {
+	op := startOperator(t, nil)
+	const name = "usage-off"
+	if o := applyReady(t, testutil.NewOrg(name)); o.Status.Usage == nil {
+		t.Fatal("the Ready Organization has no usage with usage on")
+	}
+	op.stop()
+	off := startOperatorSettings(t, nil, nil, func(s *controllers.Settings) { s.UsagePeriod = 0 })
+	// Cleanups run last-in first-out: delete while this manager still runs.
+	t.Cleanup(func() { deleteAndWait(t, name) })
+	// A spec change is reconciled at once.
+	o := getOrg(t, name)
+	o.Spec.DisplayName = "usage off"
+	if err := k8s.Update(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, "usage removed", func() (bool, string) {
+		o := getOrg(t, name)
+		return o.Status.Usage == nil && testutil.ReadyAtGeneration(o), fmt.Sprint(o.Status.Usage)
+	})
+	writes := off.writes.Load()
+	time.Sleep(2 * resync)
+	if o := getOrg(t, name); o.Status.Usage != nil {
+		t.Errorf("usage read with usage off: %+v", o.Status.Usage)
+	}
+	if got := off.writes.Load() - writes; got != 0 {
+		t.Errorf("%d Kubernetes writes with usage off and nothing changing, want 0", got)
+	}
+}
