@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -59,6 +60,8 @@ type UsageResult struct {
 	// UsageStep is the usage step's time per organization in the refresh
 	// pass (orgforge_reconcile_step_duration_seconds{step="usage"}).
 	UsageStep HistogramSummary `json:"usageStep"`
+	// Scrape is the operator's metrics text after the refresh pass.
+	Scrape ScrapeSize `json:"scrape"`
 	// Load is /proc/loadavg before and after the passes: the machine is
 	// shared.
 	LoadBefore string   `json:"loadBefore"`
@@ -78,6 +81,32 @@ type UsagePass struct {
 	// APIWrites are the Kubernetes writes of the pass, the apiserver's
 	// own heartbeat left out.
 	APIWrites int `json:"apiWrites"`
+}
+
+// ScrapeSize is the size of a scrape of the operator's metrics, and the
+// share of its usage gauges.
+type ScrapeSize struct {
+	Bytes             int     `json:"bytes"`
+	UsageSeries       int     `json:"usageSeries"`
+	UsageBytes        int     `json:"usageBytes"`
+	UsageBytesPerLine float64 `json:"usageBytesPerLine"`
+}
+
+// measureScrape sizes a scrape in the text format: the usage gauges are the
+// orgforge_organization_* series but the time-to-Ready histogram's.
+func measureScrape(text []byte) ScrapeSize {
+	sz := ScrapeSize{Bytes: len(text)}
+	for line := range bytes.Lines(text) {
+		if bytes.HasPrefix(line, []byte("orgforge_organization_")) &&
+			!bytes.HasPrefix(line, []byte("orgforge_organization_time_to_ready")) {
+			sz.UsageSeries++
+			sz.UsageBytes += len(line)
+		}
+	}
+	if sz.UsageSeries > 0 {
+		sz.UsageBytesPerLine = round(float64(sz.UsageBytes)/float64(sz.UsageSeries), 1)
+	}
+	return sz
 }
 
 // meanPass is the passes' mean seconds, CPU and figures per organization.
@@ -285,8 +314,12 @@ func runUsagePasses(ctx context.Context, o *options, sc scenario, ur *UsageResul
 		return err == nil && n >= sc.N
 	})
 	if op != nil {
-		if fams, err := op.scrape(ctx); err == nil {
-			ur.UsageStep = operatorMetrics(fams).Steps["usage"]
+		var text bytes.Buffer
+		if err := httpGet(ctx, "http://"+op.metrics+"/metrics", &text); err == nil {
+			ur.Scrape = measureScrape(text.Bytes())
+			if fams, err := parseMetrics(&text); err == nil {
+				ur.UsageStep = operatorMetrics(fams).Steps["usage"]
+			}
 		}
 		op.stop()
 	}
@@ -379,6 +412,10 @@ func writeUsage(w func(string, ...any), u *UsageResult) {
 	}
 	w("\nThe refresh's own cost against the baselines' mean, per organization: **%.2f SQL statements, %.2f S3 requests**; for the %d: %+.1f s of pass time, %+.2f s of operator CPU. The usage step itself: %d reads, mean %.1f ms.\n\n",
 		u.ExtraSQLPerOrg, u.ExtraS3PerOrg, u.N, u.ExtraSeconds, u.ExtraCPUSeconds, u.UsageStep.Count, u.UsageStep.MeanMs)
+	if sc := u.Scrape; sc.Bytes > 0 {
+		w("A scrape of the operator's metrics after the refresh: %d bytes, of which %d usage series in %d bytes, %.1f bytes a series.\n\n",
+			sc.Bytes, sc.UsageSeries, sc.UsageBytes, sc.UsageBytesPerLine)
+	}
 }
 
 // at is passes[i], or a zero pass when there is none.
