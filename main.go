@@ -72,7 +72,7 @@ func run() int {
 		return 2
 	}
 	log.Info("Starting orgforge", "version", version, "database", cfg.Database.AdminEndpoint(),
-		"bucket", cfg.Storage.Bucket, "resyncPeriod", cfg.ResyncPeriod.String(),
+		"bucket", cfg.Storage.Bucket, "resyncPeriod", cfg.ResyncPeriod.String(), "usagePeriod", cfg.UsagePeriod.String(),
 		"maxConcurrentReconciles", cfg.MaxConcurrentReconciles)
 
 	ctx := ctrl.SetupSignalHandler()

@@ -23,6 +23,9 @@ type Database interface {
 	// FindOrganization reports whether the server holds a role or
 	// database of that name marked as the organization's.
 	FindOrganization(ctx context.Context, org, database, role string) (bool, error)
+	// Usage reads the database's size and the sessions of the role and
+	// its member logins.
+	Usage(ctx context.Context, database, role string) (aurora.Usage, error)
 }
 
 // Storage is what the reconciler needs of the S3 and IAM service.
@@ -33,6 +36,7 @@ type Storage interface {
 	EnsurePrefix(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
 	PrefixOwner(ctx context.Context, prefix string) (storage.Marker, bool, error)
 	DeletePrefix(ctx context.Context, prefix string) (int, error)
+	PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error)
 	EnsureAccess(ctx context.Context, req storage.AccessRequest) (storage.Access, error)
 	DeleteOwnedPrefixUser(ctx context.Context, user string, marker storage.Marker) (bool, error)
 }

@@ -29,8 +29,8 @@ var (
 )
 
 // RegisterMetrics adds orgforge's metrics to reg (controller-runtime's
-// metrics.Registry in main.go). Organizations are counted from reader, the
-// manager's cache, at scrape time.
+// metrics.Registry in main.go). Organizations are counted, and their usage
+// reported, from reader, the manager's cache, at scrape time.
 func RegisterMetrics(reg prometheus.Registerer, reader client.Reader) error {
 	for _, c := range []prometheus.Collector{stepDuration, timeToReady, externalErrors, &orgCollector{reader: reader}} {
 		if err := reg.Register(c); err != nil {
@@ -43,9 +43,16 @@ func RegisterMetrics(reg prometheus.Registerer, reader client.Reader) error {
 var orgsDesc = prometheus.NewDesc("orgforge_organizations",
 	"Organizations by condition type and status.", []string{"condition", "status"}, nil)
 
+// orgCollector reports the Organizations by condition and each one's
+// usage, from one list of them per scrape.
 type orgCollector struct{ reader client.Reader }
 
-func (c *orgCollector) Describe(ch chan<- *prometheus.Desc) { ch <- orgsDesc }
+func (c *orgCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- orgsDesc
+	for _, d := range usageDescs {
+		ch <- d
+	}
+}
 
 func (c *orgCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -70,4 +77,5 @@ func (c *orgCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(orgsDesc, prometheus.GaugeValue, float64(n), k[0], k[1])
 	}
+	collectUsage(ch, list.Items)
 }

@@ -41,6 +41,9 @@ type Settings struct {
 	TenantS3Endpoint string
 	// ResyncPeriod is how often a Ready Organization is checked for drift.
 	ResyncPeriod time.Duration
+	// UsagePeriod is how often a Ready Organization's usage is read into
+	// its status; 0 reads none.
+	UsagePeriod time.Duration
 	// AllowSystemNamespaces permits kube-system and friends as spec.namespace.
 	AllowSystemNamespaces bool
 }
@@ -230,6 +233,7 @@ func SettingsFrom(cfg *config.Config) Settings {
 		PrefixTemplate:        cfg.Storage.PrefixTemplate,
 		TenantS3Endpoint:      cfg.Storage.TenantEndpoint,
 		ResyncPeriod:          cfg.ResyncPeriod,
+		UsagePeriod:           cfg.UsagePeriod,
 		AllowSystemNamespaces: cfg.AllowSystemNamespaces,
 	}
 }

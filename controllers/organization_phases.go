@@ -111,5 +111,5 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: r.Settings.ResyncPeriod}, nil
+	return ctrl.Result{RequeueAfter: r.refreshUsage(ctx, s)}, nil
 }

@@ -151,6 +151,9 @@ func startManager(bin string, st *devstack.Stack) (*testutil.Process, error) {
 		"--health-probe-bind-address", "127.0.0.1:0",
 		"--zap-devel",
 		"--resync-period", "1m",
+		// Usage moves while one watches: status.usage is read again
+		// every minute, not hourly.
+		"--usage-period", "1m",
 	}, services...)...)
 	p, err := testutil.StartProcess(cmd, filepath.Join(st.Dir, "manager.log"))
 	if err != nil {

@@ -43,7 +43,10 @@ type Config struct {
 	// manager's own namespace when in-cluster.
 	LeaderElectionNamespace string
 
-	ResyncPeriod            time.Duration
+	ResyncPeriod time.Duration
+	// UsagePeriod is how often an organization's usage is read again; 0
+	// reads none.
+	UsagePeriod             time.Duration
 	MaxConcurrentReconciles int
 	// AllowSystemNamespaces lets an Organization write its Secrets to
 	// kube-system, kube-public, kube-node-lease or default.
@@ -111,6 +114,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.BoolVar(&c.LeaderElection, "leader-elect", inCluster, "Elect a leader so that only one replica reconciles (default true in-cluster).")
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease.")
 	fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "How often a Ready Organization is checked again for drift.")
+	fs.DurationVar(&c.UsagePeriod, "usage-period", time.Hour, "How often a Ready Organization's usage (database size, connections, objects and bytes under its prefix) is read into its status and metrics; 0 turns usage off.")
 	fs.IntVar(&c.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Organizations reconciled at once.")
 	fs.BoolVar(&c.AllowSystemNamespaces, "allow-system-namespaces", false, "Allow spec.namespace to be kube-system, kube-public, kube-node-lease or default.")
 
@@ -177,6 +181,9 @@ func (c *Config) Load() error {
 	c.Storage.load(&p)
 	if c.ResyncPeriod < 10*time.Second {
 		p.add("--resync-period must be at least 10s, got %s", c.ResyncPeriod)
+	}
+	if c.UsagePeriod != 0 && c.UsagePeriod < 10*time.Second {
+		p.add("--usage-period must be 0 (off) or at least 10s, got %s", c.UsagePeriod)
 	}
 	if c.MaxConcurrentReconciles < 1 || c.MaxConcurrentReconciles > 64 {
 		p.add("--max-concurrent-reconciles must be between 1 and 64, got %d", c.MaxConcurrentReconciles)

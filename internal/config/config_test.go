@@ -32,11 +32,11 @@ func secretFile(t *testing.T, content string) string {
 }
 
 func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
-	_, err := parse(t, "--database-max-connections=1", "--resync-period=1s", "--iam-path=orgforge", "--s3-prefix-template=shared/")
+	_, err := parse(t, "--database-max-connections=1", "--resync-period=1s", "--usage-period=5s", "--iam-path=orgforge", "--s3-prefix-template=shared/")
 	if err == nil {
 		t.Fatal("an empty configuration was accepted")
 	}
-	for _, want := range []string{"database admin", "--s3-bucket is required", "--database-max-connections", "--resync-period", "--iam-path", "--s3-prefix-template"} {
+	for _, want := range []string{"database admin", "--s3-bucket is required", "--database-max-connections", "--resync-period", "--usage-period", "--iam-path", "--s3-prefix-template"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
@@ -212,6 +212,29 @@ func TestFleetMaxConnectionsHoldsAtLeastOneCluster(t *testing.T) {
 			}
 			if c.Database.FleetMaxConnections != tc.want {
 				t.Errorf("FleetMaxConnections = %d; want %d", c.Database.FleetMaxConnections, tc.want)
+			}
+		})
+	}
+}
+
+func TestUsagePeriodDefaultsToAnHourAndZeroTurnsUsageOff(t *testing.T) {
+	dsn := secretFile(t, "postgres://admin:pw@db.example/postgres")
+	cases := map[string]struct {
+		args []string
+		want time.Duration
+	}{
+		"default": {want: time.Hour},
+		"off":     {args: []string{"--usage-period=0"}, want: 0},
+		"minimum": {args: []string{"--usage-period=10s"}, want: 10 * time.Second},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, err := parse(t, append([]string{"--database-admin-dsn-file=" + dsn, "--s3-bucket=tenants"}, tc.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.UsagePeriod != tc.want {
+				t.Errorf("UsagePeriod = %s, want %s", c.UsagePeriod, tc.want)
 			}
 		})
 	}

@@ -212,15 +212,20 @@ func (s *Service) deleteBatch(ctx context.Context, keys []string) (int, error) {
 	return len(keys), nil
 }
 
-// PrefixUsage counts the objects under prefix and their bytes. Nothing in
-// the operator calls it yet: it is here for the usage reporting that is
-// planned for organizations, and the tests keep it working until then.
+// PrefixUsage counts the objects under prefix and their bytes, the
+// organization's usage: its marker object, the operator's, is left out. It
+// lists the prefix, one request per thousand objects, each retried and
+// bounded like every call of the service.
 func (s *Service) PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error) {
 	if err := validatePrefix(prefix); err != nil {
 		return 0, 0, fmt.Errorf("measuring prefix: %w", err)
 	}
+	marker := prefix + MarkerName
 	err = s.eachPage(ctx, prefix, func(page []s3types.Object) error {
 		for _, obj := range page {
+			if aws.ToString(obj.Key) == marker {
+				continue
+			}
 			objects++
 			bytes += aws.ToInt64(obj.Size)
 		}

@@ -234,3 +234,21 @@ func TestEnsurePrefixLetsOneOfRacingOrganizationsClaimThePrefix(t *testing.T) {
 		t.Errorf("marker uid = %q, want the winner's %q", got.UID, winners[0])
 	}
 }
+
+func TestPrefixUsageCountsTheOrganizationsObjectsAndNotItsMarker(t *testing.T) {
+	s := newTestService(t)
+	ctx := t.Context()
+	const prefix = "orgs/usage-count/"
+	if _, err := s.EnsurePrefix(ctx, prefix, Marker{Org: "usage-count", UID: "u-1"}); err != nil {
+		t.Fatal(err)
+	}
+	for key, size := range map[string]int{"a": 1, "dir/b": 1000, "dir/sub/c": 65536} {
+		if err := putObject(ctx, prefix+key, make([]byte, size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objects, size, err := s.PrefixUsage(ctx, prefix)
+	if err != nil || objects != 3 || size != 1+1000+65536 {
+		t.Errorf("PrefixUsage = %d objects, %d bytes, %v; want 3, %d", objects, size, err, 1+1000+65536)
+	}
+}

@@ -75,6 +75,8 @@ type options struct {
 	floor         bool
 	// fleetN is the fleet scenario's N (fleet.go); 0 skips it.
 	fleetN int
+	// usageN is the usage scenario's N (usage.go); 0 skips it.
+	usageN int
 	// pgVolume gives PostgreSQL a filesystem of its own (volume.go);
 	// pgBase is where its stacks' servers then keep their data.
 	pgVolume bool
@@ -122,6 +124,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.floor, "floor", true, "Run a third side in each round of the headline scenario, creations only: the raw loop plus the Kubernetes writes orgforge makes for each Organization, with no controller. It adds about 50 seconds to each round.")
 	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
 	fs.IntVar(&o.fleetN, "fleet-n", 500, "Organizations of the fleet scenario, applied at once against 3 DatabaseClusters on 3 more PostgreSQL servers, beside the single-cluster run of the same N (the N scenario's, or one of its own); 0 skips it.")
+	fs.IntVar(&o.usageN, "usage-n", 0, "Organizations of the usage scenario, which times a pass of the operator reading every Organization's usage against a pass that reads none, with the SQL statements, S3 requests and CPU of each (about 5 minutes at 500); 0 skips it.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -144,6 +147,9 @@ func parseFlags(args []string) (*options, error) {
 		if n < 1 || n > 9999 {
 			return nil, fmt.Errorf("N must be between 1 and 9999, got %d", n)
 		}
+	}
+	if o.usageN < 0 || o.usageN > 9999 {
+		return nil, fmt.Errorf("--usage-n must be between 0 and 9999, got %d", o.usageN)
 	}
 	if o.fleetN < 0 || o.fleetN > 9999 {
 		return nil, fmt.Errorf("--fleet-n must be between 0 and 9999, got %d", o.fleetN)
@@ -347,6 +353,9 @@ func run(ctx context.Context, o *options) error {
 	if o.fleetN > 0 {
 		planned = strings.TrimPrefix(planned+", "+fleetScenario(o).Name, ", ")
 	}
+	if o.usageN > 0 {
+		planned = strings.TrimPrefix(planned+", "+usageScenario(o).Name, ", ")
+	}
 	logf("Plan: %s; results in %s; work folder %s", planned, o.out, o.work)
 	start := time.Now()
 	var failed []string
@@ -367,17 +376,28 @@ func run(ctx context.Context, o *options) error {
 			return err
 		}
 	}
-	// The fleet scenario runs last, so that it can take the N scenario of
-	// its N as its single-cluster run.
-	if o.fleetN > 0 {
-		if ctx.Err() != nil {
-			failed = append(failed, fleetScenario(o).Name+": not run: "+ctx.Err().Error())
-		} else {
-			res.Fleet = runFleet(ctx, o, res)
-			failed = append(failed, res.Fleet.Errors...)
-			if err := writeResults(o.out, res); err != nil {
-				return err
-			}
+	// The fleet scenario runs after the N scenarios, so that it can take
+	// the N scenario of its N as its single-cluster run. Each of these
+	// runs only when its N is set, and returns its errors.
+	extras := []struct {
+		n   int
+		sc  scenario
+		run func() []string
+	}{
+		{o.fleetN, fleetScenario(o), func() []string { res.Fleet = runFleet(ctx, o, res); return res.Fleet.Errors }},
+		{o.usageN, usageScenario(o), func() []string { res.Usage = runUsage(ctx, o, res); return res.Usage.Errors }},
+	}
+	for _, x := range extras {
+		switch {
+		case x.n == 0:
+			continue
+		case ctx.Err() != nil:
+			failed = append(failed, x.sc.Name+": not run: "+ctx.Err().Error())
+			continue
+		}
+		failed = append(failed, x.run()...)
+		if err := writeResults(o.out, res); err != nil {
+			return err
 		}
 	}
 	// The last stack's data is still being removed; the run lasts until

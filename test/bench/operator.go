@@ -38,6 +38,9 @@ type operatorFlags struct {
 	databaseMaxConnections  int
 	// resyncPeriod is left at the default when zero.
 	resyncPeriod time.Duration
+	// extra are more flags, after the stack's: a flag given again there
+	// overrides the stack's value.
+	extra []string
 }
 
 // startOperator runs bin against st with flags, its log in dir, and waits
@@ -69,6 +72,7 @@ func startOperator(ctx context.Context, bin string, st *devstack.Stack, dir, nam
 	if f.resyncPeriod > 0 {
 		o.args = append(o.args, "--resync-period", f.resyncPeriod.String())
 	}
+	o.args = append(o.args, f.extra...)
 	if o.Process, err = testutil.StartProcess(exec.Command(bin, o.args...), filepath.Join(dir, name+".log")); err != nil {
 		return nil, err
 	}

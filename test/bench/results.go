@@ -25,7 +25,9 @@ type Results struct {
 	Settings     Settings         `json:"settings"`
 	Scenarios    []ScenarioResult `json:"scenarios"`
 	// Fleet is the fleet scenario (fleet.go), when it ran.
-	Fleet   *FleetResult `json:"fleet,omitempty"`
+	Fleet *FleetResult `json:"fleet,omitempty"`
+	// Usage is the usage scenario (usage.go), when it ran.
+	Usage   *UsageResult `json:"usage,omitempty"`
 	Targets []Target     `json:"targets"`
 }
 
@@ -776,6 +778,7 @@ func markdown(r *Results) string {
 	}
 
 	writeFleet(w, r.Fleet)
+	writeUsage(w, r.Usage)
 
 	if len(r.Targets) > 0 {
 		w("## Targets (issue 5)\n\n| target | want | got | |\n|---|---|---|---|\n")

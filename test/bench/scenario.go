@@ -239,23 +239,35 @@ func startLoopStack(ctx context.Context, o *options, sc scenario, side string, r
 	return e, svc, nil
 }
 
-func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) (err error) {
-	dir := sc.stackDir(o, sideOrgforge)
+// startOperatorEnv starts the orgforge side's fresh stack in dir, its
+// default DatabaseCluster with room for sc.N organizations, and the
+// operator that creates them, with the flags it returns.
+func startOperatorEnv(ctx context.Context, o *options, sc scenario, dir string, res *Results) (*env, *operator, operatorFlags, error) {
+	flags := operatorFlags{maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns}
 	e, err := startEnv(ctx, o, dir, true)
 	if err != nil {
-		return fmt.Errorf("starting the stack: %w", err)
+		return nil, nil, flags, fmt.Errorf("starting the stack: %w", err)
 	}
-	defer func() { _ = e.close() }()
 	e.noteVersions(ctx, res)
 	if err := ensureDefaultCluster(ctx, e.kube, int32(sc.N)*poolMaxConnections()); err != nil {
-		return err
+		_ = e.close()
+		return nil, nil, flags, err
 	}
-
-	flags := operatorFlags{maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns}
 	op, err := startOperator(ctx, o.manager, e.st, dir, "operator-create", flags)
+	if err != nil {
+		_ = e.close()
+		return nil, nil, flags, err
+	}
+	return e, op, flags, nil
+}
+
+func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioResult, res *Results) (err error) {
+	dir := sc.stackDir(o, sideOrgforge)
+	e, op, _, err := startOperatorEnv(ctx, o, sc, dir, res)
 	if err != nil {
 		return err
 	}
+	defer func() { _ = e.close() }()
 	// op is replaced when the steady state restarts the operator; whichever
 	// runs at the end is stopped.
 	defer func() { op.stop() }()

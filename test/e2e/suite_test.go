@@ -113,8 +113,11 @@ func run(m *testing.M) int {
 	}
 	cfg = &config.Config{
 		// The tests' managers serve no probes: several run at once.
-		ProbeAddr:               "0",
-		ResyncPeriod:            resync,
+		ProbeAddr:    "0",
+		ResyncPeriod: resync,
+		// As the operator ships: usage is read when an Organization
+		// becomes Ready and then hourly, beyond any test's end.
+		UsagePeriod:             time.Hour,
 		MaxConcurrentReconciles: 4,
 		Database: config.Database{
 			AdminDSN: stack.Postgres.AdminDSN(), Host: stack.Postgres.Host, Port: stack.Postgres.Port,

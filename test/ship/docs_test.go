@@ -124,7 +124,7 @@ func TestOperationsDocIsComplete(t *testing.T) {
 	}
 
 	var metrics [][][]byte
-	for _, src := range []string{"metrics.go", "fleet_metrics.go"} {
+	for _, src := range []string{"metrics.go", "fleet_metrics.go", "usage_metrics.go"} {
 		b, err := os.ReadFile(repoPath("controllers", src))
 		if err != nil {
 			t.Fatal(err)
@@ -132,7 +132,7 @@ func TestOperationsDocIsComplete(t *testing.T) {
 		metrics = append(metrics, regexp.MustCompile(`"(orgforge_[a-z_]+)"`).FindAllSubmatch(b, -1)...)
 	}
 	if len(metrics) < 11 {
-		t.Fatalf("found %d metrics in controllers/metrics.go and fleet_metrics.go: the parse is broken", len(metrics))
+		t.Fatalf("found %d metrics in controllers/metrics.go, fleet_metrics.go and usage_metrics.go: the parse is broken", len(metrics))
 	}
 	for _, m := range metrics {
 		if !bytes.Contains(doc, m[1]) {
