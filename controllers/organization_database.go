@@ -41,6 +41,7 @@ func (r *OrganizationReconciler) databasePhases() []phase {
 	return []phase{
 		{run: r.resizeBudget},
 		{run: r.readDatabaseSecret},
+		{step: "adoptDatabase", run: r.adoptDatabase, when: adoptsDatabase},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
 		{step: "secure", run: r.secureDatabase},
@@ -165,6 +166,13 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 }
 
 func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
+	if s.db.adoption != "" {
+		owned, err := r.ownSecret(ctx, s, s.db.secret)
+		if err != nil {
+			return err
+		}
+		s.db.secret = owned
+	}
 	data := databaseSecretData(s, s.db.password)
 	// The verifier carries a new salt each time, so the Secret keeps the
 	// one it has until the role's password changes.

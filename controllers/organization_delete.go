@@ -28,6 +28,7 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		return ctrl.Result{}, nil
 	}
 	s := newScope(org)
+	s.clusterID = r.Settings.ClusterID
 	if err := r.deleteExternal(ctx, s); err != nil {
 		r.deleteWaits(ctx, s, err)
 		return ctrl.Result{}, err

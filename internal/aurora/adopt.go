@@ -186,6 +186,10 @@ func (s *Service) PasswordWorks(ctx context.Context, database, role, password st
 			switch pgErr.Code {
 			case "28P01", "28000": // invalid_password, invalid_authorization_specification
 				return false, nil
+			case "3D000", "42501":
+				// No such database, or no CONNECT on it: PostgreSQL
+				// says so only once the password was accepted.
+				return true, nil
 			}
 		}
 		// The error may quote the connection string; the password is

@@ -1,0 +1,288 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/storage"
+)
+
+// AnnotationAdoption, on a database Secret that an Organization took over,
+// says from which Organization UID and whether its password was kept.
+const AnnotationAdoption = "tenancy.orgforge.io/adoption"
+
+// adoption collects what a reconcile took over from earlier Organizations
+// of the same name. The database and storage parts add to it at once.
+type adoption struct {
+	mu sync.Mutex
+	// from is the UID each resource was marked for, by resource.
+	from map[string]string
+}
+
+func (a *adoption) add(fromUID string, resources ...string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.from == nil {
+		a.from = map[string]string{}
+	}
+	for _, r := range resources {
+		a.from[r] = fromUID
+	}
+}
+
+// byUID returns the resources taken over, sorted, by the UID they were
+// marked for.
+func (a *adoption) byUID() map[string][]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string][]string{}
+	for r, uid := range a.from {
+		out[uid] = append(out[uid], r)
+	}
+	for _, rs := range out {
+		slices.Sort(rs)
+	}
+	return out
+}
+
+// adopts reports whether the Organization takes over what an earlier one
+// of its name left, and part of it is not Ready: a Ready part holds nothing
+// of another UID, so a settled Organization pays nothing for adoption.
+func adopts(s *scope, condition string) bool {
+	return s.org.Spec.Adoption == tenancyv1alpha1.AdoptionSameName &&
+		!meta.IsStatusConditionTrue(s.org.Status.Conditions, condition)
+}
+
+func adoptsDatabase(s *scope) bool { return adopts(s, tenancyv1alpha1.ConditionDatabaseReady) }
+
+func adoptsStorage(s *scope) bool { return adopts(s, tenancyv1alpha1.ConditionStorageReady) }
+
+// mayAdopt reports whether a resource marked for this Organization's name
+// with another UID may be taken over: it was marked in this Kubernetes
+// cluster (or before markers recorded the cluster), and no Organization of
+// that UID exists here. Otherwise it stays as it is, and the step that
+// finds it reports the Conflict.
+func (r *OrganizationReconciler) mayAdopt(ctx context.Context, s *scope, org, uid, cluster string) (bool, error) {
+	if org != s.org.Name || uid == "" || uid == string(s.org.UID) {
+		return false, nil
+	}
+	if cluster != "" && cluster != s.clusterID {
+		return false, nil
+	}
+	exists, err := r.organizationExists(ctx, uid)
+	return !exists, err
+}
+
+// organizationExists reports whether an Organization of that UID exists in
+// this cluster, asking the API server past the cache.
+func (r *OrganizationReconciler) organizationExists(ctx context.Context, uid string) (bool, error) {
+	var list tenancyv1alpha1.OrganizationList
+	var reader client.Reader = r.Client
+	if r.APIReader != nil {
+		reader = r.APIReader
+	}
+	if err := reader.List(ctx, &list); err != nil {
+		return false, fmt.Errorf("listing Organizations before adopting: %w", err)
+	}
+	return slices.ContainsFunc(list.Items, func(o tenancyv1alpha1.Organization) bool { return string(o.UID) == uid }), nil
+}
+
+// adoptDatabase takes over the roles and databases marked for this
+// Organization's name by earlier UIDs that may be adopted, re-marking them
+// all in one transaction; then the retained database Secret. A crash
+// halfway leaves either every object re-marked or none, and a Secret not
+// yet owned, which the next reconcile takes over.
+func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) error {
+	marked, err := s.dbs.MarkedFor(ctx, s.org.Name)
+	if err != nil {
+		return err
+	}
+	var take []aurora.Marked
+	held := false
+	for _, m := range marked {
+		if m.Marker.UID == string(s.org.UID) {
+			continue
+		}
+		ok, err := r.mayAdopt(ctx, s, m.Marker.Org, m.Marker.UID, m.Marker.Cluster)
+		if err != nil {
+			return err
+		}
+		if ok {
+			take = append(take, m)
+		} else {
+			held = true
+		}
+	}
+	if len(take) > 0 {
+		if err := s.dbs.Remark(ctx, take, s.dbMarker()); err != nil {
+			return fmt.Errorf("adopting the roles and databases of Organization %s: %w", s.org.Name, err)
+		}
+		for _, m := range take {
+			s.adopted.add(m.Marker.UID, m.String())
+		}
+		ctrl.LoggerFrom(ctx).Info("Adopted roles and databases", "objects", len(take))
+	}
+	if held {
+		// The role or database step reports whose they are.
+		return nil
+	}
+	return r.adoptDatabaseSecret(ctx, s, fromUID(take))
+}
+
+// fromUID is the UID the adopted objects were marked for, or "" when none
+// was adopted here (an earlier reconcile adopted them before a crash).
+func fromUID(take []aurora.Marked) string {
+	if len(take) == 0 {
+		return ""
+	}
+	return take[0].Marker.UID
+}
+
+// retained reports whether a database Secret is one that deletionPolicy
+// Retain left: labelled for this Organization, owned by nothing.
+func retained(secret *corev1.Secret) bool {
+	return secret != nil && len(secret.OwnerReferences) == 0
+}
+
+// adoptDatabaseSecret takes over a retained database Secret. Its password is
+// kept if it still logs in as the role; otherwise the role gets a new one,
+// which the Secret will hold. Either way the Secret is annotated with what
+// happened, and becomes the Organization's by its owner reference when it
+// is written.
+func (r *OrganizationReconciler) adoptDatabaseSecret(ctx context.Context, s *scope, from string) error {
+	secret := s.db.secret
+	if !retained(secret) {
+		return nil
+	}
+	if from == "" {
+		from = adoptedFrom(s.org)
+	}
+	works := false
+	if s.db.password != "" && string(secret.Data["username"]) == s.role {
+		var err error
+		if works, err = s.dbs.PasswordWorks(ctx, s.database, s.role, s.db.password); err != nil {
+			return fmt.Errorf("trying the retained Secret %s/%s's password: %w", s.namespace, secret.Name, err)
+		}
+	}
+	what := "kept the retained password, which still logs in"
+	if works {
+		s.db.edited = false
+	} else {
+		// rolePassword makes a new one, given to the role before the
+		// Secret is written.
+		s.db.password, s.db.edited = "", false
+		what = "set a new password: the retained one no longer logs in"
+		s.dbNotes.add("set a new password on role %s: the password of the retained Secret %s/%s no longer logs in", s.role, s.namespace, secret.Name)
+	}
+	s.db.adoption = fmt.Sprintf("adopted from Organization uid %s; %s", from, what)
+	if from == "" {
+		s.db.adoption = "adopted; " + what
+	}
+	s.adopted.add(from, "Secret "+s.namespace+"/"+secret.Name)
+	return nil
+}
+
+// adoptedFrom is the UID an earlier reconcile recorded adopting from, if
+// any.
+func adoptedFrom(org *tenancyv1alpha1.Organization) string {
+	if org.Status.Adoption == nil {
+		return ""
+	}
+	return org.Status.Adoption.FromUID
+}
+
+// ownSecret makes the Organization the controller of a Secret it adopted,
+// so that it goes with the Organization as the Secrets it wrote do.
+func (r *OrganizationReconciler) ownSecret(ctx context.Context, s *scope, secret *corev1.Secret) (*corev1.Secret, error) {
+	owned := secret.DeepCopy()
+	if err := controllerutil.SetControllerReference(s.org, owned, r.Scheme); err != nil {
+		return nil, err
+	}
+	metav1.SetMetaDataAnnotation(&owned.ObjectMeta, AnnotationAdoption, s.db.adoption)
+	if err := r.Patch(ctx, owned, client.MergeFrom(secret)); err != nil {
+		return nil, fmt.Errorf("taking over Secret %s/%s: %w", s.namespace, secret.Name, err)
+	}
+	return owned, nil
+}
+
+// adoptStorage takes over the prefix and the IAM user that an earlier
+// Organization of this name left, when they may be adopted: the prefix's
+// marker and the user's tags are rewritten with this Organization's UID.
+// Retain deleted the user, so there is usually none; EnsureAccess then
+// creates it with a new key.
+func (r *OrganizationReconciler) adoptStorage(ctx context.Context, s *scope) error {
+	mine := s.storageMarker()
+	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
+	if err != nil {
+		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
+	}
+	if found {
+		ok, err := r.mayAdopt(ctx, s, owner.Org, owner.UID, owner.Cluster)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := r.Storage.RemarkPrefix(ctx, s.prefix, owner, mine); err != nil {
+				return fmt.Errorf("adopting prefix %s: %w", s.prefix, err)
+			}
+			s.adopted.add(owner.UID, fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), s.prefix))
+		}
+	}
+	user, found, err := r.Storage.PrefixUserOwner(ctx, s.org.Name)
+	if err != nil || !found {
+		// A user outside orgforge's path is the access step's Conflict.
+		if errors.Is(err, storage.ErrConflict) {
+			return nil
+		}
+		return err
+	}
+	ok, err := r.mayAdopt(ctx, s, user.Org, user.UID, user.Cluster)
+	if err != nil || !ok {
+		return err
+	}
+	if err := r.Storage.RetagPrefixUser(ctx, user, mine); err != nil {
+		return fmt.Errorf("adopting IAM user %s: %w", r.Storage.UserName(s.org.Name), err)
+	}
+	s.adopted.add(user.UID, "IAM user "+r.Storage.UserName(s.org.Name))
+	return nil
+}
+
+// recordAdoption writes what this reconcile adopted on the status, adding
+// to what an earlier reconcile recorded from the same UID, and reports it
+// in one Adopted event.
+func (r *OrganizationReconciler) recordAdoption(s *scope) {
+	org := s.org
+	for uid, resources := range s.adopted.byUID() {
+		rec := org.Status.Adoption
+		if rec == nil || (uid != "" && rec.FromUID != uid) {
+			rec = &tenancyv1alpha1.AdoptionStatus{FromUID: uid, Time: metav1.Now()}
+		}
+		all := slices.Clone(rec.Resources)
+		for _, res := range resources {
+			if !slices.Contains(all, res) {
+				all = append(all, res)
+			}
+		}
+		rec.Resources = all
+		org.Status.Adoption = rec
+		from := "an earlier Organization " + org.Name
+		if uid != "" {
+			from = fmt.Sprintf("Organization %s (uid %s)", org.Name, uid)
+		}
+		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, tenancyv1alpha1.EventReasonAdopted, "Adopt",
+			"%s", eventNote([]string{fmt.Sprintf("adopted %s from %s", strings.Join(resources, ", "), from)}))
+	}
+}
