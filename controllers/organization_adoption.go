@@ -24,6 +24,10 @@ import (
 // says from which Organization UID and whether its password was kept.
 const AnnotationAdoption = "tenancy.orgforge.io/adoption"
 
+// AnnotationRetainedFrom, on a database Secret that deletionPolicy Retain
+// kept, is the UID of the Organization that was deleted.
+const AnnotationRetainedFrom = "tenancy.orgforge.io/retained-from"
+
 // adoption collects what a reconcile took over from earlier Organizations
 // of the same name. The database and storage parts add to it at once.
 type adoption struct {
@@ -166,6 +170,11 @@ func (r *OrganizationReconciler) adoptDatabaseSecret(ctx context.Context, s *sco
 	secret := s.db.secret
 	if !retained(secret) {
 		return nil
+	}
+	if from == "" {
+		// The objects were re-marked by a reconcile that did not get
+		// to record it.
+		from = secret.Annotations[AnnotationRetainedFrom]
 	}
 	if from == "" {
 		from = adoptedFrom(s.org)

@@ -142,3 +142,8 @@ func OnClustersLabelled(labels map[string]string) OrgOption {
 func WithStorageAccess(a tenancyv1alpha1.StorageAccess) OrgOption {
 	return func(o *tenancyv1alpha1.Organization) { o.Spec.Storage.Access = a }
 }
+
+// WithAdoption sets spec.adoption.
+func WithAdoption(a tenancyv1alpha1.AdoptionPolicy) OrgOption {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Adoption = a }
+}
