@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,6 +23,10 @@ func NewOrg(name string, opts ...OrgOption) *tenancyv1alpha1.Organization {
 	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
 	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
 	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+	// A typed client always sends gracePeriod, so its default is spelled
+	// out too: "0s" would be refused.
+	o.Spec.Credentials.GracePeriod = metav1.Duration{Duration: time.Hour}
+	o.Spec.Adoption = tenancyv1alpha1.AdoptionNever
 	for _, opt := range opts {
 		opt(o)
 	}
