@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -17,6 +19,7 @@ import (
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/registry"
 	"github.com/orgforge/orgforge/internal/storage"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
@@ -257,6 +260,15 @@ func TestAdoptionInterruptedHalfwayIsFinishedByTheNextReconcile(t *testing.T) {
 	}})
 	c.stop = crashing.stop
 	apply(t, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	// Cleanups run last-in first-out: this one, before apply's, deletes
+	// the Organization with a manager running, whatever stopped the others.
+	t.Cleanup(func() {
+		if running.Load() == 0 {
+			op := launchOperator(t, operatorOptions{})
+			defer op.stop()
+		}
+		deleteAndWait(t, name)
+	})
 	select {
 	case <-c.hit:
 	case <-time.After(60 * time.Second):
@@ -277,9 +289,8 @@ func TestAdoptionInterruptedHalfwayIsFinishedByTheNextReconcile(t *testing.T) {
 		t.Fatalf("after the crash the Secret is %v owned by %v, want retained", err, s.OwnerReferences)
 	}
 
-	startOperator(t, nil)
-	// Cleanups run last-in first-out: delete while this manager still runs.
-	t.Cleanup(func() { deleteAndWait(t, name) })
+	restarted := launchOperator(t, operatorOptions{})
+	defer restarted.stop()
 	o = waitReady(t, name)
 	s = secret(t, o, naming.DatabaseSecretName(name))
 	if ref := metav1.GetControllerOf(s); ref == nil || ref.UID != o.UID || string(s.Data["password"]) != old.password {
@@ -333,5 +344,119 @@ func TestFleetAdoptionFindsTheRetainedDatabaseOnItsCluster(t *testing.T) {
 		if got, want := databasesOn(t, pg, naming.DatabaseName(name)), map[bool]int{true: 1, false: 0}[n == home]; got != want {
 			t.Errorf("%d databases on %s, want %d", got, n, want)
 		}
+	}
+}
+
+// countingMarkedFor counts the adoption searches of an operator: one per
+// reconcile of an Organization that adopts and is not Ready.
+type countingMarkedFor struct {
+	controllers.Database
+	n *atomic.Int32
+}
+
+func (d countingMarkedFor) MarkedFor(ctx context.Context, org string) ([]aurora.Marked, error) {
+	d.n.Add(1)
+	return d.Database.MarkedFor(ctx, org)
+}
+
+// TestAdoptionNeverTakesAnotherKubernetesClustersOrganization points the
+// operators of two Kubernetes clusters (two kube-apiservers, two cluster
+// identities) at the same PostgreSQL and S3, each with an Organization of
+// the same name that adopts: the second reports Conflict naming the first
+// cluster, and ownership never changes hands.
+func TestAdoptionNeverTakesAnotherKubernetesClustersOrganization(t *testing.T) {
+	ctx := context.Background()
+	other, err := devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../../config/crd/bases"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	k8s2, err := client.New(other.Kube.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := *cfg
+	cfg2.ClusterID = "k8s-two"
+	reg2, err := registry.New(ctx, &cfg2, ctrl.Log.WithName("registry-two"), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(reg2.Close)
+
+	const name = "guard"
+	startOperator(t, nil)
+	first := applyReady(t, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName)))
+	one := suiteClusterID(t, k8s)
+	dbMarker := aurora.Marker{Org: name, UID: string(first.UID), Cluster: one}.String()
+	stMarker := storage.Marker{Org: name, UID: string(first.UID), Cluster: one}
+
+	var searches atomic.Int32
+	startOperatorOpts(t, operatorOptions{kube: other.Kube.Config, registry: reg2, config: &cfg2,
+		db: func(_ string, db controllers.Database) controllers.Database { return countingMarkedFor{db, &searches} }})
+	second := testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
+	if err := k8s2.Create(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: deleted while the second operator
+	// runs, with deletionPolicy Delete, it must drop nothing of the first's.
+	t.Cleanup(func() {
+		_ = k8s2.Delete(context.Background(), second)
+		testutil.Eventually(t, 60*time.Second, "the second cluster's Organization to be deleted", func() (bool, string) {
+			err := k8s2.Get(context.Background(), client.ObjectKeyFromObject(second), &tenancyv1alpha1.Organization{})
+			return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
+		})
+		if got := comment(t, stack.Postgres, "database", naming.DatabaseName(name)); got != dbMarker {
+			t.Errorf("after the second cluster's Organization was deleted the database is marked %q, want %q", got, dbMarker)
+		}
+	})
+	want := "of another Kubernetes cluster, whose orgforge cluster identity is " + one
+	for _, cond := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
+		testutil.Eventually(t, 30*time.Second, "the second cluster's "+cond+" to be a Conflict naming the first", func() (bool, string) {
+			o := &tenancyv1alpha1.Organization{}
+			if err := k8s2.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
+				return false, err.Error()
+			}
+			c := testutil.ConditionOf(o, cond)
+			return c.Reason == tenancyv1alpha1.ReasonConflict && strings.Contains(c.Message, want), testutil.DescribeCondition(o, cond)
+		})
+	}
+
+	// Several adoption attempts of the second cluster, each one bringing
+	// both Organizations back for a reconcile, change nothing of the
+	// first's.
+	for round := range 3 {
+		start := searches.Load()
+		for _, c := range []client.Client{k8s, k8s2} {
+			o := &tenancyv1alpha1.Organization{}
+			if err := c.Get(ctx, client.ObjectKey{Name: name}, o); err != nil {
+				t.Fatal(err)
+			}
+			patch := client.MergeFrom(o.DeepCopy())
+			metav1.SetMetaDataAnnotation(&o.ObjectMeta, "test.orgforge.io/round", fmt.Sprint(round))
+			if err := c.Patch(ctx, o, patch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testutil.Eventually(t, 30*time.Second, "the second cluster to search again", func() (bool, string) {
+			return searches.Load() > start, fmt.Sprintf("%d searches", searches.Load())
+		})
+		for kind, n := range map[string]string{"role": naming.RoleName(name), "database": naming.DatabaseName(name)} {
+			if got := comment(t, stack.Postgres, kind, n); got != dbMarker {
+				t.Fatalf("round %d: %s marker = %q, want the first cluster's %q", round, kind, got, dbMarker)
+			}
+		}
+		if got, _, err := reg.Storage.PrefixOwner(ctx, "orgs/"+name+"/"); err != nil || got != stMarker {
+			t.Fatalf("round %d: prefix marker = %+v, %v; want %+v", round, got, err, stMarker)
+		}
+		if got, _, err := reg.Storage.PrefixUserOwner(ctx, name); err != nil || got != stMarker {
+			t.Fatalf("round %d: IAM user tags = %+v, %v; want %+v", round, got, err, stMarker)
+		}
+	}
+	o := waitReady(t, name)
+	if o.UID != first.UID {
+		t.Fatalf("the first cluster's Organization was replaced")
+	}
+	if err := login(ctx, string(secret(t, o, naming.DatabaseSecretName(name)).Data["uri"])); err != nil {
+		t.Errorf("the first cluster's login no longer works: %v", err)
 	}
 }
