@@ -2,7 +2,9 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -459,4 +461,102 @@ func TestAdoptionNeverTakesAnotherKubernetesClustersOrganization(t *testing.T) {
 	if err := login(ctx, string(secret(t, o, naming.DatabaseSecretName(name)).Data["uri"])); err != nil {
 		t.Errorf("the first cluster's login no longer works: %v", err)
 	}
+}
+
+// TestAdoptionOfOldMarkersSetsANewPasswordWhenTheRetainedOneFails adopts
+// what an operator of before the cluster identity left (markers without
+// it), whose role's password was changed by hand since, and whose IAM user
+// is still there: the role gets a new password, which the Secret and the
+// event say, and the user is re-tagged.
+func TestAdoptionOfOldMarkersSetsANewPasswordWhenTheRetainedOneFails(t *testing.T) {
+	op := startOperator(t, nil)
+	ctx := context.Background()
+	const name = "adopt-old"
+	old := retainOne(t, testutil.NewOrg(name))
+	role, db := naming.RoleName(name), naming.DatabaseName(name)
+	oldMarker := aurora.Marker{Org: name, UID: string(old.org.UID)}
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	for _, stmt := range []string{
+		fmt.Sprintf("COMMENT ON ROLE %s IS '%s'", role, oldMarker),
+		fmt.Sprintf("COMMENT ON DATABASE %s IS '%s'", db, oldMarker),
+		fmt.Sprintf("ALTER ROLE %s PASSWORD 'changed-by-hand-0123456789'", role),
+	} {
+		if _, err := su.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An IAM user the old Organization left, tagged as before the
+	// cluster identity.
+	if _, _, err := reg.Storage.EnsurePrefixUser(ctx, name, storage.Marker{Org: name, UID: string(old.org.UID)}, old.prefix); err != nil {
+		t.Fatal(err)
+	}
+
+	o := applyReady(t, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName)))
+	dbSecret := secret(t, o, naming.DatabaseSecretName(name))
+	if string(dbSecret.Data["password"]) == old.password {
+		t.Error("the Secret kept the retained password, which no longer logs in")
+	}
+	if a := dbSecret.Annotations[controllers.AnnotationAdoption]; !strings.Contains(a, "new password") {
+		t.Errorf("the Secret's %s annotation = %q, want it to say the password is new", controllers.AnnotationAdoption, a)
+	}
+	if !strings.Contains(strings.Join(op.eventsSnapshot(), "\n"), "new password on role "+role) {
+		t.Errorf("no event says the password is new; events: %v", op.eventsSnapshot())
+	}
+	if v := kept(t, string(dbSecret.Data["uri"])); v != "still here" {
+		t.Errorf("retained row = %q", v)
+	}
+	mine := storage.Marker{Org: name, UID: string(o.UID), Cluster: suiteClusterID(t, k8s)}
+	if got, _, err := reg.Storage.PrefixUserOwner(ctx, name); err != nil || got != mine {
+		t.Errorf("IAM user tags = %+v, %v; want %+v", got, err, mine)
+	}
+	if a := o.Status.Adoption; a == nil || a.FromUID != string(old.org.UID) || !slices.Contains(a.Resources, "IAM user "+reg.Storage.UserName(name)) {
+		t.Errorf("status.adoption = %+v, want the IAM user from uid %s", a, old.org.UID)
+	}
+	own := storageClient(t, o)
+	waitKeyWorks(t, func() error {
+		_, err := testutil.GetObject(ctx, own, stack.S3.Bucket, old.prefix+"keep.txt")
+		return err
+	})
+}
+
+// TestMarkersWithoutTheClusterAreCompletedByTheirOrganization: markers
+// written before the cluster identity are this cluster's, and the
+// Organization that owns them adds the cluster on its next reconcile.
+func TestMarkersWithoutTheClusterAreCompletedByTheirOrganization(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	const name = "old-markers"
+	o := applyReady(t, testutil.NewOrg(name))
+	role, db, prefix := naming.RoleName(name), naming.DatabaseName(name), "orgs/"+name+"/"
+	before := storage.Marker{Org: name, UID: string(o.UID)}
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	for _, stmt := range []string{
+		fmt.Sprintf("COMMENT ON ROLE %s IS '%s'", role, aurora.Marker{Org: name, UID: string(o.UID)}),
+		fmt.Sprintf("COMMENT ON DATABASE %s IS '%s'", db, aurora.Marker{Org: name, UID: string(o.UID)}),
+	} {
+		if _, err := su.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body, _ := json.Marshal(before)
+	if err := testutil.PutObject(ctx, stack.S3.RootClient(), stack.S3.Bucket, prefix+storage.MarkerName, string(body)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, err := reg.Storage.PrefixOwner(ctx, prefix); err != nil || got != before {
+		t.Fatalf("prefix marker = %+v, %v; want the old form", got, err)
+	}
+
+	patch := client.MergeFrom(o.DeepCopy())
+	metav1.SetMetaDataAnnotation(&o.ObjectMeta, "test.orgforge.io/poke", "1")
+	if err := k8s.Patch(ctx, o, patch); err != nil {
+		t.Fatal(err)
+	}
+	one := suiteClusterID(t, k8s)
+	want := aurora.Marker{Org: name, UID: string(o.UID), Cluster: one}.String()
+	testutil.Eventually(t, 30*time.Second, "the markers to record the cluster", func() (bool, string) {
+		r, d := comment(t, stack.Postgres, "role", role), comment(t, stack.Postgres, "database", db)
+		p, _, err := reg.Storage.PrefixOwner(ctx, prefix)
+		return r == want && d == want && p.Cluster == one, fmt.Sprintf("role %q, database %q, prefix %+v %v", r, d, p, err)
+	})
+	waitReady(t, name)
 }
