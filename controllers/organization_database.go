@@ -41,7 +41,7 @@ func (r *OrganizationReconciler) databasePhases() []phase {
 	return []phase{
 		{run: r.resizeBudget},
 		{run: r.readDatabaseSecret},
-		{step: "adoptDatabase", run: r.adoptDatabase, when: adoptsDatabase},
+		{run: r.adoptDatabase, when: adoptsDatabase},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
 		{step: "secure", run: r.secureDatabase},
