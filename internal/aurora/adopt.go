@@ -65,8 +65,8 @@ func (s *Service) MarkedFor(ctx context.Context, org string) ([]Marked, error) {
 // an earlier Organization's roles and databases. Every comment is written in
 // one transaction, so a crash leaves all of them or none re-marked; one
 // whose comment changed since it was found is ErrConflict and nothing is
-// re-marked. The admin is first made a member of each role, which it needs
-// to comment on a database that role owns.
+// re-marked. The admin is first made a member of each database's owner,
+// which it needs to comment on the database.
 func (s *Service) Remark(ctx context.Context, objects []Marked, to Marker) error {
 	if err := to.Validate(); err != nil {
 		return err
@@ -94,20 +94,25 @@ func (s *Service) Remark(ctx context.Context, objects []Marked, to Marker) error
 }
 
 func (s *Service) remark(ctx context.Context, q querier, objects []Marked, to Marker) error {
-	// Memberships first, each committed on its own: a GRANT is harmless
-	// to keep, and the session sees it before the comments.
+	// Commenting on a database takes its owner's rights: the admin is
+	// made a member of each owner first, each GRANT committed on its own,
+	// harmless to keep, and seen by the session before the comments.
 	for _, o := range objects {
-		if o.Kind != "role" {
+		if o.Kind != "database" {
 			continue
 		}
-		st, err := s.observeRole(ctx, q, o.Name)
+		db, err := s.observeDatabase(ctx, q, o.Name)
 		if err != nil {
 			return err
 		}
-		if !st.exists {
-			return fmt.Errorf("%w: role %q is gone since it was found", ErrConflict, o.Name)
+		if !db.exists {
+			return fmt.Errorf("%w: database %q is gone since it was found", ErrConflict, o.Name)
 		}
-		if err := s.ensureMember(ctx, q, o.Name, st); err != nil {
+		owner, err := s.observeRole(ctx, q, db.owner)
+		if err != nil {
+			return err
+		}
+		if err := s.ensureMember(ctx, q, db.owner, owner); err != nil {
 			return err
 		}
 	}
