@@ -83,6 +83,20 @@ func retainOne(t *testing.T, o *tenancyv1alpha1.Organization) retainedOrg {
 	return r
 }
 
+// readWith waits until the storage key of o, which adopted r's prefix,
+// reads back the object retainOne wrote.
+func (r retainedOrg) readWith(t *testing.T, o *tenancyv1alpha1.Organization) {
+	t.Helper()
+	own := storageClient(t, o)
+	waitKeyWorks(t, func() error {
+		body, err := testutil.GetObject(context.Background(), own, stack.S3.Bucket, r.prefix+"keep.txt")
+		if err == nil && body != "keep" {
+			return fmt.Errorf("object reads %q", body)
+		}
+		return err
+	})
+}
+
 // kept reads back the row retainOne wrote, with a database Secret's uri.
 func kept(t *testing.T, uri string) string {
 	t.Helper()
@@ -146,14 +160,7 @@ func TestAdoptionSameNameTakesOverWhatRetainKept(t *testing.T) {
 	}
 
 	// A new key, of a user Retain had deleted, reads the old prefix.
-	own := storageClient(t, o)
-	waitKeyWorks(t, func() error {
-		body, err := testutil.GetObject(ctx, own, stack.S3.Bucket, old.prefix+"keep.txt")
-		if err == nil && body != "keep" {
-			return fmt.Errorf("object reads %q", body)
-		}
-		return err
-	})
+	old.readWith(t, o)
 }
 
 func TestAdoptionNeverReportsConflictAndChangesNothing(t *testing.T) {
@@ -512,11 +519,7 @@ func TestAdoptionOfOldMarkersSetsANewPasswordWhenTheRetainedOneFails(t *testing.
 	if a := o.Status.Adoption; a == nil || a.FromUID != string(old.org.UID) || !slices.Contains(a.Resources, "IAM user "+reg.Storage.UserName(name)) {
 		t.Errorf("status.adoption = %+v, want the IAM user from uid %s", a, old.org.UID)
 	}
-	own := storageClient(t, o)
-	waitKeyWorks(t, func() error {
-		_, err := testutil.GetObject(ctx, own, stack.S3.Bucket, old.prefix+"keep.txt")
-		return err
-	})
+	old.readWith(t, o)
 }
 
 // TestMarkersWithoutTheClusterAreCompletedByTheirOrganization: markers
