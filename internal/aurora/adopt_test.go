@@ -66,16 +66,20 @@ func TestPasswordWorksTellsTheRolesPasswordFromAnother(t *testing.T) {
 	provision(t, svc, tn)
 	other, _ := newPassword(t)
 	cases := map[string]struct {
-		role, password string
-		want           bool
+		database, role, password string
+		want                     bool
 	}{
-		"its password":     {tn.name, tn.password, true},
-		"another password": {tn.name, other, false},
-		"no such role":     {tn.name + "_gone", tn.password, false},
+		"its password":     {tn.name, tn.name, tn.password, true},
+		"another password": {tn.name, tn.name, other, false},
+		"no such role":     {tn.name, tn.name + "_gone", tn.password, false},
+		// PostgreSQL looks for the database only once the password is
+		// accepted.
+		"its password, no such database":     {tn.name + "_gone", tn.name, tn.password, true},
+		"another password, no such database": {tn.name + "_gone", tn.name, other, false},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got, err := svc.PasswordWorks(ctx, tn.name, tc.role, tc.password)
+			got, err := svc.PasswordWorks(ctx, tc.database, tc.role, tc.password)
 			if err != nil || got != tc.want {
 				t.Errorf("PasswordWorks = %v, %v; want %v", got, err, tc.want)
 			}
