@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -143,6 +144,13 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 		// The role or database step reports whose they are.
 		return nil
 	}
+	if s.db.secret == nil && len(take) > 0 {
+		// Lost with its Kubernetes cluster, or deleted: rolePassword
+		// makes a new password, which the new Secret will hold.
+		s.db.adoption = fmt.Sprintf("adopted from Organization uid %s; set a new password: no retained Secret held the role's", fromUID(take))
+		s.dbNotes.add("set a new password on role %s: no retained Secret holds its password", s.role)
+		return nil
+	}
 	return r.adoptDatabaseSecret(ctx, s, fromUID(take))
 }
 
@@ -271,10 +279,15 @@ func (r *OrganizationReconciler) adoptStorage(ctx context.Context, s *scope) err
 
 // recordAdoption writes what this reconcile adopted on the status, adding
 // to what an earlier reconcile recorded from the same UID, and reports it
-// in one Adopted event.
+// in one Adopted event. Resources of more than one earlier UID, which only
+// markers edited by hand give, are all in the event; the status keeps the
+// last UID in order.
 func (r *OrganizationReconciler) recordAdoption(s *scope) {
 	org := s.org
-	for uid, resources := range s.adopted.byUID() {
+	byUID := s.adopted.byUID()
+	var notes []string
+	for _, uid := range slices.Sorted(maps.Keys(byUID)) {
+		resources := byUID[uid]
 		rec := org.Status.Adoption
 		if rec == nil || (uid != "" && rec.FromUID != uid) {
 			rec = &tenancyv1alpha1.AdoptionStatus{FromUID: uid, Time: metav1.Now()}
@@ -291,7 +304,9 @@ func (r *OrganizationReconciler) recordAdoption(s *scope) {
 		if uid != "" {
 			from = fmt.Sprintf("Organization %s (uid %s)", org.Name, uid)
 		}
-		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, tenancyv1alpha1.EventReasonAdopted, "Adopt",
-			"%s", eventNote([]string{fmt.Sprintf("adopted %s from %s", strings.Join(resources, ", "), from)}))
+		notes = append(notes, fmt.Sprintf("adopted %s from %s", strings.Join(resources, ", "), from))
+	}
+	if len(notes) > 0 {
+		r.Recorder.Eventf(org, nil, corev1.EventTypeNormal, tenancyv1alpha1.EventReasonAdopted, "Adopt", "%s", eventNote(notes))
 	}
 }

@@ -166,7 +166,7 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 }
 
 func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
-	if s.db.adoption != "" {
+	if s.db.adoption != "" && s.db.secret != nil {
 		owned, err := r.ownSecret(ctx, s, s.db.secret)
 		if err != nil {
 			return err
@@ -180,8 +180,11 @@ func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *sco
 	if verifier == "" && s.db.secret != nil {
 		verifier = s.db.secret.Annotations[AnnotationPasswordVerifier]
 	}
-	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data,
-		map[string]string{AnnotationPasswordVerifier: verifier})
+	annotations := map[string]string{AnnotationPasswordVerifier: verifier}
+	if s.db.adoption != "" {
+		annotations[AnnotationAdoption] = s.db.adoption
+	}
+	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data, annotations)
 }
 
 // recordDatabase reports the provisioned database on the status.

@@ -368,6 +368,31 @@ func (d countingMarkedFor) MarkedFor(ctx context.Context, org string) ([]aurora.
 	return d.Database.MarkedFor(ctx, org)
 }
 
+// otherKubernetes starts a second kube-apiserver, for the life of the
+// test, and returns its client and the options of an operator there, of
+// cluster identity id, on the suite's PostgreSQL and S3.
+func otherKubernetes(t *testing.T, id string) (client.Client, operatorOptions) {
+	t.Helper()
+	ctx := context.Background()
+	other, err := devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../../config/crd/bases"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	c, err := client.New(other.Kube.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := *cfg
+	conf.ClusterID = id
+	services, err := registry.New(ctx, &conf, ctrl.Log.WithName("registry-"+id), registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(services.Close)
+	return c, operatorOptions{kube: other.Kube.Config, registry: services, config: &conf}
+}
+
 // TestAdoptionNeverTakesAnotherKubernetesClustersOrganization points the
 // operators of two Kubernetes clusters (two kube-apiservers, two cluster
 // identities) at the same PostgreSQL and S3, each with an Organization of
@@ -375,23 +400,7 @@ func (d countingMarkedFor) MarkedFor(ctx context.Context, org string) ([]aurora.
 // cluster, and ownership never changes hands.
 func TestAdoptionNeverTakesAnotherKubernetesClustersOrganization(t *testing.T) {
 	ctx := context.Background()
-	other, err := devstack.Start(ctx, devstack.Options{Kube: true, CRDPaths: []string{"../../config/crd/bases"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = other.Close() })
-	k8s2, err := client.New(other.Kube.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg2 := *cfg
-	cfg2.ClusterID = "k8s-two"
-	reg2, err := registry.New(ctx, &cfg2, ctrl.Log.WithName("registry-two"), registry.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(reg2.Close)
-
+	k8s2, two := otherKubernetes(t, "k8s-two")
 	const name = "guard"
 	startOperator(t, nil)
 	first := applyReady(t, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName)))
@@ -400,8 +409,8 @@ func TestAdoptionNeverTakesAnotherKubernetesClustersOrganization(t *testing.T) {
 	stMarker := storage.Marker{Org: name, UID: string(first.UID), Cluster: one}
 
 	var searches atomic.Int32
-	startOperatorOpts(t, operatorOptions{kube: other.Kube.Config, registry: reg2, config: &cfg2,
-		db: func(_ string, db controllers.Database) controllers.Database { return countingMarkedFor{db, &searches} }})
+	two.db = func(_ string, db controllers.Database) controllers.Database { return countingMarkedFor{db, &searches} }
+	startOperatorOpts(t, two)
 	second := testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
 	if err := k8s2.Create(ctx, second); err != nil {
 		t.Fatal(err)
@@ -562,4 +571,66 @@ func TestMarkersWithoutTheClusterAreCompletedByTheirOrganization(t *testing.T) {
 		return r == want && d == want && p.Cluster == one, fmt.Sprintf("role %q, database %q, prefix %+v %v", r, d, p, err)
 	})
 	waitReady(t, name)
+}
+
+// TestAdoptionAfterAKubernetesClusterRebuild follows docs/operations.md: a
+// new Kubernetes cluster whose operator has the old cluster's identity
+// (--cluster-id) adopts the Organization applied again there; with no
+// retained Secret, the role gets a new password.
+func TestAdoptionAfterAKubernetesClusterRebuild(t *testing.T) {
+	ctx := context.Background()
+	const name = "rebuilt"
+	old := startOperator(t, nil)
+	first := applyReady(t, testutil.NewOrg(name, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain)))
+	// The old cluster's Organization is deleted at the end, with an
+	// operator of its own: Retain, it leaves alone what the new cluster
+	// took.
+	t.Cleanup(func() {
+		op := launchOperator(t, operatorOptions{})
+		defer op.stop()
+		deleteAndWait(t, name)
+	})
+	if _, err := connect(t, string(secret(t, first, naming.DatabaseSecretName(name)).Data["uri"])).Exec(ctx,
+		"CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')"); err != nil {
+		t.Fatal(err)
+	}
+	// The old cluster is lost: its operator stops, and nothing of its
+	// API server is seen again.
+	old.stop()
+
+	k8s2, rebuilt := otherKubernetes(t, suiteClusterID(t, k8s))
+	startOperatorOpts(t, rebuilt)
+	o := testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
+	if err := k8s2.Create(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = k8s2.Delete(context.Background(), o)
+		testutil.Eventually(t, 60*time.Second, "the rebuilt cluster's Organization to be deleted", func() (bool, string) {
+			err := k8s2.Get(context.Background(), client.ObjectKeyFromObject(o), &tenancyv1alpha1.Organization{})
+			return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
+		})
+	})
+	testutil.Eventually(t, 60*time.Second, name+" Ready in the rebuilt cluster", func() (bool, string) {
+		if err := k8s2.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+			return false, err.Error()
+		}
+		return testutil.ReadyAtGeneration(o), testutil.DescribeCondition(o, tenancyv1alpha1.ConditionReady)
+	})
+	if a := o.Status.Adoption; a == nil || a.FromUID != string(first.UID) {
+		t.Errorf("status.adoption = %+v, want fromUID %s", a, first.UID)
+	}
+	s := &corev1.Secret{}
+	if err := k8s2.Get(ctx, client.ObjectKey{Namespace: o.Status.Namespace, Name: naming.DatabaseSecretName(name)}, s); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Annotations[controllers.AnnotationAdoption]; !strings.Contains(a, "new password") || !strings.Contains(a, string(first.UID)) {
+		t.Errorf("the new Secret's %s annotation = %q", controllers.AnnotationAdoption, a)
+	}
+	if v := kept(t, string(s.Data["uri"])); v != "still here" {
+		t.Errorf("the row written in the old cluster = %q", v)
+	}
+	if got := comment(t, stack.Postgres, "database", naming.DatabaseName(name)); got != (aurora.Marker{Org: name, UID: string(o.UID), Cluster: suiteClusterID(t, k8s)}).String() {
+		t.Errorf("database marker = %q, want the new UID and the kept identity", got)
+	}
 }
