@@ -118,7 +118,7 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 	var take []aurora.Marked
 	held := false
 	for _, m := range marked {
-		if m.Marker.UID == string(s.org.UID) {
+		if m.Marker.UID == string(s.org.UID) || !s.namedForAdoption(m) {
 			continue
 		}
 		ok, err := r.mayAdopt(ctx, s, m.Marker.Org, m.Marker.UID, m.Marker.Cluster)
@@ -152,6 +152,18 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 		return nil
 	}
 	return r.adoptDatabaseSecret(ctx, s, fromUID(take))
+}
+
+// namedForAdoption reports whether a marked object has one of the
+// Organization's names: its database, its owner role, or one of its login
+// roles (the owner role's name and a suffix). A database's owner may write
+// its comment, so a tenant could mark its own database for another
+// Organization; it is not taken over under another name.
+func (s *scope) namedForAdoption(m aurora.Marked) bool {
+	if m.Kind == "database" {
+		return m.Name == s.database
+	}
+	return m.Name == s.role || strings.HasPrefix(m.Name, s.role+"_")
 }
 
 // fromUID is the UID the adopted objects were marked for, or "" when none

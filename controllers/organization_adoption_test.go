@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/aurora"
 )
 
 func TestRecordAdoptionAddsToWhatAnEarlierReconcileRecorded(t *testing.T) {
@@ -62,6 +63,31 @@ func TestRecordAdoptionAddsToWhatAnEarlierReconcileRecorded(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.events, log.events); diff != "" {
 				t.Errorf("events (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOnlyTheOrganizationsOwnNamesAreAdopted(t *testing.T) {
+	org := &tenancyv1alpha1.Organization{}
+	org.Name = "acme"
+	s := newScope(org)
+	cases := map[string]struct {
+		object aurora.Marked
+		want   bool
+	}{
+		"its database":             {aurora.Marked{Kind: "database", Name: "org_acme"}, true},
+		"its owner role":           {aurora.Marked{Kind: "role", Name: "org_acme"}, true},
+		"a login role":             {aurora.Marked{Kind: "role", Name: "org_acme_1"}, true},
+		"a tenant's own database":  {aurora.Marked{Kind: "database", Name: "org_other"}, false},
+		"a database of its role's": {aurora.Marked{Kind: "database", Name: "org_acme_1"}, false},
+		"a role of a longer name":  {aurora.Marked{Kind: "role", Name: "org_acmecorp"}, false},
+		"a role of another tenant": {aurora.Marked{Kind: "role", Name: "org_other"}, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := s.namedForAdoption(tc.object); got != tc.want {
+				t.Errorf("namedForAdoption(%s) = %v, want %v", tc.object, got, tc.want)
 			}
 		})
 	}
