@@ -233,18 +233,24 @@ func adoptedFrom(org *tenancyv1alpha1.Organization) string {
 	return org.Status.Adoption.FromUID
 }
 
-// ownSecret makes the Organization the controller of a Secret it adopted,
-// so that it goes with the Organization as the Secrets it wrote do.
-func (r *OrganizationReconciler) ownSecret(ctx context.Context, s *scope, secret *corev1.Secret) (*corev1.Secret, error) {
+// adoptSecret makes the Organization the controller of a retained Secret,
+// so that it goes with the Organization as the Secrets it wrote do, and
+// writes its data and annotations, in one write: a Secret owned but still
+// holding a password the role no longer has would never be repaired.
+func (r *OrganizationReconciler) adoptSecret(ctx context.Context, s *scope, secret *corev1.Secret, data map[string][]byte, annotations map[string]string) error {
 	owned := secret.DeepCopy()
 	if err := controllerutil.SetControllerReference(s.org, owned, r.Scheme); err != nil {
-		return nil, err
+		return err
 	}
-	metav1.SetMetaDataAnnotation(&owned.ObjectMeta, AnnotationAdoption, s.db.adoption)
-	if err := r.Patch(ctx, owned, client.MergeFrom(secret)); err != nil {
-		return nil, fmt.Errorf("taking over Secret %s/%s: %w", s.namespace, secret.Name, err)
+	owned.Data = data
+	for k, v := range annotations {
+		metav1.SetMetaDataAnnotation(&owned.ObjectMeta, k, v)
 	}
-	return owned, nil
+	if err := r.Patch(ctx, owned, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("taking over Secret %s/%s: %w", s.namespace, secret.Name, err)
+	}
+	s.dbNotes.add("took over Secret %s/%s", s.namespace, secret.Name)
+	return nil
 }
 
 // adoptStorage takes over the prefix and the IAM user that an earlier

@@ -166,13 +166,6 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 }
 
 func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
-	if s.db.adoption != "" && s.db.secret != nil {
-		owned, err := r.ownSecret(ctx, s, s.db.secret)
-		if err != nil {
-			return err
-		}
-		s.db.secret = owned
-	}
 	data := databaseSecretData(s, s.db.password)
 	// The verifier carries a new salt each time, so the Secret keeps the
 	// one it has until the role's password changes.
@@ -183,6 +176,9 @@ func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *sco
 	annotations := map[string]string{AnnotationPasswordVerifier: verifier}
 	if s.db.adoption != "" {
 		annotations[AnnotationAdoption] = s.db.adoption
+		if s.db.secret != nil {
+			return r.adoptSecret(ctx, s, s.db.secret, data, annotations)
+		}
 	}
 	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data, annotations)
 }
