@@ -106,8 +106,9 @@ func (r *OrganizationReconciler) organizationExists(ctx context.Context, uid str
 }
 
 // adoptDatabase takes over the roles and databases marked for this
-// Organization's name by earlier UIDs that may be adopted, re-marking them
-// all in one transaction; then the retained database Secret. A crash
+// Organization's name by earlier UIDs, re-marking them all in one
+// transaction, when every one of them may be adopted; then the retained
+// database Secret. A crash
 // halfway leaves either every object re-marked or none, and a Secret not
 // yet owned, which the next reconcile takes over.
 func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) error {
@@ -115,8 +116,7 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 	if err != nil {
 		return err
 	}
-	var take []aurora.Marked
-	held := false
+	var take, held []aurora.Marked
 	for _, m := range marked {
 		if m.Marker.UID == string(s.org.UID) || !s.namedForAdoption(m) {
 			continue
@@ -128,8 +128,15 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 		if ok {
 			take = append(take, m)
 		} else {
-			held = true
+			held = append(held, m)
 		}
+	}
+	if len(held) > 0 {
+		// All or nothing: a role of this cluster's and a database of
+		// another's must not end up split between two owners.
+		h := held[0]
+		return fmt.Errorf("%w: adoption SameName takes none of the roles and databases of Organization %s: %s %q %s",
+			aurora.ErrConflict, s.org.Name, h.Kind, h.Name, aurora.Holder(h.Marker.String(), s.dbMarker()))
 	}
 	if len(take) > 0 {
 		if err := s.dbs.Remark(ctx, take, s.dbMarker()); err != nil {
@@ -139,10 +146,6 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 			s.adopted.add(m.Marker.UID, m.String())
 		}
 		ctrl.LoggerFrom(ctx).Info("Adopted roles and databases", "objects", len(take))
-	}
-	if held {
-		// The role or database step reports whose they are.
-		return nil
 	}
 	if s.db.secret == nil && len(take) > 0 {
 		// Lost with its Kubernetes cluster, or deleted: rolePassword

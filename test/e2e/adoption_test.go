@@ -634,3 +634,29 @@ func TestAdoptionAfterAKubernetesClusterRebuild(t *testing.T) {
 		t.Errorf("database marker = %q, want the new UID and the kept identity", got)
 	}
 }
+
+func TestAdoptionTakesTheRoleAndDatabaseTogetherOrNotAtAll(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	const name = "adopt-split"
+	old := retainOne(t, testutil.NewOrg(name, testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	role, db := naming.RoleName(name), naming.DatabaseName(name)
+	// The database says another Kubernetes cluster's operator has it.
+	elsewhere := aurora.Marker{Org: name, UID: string(old.org.UID), Cluster: "k8s-elsewhere"}.String()
+	if _, err := testutil.Superuser(t, stack.Postgres, "postgres").Exec(ctx, fmt.Sprintf("COMMENT ON DATABASE %s IS '%s'", db, elsewhere)); err != nil {
+		t.Fatal(err)
+	}
+	roleBefore := comment(t, stack.Postgres, "role", role)
+
+	apply(t, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	o := waitCondition(t, name, tenancyv1alpha1.ConditionDatabaseReady, "False", tenancyv1alpha1.ReasonConflict, 30*time.Second)
+	if msg := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady).Message; !strings.Contains(msg, "k8s-elsewhere") {
+		t.Errorf("Conflict message %q does not name the other cluster", msg)
+	}
+	if got := comment(t, stack.Postgres, "role", role); got != roleBefore {
+		t.Errorf("the role was re-marked %q though its database is another cluster's; it was %q", got, roleBefore)
+	}
+	if got := comment(t, stack.Postgres, "database", db); got != elsewhere {
+		t.Errorf("the other cluster's database was re-marked %q", got)
+	}
+}
