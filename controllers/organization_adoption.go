@@ -257,45 +257,92 @@ func (r *OrganizationReconciler) adoptSecret(ctx context.Context, s *scope, secr
 }
 
 // adoptStorage takes over the prefix and the IAM user that an earlier
-// Organization of this name left, when they may be adopted: the prefix's
-// marker and the user's tags are rewritten with this Organization's UID.
-// Retain deleted the user, so there is usually none; EnsureAccess then
-// creates it with a new key.
+// Organization of this name left: the prefix's marker and the user's tags
+// are rewritten with this Organization's UID, both or neither. Retain
+// deleted the user, so there is usually none; EnsureAccess then creates it
+// with a new key.
 func (r *OrganizationReconciler) adoptStorage(ctx context.Context, s *scope) error {
 	mine := s.storageMarker()
-	owner, found, err := r.Storage.PrefixOwner(ctx, s.prefix)
+	prefixOwner, prefixFound, err := r.Storage.PrefixOwner(ctx, s.prefix)
 	if err != nil {
 		return fmt.Errorf("reading prefix marker %s: %w", s.prefix, err)
 	}
-	if found {
-		ok, err := r.mayAdopt(ctx, s, owner.Org, owner.UID, owner.Cluster)
-		if err != nil {
-			return err
-		}
-		if ok {
-			if err := r.Storage.RemarkPrefix(ctx, s.prefix, owner, mine); err != nil {
-				return fmt.Errorf("adopting prefix %s: %w", s.prefix, err)
-			}
-			s.adopted.add(owner.UID, fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), s.prefix))
-		}
+	userOwner, userFound, err := r.Storage.PrefixUserOwner(ctx, s.org.Name)
+	if errors.Is(err, storage.ErrConflict) {
+		// A user outside orgforge's path: the access step's Conflict.
+		return nil
 	}
-	user, found, err := r.Storage.PrefixUserOwner(ctx, s.org.Name)
-	if err != nil || !found {
-		// A user outside orgforge's path is the access step's Conflict.
-		if errors.Is(err, storage.ErrConflict) {
-			return nil
-		}
+	if err != nil {
 		return err
 	}
-	ok, err := r.mayAdopt(ctx, s, user.Org, user.UID, user.Cluster)
-	if err != nil || !ok {
+	takePrefix, err := r.storageAdoptable(ctx, s, prefixFound, prefixOwner)
+	if err != nil {
 		return err
 	}
-	if err := r.Storage.RetagPrefixUser(ctx, user, mine); err != nil {
-		return fmt.Errorf("adopting IAM user %s: %w", r.Storage.UserName(s.org.Name), err)
+	takeUser, err := r.storageAdoptable(ctx, s, userFound, userOwner)
+	if err != nil {
+		return err
 	}
-	s.adopted.add(user.UID, "IAM user "+r.Storage.UserName(s.org.Name))
+	prefixURL := fmt.Sprintf("s3://%s/%s", r.Storage.Bucket(), s.prefix)
+	switch {
+	case takePrefix == held:
+		return fmt.Errorf("%w: adoption SameName takes neither prefix %s nor IAM user %s: the prefix belongs to %s",
+			storage.ErrConflict, prefixURL, r.Storage.UserName(s.org.Name), describeStorageOwner(prefixOwner, mine))
+	case takeUser == held:
+		return fmt.Errorf("%w: adoption SameName takes neither prefix %s nor IAM user %s: the user belongs to %s",
+			storage.ErrConflict, prefixURL, r.Storage.UserName(s.org.Name), describeStorageOwner(userOwner, mine))
+	}
+	if takePrefix == take {
+		if err := r.Storage.RemarkPrefix(ctx, s.prefix, prefixOwner, mine); err != nil {
+			return fmt.Errorf("adopting prefix %s: %w", s.prefix, err)
+		}
+		s.adopted.add(prefixOwner.UID, "prefix "+prefixURL)
+	}
+	if takeUser == take {
+		if err := r.Storage.RetagPrefixUser(ctx, userOwner, mine); err != nil {
+			return fmt.Errorf("adopting IAM user %s: %w", r.Storage.UserName(s.org.Name), err)
+		}
+		s.adopted.add(userOwner.UID, "IAM user "+r.Storage.UserName(s.org.Name))
+	}
 	return nil
+}
+
+// verdict is what adoption makes of one resource.
+type verdict int
+
+const (
+	// none: there is nothing to adopt, or it is already this
+	// Organization's.
+	none verdict = iota
+	// take: it may be adopted.
+	take
+	// held: another owner holds it.
+	held
+)
+
+// storageAdoptable judges the prefix or IAM user whose marker is owner, if
+// found.
+func (r *OrganizationReconciler) storageAdoptable(ctx context.Context, s *scope, found bool, owner storage.Marker) (verdict, error) {
+	if !found || owner.UID == string(s.org.UID) {
+		return none, nil
+	}
+	ok, err := r.mayAdopt(ctx, s, owner.Org, owner.UID, owner.Cluster)
+	switch {
+	case err != nil:
+		return none, err
+	case ok:
+		return take, nil
+	}
+	return held, nil
+}
+
+// describeStorageOwner names the owner of a prefix or IAM user for a
+// Conflict message.
+func describeStorageOwner(owner, mine storage.Marker) string {
+	if owner.UID == "" {
+		return "no organization orgforge knows"
+	}
+	return mine.Holder(owner)
 }
 
 // recordAdoption writes what this reconcile adopted on the status, adding

@@ -173,7 +173,7 @@ func (s *Service) checkUser(u *iamtypes.User, m Marker) error {
 	if got.UID != m.UID {
 		owner := fmt.Sprintf("the organization with uid %q", got.UID)
 		if !m.sameCluster(got) {
-			owner = m.holder(got)
+			owner = m.Holder(got)
 		}
 		return fmt.Errorf("%w: IAM user %q belongs to %s; delete that user first (DeletePrefixUser) or give the organization another name",
 			ErrConflict, name, owner)

@@ -36,9 +36,9 @@ type Marker struct {
 // identity, or before markers recorded one.
 func (m Marker) sameCluster(got Marker) bool { return got.Cluster == "" || got.Cluster == m.Cluster }
 
-// holder describes, for a message, the organization of got as seen from
+// Holder describes, for a message, the organization of got as seen from
 // m's: its name and UID, and its cluster identity when not m's.
-func (m Marker) holder(got Marker) string {
+func (m Marker) Holder(got Marker) string {
 	if !m.sameCluster(got) {
 		return fmt.Sprintf("organization %q (uid %s) of another Kubernetes cluster, whose orgforge cluster identity is %s", got.Org, got.UID, got.Cluster)
 	}
@@ -226,7 +226,7 @@ func (s *Service) checkMarker(prefix string, current []byte, m Marker) (Marker, 
 	}
 	if got.UID != m.UID {
 		return got, fmt.Errorf("%w: prefix %q belongs to %s; delete that organization's data first or give this one another prefix",
-			ErrConflict, prefix, m.holder(got))
+			ErrConflict, prefix, m.Holder(got))
 	}
 	return got, nil
 }
