@@ -427,8 +427,8 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) fleetWorl
 							t.Errorf("database %s on %s is owned by %s", name, srv.name, obj.owner)
 						}
 					}
-					if got, ok := aurora.ParseMarker(obj.comment); !ok || !(aurora.Marker{Org: org, UID: string(all[org].UID)}).Owns(got) {
-						t.Errorf("%s %s on %s carries %q, want the marker of %s (uid %s)", kind, name, srv.name, obj.comment, org, all[org].UID)
+					if want := (aurora.Marker{Org: org, UID: string(all[org].UID), Cluster: env.clusterID}).String(); obj.comment != want {
+						t.Errorf("%s %s on %s carries %q, want the marker %q", kind, name, srv.name, obj.comment, want)
 					}
 				}
 			}
