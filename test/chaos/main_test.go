@@ -83,10 +83,10 @@ var (
 // harness is the suite's shared state: the stack, clients that inspect it,
 // and what the hygiene check reads at the end.
 type harness struct {
-	scale   scale
-	dir     string
-	stack   *devstack.Stack
-	k8s     client.WithWatch
+	scale scale
+	dir   string
+	stack *devstack.Stack
+	k8s   client.WithWatch
 	// clusterID is the operator's cluster identity, which its markers
 	// carry: the kube-system namespace's UID.
 	clusterID string

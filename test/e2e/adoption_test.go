@@ -393,6 +393,24 @@ func otherKubernetes(t *testing.T, id string) (client.Client, operatorOptions) {
 	return c, operatorOptions{kube: other.Kube.Config, registry: services, config: &conf}
 }
 
+// applyIn creates o through c, another Kubernetes cluster's client, and
+// deletes it when the test ends, waiting until it is gone: the test starts
+// that cluster's operator before it calls applyIn, so it still runs then.
+func applyIn(t *testing.T, c client.Client, o *tenancyv1alpha1.Organization) *tenancyv1alpha1.Organization {
+	t.Helper()
+	if err := c.Create(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), o)
+		testutil.Eventually(t, 60*time.Second, o.Name+" to be deleted from the other cluster", func() (bool, string) {
+			err := c.Get(context.Background(), client.ObjectKeyFromObject(o), &tenancyv1alpha1.Organization{})
+			return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
+		})
+	})
+	return o
+}
+
 // TestAdoptionNeverTakesAnotherKubernetesClustersOrganization points the
 // operators of two Kubernetes clusters (two kube-apiservers, two cluster
 // identities) at the same PostgreSQL and S3, each with an Organization of
@@ -411,22 +429,15 @@ func TestAdoptionNeverTakesAnotherKubernetesClustersOrganization(t *testing.T) {
 	var searches atomic.Int32
 	two.db = func(_ string, db controllers.Database) controllers.Database { return countingMarkedFor{db, &searches} }
 	startOperatorOpts(t, two)
-	second := testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
-	if err := k8s2.Create(ctx, second); err != nil {
-		t.Fatal(err)
-	}
-	// Cleanups run last-in first-out: deleted while the second operator
-	// runs, with deletionPolicy Delete, it must drop nothing of the first's.
+	// Cleanups run last-in first-out: this one runs after the second
+	// cluster's Organization, deleted with deletionPolicy Delete while its
+	// operator runs, is gone; it must have dropped nothing of the first's.
 	t.Cleanup(func() {
-		_ = k8s2.Delete(context.Background(), second)
-		testutil.Eventually(t, 60*time.Second, "the second cluster's Organization to be deleted", func() (bool, string) {
-			err := k8s2.Get(context.Background(), client.ObjectKeyFromObject(second), &tenancyv1alpha1.Organization{})
-			return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
-		})
 		if got := comment(t, stack.Postgres, "database", naming.DatabaseName(name)); got != dbMarker {
 			t.Errorf("after the second cluster's Organization was deleted the database is marked %q, want %q", got, dbMarker)
 		}
 	})
+	applyIn(t, k8s2, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName)))
 	want := "of another Kubernetes cluster, whose orgforge cluster identity is " + one
 	for _, cond := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
 		testutil.Eventually(t, 30*time.Second, "the second cluster's "+cond+" to be a Conflict naming the first", func() (bool, string) {
@@ -600,17 +611,7 @@ func TestAdoptionAfterAKubernetesClusterRebuild(t *testing.T) {
 
 	k8s2, rebuilt := otherKubernetes(t, suiteClusterID(t, k8s))
 	startOperatorOpts(t, rebuilt)
-	o := testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
-	if err := k8s2.Create(ctx, o); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = k8s2.Delete(context.Background(), o)
-		testutil.Eventually(t, 60*time.Second, "the rebuilt cluster's Organization to be deleted", func() (bool, string) {
-			err := k8s2.Get(context.Background(), client.ObjectKeyFromObject(o), &tenancyv1alpha1.Organization{})
-			return client.IgnoreNotFound(err) == nil && err != nil, fmt.Sprint(err)
-		})
-	})
+	o := applyIn(t, k8s2, testutil.NewOrg(name, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName)))
 	testutil.Eventually(t, 60*time.Second, name+" Ready in the rebuilt cluster", func() (bool, string) {
 		if err := k8s2.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
 			return false, err.Error()
