@@ -138,6 +138,10 @@ func (s *Service) remark(ctx context.Context, q querier, objects []Marked, to Ma
 			if err != nil {
 				return err
 			}
+			if comment == to.String() {
+				// An attempt whose commit was not acknowledged.
+				continue
+			}
 			if comment != o.Marker.String() {
 				return fmt.Errorf("%w: the marker of %s %q changed while it was being adopted", ErrConflict, o.Kind, o.Name)
 			}
