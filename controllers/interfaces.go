@@ -26,6 +26,13 @@ type Database interface {
 	// Usage reads the database's size and the sessions of the role and
 	// its member logins.
 	Usage(ctx context.Context, database, role string) (aurora.Usage, error)
+	// MarkedFor lists the roles and databases marked for the
+	// organization, whatever their UID; Remark marks them as another's.
+	MarkedFor(ctx context.Context, org string) ([]aurora.Marked, error)
+	Remark(ctx context.Context, objects []aurora.Marked, to aurora.Marker) error
+	// PasswordWorks reports whether role logs in to database with
+	// password.
+	PasswordWorks(ctx context.Context, database, role, password string) (bool, error)
 }
 
 // Storage is what the reconciler needs of the S3 and IAM service.
@@ -39,6 +46,11 @@ type Storage interface {
 	PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error)
 	EnsureAccess(ctx context.Context, req storage.AccessRequest) (storage.Access, error)
 	DeleteOwnedPrefixUser(ctx context.Context, user string, marker storage.Marker) (bool, error)
+	// RemarkPrefix, PrefixUserOwner and RetagPrefixUser adopt a prefix
+	// and an IAM user that an earlier organization of the name left.
+	RemarkPrefix(ctx context.Context, prefix string, from, to storage.Marker) error
+	PrefixUserOwner(ctx context.Context, org string) (storage.Marker, bool, error)
+	RetagPrefixUser(ctx context.Context, from, to storage.Marker) error
 }
 
 // Credentials makes passwords and their SCRAM verifiers.

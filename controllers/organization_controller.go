@@ -46,6 +46,9 @@ type Settings struct {
 	UsagePeriod time.Duration
 	// AllowSystemNamespaces permits kube-system and friends as spec.namespace.
 	AllowSystemNamespaces bool
+	// ClusterID is this Kubernetes cluster's identity in ownership
+	// markers: --cluster-id, or the kube-system namespace's UID.
+	ClusterID string
 }
 
 // OrganizationReconciler provisions an Organization's database, login,
@@ -112,6 +115,7 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	base := org.DeepCopy()
 	s := newScope(org)
+	s.clusterID = r.Settings.ClusterID
 	defer func() {
 		if err := r.patchStatus(ctx, base, s, retErr); err != nil && retErr == nil {
 			retErr = err
@@ -124,6 +128,7 @@ func (r *OrganizationReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // resync makes no API write.
 func (r *OrganizationReconciler) patchStatus(ctx context.Context, base *tenancyv1alpha1.Organization, s *scope, reconcileErr error) error {
 	org := s.org
+	r.recordAdoption(s)
 	setConditions(org, s, reconcileErr)
 	observeReadiness(base, org)
 	r.failureEvents(base, org)

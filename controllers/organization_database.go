@@ -41,6 +41,7 @@ func (r *OrganizationReconciler) databasePhases() []phase {
 	return []phase{
 		{run: r.resizeBudget},
 		{run: r.readDatabaseSecret},
+		{run: r.adoptDatabase, when: adoptsDatabase},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
 		{step: "secure", run: r.secureDatabase},
@@ -172,8 +173,14 @@ func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *sco
 	if verifier == "" && s.db.secret != nil {
 		verifier = s.db.secret.Annotations[AnnotationPasswordVerifier]
 	}
-	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data,
-		map[string]string{AnnotationPasswordVerifier: verifier})
+	annotations := map[string]string{AnnotationPasswordVerifier: verifier}
+	if s.db.adoption != "" {
+		annotations[AnnotationAdoption] = s.db.adoption
+		if s.db.secret != nil {
+			return r.adoptSecret(ctx, s, s.db.secret, data, annotations)
+		}
+	}
+	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data, annotations)
 }
 
 // recordDatabase reports the provisioned database on the status.

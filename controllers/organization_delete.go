@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +29,7 @@ func (r *OrganizationReconciler) reconcileDelete(ctx context.Context, org *tenan
 		return ctrl.Result{}, nil
 	}
 	s := newScope(org)
+	s.clusterID = r.Settings.ClusterID
 	if err := r.deleteExternal(ctx, s); err != nil {
 		r.deleteWaits(ctx, s, err)
 		return ctrl.Result{}, err
@@ -320,6 +322,8 @@ func (r *OrganizationReconciler) keepDatabaseSecret(ctx context.Context, s *scop
 	}
 	patch := client.MergeFrom(secret.DeepCopy())
 	secret.OwnerReferences = nil
+	// An Organization that adopts the Secret later says from which one.
+	metav1.SetMetaDataAnnotation(&secret.ObjectMeta, AnnotationRetainedFrom, string(s.org.UID))
 	if err := r.Patch(ctx, secret, patch); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("keeping Secret %s/%s: %w", s.namespace, secret.Name, err)
 	}

@@ -30,7 +30,10 @@ const (
 // scope is one reconcile's view of an Organization: the names derived from
 // it, and what each phase found for the phases after it.
 type scope struct {
-	org       *tenancyv1alpha1.Organization
+	org *tenancyv1alpha1.Organization
+	// clusterID is this Kubernetes cluster's identity, which the markers
+	// record (Settings.ClusterID).
+	clusterID string
 	namespace string
 	database  string
 	role      string
@@ -53,6 +56,9 @@ type scope struct {
 	nsNotes, dbNotes, stNotes notes
 	db                        databaseState
 	st                        storageState
+	// adopted is what the reconcile took over from earlier
+	// Organizations of the same name.
+	adopted adoption
 }
 
 // databaseState is what the database phases pass on to each other.
@@ -69,6 +75,9 @@ type databaseState struct {
 	verifier string
 	// changed is set when the database was created or updated here.
 	changed bool
+	// adoption, set when a retained Secret is taken over, is what its
+	// AnnotationAdoption says; the Secret is then made the Organization's.
+	adoption string
 }
 
 // storageState is what the storage phases pass on to each other.
@@ -112,11 +121,11 @@ func newScope(org *tenancyv1alpha1.Organization) *scope {
 }
 
 func (s *scope) dbMarker() aurora.Marker {
-	return aurora.Marker{Org: s.org.Name, UID: string(s.org.UID)}
+	return aurora.Marker{Org: s.org.Name, UID: string(s.org.UID), Cluster: s.clusterID}
 }
 
 func (s *scope) storageMarker() storage.Marker {
-	return storage.Marker{Org: s.org.Name, UID: string(s.org.UID)}
+	return storage.Marker{Org: s.org.Name, UID: string(s.org.UID), Cluster: s.clusterID}
 }
 
 func (s *scope) labels() map[string]string {

@@ -23,6 +23,7 @@ func (r *OrganizationReconciler) reconcileStorage(ctx context.Context, s *scope)
 // only reads or records.
 func (r *OrganizationReconciler) storagePhases() []phase {
 	return []phase{
+		{run: r.adoptStorage, when: adoptsStorage},
 		{step: "prefix", run: r.ensurePrefix},
 		{run: r.readStorageSecret},
 		{step: "accessKey", run: r.ensureAccess},

@@ -37,7 +37,7 @@ func TestClassifyTellsTransientFromPermanentErrors(t *testing.T) {
 		"no such database":          {pgErr("3D000"), retry.ClassInvalid},
 		"internal error":            {pgErr("XX000"), retry.ClassOther},
 		"conflict":                  {fmt.Errorf("x: %w", ErrConflict), retry.ClassConflict},
-		"conflict message":          {conflict("role", "org_x", ""), retry.ClassConflict},
+		"conflict message":          {conflict("role", "org_x", "", Marker{}), retry.ClassConflict},
 		"invalid":                   {fmt.Errorf("x: %w", ErrInvalid), retry.ClassInvalid},
 		"privilege":                 {fmt.Errorf("x: %w", ErrPrivilege), retry.ClassPermission},
 		"connection refused":        {fmt.Errorf("dial: %w", syscall.ECONNREFUSED), retry.ClassNetwork},
@@ -64,10 +64,16 @@ func TestConflictErrorsSayWhatHoldsTheNameAndWhatToDo(t *testing.T) {
 		"unmarked": {"", `database "org_acme" already exists and has no orgforge ownership marker; rename or drop it, or give the Organization another name`},
 		"another organization": {"orgforge:org=other;uid=42",
 			`database "org_acme" already exists and belongs to Organization "other" (uid 42); rename or drop it, or give the Organization another name`},
+		"the same organization of another cluster": {"orgforge:org=acme;uid=42;cluster=k2",
+			`database "org_acme" already exists and belongs to Organization "acme" (uid 42) of another Kubernetes cluster, whose orgforge cluster identity is k2; rename or drop it, or give the Organization another name`},
+		"an old marker names no cluster": {"orgforge:org=acme;uid=42",
+			`database "org_acme" already exists and belongs to Organization "acme" (uid 42); rename or drop it, or give the Organization another name`},
+		"this cluster is not named": {"orgforge:org=acme;uid=42;cluster=k1",
+			`database "org_acme" already exists and belongs to Organization "acme" (uid 42); rename or drop it, or give the Organization another name`},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			err := conflict("database", "org_acme", tc.comment)
+			err := conflict("database", "org_acme", tc.comment, Marker{Org: "acme", UID: "7", Cluster: "k1"})
 			if !errors.Is(err, ErrConflict) {
 				t.Errorf("errors.Is(%v, ErrConflict) = false", err)
 			}

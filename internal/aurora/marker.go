@@ -11,6 +11,9 @@ const (
 	markerPrefix = "orgforge:"
 	maxOrgLen    = 253 // a Kubernetes object name
 	maxUIDLen    = 128
+	// maxClusterLen bounds a cluster identity: a kube-system namespace
+	// UID, or what --cluster-id gives.
+	maxClusterLen = 128
 	// maxIdentLen is PostgreSQL's NAMEDATALEN-1: longer names are silently
 	// truncated, which would make an object unobservable by its full name.
 	maxIdentLen = 63
@@ -20,28 +23,62 @@ const (
 // comment of the tenant's role and database: the role's comment is the proof
 // of ownership that a tenant cannot change, since COMMENT ON ROLE needs
 // CREATEROLE. The UID tells a re-created Organization of the same name from
-// the old one.
+// the old one; the cluster tells which Kubernetes cluster's operator owns
+// the object, so that two clusters pointed at one server by mistake do not
+// take each other's organizations.
 type Marker struct {
 	// Org is the Organization's name.
 	Org string
 	// UID is the Organization's metadata.uid.
 	UID string
+	// Cluster is the owning operator's cluster identity (the kube-system
+	// namespace UID, or --cluster-id). Empty in markers written before
+	// it was recorded; those are taken as this cluster's.
+	Cluster string
 }
 
 // String returns the comment that marks an object, e.g.
-// orgforge:org=acme;uid=0b6c….
+// orgforge:org=acme;uid=0b6c…;cluster=5d1e…. A marker without a cluster
+// prints as the markers written before the cluster was recorded.
 func (m Marker) String() string {
-	return markerPrefix + "org=" + m.Org + ";uid=" + m.UID
+	s := markerPrefix + "org=" + m.Org + ";uid=" + m.UID
+	if m.Cluster != "" {
+		s += ";cluster=" + m.Cluster
+	}
+	return s
 }
 
-// Validate reports whether the marker can be written and read back: both
-// parts present, short, and made of the letters of Kubernetes names and UIDs.
+// Validate reports whether the marker can be written and read back: org and
+// uid present, every part short and made of the letters of Kubernetes names
+// and UIDs.
 func (m Marker) Validate() error {
 	if err := markerPart("org", m.Org, maxOrgLen); err != nil {
 		return err
 	}
-	return markerPart("uid", m.UID, maxUIDLen)
+	if err := markerPart("uid", m.UID, maxUIDLen); err != nil {
+		return err
+	}
+	if m.Cluster == "" {
+		return nil
+	}
+	return markerPart("cluster", m.Cluster, maxClusterLen)
 }
+
+// Owns reports whether an object marked got belongs to the Organization of
+// m: same name and UID. The cluster part does not decide, since a UID is
+// one Organization's in whichever cluster; an old marker without it is the
+// same Organization's (see Remarks).
+func (m Marker) Owns(got Marker) bool { return got.Org == m.Org && got.UID == m.UID }
+
+// Remarks reports whether an object marked got, which m owns, is to be
+// marked again: its marker predates the cluster part and m has one.
+func (m Marker) Remarks(got Marker) bool {
+	return m.Owns(got) && got.Cluster == "" && m.Cluster != ""
+}
+
+// SameCluster reports whether got was written by an operator of m's cluster
+// identity, or before markers recorded one.
+func (m Marker) SameCluster(got Marker) bool { return got.Cluster == "" || got.Cluster == m.Cluster }
 
 func markerPart(what, v string, maxLen int) error {
 	if v == "" {
@@ -77,7 +114,11 @@ func ParseMarker(s string) (Marker, bool) {
 	if !ok {
 		return Marker{}, false
 	}
-	m := Marker{Org: org, UID: uid}
+	uid, cluster, withCluster := strings.Cut(uid, ";cluster=")
+	if withCluster && cluster == "" {
+		return Marker{}, false
+	}
+	m := Marker{Org: org, UID: uid, Cluster: cluster}
 	if m.Validate() != nil {
 		return Marker{}, false
 	}

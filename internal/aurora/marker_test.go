@@ -23,6 +23,56 @@ func TestMarkerPrintsAndParsesTheSameComment(t *testing.T) {
 	}
 }
 
+func TestMarkerWithAClusterPrintsAndParsesTheSameComment(t *testing.T) {
+	cases := map[string]struct {
+		m    Marker
+		want string
+	}{
+		"with the cluster": {Marker{Org: "acme", UID: "0b6c", Cluster: "5d1e-77"},
+			"orgforge:org=acme;uid=0b6c;cluster=5d1e-77"},
+		// Markers written before the cluster part still read, as this
+		// cluster's, and print back the same.
+		"an old marker": {Marker{Org: "acme", UID: "0b6c"}, "orgforge:org=acme;uid=0b6c"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.m.String(); got != tc.want {
+				t.Errorf("String() = %q, want %q", got, tc.want)
+			}
+			got, ok := ParseMarker(tc.want)
+			if !ok {
+				t.Fatalf("ParseMarker(%q) refused it", tc.want)
+			}
+			if diff := cmp.Diff(tc.m, got); diff != "" {
+				t.Errorf("ParseMarker (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestMarkerOwnership(t *testing.T) {
+	mine := Marker{Org: "acme", UID: "u2", Cluster: "k1"}
+	cases := map[string]struct {
+		got                        Marker
+		owns, remarks, sameCluster bool
+	}{
+		"ours":                         {Marker{Org: "acme", UID: "u2", Cluster: "k1"}, true, false, true},
+		"ours, before the cluster":     {Marker{Org: "acme", UID: "u2"}, true, true, true},
+		"an earlier UID, this cluster": {Marker{Org: "acme", UID: "u1", Cluster: "k1"}, false, false, true},
+		"an earlier UID, old marker":   {Marker{Org: "acme", UID: "u1"}, false, false, true},
+		"another cluster's":            {Marker{Org: "acme", UID: "u9", Cluster: "k2"}, false, false, false},
+		"another name":                 {Marker{Org: "other", UID: "u2", Cluster: "k1"}, false, false, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := [3]bool{mine.Owns(tc.got), mine.Remarks(tc.got), mine.SameCluster(tc.got)}
+			if diff := cmp.Diff([3]bool{tc.owns, tc.remarks, tc.sameCluster}, got); diff != "" {
+				t.Errorf("Owns, Remarks, SameCluster (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestParseMarkerRefusesAnythingElse(t *testing.T) {
 	cases := map[string]string{
 		"empty":                 "",
@@ -40,6 +90,11 @@ func TestParseMarkerRefusesAnythingElse(t *testing.T) {
 		"org too long":          "orgforge:org=" + strings.Repeat("a", 254) + ";uid=1",
 		"uppercase prefix":      "ORGFORGE:org=acme;uid=1",
 		"equals inside the uid": "orgforge:org=acme;uid=a=b",
+		"empty cluster":         "orgforge:org=acme;uid=1;cluster=",
+		"cluster before uid":    "orgforge:org=acme;cluster=k;uid=1",
+		"two clusters":          "orgforge:org=acme;uid=1;cluster=k;cluster=j",
+		"field after cluster":   "orgforge:org=acme;uid=1;cluster=k;x=2",
+		"cluster too long":      "orgforge:org=acme;uid=1;cluster=" + strings.Repeat("k", 129),
 	}
 	for name, s := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -56,8 +111,13 @@ func FuzzMarkerRoundTrip(f *testing.F) {
 	f.Add("org=x", "1;uid=2")
 	f.Add("", "")
 	f.Add("orgforge:org=acme;uid=1", "ns/name")
+	f.Add("cluster:5d1e", "1")
+	f.Add("orgforge:org=acme;uid=1;cluster=k", "x")
 	f.Fuzz(func(t *testing.T, org, uid string) {
 		m := Marker{Org: org, UID: uid}
+		if c, ok := strings.CutPrefix(org, "cluster:"); ok {
+			m = Marker{Org: "acme", UID: uid, Cluster: c}
+		}
 		if m.Validate() == nil {
 			got, ok := ParseMarker(m.String())
 			if !ok || got != m {

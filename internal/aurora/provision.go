@@ -65,18 +65,38 @@ func (e *conflictError) Error() string {
 
 func (e *conflictError) Is(target error) bool { return target == ErrConflict }
 
-func conflict(kind, name, comment string) error {
-	holder := "has no orgforge ownership marker"
-	if m, ok := ParseMarker(comment); ok {
-		holder = fmt.Sprintf("belongs to Organization %q (uid %s)", m.Org, m.UID)
-	}
-	return &conflictError{kind: kind, name: name, holder: holder}
+// conflict is the ErrConflict of an object of kind whose comment is not
+// mine's marker; it names the Organization the comment marks, and its
+// Kubernetes cluster when that is not mine's.
+func conflict(kind, name, comment string, mine Marker) error {
+	return &conflictError{kind: kind, name: name, holder: Holder(comment, mine)}
 }
 
-// isOurs reports whether a comment is m's marker.
+// Holder describes, for a message, who an object with comment belongs to, as
+// seen by the Organization of mine.
+func Holder(comment string, mine Marker) string {
+	m, ok := ParseMarker(comment)
+	switch {
+	case !ok:
+		return "has no orgforge ownership marker"
+	case !mine.SameCluster(m):
+		return fmt.Sprintf("belongs to Organization %q (uid %s) of another Kubernetes cluster, whose orgforge cluster identity is %s",
+			m.Org, m.UID, m.Cluster)
+	}
+	return fmt.Sprintf("belongs to Organization %q (uid %s)", m.Org, m.UID)
+}
+
+// isOurs reports whether a comment is a marker m owns.
 func isOurs(comment string, m Marker) bool {
 	got, ok := ParseMarker(comment)
-	return ok && got == m
+	return ok && m.Owns(got)
+}
+
+// remarks reports whether comment, ours, is to be written again as m: it
+// predates the cluster part of markers.
+func remarks(comment string, m Marker) bool {
+	got, ok := ParseMarker(comment)
+	return ok && m.Remarks(got)
 }
 
 // roleState is what the service observes of a role.
@@ -197,7 +217,7 @@ func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error)
 		stmts, err = createRoleStatements(spec)
 		change = Created
 	case !isOurs(st.comment, spec.Marker):
-		return Unchanged, conflict("role", spec.Name, st.comment)
+		return Unchanged, conflict("role", spec.Name, st.comment, spec.Marker)
 	default:
 		stmts, err = alterRoleStatements(spec, st)
 	}
@@ -256,6 +276,9 @@ func alterRoleStatements(spec RoleSpec, st roleState) ([]string, error) {
 	if len(opts) > 0 {
 		stmts = append(stmts, fmt.Sprintf("ALTER ROLE %s WITH %s", role, strings.Join(opts, " ")))
 	}
+	if remarks(st.comment, spec.Marker) {
+		stmts = append(stmts, fmt.Sprintf("COMMENT ON ROLE %s IS %s", role, mustQuote(spec.Marker.String())))
+	}
 	if !st.member {
 		stmts = append(stmts, fmt.Sprintf("GRANT %s TO CURRENT_USER", role))
 	}
@@ -312,7 +335,7 @@ func (s *Service) ownerRole(ctx context.Context, q querier, owner string, m Mark
 		return roleState{}, fmt.Errorf("%w: owner role %q does not exist", ErrInvalid, owner)
 	}
 	if !isOurs(st.comment, m) {
-		return roleState{}, conflict("role", owner, st.comment)
+		return roleState{}, conflict("role", owner, st.comment, m)
 	}
 	return st, nil
 }
@@ -357,7 +380,7 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 	}
 	adopt := db.exists && db.comment == "" && db.owner == owner
 	if db.exists && !adopt && !isOurs(db.comment, marker) {
-		return Unchanged, conflict("database", name, db.comment)
+		return Unchanged, conflict("database", name, db.comment, marker)
 	}
 	role, err := s.ownerRole(ctx, q, owner, marker)
 	if err != nil {
@@ -378,6 +401,13 @@ func (s *Service) ensureDatabase(ctx context.Context, q querier, name, owner str
 	case db.owner != owner:
 		steps = []ddlStep{{fmt.Sprintf("ALTER DATABASE %s OWNER TO %s", ident(name), ident(owner)),
 			fmt.Sprintf("changing owner of database %q from %q", name, db.owner)}}
+		if remarks(db.comment, marker) {
+			steps = append(steps, mark)
+		}
+		change = Updated
+	case remarks(db.comment, marker):
+		// Written before markers recorded the cluster.
+		steps = []ddlStep{mark}
 		change = Updated
 	default:
 		return Unchanged, nil
@@ -704,7 +734,7 @@ func (s *Service) dropDatabase(ctx context.Context, q querier, name string, mark
 	}
 	ownerOurs := role.exists && isOurs(role.comment, marker)
 	if !isOurs(db.comment, marker) && !(db.comment == "" && ownerOurs) {
-		return false, conflict("database", name, db.comment)
+		return false, conflict("database", name, db.comment, marker)
 	}
 	// Dropping needs the rights of the owner; the admin has them as a
 	// member, which it can regain only over a role of ours.
@@ -740,7 +770,7 @@ func (s *Service) dropRole(ctx context.Context, name string, marker Marker, sent
 		return *sent && err == nil, err
 	}
 	if !isOurs(st.comment, marker) {
-		return false, conflict("role", name, st.comment)
+		return false, conflict("role", name, st.comment, marker)
 	}
 	// A dropped role's open sessions would live on; end them.
 	var ended int

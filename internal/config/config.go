@@ -27,6 +27,10 @@ const EnvPrefix = "ORGFORGE_"
 // permissions boundary. Wildcards are not part of a policy name.
 var policyARNRE = regexp.MustCompile(`^arn:aws(-[a-z]+)*:iam::([0-9]{12}|aws):policy/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]+$`)
 
+// clusterIDRE is what an ownership marker may carry as the cluster's
+// identity.
+var clusterIDRE = regexp.MustCompile(`^[A-Za-z0-9._:/-]{1,128}$`)
+
 // maxFleetConnections bounds --fleet-max-connections: 200 clusters at the
 // most --database-max-connections allows, far beyond what one operator
 // should hold open.
@@ -51,6 +55,11 @@ type Config struct {
 	// AllowSystemNamespaces lets an Organization write its Secrets to
 	// kube-system, kube-public, kube-node-lease or default.
 	AllowSystemNamespaces bool
+	// ClusterID is the identity this operator records in the ownership
+	// markers; empty means the kube-system namespace's UID, read at
+	// start-up. A rebuilt Kubernetes cluster sets the old one's to keep
+	// its organizations' resources.
+	ClusterID string
 
 	Database Database
 	Storage  Storage
@@ -117,6 +126,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.DurationVar(&c.UsagePeriod, "usage-period", time.Hour, "How often a Ready Organization's usage (database size, connections, objects and bytes under its prefix) is read into its status and metrics; 0 turns usage off.")
 	fs.IntVar(&c.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Organizations reconciled at once.")
 	fs.BoolVar(&c.AllowSystemNamespaces, "allow-system-namespaces", false, "Allow spec.namespace to be kube-system, kube-public, kube-node-lease or default.")
+	fs.StringVar(&c.ClusterID, "cluster-id", "", "Identity of this Kubernetes cluster in the ownership markers of databases, roles, prefixes and IAM users (default: the kube-system namespace's UID). Give a rebuilt cluster the old one's to keep its resources; see docs/operations.md.")
 
 	d := &c.Database
 	fs.StringVar(&d.AdminDSNFile, "database-admin-dsn-file", "", "File holding the admin connection string (a mounted Secret). Overrides the --database-* parts.")
@@ -184,6 +194,9 @@ func (c *Config) Load() error {
 	}
 	if c.UsagePeriod != 0 && c.UsagePeriod < 10*time.Second {
 		p.add("--usage-period must be 0 (off) or at least 10s, got %s", c.UsagePeriod)
+	}
+	if c.ClusterID != "" && !clusterIDRE.MatchString(c.ClusterID) {
+		p.add("--cluster-id %q must be 1 to 128 letters, digits and ._:/-", c.ClusterID)
 	}
 	if c.MaxConcurrentReconciles < 1 || c.MaxConcurrentReconciles > 64 {
 		p.add("--max-concurrent-reconciles must be between 1 and 64, got %d", c.MaxConcurrentReconciles)

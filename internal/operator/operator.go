@@ -103,7 +103,11 @@ func New(restCfg *rest.Config, reg *registry.Registry, cfg *config.Config, opts 
 	if err != nil {
 		return nil, err
 	}
-	if err := setUp(mgr, reg, cfg, opts); err != nil {
+	clusterID, err := ClusterIdentity(context.Background(), mgr.GetAPIReader(), cfg.ClusterID)
+	if err != nil {
+		return nil, &SetupError{Step: "Reading the cluster identity", Err: err}
+	}
+	if err := setUp(mgr, reg, cfg, clusterID, opts); err != nil {
 		return nil, err
 	}
 	return mgr, nil
@@ -133,14 +137,34 @@ func managerOptions(scheme *runtime.Scheme, cfg *config.Config, opts Options) ct
 	}
 }
 
+// clusterIdentityTimeout bounds the start-up read of the kube-system
+// namespace.
+const clusterIdentityTimeout = 30 * time.Second
+
+// ClusterIdentity is the identity the operator records in ownership
+// markers: flag, the --cluster-id, when set, or else the UID of the
+// kube-system namespace, which lives as long as the Kubernetes cluster.
+func ClusterIdentity(ctx context.Context, r client.Reader, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, clusterIdentityTimeout)
+	defer cancel()
+	ns := &corev1.Namespace{}
+	if err := r.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, ns); err != nil {
+		return "", fmt.Errorf("reading namespace %s, whose UID identifies the cluster (or set --cluster-id): %w", metav1.NamespaceSystem, err)
+	}
+	return string(ns.UID), nil
+}
+
 // setUp adds the reconciler, the metrics and the health checks to mgr.
-func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts Options) error {
+func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, clusterID string, opts Options) error {
 	co := controller.Options{MaxConcurrentReconciles: cfg.MaxConcurrentReconciles, RateLimiter: opts.RateLimiter}
 	if opts.SkipNameValidation {
 		co.SkipNameValidation = &opts.SkipNameValidation
 	}
 	ledger := controllers.NewLedger(mgr.GetClient())
-	if err := newReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
+	if err := newReconciler(mgr, reg, cfg, clusterID, ledger, opts).SetupWithManager(mgr, co); err != nil {
 		return &SetupError{Step: "Setting up the Organization controller", Err: err}
 	}
 	if err := newClusterReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
@@ -170,7 +194,7 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, opts
 
 // newReconciler is the Organization reconciler on mgr's client and reg's
 // services, as opts change them.
-func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, ledger *controllers.Ledger, opts Options) *controllers.OrganizationReconciler {
+func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, clusterID string, ledger *controllers.Ledger, opts Options) *controllers.OrganizationReconciler {
 	var (
 		c                                  = mgr.GetClient()
 		recorder controllers.EventRecorder = mgr.GetEventRecorder("orgforge")
@@ -192,6 +216,7 @@ func newReconciler(mgr manager.Manager, reg *registry.Registry, cfg *config.Conf
 		Creds:     reg.Credentials,
 		Settings:  controllers.SettingsFrom(cfg),
 	}
+	r.Settings.ClusterID = clusterID
 	if opts.Settings != nil {
 		opts.Settings(&r.Settings)
 	}

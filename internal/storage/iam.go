@@ -22,6 +22,9 @@ const PolicyName = "orgforge-prefix"
 const (
 	TagOrg = "orgforge.io/organization"
 	TagUID = "orgforge.io/uid"
+	// TagCluster is the owning operator's cluster identity; users tagged
+	// before it was recorded have none, and are taken as this cluster's.
+	TagCluster = "orgforge.io/cluster"
 )
 
 // userNamePrefix keeps orgforge's users apart from anyone else's; with a
@@ -125,6 +128,12 @@ func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (e
 			if err := s.checkUser(got, m); err != nil {
 				return nil, err
 			}
+			if userMarker(got).Cluster == "" && m.Cluster != "" {
+				// Tagged before users recorded the cluster: recorded now.
+				if err := s.tagUser(ctx, user, m); err != nil {
+					return nil, err
+				}
+			}
 			return got, nil
 		}
 
@@ -133,10 +142,7 @@ func (s *Service) ensureUser(ctx context.Context, user, org string, m Marker) (e
 				UserName:            aws.String(user),
 				Path:                aws.String(s.cfg.IAMPath),
 				PermissionsBoundary: s.permissionsBoundary(),
-				Tags: []iamtypes.Tag{
-					{Key: aws.String(TagOrg), Value: aws.String(org)},
-					{Key: aws.String(TagUID), Value: aws.String(m.UID)},
-				},
+				Tags:                markerTags(org, m),
 			})
 			return err
 		})
@@ -163,17 +169,101 @@ func (s *Service) checkUser(u *iamtypes.User, m Marker) error {
 		return fmt.Errorf("%w: IAM user %q exists outside orgforge's path %s; delete or rename it, or give the organization another name",
 			ErrConflict, name, s.cfg.IAMPath)
 	}
-	var uid string
+	got := userMarker(u)
+	if got.UID != m.UID {
+		owner := fmt.Sprintf("the organization with uid %q", got.UID)
+		if !m.sameCluster(got) {
+			owner = m.Holder(got)
+		}
+		return fmt.Errorf("%w: IAM user %q belongs to %s; delete that user first (DeletePrefixUser) or give the organization another name",
+			ErrConflict, name, owner)
+	}
+	return nil
+}
+
+// userMarker reads the organization an IAM user is tagged for.
+func userMarker(u *iamtypes.User) Marker {
+	var m Marker
 	for _, t := range u.Tags {
 		// IAM compares tag keys without case.
-		if strings.EqualFold(aws.ToString(t.Key), TagUID) {
-			uid = aws.ToString(t.Value)
+		switch k, v := aws.ToString(t.Key), aws.ToString(t.Value); {
+		case strings.EqualFold(k, TagOrg):
+			m.Org = v
+		case strings.EqualFold(k, TagUID):
+			m.UID = v
+		case strings.EqualFold(k, TagCluster):
+			m.Cluster = v
 		}
 	}
-	if uid != m.UID {
-		return fmt.Errorf("%w: IAM user %q belongs to the organization with uid %q; delete that user first (DeletePrefixUser) or give the organization another name",
-			ErrConflict, name, uid)
+	return m
+}
+
+// markerTags are the tags that mark an IAM user as organization org's.
+func markerTags(org string, m Marker) []iamtypes.Tag {
+	tags := []iamtypes.Tag{
+		{Key: aws.String(TagOrg), Value: aws.String(org)},
+		{Key: aws.String(TagUID), Value: aws.String(m.UID)},
 	}
+	if m.Cluster != "" {
+		tags = append(tags, iamtypes.Tag{Key: aws.String(TagCluster), Value: aws.String(m.Cluster)})
+	}
+	return tags
+}
+
+// tagUser writes m's tags on user, replacing the values of those keys.
+func (s *Service) tagUser(ctx context.Context, user string, m Marker) error {
+	err := s.do(ctx, "TagUser", func(ctx context.Context) error {
+		_, err := s.iam.TagUser(ctx, &iam.TagUserInput{UserName: aws.String(user), Tags: markerTags(m.Org, m)})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("tagging IAM user %q: %w", user, err)
+	}
+	return nil
+}
+
+// PrefixUserOwner reads the organization the IAM user of org is tagged for,
+// and whether there is such a user under orgforge's IAM path. A user of
+// that name outside the path is ErrConflict.
+func (s *Service) PrefixUserOwner(ctx context.Context, org string) (Marker, bool, error) {
+	if err := validateOrg(org); err != nil {
+		return Marker{}, false, err
+	}
+	user := UserName(org)
+	got, err := s.getUser(ctx, user)
+	if err != nil || got == nil {
+		return Marker{}, false, err
+	}
+	if aws.ToString(got.Path) != s.cfg.IAMPath {
+		return Marker{}, true, fmt.Errorf("%w: IAM user %q exists outside orgforge's path %s", ErrConflict, user, s.cfg.IAMPath)
+	}
+	return userMarker(got), true, nil
+}
+
+// RetagPrefixUser tags the IAM user of organization to.Org as to's: the
+// adoption of a user an earlier organization of that name left, tagged
+// exactly from. A user tagged otherwise is ErrConflict and is not touched.
+func (s *Service) RetagPrefixUser(ctx context.Context, from, to Marker) error {
+	if err := validateOrg(to.Org); err != nil {
+		return err
+	}
+	if to.UID == "" {
+		return fmt.Errorf("%w: organization %q has no UID", ErrInvalid, to.Org)
+	}
+	user := UserName(to.Org)
+	got, err := s.getUser(ctx, user)
+	switch {
+	case err != nil:
+		return err
+	case got == nil:
+		return fmt.Errorf("%w: IAM user %q is gone", ErrNotFound, user)
+	case aws.ToString(got.Path) != s.cfg.IAMPath || userMarker(got) != from:
+		return fmt.Errorf("%w: IAM user %q is no longer tagged for organization %q (uid %s)", ErrConflict, user, from.Org, from.UID)
+	}
+	if err := s.tagUser(ctx, user, to); err != nil {
+		return err
+	}
+	s.log.Info("Re-tagged IAM user", "user", user, "organization", to.Org, "fromUID", from.UID, "uid", to.UID)
 	return nil
 }
 

@@ -428,3 +428,35 @@ func listUsers(t *testing.T, s *Service) []string {
 	}
 	return names
 }
+
+func TestAUsersTagsGainTheClusterAndAreRetaggedOnlyFromWhatTheyCarry(t *testing.T) {
+	s, _ := newRecordedService(t)
+	ctx := t.Context()
+	before := Marker{Org: "retag", UID: "uid-old"}
+	user := createUser(t, s, before)
+
+	// Its own organization adds the cluster to tags written before it.
+	owned := Marker{Org: "retag", UID: "uid-old", Cluster: "k1"}
+	if _, _, err := s.EnsurePrefixUser(ctx, "retag", owned, "orgs/retag/"); err != nil {
+		t.Fatal(err)
+	}
+	if got, found, err := s.PrefixUserOwner(ctx, "retag"); err != nil || !found || got != owned {
+		t.Fatalf("PrefixUserOwner = %+v, %v, %v; want %+v", got, found, err, owned)
+	}
+
+	mine := Marker{Org: "retag", UID: "uid-new", Cluster: "k1"}
+	if err := s.RetagPrefixUser(ctx, before, mine); !errors.Is(err, ErrConflict) {
+		t.Fatalf("RetagPrefixUser from tags the user no longer carries: err = %v, want ErrConflict", err)
+	}
+	if err := s.RetagPrefixUser(ctx, owned, mine); err != nil {
+		t.Fatal(err)
+	}
+	if _, tags := userTags(t, s, user); tags[TagUID] != "uid-new" || tags[TagCluster] != "k1" || tags[TagOrg] != "retag" {
+		t.Errorf("tags after the re-tag = %v", tags)
+	}
+	// Another cluster's organization is told whose the user is.
+	_, _, err := s.EnsurePrefixUser(ctx, "retag", Marker{Org: "retag", UID: "uid-x", Cluster: "k2"}, "orgs/retag/")
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "cluster identity is k1") {
+		t.Errorf("EnsurePrefixUser of another cluster: %v, want a Conflict naming cluster k1", err)
+	}
+}

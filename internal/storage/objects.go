@@ -23,32 +23,55 @@ const maxDeleteBatch = 1000
 // Marker is what the marker object of a prefix records: the organization
 // that claimed it, by name and by UID. The UID decides ownership, so that an
 // organization deleted and created again under the same name does not
-// inherit the old one's data unnoticed.
+// inherit the old one's data unnoticed. Cluster is the owning operator's
+// cluster identity; markers written before it was recorded have none, and
+// are taken as this cluster's.
 type Marker struct {
-	Org string `json:"org"`
-	UID string `json:"uid"`
+	Org     string `json:"org"`
+	UID     string `json:"uid"`
+	Cluster string `json:"cluster,omitempty"`
+}
+
+// sameCluster reports whether got was written by an operator of m's cluster
+// identity, or before markers recorded one.
+func (m Marker) sameCluster(got Marker) bool { return got.Cluster == "" || got.Cluster == m.Cluster }
+
+// Holder describes, for a message, the organization of got as seen from
+// m's: its name and UID, and its cluster identity when not m's.
+func (m Marker) Holder(got Marker) string {
+	if !m.sameCluster(got) {
+		return fmt.Sprintf("organization %q (uid %s) of another Kubernetes cluster, whose orgforge cluster identity is %s", got.Org, got.UID, got.Cluster)
+	}
+	return fmt.Sprintf("organization %q (uid %s)", got.Org, got.UID)
 }
 
 func (s *Service) get(ctx context.Context, key string) ([]byte, error) {
+	data, _, err := s.getTagged(ctx, key)
+	return data, err
+}
+
+// getTagged is get that also returns the object's ETag, for a write that
+// must replace exactly what was read.
+func (s *Service) getTagged(ctx context.Context, key string) (data []byte, etag string, err error) {
 	if key == "" {
-		return nil, fmt.Errorf("%w: empty key", ErrInvalid)
+		return nil, "", fmt.Errorf("%w: empty key", ErrInvalid)
 	}
-	var data []byte
-	err := s.do(ctx, "GetObject", func(ctx context.Context) error {
+	err = s.do(ctx, "GetObject", func(ctx context.Context) error {
 		out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key)})
 		if err != nil {
 			return err
 		}
 		defer out.Body.Close()
+		etag = aws.ToString(out.ETag)
 		// Reading the body is part of the attempt: a connection that dies
 		// halfway is retried like one that never answered.
 		data, err = io.ReadAll(out.Body)
 		return err
 	})
 	if isNoSuchKey(err) {
-		return nil, fmt.Errorf("%w: %w", ErrNotFound, err)
+		return nil, "", fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	return data, err
+	return data, etag, err
 }
 
 func isNoSuchKey(err error) bool {
@@ -74,40 +97,101 @@ func (s *Service) EnsurePrefix(ctx context.Context, prefix string, m Marker) (cr
 	// A conditional write settles a race between two creators; the loser
 	// reads the winner's marker like any existing one.
 	for range 2 {
-		current, err := s.get(ctx, key)
+		current, etag, err := s.getTagged(ctx, key)
 		switch {
 		case err == nil:
-			return false, s.checkMarker(prefix, current, m)
+			got, err := s.checkMarker(prefix, current, m)
+			if err != nil || got.Cluster != "" || m.Cluster == "" {
+				return false, err
+			}
+			// Written before markers recorded the cluster: recorded now.
+			if err := s.putMarker(ctx, key, m, etag); err != nil {
+				return false, err
+			}
+			return false, nil
 		case !errors.Is(err, ErrNotFound):
 			return false, fmt.Errorf("reading marker %s/%s: %w", s.cfg.Bucket, key, err)
 		}
-
-		body, err := json.Marshal(m)
-		if err != nil {
-			return false, fmt.Errorf("encoding marker: %w", err)
-		}
-		err = s.do(ctx, "PutObject", func(ctx context.Context) error {
-			_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{
-				Bucket:        aws.String(s.cfg.Bucket),
-				Key:           aws.String(key),
-				Body:          bytes.NewReader(body),
-				ContentLength: aws.Int64(int64(len(body))),
-				ContentType:   aws.String("application/json"),
-				IfNoneMatch:   aws.String("*"),
-			})
-			return err
-		})
+		err = s.putMarker(ctx, key, m, "")
 		switch {
 		case err == nil:
 			s.log.Info("Claimed prefix", "prefix", prefix, "organization", m.Org, "uid", m.UID)
 			return true, nil
-		case statusCode(err) == http.StatusPreconditionFailed, errorCode(err) == "ConditionalRequestConflict":
+		case errors.Is(err, errMarkerRaced):
 			continue
 		default:
-			return false, fmt.Errorf("writing marker %s/%s: %w", s.cfg.Bucket, key, err)
+			return false, err
 		}
 	}
 	return false, fmt.Errorf("writing marker %s/%s: it keeps appearing and disappearing; another writer is racing orgforge", s.cfg.Bucket, key)
+}
+
+// errMarkerRaced is a conditional write of a marker that another writer
+// beat.
+var errMarkerRaced = errors.New("the marker changed while it was written")
+
+// putMarker writes m as the marker object key: only when there is none if
+// etag is empty, else only over the object of that ETag. A write that
+// another writer beat is errMarkerRaced.
+func (s *Service) putMarker(ctx context.Context, key string, m Marker, etag string) error {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encoding marker: %w", err)
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(s.cfg.Bucket),
+		Key:           aws.String(key),
+		ContentLength: aws.Int64(int64(len(body))),
+		ContentType:   aws.String("application/json"),
+	}
+	if etag == "" {
+		in.IfNoneMatch = aws.String("*")
+	} else {
+		in.IfMatch = aws.String(etag)
+	}
+	err = s.do(ctx, "PutObject", func(ctx context.Context) error {
+		// A fresh reader each attempt: a retry sends the whole body again.
+		in.Body = bytes.NewReader(body)
+		_, err := s.s3.PutObject(ctx, in)
+		return err
+	})
+	switch {
+	case err == nil:
+		return nil
+	case statusCode(err) == http.StatusPreconditionFailed, errorCode(err) == "ConditionalRequestConflict":
+		return fmt.Errorf("writing marker %s/%s: %w", s.cfg.Bucket, key, errMarkerRaced)
+	}
+	return fmt.Errorf("writing marker %s/%s: %w", s.cfg.Bucket, key, err)
+}
+
+// RemarkPrefix marks prefix as the organization to's: the adoption of a
+// prefix whose marker is exactly from. The write replaces only the marker
+// object that was read, so one that changed meanwhile, or any other
+// marker, is ErrConflict and is not touched.
+func (s *Service) RemarkPrefix(ctx context.Context, prefix string, from, to Marker) error {
+	if err := validatePrefix(prefix); err != nil {
+		return err
+	}
+	if to.Org == "" || to.UID == "" {
+		return fmt.Errorf("%w: the marker of prefix %q needs an organization and a UID", ErrInvalid, prefix)
+	}
+	key := prefix + MarkerName
+	current, etag, err := s.getTagged(ctx, key)
+	if err != nil {
+		return fmt.Errorf("reading marker %s/%s: %w", s.cfg.Bucket, key, err)
+	}
+	var got Marker
+	if err := json.Unmarshal(current, &got); err != nil || got != from || etag == "" {
+		return fmt.Errorf("%w: the marker of prefix %q is no longer the one of organization %q (uid %s)", ErrConflict, prefix, from.Org, from.UID)
+	}
+	if err := s.putMarker(ctx, key, to, etag); err != nil {
+		if errors.Is(err, errMarkerRaced) {
+			err = fmt.Errorf("%w: %w", ErrConflict, err)
+		}
+		return err
+	}
+	s.log.Info("Re-marked prefix", "prefix", prefix, "organization", to.Org, "fromUID", from.UID, "uid", to.UID)
+	return nil
 }
 
 // PrefixOwner reads the marker of prefix: the organization that claimed it,
@@ -132,17 +216,19 @@ func (s *Service) PrefixOwner(ctx context.Context, prefix string) (m Marker, fou
 	return m, true, nil
 }
 
-func (s *Service) checkMarker(prefix string, current []byte, m Marker) error {
+// checkMarker returns the marker current if it is m's, and ErrConflict
+// otherwise.
+func (s *Service) checkMarker(prefix string, current []byte, m Marker) (Marker, error) {
 	var got Marker
 	if err := json.Unmarshal(current, &got); err != nil || got.UID == "" {
-		return fmt.Errorf("%w: prefix %q holds a %s that orgforge did not write; move it away or give the organization another prefix",
+		return got, fmt.Errorf("%w: prefix %q holds a %s that orgforge did not write; move it away or give the organization another prefix",
 			ErrConflict, prefix, MarkerName)
 	}
 	if got.UID != m.UID {
-		return fmt.Errorf("%w: prefix %q belongs to organization %q (uid %s); delete that organization's data first or give this one another prefix",
-			ErrConflict, prefix, got.Org, got.UID)
+		return got, fmt.Errorf("%w: prefix %q belongs to %s; delete that organization's data first or give this one another prefix",
+			ErrConflict, prefix, m.Holder(got))
 	}
-	return nil
+	return got, nil
 }
 
 // DeletePrefix removes every object under prefix, the marker included, and

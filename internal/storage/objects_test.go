@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -250,5 +251,50 @@ func TestPrefixUsageCountsTheOrganizationsObjectsAndNotItsMarker(t *testing.T) {
 	objects, size, err := s.PrefixUsage(ctx, prefix)
 	if err != nil || objects != 3 || size != 1+1000+65536 {
 		t.Errorf("PrefixUsage = %d objects, %d bytes, %v; want 3, %d", objects, size, err, 1+1000+65536)
+	}
+}
+
+func TestRemarkPrefixReplacesOnlyTheMarkerItWasGiven(t *testing.T) {
+	s, _ := newRecordedService(t)
+	ctx := t.Context()
+	prefix := "orgs/remark/"
+	old := Marker{Org: "remark", UID: "uid-old", Cluster: "k1"}
+	if _, err := s.EnsurePrefix(ctx, prefix, old); err != nil {
+		t.Fatal(err)
+	}
+	other := Marker{Org: "remark", UID: "uid-other", Cluster: "k1"}
+	if err := s.RemarkPrefix(ctx, prefix, other, Marker{Org: "remark", UID: "uid-new", Cluster: "k1"}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("RemarkPrefix from a marker the prefix does not carry: err = %v, want ErrConflict", err)
+	}
+	if diff := cmp.Diff(old, readMarker(t, prefix+MarkerName)); diff != "" {
+		t.Fatalf("marker after a refused re-mark (-want +got):\n%s", diff)
+	}
+	mine := Marker{Org: "remark", UID: "uid-new", Cluster: "k1"}
+	if err := s.RemarkPrefix(ctx, prefix, old, mine); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(mine, readMarker(t, prefix+MarkerName)); diff != "" {
+		t.Errorf("marker after the re-mark (-want +got):\n%s", diff)
+	}
+	// Another cluster's operator is told whose the prefix is.
+	_, err := s.EnsurePrefix(ctx, prefix, Marker{Org: "remark", UID: "uid-elsewhere", Cluster: "k2"})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "cluster identity is k1") {
+		t.Errorf("EnsurePrefix of another cluster: %v, want a Conflict naming cluster k1", err)
+	}
+}
+
+func TestEnsurePrefixAddsTheClusterToAMarkerWrittenBeforeIt(t *testing.T) {
+	s, _ := newRecordedService(t)
+	ctx := t.Context()
+	prefix := "orgs/before/"
+	if _, err := s.EnsurePrefix(ctx, prefix, Marker{Org: "before", UID: "uid-b"}); err != nil {
+		t.Fatal(err)
+	}
+	mine := Marker{Org: "before", UID: "uid-b", Cluster: "k1"}
+	if created, err := s.EnsurePrefix(ctx, prefix, mine); err != nil || created {
+		t.Fatalf("EnsurePrefix over the old marker = %v, %v; want no claim, no error", created, err)
+	}
+	if diff := cmp.Diff(mine, readMarker(t, prefix+MarkerName)); diff != "" {
+		t.Errorf("marker (-want +got):\n%s", diff)
 	}
 }

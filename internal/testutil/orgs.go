@@ -22,6 +22,8 @@ func NewOrg(name string, opts ...OrgOption) *tenancyv1alpha1.Organization {
 	o.Spec.DeletionPolicy = tenancyv1alpha1.DeletionPolicyDelete
 	o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}
 	o.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+	o.Spec.Credentials.GracePeriod = &metav1.Duration{Duration: tenancyv1alpha1.DefaultGracePeriod}
+	o.Spec.Adoption = tenancyv1alpha1.AdoptionNever
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -141,4 +143,9 @@ func OnClustersLabelled(labels map[string]string) OrgOption {
 // WithStorageAccess sets spec.storage.access.
 func WithStorageAccess(a tenancyv1alpha1.StorageAccess) OrgOption {
 	return func(o *tenancyv1alpha1.Organization) { o.Spec.Storage.Access = a }
+}
+
+// WithAdoption sets spec.adoption.
+func WithAdoption(a tenancyv1alpha1.AdoptionPolicy) OrgOption {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Adoption = a }
 }

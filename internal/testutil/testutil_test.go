@@ -64,7 +64,8 @@ func TestReadyAtGenerationNeedsTheConditionAndTheStatusAtTheGeneration(t *testin
 
 func TestNewOrgAppliesItsOptionsInOrder(t *testing.T) {
 	o := testutil.NewOrg("a", testutil.WithPool(1, 5), testutil.InNamespace("team"), testutil.WithExtensions("pgcrypto"),
-		testutil.WithExtensions("citext"), testutil.WithLabel("k", "v"), testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain))
+		testutil.WithExtensions("citext"), testutil.WithLabel("k", "v"), testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain),
+		testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))
 	want := tenancyv1alpha1.OrganizationSpec{
 		Namespace:      "team",
 		DeletionPolicy: tenancyv1alpha1.DeletionPolicyRetain,
@@ -72,7 +73,9 @@ func TestNewOrgAppliesItsOptionsInOrder(t *testing.T) {
 			Pool:       tenancyv1alpha1.PoolSpec{MinConnections: 1, MaxConnections: 5},
 			Extensions: []tenancyv1alpha1.ExtensionName{"pgcrypto", "citext"},
 		},
-		Storage: tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
+		Storage:     tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
+		Credentials: tenancyv1alpha1.CredentialsSpec{GracePeriod: &metav1.Duration{Duration: time.Hour}},
+		Adoption:    tenancyv1alpha1.AdoptionSameName,
 	}
 	if diff := cmp.Diff(want, o.Spec); diff != "" || o.Labels["k"] != "v" {
 		t.Errorf("spec (-want +got):\n%s\nlabels %v", diff, o.Labels)

@@ -427,7 +427,7 @@ func checkFleet(t *testing.T, clusters []fleetCluster, names []string) fleetWorl
 							t.Errorf("database %s on %s is owned by %s", name, srv.name, obj.owner)
 						}
 					}
-					if want := (aurora.Marker{Org: org, UID: string(all[org].UID)}).String(); obj.comment != want {
+					if want := (aurora.Marker{Org: org, UID: string(all[org].UID), Cluster: env.clusterID}).String(); obj.comment != want {
 						t.Errorf("%s %s on %s carries %q, want the marker %q", kind, name, srv.name, obj.comment, want)
 					}
 				}

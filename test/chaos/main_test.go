@@ -26,6 +26,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -81,11 +83,14 @@ var (
 // harness is the suite's shared state: the stack, clients that inspect it,
 // and what the hygiene check reads at the end.
 type harness struct {
-	scale   scale
-	dir     string
-	stack   *devstack.Stack
-	k8s     client.WithWatch
-	manager string
+	scale scale
+	dir   string
+	stack *devstack.Stack
+	k8s   client.WithWatch
+	// clusterID is the operator's cluster identity, which its markers
+	// carry: the kube-system namespace's UID.
+	clusterID string
+	manager   string
 	// su inspects PostgreSQL as the bootstrap superuser; the operator never
 	// uses it. It is servers[0]'s.
 	su *pgxpool.Pool
@@ -217,6 +222,11 @@ func (h *harness) start(ctx context.Context) error {
 	if h.k8s, err = client.NewWithWatch(h.stack.Kube.Config, client.Options{Scheme: scheme}); err != nil {
 		return err
 	}
+	system := &corev1.Namespace{}
+	if err := h.k8s.Get(ctx, client.ObjectKey{Name: metav1.NamespaceSystem}, system); err != nil {
+		return err
+	}
+	h.clusterID = string(system.UID)
 	if err := h.connectServers(ctx); err != nil {
 		return err
 	}

@@ -279,7 +279,7 @@ func getSecret(ctx context.Context, o *tenancyv1alpha1.Organization, name string
 // access key, the one its Secret holds, and Secrets whose credentials work.
 func checkProvisioned(ctx context.Context, o *tenancyv1alpha1.Organization, dbs, rls map[string]pgObject, users map[string]string) error {
 	db := naming.DatabaseName(o.Name)
-	marker := aurora.Marker{Org: o.Name, UID: string(o.UID)}.String()
+	marker := aurora.Marker{Org: o.Name, UID: string(o.UID), Cluster: env.clusterID}.String()
 	if d, ok := dbs[db]; !ok || d.comment != marker || d.owner != db {
 		return fmt.Errorf("database %s: %+v, want owner %s and marker %s", db, d, db, marker)
 	}

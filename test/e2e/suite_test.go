@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -261,6 +262,12 @@ type operatorOptions struct {
 	rateLimiter workqueue.TypedRateLimiter[reconcile.Request]
 	// settings, when set, edits the reconciler's settings.
 	settings func(*controllers.Settings)
+	// kube, registry and config, when set, replace the suite's API
+	// server, services and configuration: an operator of another
+	// Kubernetes cluster.
+	kube     *rest.Config
+	registry *registry.Registry
+	config   *config.Config
 }
 
 // startOperatorOpts runs a manager as opts say until the test ends: the
@@ -285,7 +292,11 @@ func launchOperator(t *testing.T, opts operatorOptions) *operator {
 		limiter = workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](50*time.Millisecond, 2*time.Second)
 	}
 	op := &operator{done: make(chan struct{})}
-	mgr, err := orgoperator.New(stack.Kube.Config, reg, cfg, orgoperator.Options{
+	kube, services, conf := stack.Kube.Config, reg, cfg
+	if opts.kube != nil {
+		kube, services, conf = opts.kube, opts.registry, opts.config
+	}
+	mgr, err := orgoperator.New(kube, services, conf, orgoperator.Options{
 		WrapDatabase: opts.db,
 		WrapClient: func(c client.Client) client.Client {
 			if opts.wrap != nil {

@@ -43,7 +43,7 @@ serviceAccount:
   irsaRoleArn: arn:aws:iam::111122223333:role/orgforge-operator
   annotations: {example.com/team: platform}
 leaderElection: {enabled: true, namespace: tenancy-leases}
-operator: {resyncPeriod: 5m, usagePeriod: 30m, maxConcurrentReconciles: 8, allowSystemNamespaces: true}
+operator: {resyncPeriod: 5m, usagePeriod: 30m, maxConcurrentReconciles: 8, allowSystemNamespaces: true, clusterID: k8s-rebuilt}
 database:
   adminSecret: {name: aurora-admin, dsnKey: "", passwordKey: pw}
   host: 127.0.0.1
@@ -87,7 +87,7 @@ topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zon
 		annotations: map[string]string{"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/orgforge-operator", "example.com/team": "platform"},
 		flags: map[string]string{
 			"leader-elect": "true", "leader-election-namespace": "tenancy-leases",
-			"resync-period": "5m", "usage-period": "30m", "max-concurrent-reconciles": "8", "allow-system-namespaces": "true",
+			"resync-period": "5m", "usage-period": "30m", "max-concurrent-reconciles": "8", "allow-system-namespaces": "true", "cluster-id": "k8s-rebuilt",
 			"metrics-bind-address": ":9090", "health-probe-bind-address": ":9091", "pprof-bind-address": "127.0.0.1:6060",
 			"database-password-file": "/etc/orgforge/database/pw",
 			"database-host":          "127.0.0.1", "database-port": "1", "database-user": "orgforge_admin", "database-name": "orgforge",
