@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
@@ -50,6 +51,12 @@ func (r *OrganizationReconciler) readStorageSecret(ctx context.Context, s *scope
 		return err
 	}
 	s.st.secret = secret
+	rot := readRotation(secret, s.org.Spec.Credentials, time.Now())
+	if s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone {
+		// No key, nothing to rotate: every token is acted on.
+		rot = rotation{issuedAt: rot.issuedAt, switched: rot.switched, token: s.org.Spec.Credentials.RotationToken}
+	}
+	s.st.rot = &rot
 	s.st.data = map[string][]byte{
 		"bucket":   []byte(r.Storage.Bucket()),
 		"prefix":   []byte(s.prefix),
@@ -87,7 +94,7 @@ func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) err
 }
 
 func (r *OrganizationReconciler) writeStorageSecret(ctx context.Context, s *scope) error {
-	return r.writeSecret(ctx, s, &s.stNotes, naming.StorageSecretName(s.org.Name), s.st.secret, s.st.data, nil)
+	return r.writeSecret(ctx, s, &s.stNotes, naming.StorageSecretName(s.org.Name), s.st.secret, s.st.data, s.st.rot.annotations())
 }
 
 // recordStorage reports the provisioned prefix on the status.

@@ -245,7 +245,7 @@ type CredentialsSpec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('720h')",message="credentials.gracePeriod must be between 10s and 720h"
 	// +optional
-	GracePeriod metav1.Duration `json:"gracePeriod"`
+	GracePeriod metav1.Duration `json:"gracePeriod,omitzero"`
 }
 
 // OrganizationSpec is the desired state of an Organization.

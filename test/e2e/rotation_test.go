@@ -1,0 +1,277 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/naming"
+	"github.com/orgforge/orgforge/internal/testutil"
+)
+
+// rotationGrace is the grace period of the rotation tests: the API's
+// shortest, so that they wait as little as they can.
+const rotationGrace = 10 * time.Second
+
+// withGrace sets spec.credentials.gracePeriod.
+func withGrace(d time.Duration) testutil.OrgOption {
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Credentials.GracePeriod = metav1.Duration{Duration: d} }
+}
+
+// setRotationToken sets spec.credentials.rotationToken, as GitOps would.
+func setRotationToken(t *testing.T, name, token string) {
+	t.Helper()
+	o := &tenancyv1alpha1.Organization{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	patch := fmt.Sprintf(`{"spec":{"credentials":{"rotationToken":%q}}}`, token)
+	if err := k8s.Patch(context.Background(), o, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// steadyApp is an application holding a pool of open connections: it
+// queries through each of them until stopped and counts what fails.
+type steadyApp struct {
+	pool    *pgxpool.Pool
+	pids    []int32
+	queries atomic.Int64
+	failed  atomic.Int64
+	lastErr atomic.Value
+	stop    context.CancelFunc
+	done    sync.WaitGroup
+}
+
+// startApp opens a pool of n connections with uri and keeps all of them
+// busy.
+func startApp(t *testing.T, uri string, n int) *steadyApp {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MinConns, cfg.MaxConns = int32(n), int32(n)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &steadyApp{pool: pool}
+	app.pids = app.backends(t, n)
+	ctx, cancel := context.WithCancel(context.Background())
+	app.stop = cancel
+	for range n {
+		app.done.Add(1)
+		go func() {
+			defer app.done.Done()
+			for ctx.Err() == nil {
+				var one int
+				if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil && ctx.Err() == nil {
+					app.failed.Add(1)
+					app.lastErr.Store(err.Error())
+				}
+				app.queries.Add(1)
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	t.Cleanup(func() { app.stop(); app.done.Wait(); pool.Close() })
+	return app
+}
+
+// backends holds all n of the pool's connections at once and returns
+// their server process ids, sorted: the same ids later mean that none of
+// the connections was dropped and replaced.
+func (a *steadyApp) backends(t *testing.T, n int) []int32 {
+	t.Helper()
+	ctx := context.Background()
+	var pids []int32
+	var held []*pgxpool.Conn
+	for range n {
+		c, err := a.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatalf("acquiring a pool connection: %v", err)
+		}
+		held = append(held, c)
+		var pid int32
+		if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+			t.Fatalf("querying through a pool connection: %v", err)
+		}
+		pids = append(pids, pid)
+	}
+	for _, c := range held {
+		c.Release()
+	}
+	sort.Slice(pids, func(i, j int) bool { return pids[i] < pids[j] })
+	return pids
+}
+
+// uriOf is the Secret's uri with its username and password replaced.
+func uriOf(s *corev1.Secret, userKey, passwordKey string) string {
+	uri := string(s.Data["uri"])
+	cur := string(s.Data["username"]) + ":" + string(s.Data["password"]) + "@"
+	return strings.Replace(uri, cur, string(s.Data[userKey])+":"+string(s.Data[passwordKey])+"@", 1)
+}
+
+func exec(t *testing.T, uri, sql string) {
+	t.Helper()
+	// pgxpool, which takes the uri's pool_* parameters.
+	conn, err := pgxpool.New(context.Background(), uri)
+	if err != nil {
+		t.Fatalf("logging in for %q: %v", sql, err)
+	}
+	defer conn.Close()
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func queryString(t *testing.T, uri, sql string) string {
+	t.Helper()
+	// pgxpool, which takes the uri's pool_* parameters.
+	conn, err := pgxpool.New(context.Background(), uri)
+	if err != nil {
+		t.Fatalf("logging in for %q: %v", sql, err)
+	}
+	defer conn.Close()
+	var s string
+	if err := conn.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+// rotateAndWait sets a new rotation token and waits for the Secret to
+// switch to another login, then for that login's predecessor to stop
+// working. It checks the grace period in between and returns the Secret
+// during the grace period and the times each took.
+func rotateAndWait(t *testing.T, o *tenancyv1alpha1.Organization, token string) (grace *corev1.Secret, switched, revoked time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	name := o.Name + "-database"
+	before := secret(t, o, name)
+	start := time.Now()
+	setRotationToken(t, o.Name, token)
+	testutil.Eventually(t, 60*time.Second, "the database Secret to switch logins", func() (bool, string) {
+		grace = secret(t, o, name)
+		return string(grace.Data["username"]) != string(before.Data["username"]), string(grace.Data["username"])
+	})
+	switched = time.Since(start)
+	if got, want := string(grace.Data["previous-username"]), string(before.Data["username"]); got != want {
+		t.Errorf("previous-username = %q, want the login before the switch, %q", got, want)
+	}
+	if string(grace.Data["previous-password"]) != string(before.Data["password"]) {
+		t.Error("previous-password is not the password before the switch")
+	}
+	if grace.Annotations[controllers.AnnotationPreviousValidUntil] == "" || grace.Annotations[controllers.AnnotationRotationToken] != token {
+		t.Errorf("annotations during the grace period = %v", grace.Annotations)
+	}
+	oldURI := uriOf(grace, "previous-username", "previous-password")
+	// During the grace period both log in with new connections.
+	if err := login(ctx, string(grace.Data["uri"])); err != nil {
+		t.Errorf("the new login does not work: %v", err)
+	}
+	if err := login(ctx, oldURI); err != nil && time.Since(start) < rotationGrace {
+		t.Errorf("the previous login stopped working within its grace period: %v", err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the previous login to stop working", func() (bool, string) {
+		err := login(ctx, oldURI)
+		return err != nil, "it still logs in"
+	})
+	revoked = time.Since(start)
+	testutil.Eventually(t, 30*time.Second, "previous-* to leave the Secret", func() (bool, string) {
+		s := secret(t, o, name)
+		_, has := s.Data["previous-password"]
+		return !has && s.Annotations[controllers.AnnotationPreviousValidUntil] == "", fmt.Sprint(s.Annotations)
+	})
+	if err := login(ctx, string(secret(t, o, name).Data["uri"])); err != nil {
+		t.Errorf("the current login does not work after the grace period: %v", err)
+	}
+	return grace, switched, revoked
+}
+
+// TestRotationOfTheDatabaseLoginDropsNoConnection rotates an organization's
+// database credentials twice on each PostgreSQL major of the fleet, while
+// an application holds a pool of open connections through the first login.
+func TestRotationOfTheDatabaseLoginDropsNoConnection(t *testing.T) {
+	startOperator(t, nil)
+	var mu sync.Mutex
+	var timings []string
+	for _, major := range fleetMajors {
+		t.Run(fmt.Sprintf("PostgreSQL%d", major), func(t *testing.T) {
+			t.Parallel()
+			cluster := fmt.Sprintf("rotate-pg%d", major)
+			newCluster(t, cluster, fleetServer(t, major), map[string]string{"fleet-test": cluster})
+			waitCluster(t, cluster, "True", tenancyv1alpha1.ReasonConnected)
+			name := fmt.Sprintf("rotate-%d", major)
+			o := applyReady(t, testutil.NewOrg(name, testutil.OnCluster(cluster), withGrace(rotationGrace),
+				testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+			owner := naming.RoleName(name)
+			logins := naming.LoginNames(name)
+			first := secret(t, o, name+"-database")
+			if got := string(first.Data["username"]); got != owner {
+				t.Fatalf("before any rotation the Secret's login is %q, want the owner %q", got, owner)
+			}
+			firstURI := string(first.Data["uri"])
+			exec(t, firstURI, "CREATE TABLE before_rotation (x int); INSERT INTO before_rotation VALUES (1)")
+			app := startApp(t, firstURI, 3)
+
+			grace, switched1, revoked1 := rotateAndWait(t, o, "one")
+			if got := string(grace.Data["username"]); got != logins[0] {
+				t.Errorf("first rotation switched to %q, want %q", got, logins[0])
+			}
+			// What the new login creates is the owner's, and the old
+			// login's sessions use it.
+			newURI := string(grace.Data["uri"])
+			exec(t, newURI, "CREATE TABLE after_rotation (x int); INSERT INTO after_rotation VALUES (2); INSERT INTO before_rotation VALUES (2)")
+			if got := queryString(t, newURI, "SELECT tableowner FROM pg_tables WHERE tablename = 'after_rotation'"); got != owner {
+				t.Errorf("a table created through login %s is owned by %q, want the owner %q", logins[0], got, owner)
+			}
+			var n int
+			if err := app.pool.QueryRow(context.Background(), "SELECT count(*) FROM after_rotation").Scan(&n); err != nil || n != 1 {
+				t.Errorf("the old login's pool cannot read the new login's table: %d, %v", n, err)
+			}
+
+			o = waitReady(t, name)
+			if st := o.Status.Credentials; st.DatabaseLogin != logins[0] || st.RotationToken != "one" || st.LastRotation == nil {
+				t.Errorf("status.credentials after the first rotation = %+v", st)
+			}
+
+			// The second rotation goes to the other login and back
+			// through none of the owner's.
+			grace, switched2, revoked2 := rotateAndWait(t, o, "two")
+			if got, prev := string(grace.Data["username"]), string(grace.Data["previous-username"]); got != logins[1] || prev != logins[0] {
+				t.Errorf("second rotation: login %q, previous %q; want %q and %q", got, prev, logins[1], logins[0])
+			}
+			if err := login(context.Background(), firstURI); err == nil {
+				t.Error("the owner's password still logs in after its grace period")
+			}
+
+			// The pool opened before both rotations never lost a
+			// connection: the same server processes serve it.
+			if got := app.backends(t, 3); !slices.Equal(got, app.pids) {
+				t.Errorf("the pool's connections changed from %v to %v: some were dropped", app.pids, got)
+			}
+			if f := app.failed.Load(); f != 0 {
+				t.Errorf("%d of %d queries of the open pool failed, last: %v", f, app.queries.Load(), app.lastErr.Load())
+			}
+			t.Logf("PostgreSQL %d: %d queries through 3 open connections, %d failed, 0 connections dropped", major, app.queries.Load(), app.failed.Load())
+			mu.Lock()
+			timings = append(timings, fmt.Sprintf("pg%d: switched %v, %v; revoked %v, %v", major,
+				switched1.Round(time.Millisecond), switched2.Round(time.Millisecond), revoked1.Round(time.Millisecond), revoked2.Round(time.Millisecond)))
+			mu.Unlock()
+		})
+	}
+	t.Cleanup(func() { t.Logf("rotation timings (trigger to Secret switched; to old login refused, grace %v): %s", rotationGrace, strings.Join(timings, "; ")) })
+}
