@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,14 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
@@ -273,5 +277,171 @@ func TestRotationOfTheDatabaseLoginDropsNoConnection(t *testing.T) {
 			mu.Unlock()
 		})
 	}
-	t.Cleanup(func() { t.Logf("rotation timings (trigger to Secret switched; to old login refused, grace %v): %s", rotationGrace, strings.Join(timings, "; ")) })
+	t.Cleanup(func() {
+		t.Logf("rotation timings (trigger to Secret switched; to old login refused, grace %v): %s", rotationGrace, strings.Join(timings, "; "))
+	})
+}
+
+// faultyLogins fails EnsureLogins, before it reaches the server, while
+// failing is set.
+type faultyLogins struct {
+	controllers.Database
+	failing *atomic.Bool
+}
+
+func (f faultyLogins) EnsureLogins(ctx context.Context, spec aurora.LoginsSpec) ([]aurora.LoginChange, error) {
+	if f.failing.Load() {
+		return nil, errors.New("injected: the operator stops before the logins")
+	}
+	return f.Database.EnsureLogins(ctx, spec)
+}
+
+// failSecretUpdates fails every update of the Secret named name while
+// failing is set: the logins have changed, the Secret has not.
+func failSecretUpdates(name string, failing *atomic.Bool) func(client.Client) client.Client {
+	return func(c client.Client) client.Client {
+		w, ok := c.(client.WithWatch)
+		if !ok {
+			w = unwatched{c}
+		}
+		return interceptor.NewClient(w, interceptor.Funcs{
+			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+				if _, isSecret := o.(*corev1.Secret); isSecret && o.GetName() == name && failing.Load() {
+					return errors.New("injected: the operator stops before the Secret is written")
+				}
+				return c.Update(ctx, o, opts...)
+			},
+		})
+	}
+}
+
+// loginsThatWork lists which of the organization's owner and logins may
+// log in, as the server says.
+func loginsThatWork(t *testing.T, org string) []string {
+	t.Helper()
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	l := naming.LoginNames(org)
+	rows, err := su.Query(context.Background(), "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname = ANY($1) ORDER BY rolname",
+		[]string{naming.RoleName(org), l[0], l[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// checkSecretHoldsTheOnlyLogins checks that the database Secret's current
+// login works, its previous one too while the Secret keeps it, and that no
+// other login of the organization can log in: nothing has a password that
+// the Secret does not hold.
+func checkSecretHoldsTheOnlyLogins(t *testing.T, o *tenancyv1alpha1.Organization) {
+	t.Helper()
+	s := secret(t, o, o.Name+"-database")
+	if err := login(context.Background(), string(s.Data["uri"])); err != nil {
+		t.Errorf("the Secret's current login %s does not work: %v", s.Data["username"], err)
+	}
+	want := []string{string(s.Data["username"])}
+	if prev := string(s.Data["previous-username"]); prev != "" {
+		want = append(want, prev)
+	}
+	slices.Sort(want)
+	if got := loginsThatWork(t, o.Name); !slices.Equal(got, want) {
+		t.Errorf("logins that may log in = %v, want the Secret's %v", got, want)
+	}
+}
+
+// TestRotationInterruptedAtEachStepLeavesOneWorkingCredential interrupts a
+// rotation before its logins change, then between the logins and the
+// Secret's switch, then between the old login's revocation and the
+// Secret's clean-up, with a restart of the operator in the middle, and
+// checks after each that the Secret holds a working credential and that no
+// login outside it can log in.
+func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
+	var loginsFail, secretFails atomic.Bool
+	const name = "rotcrash"
+	wrapDB := func(_ string, db controllers.Database) controllers.Database {
+		return faultyLogins{Database: db, failing: &loginsFail}
+	}
+	op := launchOperator(t, operatorOptions{db: wrapDB, wrap: failSecretUpdates(name+"-database", &secretFails)})
+	// Registered before the Organization's clean-up, so it runs after it:
+	// the operator that is running then deletes the Organization.
+	t.Cleanup(func() { op.stop() })
+	o := applyReady(t, testutil.NewOrg(name, withGrace(rotationGrace), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	first := secret(t, o, name+"-database")
+	wait := func(what string, ok func() bool) {
+		t.Helper()
+		testutil.Eventually(t, 60*time.Second, what, func() (bool, string) { return ok(), "" })
+	}
+
+	// 1. Stopped before the logins: the budget of two logins is taken,
+	// nothing else. Then the trigger is withdrawn: the budget goes back.
+	loginsFail.Store(true)
+	setRotationToken(t, name, "a")
+	o = waitCondition(t, name, tenancyv1alpha1.ConditionDatabaseReady, "False", "", 30*time.Second)
+	if o.Annotations[controllers.AnnotationBudgetedLogins] != "2" {
+		t.Errorf("the budget does not count two logins before the switch: %v", o.Annotations)
+	}
+	checkSecretHoldsTheOnlyLogins(t, o)
+	setRotationToken(t, name, "")
+	loginsFail.Store(false)
+	o = waitReady(t, name)
+	wait("the budget of the second login to be given back", func() bool {
+		o = waitReady(t, name)
+		return o.Annotations[controllers.AnnotationBudgetedLogins] == ""
+	})
+	checkSecretHoldsTheOnlyLogins(t, o)
+
+	// 2. Stopped between the logins and the Secret: login $1 has a new
+	// password that no Secret holds. Withdrawn, it is revoked.
+	secretFails.Store(true)
+	setRotationToken(t, name, "b")
+	wait("login $1 to get its password", func() bool { return slices.Contains(loginsThatWork(t, name), naming.LoginNames(name)[0]) })
+	if s := secret(t, o, name+"-database"); string(s.Data["password"]) != string(first.Data["password"]) {
+		t.Fatal("the Secret changed although its updates fail")
+	}
+	setRotationToken(t, name, "")
+	secretFails.Store(false)
+	wait("login $1, which no Secret holds, to be revoked", func() bool {
+		return slices.Equal(loginsThatWork(t, name), []string{naming.RoleName(name)})
+	})
+	checkSecretHoldsTheOnlyLogins(t, o)
+
+	// 3. The same crash, and the operator restarted: the new one finishes
+	// the rotation.
+	secretFails.Store(true)
+	setRotationToken(t, name, "c")
+	wait("login $1 to get its password", func() bool { return slices.Contains(loginsThatWork(t, name), naming.LoginNames(name)[0]) })
+	op.stop()
+	op = launchOperator(t, operatorOptions{db: wrapDB, wrap: failSecretUpdates(name+"-database", &secretFails)})
+	secretFails.Store(false)
+	wait("the Secret to switch to login $1", func() bool {
+		return string(secret(t, o, name+"-database").Data["username"]) == naming.LoginNames(name)[0]
+	})
+	checkSecretHoldsTheOnlyLogins(t, o)
+
+	// 4. Stopped after the grace period between the revocation and the
+	// Secret: the owner cannot log in, the Secret still lists it as
+	// previous; the restarted operator cleans the Secret up.
+	secretFails.Store(true)
+	wait("the owner to be revoked at the end of the grace period", func() bool {
+		return slices.Equal(loginsThatWork(t, name), []string{naming.LoginNames(name)[0]})
+	})
+	if s := secret(t, o, name+"-database"); string(s.Data["previous-username"]) != naming.RoleName(name) {
+		t.Fatalf("previous-username = %q while Secret updates fail", s.Data["previous-username"])
+	}
+	op.stop()
+	op = launchOperator(t, operatorOptions{db: wrapDB, wrap: failSecretUpdates(name+"-database", &secretFails)})
+	secretFails.Store(false)
+	wait("previous-* to leave the Secret", func() bool {
+		_, has := secret(t, o, name+"-database").Data["previous-username"]
+		return !has
+	})
+	o = waitReady(t, name)
+	checkSecretHoldsTheOnlyLogins(t, o)
+	if o.Annotations[controllers.AnnotationBudgetedLogins] != "" {
+		t.Errorf("the budget still counts two logins after the grace period: %v", o.Annotations)
+	}
 }
