@@ -445,3 +445,50 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 		t.Errorf("the budget still counts two logins after the grace period: %v", o.Annotations)
 	}
 }
+
+// TestRotationWaitsForTheBudgetOfASecondLogin fills a DatabaseCluster's
+// connection budget and rotates one of its organizations: the two logins
+// of a grace period do not fit, so the rotation waits, saying so, until
+// budget is freed; during the grace period the organization counts twice.
+func TestRotationWaitsForTheBudgetOfASecondLogin(t *testing.T) {
+	startOperator(t, nil)
+	labels := map[string]string{"fleet-test": "rotbudget"}
+	newCluster(t, "rotbudget", fleetServer(t, 15), labels, withCapacity(10))
+	waitCluster(t, "rotbudget", "True", tenancyv1alpha1.ReasonConnected)
+	opts := []testutil.OrgOption{testutil.WithPool(1, 5), testutil.OnClustersLabelled(labels), withGrace(rotationGrace),
+		testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)}
+	o := applyReady(t, testutil.NewOrg("rotbudget-a", opts...))
+	applyReady(t, testutil.NewOrg("rotbudget-b", opts...))
+	budget := func(want string) {
+		t.Helper()
+		testutil.Eventually(t, 30*time.Second, "budget "+want, func() (bool, string) {
+			dbc := &tenancyv1alpha1.DatabaseCluster{}
+			if err := k8s.Get(context.Background(), client.ObjectKey{Name: "rotbudget"}, dbc); err != nil {
+				return false, err.Error()
+			}
+			return dbc.Status.ConnectionBudget == want, dbc.Status.ConnectionBudget
+		})
+	}
+	budget("10/10")
+
+	setRotationToken(t, "rotbudget-a", "x")
+	testutil.Eventually(t, 30*time.Second, "DatabaseReady to say the rotation waits for budget", func() (bool, string) {
+		o = waitReady(t, "rotbudget-a")
+		c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady)
+		return strings.Contains(c.Message, "rotation") && strings.Contains(c.Message, "budget"), c.Message
+	})
+	if got := string(secret(t, o, "rotbudget-a-database").Data["username"]); got != naming.RoleName("rotbudget-a") {
+		t.Fatalf("the Secret switched to %q although the budget is full", got)
+	}
+
+	deleteAndWait(t, "rotbudget-b")
+	testutil.Eventually(t, 60*time.Second, "the rotation to go on once budget is freed", func() (bool, string) {
+		s := secret(t, o, "rotbudget-a-database")
+		return string(s.Data["username"]) == naming.LoginNames("rotbudget-a")[0], string(s.Data["username"])
+	})
+	budget("10/10")
+	if c := testutil.ConditionOf(waitReady(t, "rotbudget-a"), tenancyv1alpha1.ConditionDatabaseReady); strings.Contains(c.Message, "budget") {
+		t.Errorf("DatabaseReady still says the rotation waits: %s", c.Message)
+	}
+	budget("5/10")
+}
