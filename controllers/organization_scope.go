@@ -100,6 +100,13 @@ type storageState struct {
 	// Secret is read.
 	rot  *rotation
 	wake wake
+	// current, previous and pending are the Secret's keys, previous only
+	// during a grace period; then the keys EnsureAccess returned.
+	current, previous, pending storage.AccessKey
+	// rotate asks EnsureAccess to rotate; switched is set when it did.
+	rotate, switched bool
+	// revoked is the previous key whose grace period ended here.
+	revoked string
 }
 
 // notes collects what a part of a reconcile changed outside Kubernetes or

@@ -1,0 +1,120 @@
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/orgforge/orgforge/controllers"
+	"github.com/orgforge/orgforge/internal/testutil"
+)
+
+// TestRotationOfTheAccessKeyUnderIAMDelay rotates an organization's S3
+// access key while a tenant writes with the old one, under the stack's IAM
+// propagation delay: the Secret switches only once S3 honours the new key,
+// the old key works through the grace period and is refused after it, and
+// the user never holds more than IAM's two keys.
+func TestRotationOfTheAccessKeyUnderIAMDelay(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	const name = "rotkey"
+	o := applyReady(t, testutil.NewOrg(name, withGrace(rotationGrace)))
+	user := reg.Storage.UserName(name)
+	before := secret(t, o, name+"-storage")
+	old := storageClient(t, o)
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, old, stack.S3.Bucket, "orgs/rotkey/a.txt", "a") })
+
+	// A tenant that keeps writing with the old key, and a watch on the
+	// user's keys.
+	var writes, failedWrites, mostKeys atomic.Int64
+	var lastErr, firstFailure atomic.Value
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if err := testutil.PutObject(ctx, old, stack.S3.Bucket, fmt.Sprintf("orgs/rotkey/w%d.txt", i%10), "w"); err != nil {
+				if failedWrites.Add(1) == 1 {
+					firstFailure.Store(time.Now())
+				}
+				lastErr.Store(err.Error())
+			}
+			writes.Add(1)
+			if keys, err := reg.Storage.ListAccessKeys(ctx, user); err == nil && int64(len(keys)) > mostKeys.Load() {
+				mostKeys.Store(int64(len(keys)))
+			}
+		}
+	}()
+
+	start := time.Now()
+	setRotationToken(t, name, "k1")
+	var pendingSeen bool
+	var grace = before
+	testutil.Eventually(t, 60*time.Second, "the storage Secret to switch keys", func() (bool, string) {
+		grace = secret(t, o, name+"-storage")
+		if _, ok := grace.Data["pending-access-key-id"]; ok {
+			pendingSeen = true
+		}
+		return string(grace.Data["access-key-id"]) != string(before.Data["access-key-id"]), string(grace.Data["access-key-id"])
+	})
+	switched := time.Since(start)
+	if !pendingSeen {
+		t.Error("the new key never waited in pending-access-key-id, though S3 refuses new keys for a while")
+	}
+	if string(grace.Data["previous-access-key-id"]) != string(before.Data["access-key-id"]) ||
+		string(grace.Data["previous-secret-access-key"]) != string(before.Data["secret-access-key"]) {
+		t.Error("previous-* is not the key before the switch")
+	}
+	if _, ok := grace.Data["pending-access-key-id"]; ok {
+		t.Error("pending-* is still in the Secret after the switch")
+	}
+	// The switch waited for the key to work: it works at once.
+	fresh := stack.S3.Client(string(grace.Data["access-key-id"]), string(grace.Data["secret-access-key"]))
+	if err := testutil.PutObject(ctx, fresh, stack.S3.Bucket, "orgs/rotkey/new.txt", "n"); err != nil {
+		t.Errorf("the key the Secret switched to does not work: %v", err)
+	}
+	if err := testutil.PutObject(ctx, old, stack.S3.Bucket, "orgs/rotkey/old.txt", "o"); err != nil && time.Since(start) < rotationGrace {
+		t.Errorf("the previous key stopped working within its grace period: %v", err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the previous key to be refused", func() (bool, string) {
+		err := testutil.PutObject(ctx, old, stack.S3.Bucket, "orgs/rotkey/old.txt", "o")
+		return err != nil, "it still works"
+	})
+	revoked := time.Since(start)
+	close(stop)
+	<-done
+	testutil.Eventually(t, 30*time.Second, "previous-* to leave the Secret", func() (bool, string) {
+		s := secret(t, o, name+"-storage")
+		_, has := s.Data["previous-access-key-id"]
+		return !has && s.Annotations[controllers.AnnotationPreviousValidUntil] == "", fmt.Sprint(s.Annotations)
+	})
+	keys, err := reg.Storage.ListAccessKeys(ctx, user)
+	if err != nil || len(keys) != 1 || keys[0] != string(grace.Data["access-key-id"]) {
+		t.Errorf("keys after the grace period = %v, %v; want only the Secret's", keys, err)
+	}
+	if n := mostKeys.Load(); n > 2 {
+		t.Errorf("the user held %d keys at once", n)
+	}
+	// Writes with the old key fail only once the grace period is over.
+	until, err := time.Parse(time.RFC3339, grace.Annotations[controllers.AnnotationPreviousValidUntil])
+	if err != nil {
+		t.Fatalf("previous-valid-until: %v", err)
+	}
+	if first, ok := firstFailure.Load().(time.Time); ok && first.Before(until) {
+		t.Errorf("a write with the old key failed at %v, before the end of its grace period at %v: %v", first, until, lastErr.Load())
+	}
+	t.Logf("%d writes with the old key during the rotation, %d refused (after its grace period), last: %v", writes.Load(), failedWrites.Load(), lastErr.Load())
+	o = waitReady(t, name)
+	if st := o.Status.Credentials; st.AccessKeyID != string(grace.Data["access-key-id"]) || st.RotationToken != "k1" {
+		t.Errorf("status.credentials = %+v", st)
+	}
+	t.Logf("access key rotation under a %v IAM delay, grace %v: switched after %v, old key refused after %v",
+		iamDelay, rotationGrace, switched.Round(time.Millisecond), revoked.Round(time.Millisecond))
+}
