@@ -116,17 +116,8 @@ func (rot rotation) due(spec tenancyv1alpha1.CredentialsSpec, now time.Time) str
 // rotated is the rotation of a switch at now.
 func rotated(spec tenancyv1alpha1.CredentialsSpec, now time.Time) rotation {
 	// The annotations keep whole seconds: the grace period is rounded up.
-	until := now.Add(gracePeriod(spec) + time.Second - 1).Truncate(time.Second)
+	until := now.Add(spec.Grace() + time.Second - 1).Truncate(time.Second)
 	return rotation{issuedAt: now.Truncate(time.Second), switched: true, token: spec.RotationToken, validUntil: until}
-}
-
-// gracePeriod is spec's, or the API's default when it is unset, as in an
-// object written before the field existed.
-func gracePeriod(spec tenancyv1alpha1.CredentialsSpec) time.Duration {
-	if spec.GracePeriod.Duration <= 0 {
-		return time.Hour
-	}
-	return spec.GracePeriod.Duration
 }
 
 // wake is when a part of the reconcile wants to run again: the end of a

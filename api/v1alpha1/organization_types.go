@@ -4,6 +4,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -224,7 +226,7 @@ type StorageSpec struct {
 // CredentialsSpec says when the organization's database password and S3
 // access key are rotated. A rotation gives applications a new credential
 // while the old one keeps working for GracePeriod.
-// +kubebuilder:validation:XValidation:rule="!has(self.rotateEvery) || duration(self.rotateEvery) > duration(self.gracePeriod)",message="credentials.rotateEvery must be longer than credentials.gracePeriod"
+// +kubebuilder:validation:XValidation:rule="!has(self.rotateEvery) || duration(self.rotateEvery) > (has(self.gracePeriod) ? duration(self.gracePeriod) : duration('1h'))",message="credentials.rotateEvery must be longer than credentials.gracePeriod"
 type CredentialsSpec struct {
 	// RotateEvery rotates the credentials when this long has passed since
 	// the last rotation (or since they were first issued). Unset, the
@@ -245,7 +247,19 @@ type CredentialsSpec struct {
 	// +kubebuilder:default="1h"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('720h')",message="credentials.gracePeriod must be between 10s and 720h"
 	// +optional
-	GracePeriod metav1.Duration `json:"gracePeriod,omitzero"`
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+}
+
+// DefaultGracePeriod is spec.credentials.gracePeriod's default.
+const DefaultGracePeriod = time.Hour
+
+// Grace returns the grace period, or its default when unset (as in an
+// object built in Go and never sent to the API server).
+func (c CredentialsSpec) Grace() time.Duration {
+	if c.GracePeriod == nil {
+		return DefaultGracePeriod
+	}
+	return c.GracePeriod.Duration
 }
 
 // OrganizationSpec is the desired state of an Organization.

@@ -152,7 +152,7 @@ func TestAPIServerFillsDefaultsForAMinimalOrganization(t *testing.T) {
 		DeletionPolicy: tenancyv1alpha1.DeletionPolicyRetain,
 		Database:       tenancyv1alpha1.DatabaseSpec{Pool: tenancyv1alpha1.PoolSpec{MinConnections: 2, MaxConnections: 10}},
 		Storage:        tenancyv1alpha1.StorageSpec{Access: tenancyv1alpha1.StorageAccessAccessKey},
-		Credentials:    tenancyv1alpha1.CredentialsSpec{GracePeriod: metav1.Duration{Duration: time.Hour}},
+		Credentials:    tenancyv1alpha1.CredentialsSpec{GracePeriod: &metav1.Duration{Duration: time.Hour}},
 		Adoption:       tenancyv1alpha1.AdoptionNever,
 	}
 	if diff := cmp.Diff(want, o.Spec); diff != "" {

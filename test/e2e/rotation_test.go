@@ -33,7 +33,7 @@ const rotationGrace = 10 * time.Second
 
 // withGrace sets spec.credentials.gracePeriod.
 func withGrace(d time.Duration) testutil.OrgOption {
-	return func(o *tenancyv1alpha1.Organization) { o.Spec.Credentials.GracePeriod = metav1.Duration{Duration: d} }
+	return func(o *tenancyv1alpha1.Organization) { o.Spec.Credentials.GracePeriod = &metav1.Duration{Duration: d} }
 }
 
 // setRotationToken sets spec.credentials.rotationToken, as GitOps would.
