@@ -205,10 +205,10 @@ func rotateAndWait(t *testing.T, o *tenancyv1alpha1.Organization, token string) 
 	return grace, switched, revoked
 }
 
-// TestRotationOfTheDatabaseLoginDropsNoConnection rotates an organization's
+// TestFleetRotationOfTheDatabaseLoginDropsNoConnection rotates an organization's
 // database credentials twice on each PostgreSQL major of the fleet, while
 // an application holds a pool of open connections through the first login.
-func TestRotationOfTheDatabaseLoginDropsNoConnection(t *testing.T) {
+func TestFleetRotationOfTheDatabaseLoginDropsNoConnection(t *testing.T) {
 	startOperator(t, nil)
 	var mu sync.Mutex
 	var timings []string
@@ -446,11 +446,11 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 	}
 }
 
-// TestRotationWaitsForTheBudgetOfASecondLogin fills a DatabaseCluster's
+// TestFleetRotationWaitsForTheBudgetOfASecondLogin fills a DatabaseCluster's
 // connection budget and rotates one of its organizations: the two logins
 // of a grace period do not fit, so the rotation waits, saying so, until
 // budget is freed; during the grace period the organization counts twice.
-func TestRotationWaitsForTheBudgetOfASecondLogin(t *testing.T) {
+func TestFleetRotationWaitsForTheBudgetOfASecondLogin(t *testing.T) {
 	startOperator(t, nil)
 	labels := map[string]string{"fleet-test": "rotbudget"}
 	newCluster(t, "rotbudget", fleetServer(t, 15), labels, withCapacity(10))
