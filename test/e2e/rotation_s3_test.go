@@ -3,10 +3,14 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
@@ -117,4 +121,130 @@ func TestRotationOfTheAccessKeyUnderIAMDelay(t *testing.T) {
 	}
 	t.Logf("access key rotation under a %v IAM delay, grace %v: switched after %v, old key refused after %v",
 		iamDelay, rotationGrace, switched.Round(time.Millisecond), revoked.Round(time.Millisecond))
+}
+
+// TestRotationOfTheAccessKeyInterruptedAtEachStep interrupts an access key
+// rotation, under the IAM delay, between the new key's creation and the
+// Secret, between the key working and the switch, and between the old
+// key's deletion and the Secret's clean-up, restarting the operator each
+// time; and withdraws one rotation before its key reached the Secret. The
+// user never holds more than two keys, the Secret's key always works, and
+// once settled the user holds only the keys the Secret names.
+func TestRotationOfTheAccessKeyInterruptedAtEachStep(t *testing.T) {
+	ctx := context.Background()
+	const name = "rotkeycrash"
+	var secretFails atomic.Bool
+	start := func() *operator {
+		return launchOperator(t, operatorOptions{wrap: failSecretUpdates(name+"-storage", &secretFails)})
+	}
+	op := start()
+	t.Cleanup(func() { op.stop() })
+	restart := func() {
+		op.stop()
+		op = start()
+	}
+	o := applyReady(t, testutil.NewOrg(name, withGrace(rotationGrace), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessAccessKey)))
+	user := reg.Storage.UserName(name)
+	keys := func() []string {
+		ids, err := reg.Storage.ListAccessKeys(ctx, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	var mostKeys atomic.Int64
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if ids, err := reg.Storage.ListAccessKeys(ctx, user); err == nil && int64(len(ids)) > mostKeys.Load() {
+				mostKeys.Store(int64(len(ids)))
+			}
+		}
+	}()
+	defer close(stop)
+	keyWorks := func(id, secret string) bool {
+		return testutil.PutObject(ctx, stack.S3.Client(id, secret), stack.S3.Bucket, "orgs/"+name+"/probe.txt", "p") == nil
+	}
+	current := func() *corev1.Secret { return secret(t, o, name+"-storage") }
+	settled := func(what string) {
+		t.Helper()
+		testutil.Eventually(t, 60*time.Second, what, func() (bool, string) {
+			s := current()
+			want := []string{string(s.Data["access-key-id"])}
+			for _, k := range []string{"previous-access-key-id", "pending-access-key-id"} {
+				if id := string(s.Data[k]); id != "" {
+					want = append(want, id)
+				}
+			}
+			slices.Sort(want)
+			got := keys()
+			return slices.Equal(got, want) && keyWorks(string(s.Data["access-key-id"]), string(s.Data["secret-access-key"])),
+				fmt.Sprintf("user's keys %v, the Secret's %v", got, want)
+		})
+	}
+	settled("the first key to work")
+	first := current()
+
+	// 1. The new key is made, its Secret write fails; the rotation is
+	// withdrawn and the operator restarted: the key nobody holds goes.
+	secretFails.Store(true)
+	setRotationToken(t, name, "a")
+	testutil.Eventually(t, 30*time.Second, "a second key to be issued", func() (bool, string) { return len(keys()) == 2, fmt.Sprint(keys()) })
+	setRotationToken(t, name, "")
+	restart()
+	secretFails.Store(false)
+	testutil.Eventually(t, 30*time.Second, "the key no Secret holds to be deleted", func() (bool, string) {
+		return slices.Equal(keys(), []string{string(first.Data["access-key-id"])}), fmt.Sprint(keys())
+	})
+	settled("the first key alone")
+
+	// 2. The new key waits in pending-*; once it works the switch fails;
+	// the restarted operator switches.
+	setRotationToken(t, name, "b")
+	var pending string
+	testutil.Eventually(t, 30*time.Second, "the new key to wait in pending-*", func() (bool, string) {
+		pending = string(current().Data["pending-access-key-id"])
+		return pending != "", "no pending key"
+	})
+	secretFails.Store(true)
+	s := current()
+	testutil.Eventually(t, 60*time.Second, "the pending key to work", func() (bool, string) {
+		return keyWorks(pending, string(s.Data["pending-secret-access-key"])), "refused"
+	})
+	time.Sleep(2 * time.Second) // the operator tries to switch, and fails
+	if got := string(current().Data["access-key-id"]); got != string(first.Data["access-key-id"]) {
+		t.Fatalf("the Secret switched to %s although its updates fail", got)
+	}
+	restart()
+	secretFails.Store(false)
+	testutil.Eventually(t, 30*time.Second, "the Secret to switch to the pending key", func() (bool, string) {
+		return string(current().Data["access-key-id"]) == pending, string(current().Data["access-key-id"])
+	})
+	settled("the switched Secret")
+
+	// 3. The grace period ends, the old key is deleted, the Secret's
+	// clean-up fails; the restarted operator cleans it up.
+	secretFails.Store(true)
+	testutil.Eventually(t, 60*time.Second, "the old key to be deleted", func() (bool, string) {
+		return slices.Equal(keys(), []string{pending}), fmt.Sprint(keys())
+	})
+	if got := string(current().Data["previous-access-key-id"]); got != string(first.Data["access-key-id"]) {
+		t.Fatalf("previous-access-key-id = %q while the Secret's updates fail", got)
+	}
+	restart()
+	secretFails.Store(false)
+	testutil.Eventually(t, 30*time.Second, "previous-* to leave the Secret", func() (bool, string) {
+		_, has := current().Data["previous-access-key-id"]
+		return !has, "still there"
+	})
+	settled("the Secret after the grace period")
+	if n := mostKeys.Load(); n > 2 {
+		t.Errorf("the user held %d keys at once", n)
+	}
 }
