@@ -444,6 +444,20 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 	if o.Annotations[controllers.AnnotationBudgetedLogins] != "" {
 		t.Errorf("the budget still counts two logins after the grace period: %v", o.Annotations)
 	}
+
+	// Settled, a rotated organization's resyncs write nothing.
+	writes := op.writes.Load()
+	time.Sleep(2*resync + time.Second)
+	if n := op.writes.Load() - writes; n != 0 {
+		t.Errorf("%d writes in two resyncs of a rotated organization, want 0", n)
+	}
+	// Deleted, its logins go with its owner role.
+	deleteAndWait(t, name)
+	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	l := naming.LoginNames(name)
+	if n := count(t, su, "SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", []string{naming.RoleName(name), l[0], l[1]}); n != 0 {
+		t.Errorf("%d of the owner and logins are left after deletion", n)
+	}
 }
 
 // TestFleetRotationWaitsForTheBudgetOfASecondLogin fills a DatabaseCluster's
