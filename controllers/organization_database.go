@@ -118,7 +118,7 @@ func (s *scope) nextLogin(current string) string {
 // while its budget does not fit, and while an edited password is applied.
 func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *scope) error {
 	spec, now, rot := s.org.Spec.Credentials, time.Now(), *s.db.rot
-	defer func() { s.db.wake.schedule(*s.db.rot, spec) }()
+	defer func() { s.db.wake.schedule(*s.db.rot, spec, now) }()
 	if s.db.previous != "" && !rot.inGrace(now) {
 		s.db.revoked, s.db.previous, s.db.previousPassword = s.db.previous, "", ""
 		rot.validUntil = time.Time{}

@@ -134,10 +134,16 @@ func (w *wake) at(t time.Time) {
 	}
 }
 
-// schedule wakes for rot's grace end and next rotation.
-func (w *wake) schedule(rot rotation, spec tenancyv1alpha1.CredentialsSpec) {
-	w.at(rot.validUntil)
-	w.at(rot.next(spec))
+// schedule wakes for rot's grace end and next rotation, those still to
+// come. One already past is being acted on, or waits for something else (a
+// grace period, budget), which sets its own wake or waits for the resync:
+// waking for it would only spin.
+func (w *wake) schedule(rot rotation, spec tenancyv1alpha1.CredentialsSpec, now time.Time) {
+	for _, t := range []time.Time{rot.validUntil, rot.next(spec)} {
+		if t.After(now) {
+			w.at(t)
+		}
+	}
 }
 
 // requeueAfter shortens resync to the earliest wake of either part.

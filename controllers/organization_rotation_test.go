@@ -101,3 +101,19 @@ func TestTheStatusMirrorsBothSecretsRotation(t *testing.T) {
 		t.Errorf("status.credentials (-want +got):\n%s", diff)
 	}
 }
+
+func TestAWakeIsScheduledOnlyForWhatIsStillToCome(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	spec := tenancyv1alpha1.CredentialsSpec{RotateEvery: &metav1.Duration{Duration: time.Hour}}
+	// A rotation that is overdue, waiting for budget: no wake, or the
+	// organization would be requeued at once, again and again.
+	var w wake
+	w.schedule(rotation{issuedAt: now.Add(-2 * time.Hour)}, spec, now)
+	if !time.Time(w).IsZero() {
+		t.Errorf("an overdue rotation scheduled a wake at %v", time.Time(w))
+	}
+	w.schedule(rotation{issuedAt: now, validUntil: now.Add(time.Minute)}, spec, now)
+	if got := time.Time(w); !got.Equal(now.Add(time.Minute)) {
+		t.Errorf("wake = %v, want the grace period's end", got)
+	}
+}

@@ -92,7 +92,7 @@ func secretKey(secret *corev1.Secret, prefix string) storage.AccessKey {
 // rotation waits while a grace period runs: a user has two keys at most.
 func (r *OrganizationReconciler) planStorageRotation(_ context.Context, s *scope) error {
 	spec, now, rot := s.org.Spec.Credentials, time.Now(), *s.st.rot
-	defer func() { s.st.wake.schedule(*s.st.rot, spec) }()
+	defer func() { s.st.wake.schedule(*s.st.rot, spec, now) }()
 	if s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone || s.st.secret == nil {
 		return nil
 	}
