@@ -325,9 +325,11 @@ func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope
 		a[AnnotationBudgetedLogins] == logins {
 		return nil
 	}
-	// A copy is patched: a resize runs beside the storage part, which
-	// reads s.org, and the patch's answer would be written into it.
-	org := s.org.DeepCopy()
+	// A copy of the metadata only is patched: a resize or a rotation's
+	// budget runs beside the storage part, which writes s.org's status (so
+	// even copying it would race), and the patch's answer would be written
+	// into it. The patch holds the annotations only.
+	org := &tenancyv1alpha1.Organization{TypeMeta: s.org.TypeMeta, ObjectMeta: *s.org.ObjectMeta.DeepCopy()}
 	patch := client.MergeFrom(org.DeepCopy())
 	if org.Annotations == nil {
 		org.Annotations = map[string]string{}

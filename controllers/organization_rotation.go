@@ -102,10 +102,11 @@ func (rot rotation) next(spec tenancyv1alpha1.CredentialsSpec) time.Time {
 	return rot.issuedAt.Add(spec.RotateEvery.Duration)
 }
 
-// due reports why a rotation is due at now, or "".
+// due reports why a rotation is due at now, or "". Removing the token
+// asks for nothing.
 func (rot rotation) due(spec tenancyv1alpha1.CredentialsSpec, now time.Time) string {
 	switch next := rot.next(spec); {
-	case spec.RotationToken != rot.token:
+	case spec.RotationToken != "" && spec.RotationToken != rot.token:
 		return fmt.Sprintf("rotationToken %q", spec.RotationToken)
 	case !next.IsZero() && !now.Before(next):
 		return "rotateEvery " + spec.RotateEvery.Duration.String()

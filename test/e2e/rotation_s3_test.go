@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
@@ -246,5 +247,39 @@ func TestRotationOfTheAccessKeyInterruptedAtEachStep(t *testing.T) {
 	settled("the Secret after the grace period")
 	if n := mostKeys.Load(); n > 2 {
 		t.Errorf("the user held %d keys at once", n)
+	}
+}
+
+// TestRotateEveryRotatesBothCredentialsWithoutAResync runs an operator
+// whose resync is far away: only the requeues a rotation asks for can
+// rotate the credentials after rotateEvery and revoke the old ones at the
+// end of the grace period.
+func TestRotateEveryRotatesBothCredentialsWithoutAResync(t *testing.T) {
+	startOperatorSettings(t, nil, nil, func(s *controllers.Settings) { s.ResyncPeriod = time.Hour })
+	ctx := context.Background()
+	const name = "rotevery"
+	o := applyReady(t, testutil.NewOrg(name, withGrace(rotationGrace), func(o *tenancyv1alpha1.Organization) {
+		o.Spec.Credentials.RotateEvery = &metav1.Duration{Duration: time.Minute}
+	}))
+	db, st := secret(t, o, name+"-database"), secret(t, o, name+"-storage")
+	oldDB := string(db.Data["uri"])
+	oldKey := stack.S3.Client(string(st.Data["access-key-id"]), string(st.Data["secret-access-key"]))
+	waitKeyWorks(t, func() error { return testutil.PutObject(ctx, oldKey, stack.S3.Bucket, "orgs/rotevery/a.txt", "a") })
+
+	testutil.Eventually(t, 2*time.Minute, "both Secrets to switch after rotateEvery", func() (bool, string) {
+		db2, st2 := secret(t, o, name+"-database"), secret(t, o, name+"-storage")
+		return string(db2.Data["username"]) != string(db.Data["username"]) && string(st2.Data["access-key-id"]) != string(st.Data["access-key-id"]),
+			fmt.Sprintf("login %s, key %s", db2.Data["username"], st2.Data["access-key-id"])
+	})
+	testutil.Eventually(t, time.Minute, "both old credentials to stop working after the grace period", func() (bool, string) {
+		return login(ctx, oldDB) != nil && testutil.PutObject(ctx, oldKey, stack.S3.Bucket, "orgs/rotevery/a.txt", "a") != nil, "one still works"
+	})
+	o = waitReady(t, name)
+	c := o.Status.Credentials
+	if c.LastRotation == nil || c.NextRotation == nil || !c.NextRotation.Time.After(c.LastRotation.Time) {
+		t.Errorf("status.credentials = %+v; want the next rotation after the last", c)
+	}
+	if err := login(ctx, string(secret(t, o, name+"-database").Data["uri"])); err != nil {
+		t.Errorf("the current login does not work: %v", err)
 	}
 }

@@ -377,7 +377,8 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 	}
 
 	// 1. Stopped before the logins: the budget of two logins is taken,
-	// nothing else. Then the trigger is withdrawn: the budget goes back.
+	// nothing else. The trigger is withdrawn while the fault lasts: the
+	// budget goes back and the Organization is Ready again.
 	loginsFail.Store(true)
 	setRotationToken(t, name, "a")
 	o = waitCondition(t, name, tenancyv1alpha1.ConditionDatabaseReady, "False", "", 30*time.Second)
@@ -386,16 +387,16 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 	}
 	checkSecretHoldsTheOnlyLogins(t, o)
 	setRotationToken(t, name, "")
-	loginsFail.Store(false)
-	o = waitReady(t, name)
 	wait("the budget of the second login to be given back", func() bool {
 		o = waitReady(t, name)
 		return o.Annotations[controllers.AnnotationBudgetedLogins] == ""
 	})
+	loginsFail.Store(false)
 	checkSecretHoldsTheOnlyLogins(t, o)
 
 	// 2. Stopped between the logins and the Secret: login $1 has a new
-	// password that no Secret holds. Withdrawn, it is revoked.
+	// password that no Secret holds. Withdrawn, while the Secret still
+	// cannot be written, it is revoked.
 	secretFails.Store(true)
 	setRotationToken(t, name, "b")
 	wait("login $1 to get its password", func() bool { return slices.Contains(loginsThatWork(t, name), naming.LoginNames(name)[0]) })
@@ -403,10 +404,10 @@ func TestRotationInterruptedAtEachStepLeavesOneWorkingCredential(t *testing.T) {
 		t.Fatal("the Secret changed although its updates fail")
 	}
 	setRotationToken(t, name, "")
-	secretFails.Store(false)
 	wait("login $1, which no Secret holds, to be revoked", func() bool {
 		return slices.Equal(loginsThatWork(t, name), []string{naming.RoleName(name)})
 	})
+	secretFails.Store(false)
 	checkSecretHoldsTheOnlyLogins(t, o)
 
 	// 3. The same crash, and the operator restarted: the new one finishes
