@@ -13,6 +13,7 @@ type Database interface {
 	Endpoint() string
 	InspectRole(ctx context.Context, name string) (aurora.RoleInfo, error)
 	EnsureRole(ctx context.Context, spec aurora.RoleSpec) (aurora.Change, error)
+	EnsureLogins(ctx context.Context, spec aurora.LoginsSpec) ([]aurora.LoginChange, error)
 	EnsureDatabase(ctx context.Context, name, owner string, marker aurora.Marker) (aurora.Change, error)
 	SecureDatabase(ctx context.Context, name, owner string) (aurora.Change, error)
 	SecureDatabaseAccess(ctx context.Context, name, owner string) (aurora.Change, error)

@@ -158,15 +158,15 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 }
 
 // namedForAdoption reports whether a marked object has one of the
-// Organization's names: its database, its owner role, or one of its login
-// roles (the owner role's name and a suffix). A database's owner may write
+// Organization's names: its database, its owner role, or one of the two
+// login roles its credentials rotate through. A database's owner may write
 // its comment, so a tenant could mark its own database for another
 // Organization; it is not taken over under another name.
 func (s *scope) namedForAdoption(m aurora.Marked) bool {
 	if m.Kind == "database" {
 		return m.Name == s.database
 	}
-	return m.Name == s.role || strings.HasPrefix(m.Name, s.role+"_")
+	return s.isLogin(m.Name)
 }
 
 // fromUID is the UID the adopted objects were marked for, or "" when none
@@ -203,9 +203,9 @@ func (r *OrganizationReconciler) adoptDatabaseSecret(ctx context.Context, s *sco
 		from = adoptedFrom(s.org)
 	}
 	works := false
-	if s.db.password != "" && string(secret.Data["username"]) == s.role {
+	if s.db.password != "" && string(secret.Data["username"]) == s.db.current {
 		var err error
-		if works, err = s.dbs.PasswordWorks(ctx, s.database, s.role, s.db.password); err != nil {
+		if works, err = s.dbs.PasswordWorks(ctx, s.database, s.db.current, s.db.password); err != nil {
 			return fmt.Errorf("trying the retained Secret %s/%s's password: %w", s.namespace, secret.Name, err)
 		}
 	}
@@ -217,7 +217,7 @@ func (r *OrganizationReconciler) adoptDatabaseSecret(ctx context.Context, s *sco
 		// Secret is written.
 		s.db.password, s.db.edited = "", false
 		what = "set a new password: the retained one no longer logs in"
-		s.dbNotes.add("set a new password on role %s: the password of the retained Secret %s/%s no longer logs in", s.role, s.namespace, secret.Name)
+		s.dbNotes.add("set a new password on login %s: the password of the retained Secret %s/%s no longer logs in", s.db.current, s.namespace, secret.Name)
 	}
 	s.db.adoption = fmt.Sprintf("adopted from Organization uid %s; %s", from, what)
 	if from == "" {

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	ctrl "sigs.k8s.io/controller-runtime"
 
@@ -32,6 +34,9 @@ func (r *OrganizationReconciler) reconcileDatabase(ctx context.Context, s *scope
 		what += " (PostgreSQL at " + s.dbs.Endpoint() + ")"
 	}
 	s.outcome.database = databasePart.result(err, what)
+	if s.outcome.database.done && s.db.waiting != "" {
+		s.outcome.database.message += "; " + s.db.waiting
+	}
 	return err
 }
 
@@ -42,31 +47,46 @@ func (r *OrganizationReconciler) databasePhases() []phase {
 		{run: r.resizeBudget},
 		{run: r.readDatabaseSecret},
 		{run: r.adoptDatabase, when: adoptsDatabase},
+		{run: r.planDatabaseRotation},
 		{step: "role", run: r.ensureRole},
 		{step: "database", run: r.ensureDatabase},
 		{step: "secure", run: r.secureDatabase},
 		{step: "extensions", run: r.ensureExtensions, when: hasExtensions},
+		{step: "logins", run: r.ensureLogins, when: hasLogins},
 		{step: "databaseSecret", run: r.writeDatabaseSecret},
+		{run: r.releaseBudget},
 		{run: r.recordDatabase},
 	}
 }
 
 // readDatabaseSecret reads the database Secret. Its password is the desired
-// one: a person may rotate it by editing the Secret. One that differs from
-// what the operator last set is given to the role; one that cannot be used
-// changes nothing.
+// one for the login it names: a person may rotate it by editing the Secret.
+// One that differs from what the operator last set is given to the login;
+// one that cannot be used changes nothing. An organization whose
+// credentials rotate has its Secret read past the cache (see freshSecret).
 func (r *OrganizationReconciler) readDatabaseSecret(ctx context.Context, s *scope) error {
 	secret, err := r.ownedSecret(ctx, s.namespace, naming.DatabaseSecretName(s.org.Name), s)
 	if err != nil {
 		return err
 	}
-	s.db.secret = secret
-	if secret == nil || string(secret.Data["username"]) != s.role {
+	if secret != nil && (rotates(s.org) || string(secret.Data["username"]) != s.role) {
+		if secret, err = r.freshSecret(ctx, secret); err != nil {
+			return err
+		}
+	}
+	s.db.secret, s.db.current = secret, s.role
+	rot := readRotation(secret, s.org.Spec.Credentials, time.Now())
+	s.db.rot = &rot
+	if secret == nil || !s.isLogin(string(secret.Data["username"])) {
 		return nil
+	}
+	s.db.current = string(secret.Data["username"])
+	if prev := string(secret.Data["previous-username"]); prev != s.db.current && s.isLogin(prev) && !rot.validUntil.IsZero() {
+		s.db.previous, s.db.previousPassword = prev, string(secret.Data["previous-password"])
 	}
 	password := string(secret.Data["password"])
 	if err := checkSecretPassword(password); err != nil {
-		return fmt.Errorf("%w: Secret %s/%s: %v; the role keeps its password until the Secret holds a usable one",
+		return fmt.Errorf("%w: Secret %s/%s: %v; the login keeps its password until the Secret holds a usable one",
 			errInvalidSecret, s.namespace, secret.Name, err)
 	}
 	same, err := credentials.VerifyPassword(secret.Annotations[AnnotationPasswordVerifier], password)
@@ -74,32 +94,110 @@ func (r *OrganizationReconciler) readDatabaseSecret(ctx context.Context, s *scop
 	return nil
 }
 
-// ensureRole creates the role or brings it to the spec, giving it a
-// password when it needs one.
+// isLogin reports whether name is one of the organization's logins: its
+// owner role or one of the two that take turns once credentials rotate.
+func (s *scope) isLogin(name string) bool {
+	logins := naming.LoginNames(s.org.Name)
+	return name == s.role || name == logins[0] || name == logins[1]
+}
+
+// nextLogin is the login a rotation from current switches to.
+func (s *scope) nextLogin(current string) string {
+	logins := naming.LoginNames(s.org.Name)
+	if current == logins[0] {
+		return logins[1]
+	}
+	return logins[0]
+}
+
+// planDatabaseRotation ends a grace period that is over and starts a
+// rotation that is due, in the scope only: the phases after it give the
+// logins their state, and the Secret is written last. A rotation switches
+// to the standby login with a new password, keeping the current one as
+// previous for the grace period; the budget of two logins is taken first.
+// A rotation waits while a grace period runs (there are two logins only),
+// while its budget does not fit, and while an edited password is applied.
+func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *scope) error {
+	spec, now, rot := s.org.Spec.Credentials, time.Now(), *s.db.rot
+	defer func() { s.db.wake.schedule(*s.db.rot, spec, now) }()
+	if s.db.previous != "" && !rot.inGrace(now) {
+		s.db.revoked, s.db.previous, s.db.previousPassword = s.db.previous, "", ""
+		rot.validUntil = time.Time{}
+		s.db.rot = &rot
+	}
+	why := rot.due(spec, now)
+	if s.db.secret == nil || why == "" {
+		return nil
+	}
+	if s.db.previous != "" || s.db.revoked != "" || s.db.edited {
+		// Looked at again once the grace period has ended, the revoked
+		// login's Secret is written, or the edited password is set.
+		s.db.wake.at(now.Add(pendingRotation))
+		return nil
+	}
+	fits, err := r.budgetLogins(ctx, s, 2)
+	if err != nil {
+		return err
+	}
+	if !fits {
+		s.db.waiting = fmt.Sprintf("the credential rotation (%s) waits: two logins of %d connections each do not fit the connection budget of DatabaseCluster %s",
+			why, s.maxConnections, s.cluster)
+		return nil
+	}
+	password, err := r.Creds.NewPassword()
+	if err != nil {
+		return err
+	}
+	verifier, err := r.Creds.Verifier(password)
+	if err != nil {
+		return err
+	}
+	s.db.previous, s.db.previousPassword = s.db.current, s.db.password
+	s.db.current, s.db.password, s.db.verifier = s.nextLogin(s.db.current), password, verifier
+	s.db.switched = true
+	next := rotated(spec, now)
+	s.db.rot = &next
+	ctrl.LoggerFrom(ctx).Info("Rotating database credentials", "trigger", why, "login", s.db.current, "previousLogin", s.db.previous)
+	return nil
+}
+
+// ensureRole creates the owner role or brings it to the spec, giving it a
+// password when it is the current login and needs one. Once credentials
+// have rotated away from it, the owner is NOLOGIN, after the grace period
+// in which it is the previous login.
 func (r *OrganizationReconciler) ensureRole(ctx context.Context, s *scope) error {
 	if err := r.rolePassword(ctx, s); err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
-	change, err := s.dbs.EnsureRole(ctx, aurora.RoleSpec{
-		Name: s.role, Marker: s.dbMarker(), Verifier: s.db.verifier, ConnLimit: s.maxConnections,
-	})
+	spec := aurora.RoleSpec{Name: s.role, Marker: s.dbMarker(), ConnLimit: s.maxConnections,
+		NoLogin: s.db.current != s.role && s.db.previous != s.role}
+	if s.db.current == s.role {
+		spec.Verifier = s.db.verifier
+	}
+	change, err := s.dbs.EnsureRole(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
+	if s.db.revoked == s.role && change == aurora.Updated {
+		change = aurora.Unchanged // the revocation has an Event of its own
+	}
 	s.dbNotes.change(change, "role "+s.role)
 	if s.db.edited {
-		s.dbNotes.add("set role %s's password to the one in Secret %s/%s", s.role, s.namespace, s.db.secret.Name)
+		s.dbNotes.add("set login %s's password to the one in Secret %s/%s", s.db.current, s.namespace, s.db.secret.Name)
 	}
 	return nil
 }
 
-// rolePassword sets s.db.verifier when the role gets a password now: for a
-// new Secret, an edited one, or a role to create. The Secret is written
-// after the role. Only a Secret's own password needs a look at the role, to
-// learn whether it must be created.
+// rolePassword sets s.db.verifier when the current login gets a password
+// now: for a new Secret, an edited one, a rotation, or a login to create.
+// The Secret is written after the login. Only a Secret's own password needs
+// a look at the login, to learn whether it must be created.
 func (r *OrganizationReconciler) rolePassword(ctx context.Context, s *scope) error {
+	if s.db.verifier != "" {
+		return nil
+	}
 	if s.db.password != "" && !s.db.edited {
-		info, err := s.dbs.InspectRole(ctx, s.role)
+		info, err := s.dbs.InspectRole(ctx, s.db.current)
 		if err != nil || info.Exists {
 			return err
 		}
@@ -165,22 +263,91 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 	return nil
 }
 
+// hasLogins reports whether the organization may have login roles besides
+// its owner: its credentials rotate or have rotated. Then every reconcile
+// makes sure that the logins the Secret does not hold cannot log in, so a
+// rotation interrupted before its Secret was written leaves no password
+// that nobody has.
+func hasLogins(s *scope) bool {
+	st := s.org.Status.Credentials
+	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" ||
+		st.LastRotation != nil || (st.DatabaseLogin != "" && st.DatabaseLogin != s.role)
+}
+
+// ensureLogins makes the Secret's current and previous logins work, with
+// the current one's new password if it has one, and every other login
+// NOLOGIN.
+func (r *OrganizationReconciler) ensureLogins(ctx context.Context, s *scope) error {
+	spec := aurora.LoginsSpec{Owner: s.role, Database: s.database, Marker: s.dbMarker(), ConnLimit: s.maxConnections}
+	for _, name := range naming.LoginNames(s.org.Name) {
+		l := aurora.Login{Name: name, Active: name == s.db.current || name == s.db.previous}
+		if name == s.db.current {
+			l.Verifier = s.db.verifier
+		}
+		spec.Logins = append(spec.Logins, l)
+	}
+	changes, err := s.dbs.EnsureLogins(ctx, spec)
+	for _, c := range changes {
+		switch {
+		case c.Revoked && c.Name != s.db.revoked:
+			s.dbNotes.add("revoked login %s, which the Secret does not hold", c.Name)
+		case c.Change == aurora.Created:
+			s.dbNotes.add("created login %s", c.Name)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ensuring the logins of role %s: %w", s.role, err)
+	}
+	return nil
+}
+
 func (r *OrganizationReconciler) writeDatabaseSecret(ctx context.Context, s *scope) error {
-	data := databaseSecretData(s, s.db.password)
+	data := databaseSecretData(s, s.db.current, s.db.password)
+	if s.db.previous != "" {
+		data["previous-username"], data["previous-password"] = []byte(s.db.previous), []byte(s.db.previousPassword)
+	}
 	// The verifier carries a new salt each time, so the Secret keeps the
-	// one it has until the role's password changes.
+	// one it has until the login's password changes.
 	verifier := s.db.verifier
 	if verifier == "" && s.db.secret != nil {
 		verifier = s.db.secret.Annotations[AnnotationPasswordVerifier]
 	}
-	annotations := map[string]string{AnnotationPasswordVerifier: verifier}
+	annotations := s.db.rot.annotations()
+	annotations[AnnotationPasswordVerifier] = verifier
+	name := naming.DatabaseSecretName(s.org.Name)
 	if s.db.adoption != "" {
 		annotations[AnnotationAdoption] = s.db.adoption
-		if s.db.secret != nil {
-			return r.adoptSecret(ctx, s, s.db.secret, data, annotations)
-		}
 	}
-	return r.writeSecret(ctx, s, &s.dbNotes, naming.DatabaseSecretName(s.org.Name), s.db.secret, data, annotations)
+	var err error
+	if s.db.adoption != "" && s.db.secret != nil {
+		err = r.adoptSecret(ctx, s, s.db.secret, data, annotations)
+	} else {
+		err = r.writeSecret(ctx, s, &s.dbNotes, name, s.db.secret, data, annotations)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case s.db.switched:
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, tenancyv1alpha1.EventReasonRotated, "Rotate",
+			"Switched Secret %s/%s to database login %s; login %s keeps working until %s",
+			s.namespace, name, s.db.current, s.db.previous, s.db.rot.validUntil.UTC().Format(time.RFC3339))
+	case s.db.revoked != "":
+		r.Recorder.Eventf(s.org, nil, corev1.EventTypeNormal, tenancyv1alpha1.EventReasonRotated, "Rotate",
+			"Revoked database login %s at the end of its grace period; Secret %s/%s holds login %s only",
+			s.db.revoked, s.namespace, name, s.db.current)
+	}
+	return nil
+}
+
+// releaseBudget gives back the second login's budget once no grace period
+// runs, after the previous login is revoked and gone from the Secret.
+func (r *OrganizationReconciler) releaseBudget(ctx context.Context, s *scope) error {
+	if s.db.previous != "" || s.budgetLogins == 1 {
+		return nil
+	}
+	_, err := r.budgetLogins(ctx, s, 1)
+	return err
 }
 
 // recordDatabase reports the provisioned database on the status.
@@ -197,7 +364,7 @@ func (r *OrganizationReconciler) recordDatabase(ctx context.Context, s *scope) e
 	return nil
 }
 
-func databaseSecretData(s *scope, password string) map[string][]byte {
+func databaseSecretData(s *scope, login, password string) map[string][]byte {
 	pool := s.org.Spec.Database.Pool
 	pool.MaxConnections = s.maxConnections
 	pool.MinConnections = min(pool.MinConnections, pool.MaxConnections)
@@ -209,7 +376,7 @@ func databaseSecretData(s *scope, password string) map[string][]byte {
 	q.Set("pool_max_conns", strconv.Itoa(int(pool.MaxConnections)))
 	uri := url.URL{
 		Scheme:   "postgresql",
-		User:     url.UserPassword(s.role, password),
+		User:     url.UserPassword(login, password),
 		Host:     net.JoinHostPort(host, port),
 		Path:     "/" + s.database,
 		RawQuery: q.Encode(),
@@ -218,7 +385,7 @@ func databaseSecretData(s *scope, password string) map[string][]byte {
 		"host":          []byte(host),
 		"port":          []byte(port),
 		"dbname":        []byte(s.database),
-		"username":      []byte(s.role),
+		"username":      []byte(login),
 		"password":      []byte(password),
 		"sslmode":       []byte(sslmode),
 		"uri":           []byte(uri.String()),

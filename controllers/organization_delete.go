@@ -156,8 +156,12 @@ func (r *OrganizationReconciler) noteRetained(_ context.Context, s *scope) error
 	if p := r.prefixesToDelete(s); len(p) > 0 {
 		kept = fmt.Sprintf("prefix s3://%s/%s", r.Storage.Bucket(), p[0])
 	}
-	s.dbNotes.add("retained database %s, role %s, %s and Secret %s/%s (deletionPolicy Retain)",
-		s.database, s.role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
+	role := "role " + s.role
+	if login := s.org.Status.Credentials.DatabaseLogin; login != "" && login != s.role {
+		role = fmt.Sprintf("owner role %s with login %s", s.role, login)
+	}
+	s.dbNotes.add("retained database %s, %s, %s and Secret %s/%s (deletionPolicy Retain)",
+		s.database, role, kept, s.namespace, naming.DatabaseSecretName(s.org.Name))
 	return nil
 }
 
@@ -281,11 +285,18 @@ func (r *OrganizationReconciler) deletionCluster(ctx context.Context, s *scope) 
 
 func isPlaced(s *scope) bool { return s.dbs != nil }
 
-// dropDatabase drops the database, then the role, each only if ours.
+// dropDatabase drops the database, then the logins of a rotation, then the
+// owner role, each only if ours.
 func (r *OrganizationReconciler) dropDatabase(ctx context.Context, s *scope) error {
 	dropped, err := s.dbs.DropDatabase(ctx, s.database, s.dbMarker())
 	if err := r.dropped(s, "database", s.database, "DatabaseNotOwned", dropped, err); err != nil {
 		return err
+	}
+	for _, login := range naming.LoginNames(s.org.Name) {
+		dropped, err = s.dbs.DropRole(ctx, login, s.dbMarker())
+		if err := r.dropped(s, "login", login, "RoleNotOwned", dropped, err); err != nil {
+			return err
+		}
 	}
 	dropped, err = s.dbs.DropRole(ctx, s.role, s.dbMarker())
 	return r.dropped(s, "role", s.role, "RoleNotOwned", dropped, err)

@@ -108,8 +108,11 @@ func (r *OrganizationReconciler) reconcileNormal(ctx context.Context, s *scope) 
 	dbErr, stErr := concurrently(
 		func() error { return r.reconcileDatabase(ctx, s, placeErr) },
 		func() error { return r.reconcileStorage(ctx, s) })
+	s.org.Status.Credentials = credentialsStatus(s)
 	if err := errors.Join(retryable(dbErr), retryable(stErr)); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{RequeueAfter: r.refreshUsage(ctx, s)}, nil
+	// A grace period that ends, or a rotation that falls due, before the
+	// next resync or usage reading is acted on when it does.
+	return ctrl.Result{RequeueAfter: requeueAfter(r.refreshUsage(ctx, s), time.Now(), s.db.wake, s.st.wake)}, nil
 }

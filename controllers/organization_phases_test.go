@@ -136,7 +136,7 @@ func TestTheDatabaseAndStorageStepsKeepTheirMetricNames(t *testing.T) {
 		}
 		return out
 	}
-	want := []string{"role", "database", "secure", "extensions", "databaseSecret"}
+	want := []string{"role", "database", "secure", "extensions", "logins", "databaseSecret"}
 	if diff := cmp.Diff(want, steps(r.databasePhases())); diff != "" {
 		t.Errorf("database steps (-want +got):\n%s", diff)
 	}

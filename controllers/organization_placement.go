@@ -132,7 +132,11 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 	if fresh {
 		s.dbNotes.add("placed on DatabaseCluster %s", p.Cluster)
 	}
-	s.cluster, s.maxConnections = p.Cluster, int32(p.MaxConnections)
+	if fresh {
+		s.budgetLogins = 1
+	}
+	// During a grace period the budget covers two logins.
+	s.cluster, s.maxConnections = p.Cluster, int32(p.MaxConnections/s.budgetLogins)
 	return r.connectCluster(s)
 }
 
@@ -312,19 +316,31 @@ func (r *OrganizationReconciler) placementRequest(s *scope) placement.Request {
 // The merge patch touches only these keys.
 func (r *OrganizationReconciler) annotatePlacement(ctx context.Context, s *scope, p placement.Placement) error {
 	budget := strconv.Itoa(p.MaxConnections)
+	logins := ""
+	if s.budgetLogins > 1 {
+		logins = strconv.Itoa(s.budgetLogins)
+	}
 	a := s.org.Annotations
-	if a[tenancyv1alpha1.AnnotationCluster] == p.Cluster && a[tenancyv1alpha1.AnnotationBudgetedConnections] == budget {
+	if a[tenancyv1alpha1.AnnotationCluster] == p.Cluster && a[tenancyv1alpha1.AnnotationBudgetedConnections] == budget &&
+		a[AnnotationBudgetedLogins] == logins {
 		return nil
 	}
-	// A copy is patched: a resize runs beside the storage part, which
-	// reads s.org, and the patch's answer would be written into it.
-	org := s.org.DeepCopy()
+	// A copy of the metadata only is patched: a resize or a rotation's
+	// budget runs beside the storage part, which writes s.org's status (so
+	// even copying it would race), and the patch's answer would be written
+	// into it. The patch holds the annotations only.
+	org := &tenancyv1alpha1.Organization{TypeMeta: s.org.TypeMeta, ObjectMeta: *s.org.ObjectMeta.DeepCopy()}
 	patch := client.MergeFrom(org.DeepCopy())
 	if org.Annotations == nil {
 		org.Annotations = map[string]string{}
 	}
 	org.Annotations[tenancyv1alpha1.AnnotationCluster] = p.Cluster
 	org.Annotations[tenancyv1alpha1.AnnotationBudgetedConnections] = budget
+	if logins != "" {
+		org.Annotations[AnnotationBudgetedLogins] = logins
+	} else {
+		delete(org.Annotations, AnnotationBudgetedLogins)
+	}
 	if err := r.Patch(ctx, org, patch); err != nil {
 		return fmt.Errorf("recording the placement on DatabaseCluster %s: %w", p.Cluster, err)
 	}
@@ -354,7 +370,7 @@ func (r *OrganizationReconciler) resizeBudget(ctx context.Context, s *scope) err
 	if want == s.maxConnections {
 		return nil
 	}
-	p, err := r.Ledger.Fleet.Resize(s.org.Name, int(want))
+	p, err := r.Ledger.Fleet.Resize(s.org.Name, int(want)*s.budgetLogins)
 	if errors.Is(err, placement.ErrOverBudget) {
 		return fmt.Errorf("%w: database.pool.maxConnections %d does not fit the connection budget of DatabaseCluster %s; the role keeps its limit of %d: %v",
 			errOverBudget, want, s.cluster, s.maxConnections, err)

@@ -47,6 +47,9 @@ type scope struct {
 	// maxConnections is the pool limit in force: the spec's, unless a
 	// raise did not fit the cluster's budget.
 	maxConnections int32
+	// budgetLogins is how many logins of maxConnections each the
+	// organization's budget covers (AnnotationBudgetedLogins).
+	budgetLogins int
 	// freshNamespace is set when this reconcile created the namespace, so
 	// that no Secret can exist in it yet.
 	freshNamespace bool
@@ -78,6 +81,22 @@ type databaseState struct {
 	// adoption, set when a retained Secret is taken over, is what its
 	// AnnotationAdoption says; the Secret is then made the Organization's.
 	adoption string
+	// current is the login the Secret holds: the owner role, until the
+	// first rotation, then one of naming.LoginNames. password is its.
+	current string
+	// previous is the login the Secret holds under previous-username
+	// during a grace period, with its password; empty otherwise.
+	previous, previousPassword string
+	// revoked is the previous login whose grace period ended here.
+	revoked string
+	// switched is set when this reconcile rotates to a new login.
+	switched bool
+	// rot is the Secret's rotation as it is to be written; nil until the
+	// Secret is read.
+	rot *rotation
+	// waiting says why a due rotation waits, for the condition.
+	waiting string
+	wake    wake
 }
 
 // storageState is what the storage phases pass on to each other.
@@ -86,6 +105,17 @@ type storageState struct {
 	secret *corev1.Secret
 	// data is the storage Secret's data to write.
 	data map[string][]byte
+	// rot is the Secret's rotation as it is to be written; nil until the
+	// Secret is read.
+	rot  *rotation
+	wake wake
+	// current, previous and pending are the Secret's keys, previous only
+	// during a grace period; then the keys EnsureAccess returned.
+	current, previous, pending storage.AccessKey
+	// rotate asks EnsureAccess to rotate; switched is set when it did.
+	rotate, switched bool
+	// revoked is the previous key whose grace period ended here.
+	revoked string
 }
 
 // notes collects what a part of a reconcile changed outside Kubernetes or
@@ -117,6 +147,7 @@ func newScope(org *tenancyv1alpha1.Organization) *scope {
 		// Until placement says otherwise, the spec's limit is the one
 		// in force.
 		maxConnections: org.Spec.Database.Pool.MaxConnections,
+		budgetLogins:   budgetedLogins(org),
 	}
 }
 

@@ -66,12 +66,18 @@ func (r *OrganizationReconciler) ownedSecret(ctx context.Context, namespace, nam
 }
 
 // writeSecret creates the Secret or updates it when its data or the
-// operator's annotations differ; an unchanged Secret costs no write. Other
-// annotations are kept.
+// operator's annotations differ; an unchanged Secret costs no write. An
+// annotation given empty is removed; others are kept.
 func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *notes, name string, existing *corev1.Secret, data map[string][]byte, annotations map[string]string) error {
 	if existing == nil {
+		set := map[string]string{}
+		for k, v := range annotations {
+			if v != "" {
+				set[k] = v
+			}
+		}
 		secret := &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels(), Annotations: annotations},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.namespace, Labels: s.labels(), Annotations: set},
 			Type:       corev1.SecretTypeOpaque,
 			Data:       data,
 		}
@@ -97,6 +103,10 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *n
 	updated := existing.DeepCopy()
 	updated.Data = data
 	for k, v := range annotations {
+		if v == "" {
+			delete(updated.Annotations, k)
+			continue
+		}
 		metav1.SetMetaDataAnnotation(&updated.ObjectMeta, k, v)
 	}
 	if err := r.Update(ctx, updated); err != nil {

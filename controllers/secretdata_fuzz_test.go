@@ -43,7 +43,7 @@ func FuzzDatabaseSecretData(f *testing.F) {
 		o.Spec.Database.Pool = tenancyv1alpha1.PoolSpec{MinConnections: min, MaxConnections: max}
 		s := newScope(o)
 		s.tenant = TenantEndpoint{Host: host, Port: port, SSLMode: sslmode}
-		data := databaseSecretData(s, password)
+		data := databaseSecretData(s, s.role, password)
 
 		uri := string(data["uri"])
 		cfg, err := pgxpool.ParseConfig(uri)

@@ -49,6 +49,10 @@ type RoleSpec struct {
 	Verifier string
 	// ConnLimit is the role's CONNECTION LIMIT; -1 is no limit.
 	ConnLimit int32
+	// NoLogin makes the role NOLOGIN with no password: once credentials
+	// rotate, the owner of the database is no longer a login (see
+	// EnsureLogins). A new role needs no verifier then.
+	NoLogin bool
 }
 
 // conflictError is ErrConflict with a message for the Organization's status.
@@ -233,20 +237,24 @@ func (s *Service) ensureRole(ctx context.Context, spec RoleSpec) (Change, error)
 // createRoleStatements creates spec's role, marks it and makes the admin a
 // member.
 func createRoleStatements(spec RoleSpec) ([]string, error) {
-	if spec.Verifier == "" {
-		return nil, fmt.Errorf("%w: role %q does not exist and no password verifier was given to create it", ErrInvalid, spec.Name)
-	}
-	password, err := spec.password()
-	if err != nil {
-		return nil, err
+	login := "NOLOGIN"
+	if !spec.NoLogin {
+		if spec.Verifier == "" {
+			return nil, fmt.Errorf("%w: role %q does not exist and no password verifier was given to create it", ErrInvalid, spec.Name)
+		}
+		password, err := spec.password()
+		if err != nil {
+			return nil, err
+		}
+		login = "LOGIN PASSWORD " + password
 	}
 	role := ident(spec.Name)
 	// INHERIT, PostgreSQL's default: with NOINHERIT the role would not get
 	// the rights of pg_database_owner over its own database's schema
 	// public, nor would the admin, acting through it.
 	return []string{
-		fmt.Sprintf("CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %d PASSWORD %s",
-			role, spec.ConnLimit, password),
+		fmt.Sprintf("CREATE ROLE %s WITH NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS CONNECTION LIMIT %d %s",
+			role, spec.ConnLimit, login),
 		fmt.Sprintf("COMMENT ON ROLE %s IS %s", role, mustQuote(spec.Marker.String())),
 		fmt.Sprintf("GRANT %s TO CURRENT_USER", role),
 	}, nil
@@ -257,13 +265,18 @@ func createRoleStatements(spec RoleSpec) ([]string, error) {
 func alterRoleStatements(spec RoleSpec, st roleState) ([]string, error) {
 	role := ident(spec.Name)
 	var opts, stmts []string
-	if !st.canLogin {
+	switch {
+	case spec.NoLogin && st.canLogin:
+		// Sessions already open are not ended: PostgreSQL checks LOGIN
+		// only when a session starts.
+		opts = append(opts, "NOLOGIN PASSWORD NULL")
+	case !spec.NoLogin && !st.canLogin:
 		opts = append(opts, "LOGIN")
 	}
 	if st.connLimit != spec.ConnLimit {
 		opts = append(opts, fmt.Sprintf("CONNECTION LIMIT %d", spec.ConnLimit))
 	}
-	if spec.Verifier != "" {
+	if spec.Verifier != "" && !spec.NoLogin {
 		// The current verifier cannot be read without superuser, so a given
 		// verifier is always set: callers pass one only to change the
 		// password.

@@ -41,6 +41,15 @@ func RoleName(org string) string {
 	return DatabaseName(org)
 }
 
+// LoginNames are the two login roles that take turns once the
+// organization's database credentials rotate; RoleName stays the owner.
+// The '$' cannot come from an organization name, so no organization's role
+// is another's login: with "_1", org "a"'s login would be org "a-1"'s role.
+func LoginNames(org string) [2]string {
+	r := RoleName(org)
+	return [2]string{r + "$1", r + "$2"}
+}
+
 // Namespace is the default namespace of an organization's Secrets.
 func Namespace(org string) string {
 	return "org-" + org

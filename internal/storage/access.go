@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 )
 
 // AccessRequest is the access an organization should have: its IAM user
@@ -17,6 +19,16 @@ type AccessRequest struct {
 	// Current is the key the organization's Secret holds; zero when it
 	// holds none.
 	Current AccessKey
+	// Previous is the key a rotation switched from, which the Secret keeps
+	// during its grace period; zero otherwise, and then it is deleted.
+	Previous AccessKey
+	// Pending is a rotation's new key, which the Secret keeps until S3
+	// honours it; zero when none was issued.
+	Pending AccessKey
+	// Rotate asks for a rotation: a new key, which becomes Key once S3
+	// honours it, Current then becoming Previous. Without it a pending key
+	// is deleted.
+	Rotate bool
 }
 
 // Access is an organization's access once EnsureAccess has returned.
@@ -24,8 +36,17 @@ type Access struct {
 	// User is the organization's IAM user (UserName).
 	User string
 	// Key is the key the organization's Secret must hold: Current while it
-	// is usable, a new one otherwise. Zero with None.
+	// is usable, a new one otherwise, or a rotation's new key once it
+	// works. Zero with None.
 	Key AccessKey
+	// Previous is the key the Secret keeps as its previous one: the
+	// request's while it is kept, or Current when a rotation switched.
+	Previous AccessKey
+	// Pending is the rotation's new key that S3 does not honour yet, which
+	// the Secret must keep until it does.
+	Pending AccessKey
+	// Switched is set when a rotation's key became Key.
+	Switched bool
 	// Changes says what EnsureAccess changed, a sentence each, in the
 	// order it changed them; empty when nothing changed.
 	Changes []string
@@ -36,23 +57,28 @@ func (a *Access) note(format string, args ...any) {
 }
 
 // EnsureAccess makes an organization's access what req asks, observing
-// before it acts, and returns the key its Secret must hold and what changed.
+// before it acts, and returns the keys its Secret must hold and what
+// changed.
 //
 // The key lifecycle lives here so that no caller sequences key calls:
 //   - The current key stays while it is usable (AccessKeyUsable): it works,
-//     or IAM created it less than the propagation allowance ago. Any other
-//     key of the user is deleted, such as one issued before a crash that
-//     never reached the Secret.
+//     or IAM created it less than the propagation allowance ago. Every
+//     other key of the user is deleted but the request's previous and
+//     pending keys, such as one issued before a crash that never reached
+//     the Secret, or a previous key whose grace period is over.
 //   - Otherwise every key of the user is deleted, which makes room under
 //     IAM's two keys a user, and one new key is issued.
+//   - A rotation (req.Rotate) issues a second key, once no previous key is
+//     kept, and returns it as Pending until S3 honours it, then as Key with
+//     Current as Previous. A pending key that S3 still refuses after the
+//     propagation allowance is deleted and issued again.
 //
-// Only a key that EnsureAccess returns may be written to the Secret, and
-// the key in req.Current is not deleted while it is usable, so a crash at
-// any point leaves at most one key that the next call removes. Current must
-// be what the Secret holds: a caller that reads it from a cache that lags
-// could have a newer key deleted. Stale keys go before the caller writes
-// the Secret, not after; since a new key is only issued after every key of
-// the user is deleted, the Secret's write has nothing left to protect.
+// Only a key that EnsureAccess returns may be written to the Secret, and no
+// key in req is deleted while it is usable and asked for, so a crash at any
+// point leaves at most one key that the next call removes, and the user
+// never holds more than two. The keys in req must be what the Secret holds:
+// a caller that reads it from a cache that lags could have a newer key
+// deleted. Stale keys go before the caller writes the Secret, not after.
 //
 // With None the user and its keys are deleted; a user of that name that is
 // not the organization's is left alone, since there is nothing of the
@@ -75,7 +101,7 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 		}
 		if usable {
 			a.Key = cur
-			return a, s.deleteStaleKeys(ctx, &a)
+			return a, s.keepAndRotate(ctx, &a, req)
 		}
 	}
 	// A user created a moment ago holds no key to clear.
@@ -95,6 +121,66 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 	return a, nil
 }
 
+// keepAndRotate deletes every key of a.User but a.Key and the request's
+// previous and pending keys, then carries a rotation one step on.
+func (s *Service) keepAndRotate(ctx context.Context, a *Access, req AccessRequest) error {
+	if req.Previous.ID != "" && req.Previous.ID != a.Key.ID {
+		a.Previous = req.Previous
+	}
+	if req.Rotate && a.Previous.ID == "" && req.Pending.ID != "" && req.Pending.ID != a.Key.ID {
+		a.Pending = req.Pending
+	}
+	if err := s.deleteStaleKeys(ctx, a, req); err != nil {
+		return err
+	}
+	if !req.Rotate || a.Previous.ID != "" {
+		return nil
+	}
+	if a.Pending.ID == "" {
+		key, err := s.CreateAccessKey(ctx, a.User)
+		if err != nil {
+			return err
+		}
+		a.Pending = key
+		a.note("issued access key %s to rotate to", key.ID)
+	}
+	works, err := s.AccessKeyWorks(ctx, a.Pending.ID, a.Pending.Secret, req.Prefix)
+	if err != nil {
+		return err
+	}
+	if works {
+		a.Previous, a.Key, a.Pending, a.Switched = a.Key, a.Pending, AccessKey{}, true
+		return nil
+	}
+	young, err := s.keyYoung(ctx, a.User, a.Pending.ID)
+	if err != nil || young {
+		return err
+	}
+	// S3 still refuses it after the allowance: it is broken, or was
+	// deleted by hand. The next call issues another.
+	if _, err := s.DeleteAccessKeys(ctx, a.User, a.Key.ID); err != nil {
+		return err
+	}
+	a.note("deleted access key %s, which S3 refused for longer than the propagation allowance", a.Pending.ID)
+	a.Pending = AccessKey{}
+	return nil
+}
+
+// keyYoung reports whether IAM lists key id of user as created less than
+// the propagation allowance ago.
+func (s *Service) keyYoung(ctx context.Context, user, id string) (bool, error) {
+	keys, err := s.AccessKeys(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	for _, k := range keys {
+		if k.ID == id && (k.Created.IsZero() || time.Since(k.Created) < s.cfg.KeyPropagation) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (a *Access) noteUserChange(change UserChange, prefix string) {
 	switch change {
 	case UserCreated:
@@ -106,18 +192,32 @@ func (a *Access) noteUserChange(change UserChange, prefix string) {
 	}
 }
 
-// deleteStaleKeys deletes every key of a.User but a.Key.
-func (s *Service) deleteStaleKeys(ctx context.Context, a *Access) error {
+// deleteStaleKeys deletes every key of a.User but a.Key, a.Previous and
+// a.Pending. A previous or pending key of req that is not kept is noted as
+// such.
+func (s *Service) deleteStaleKeys(ctx context.Context, a *Access, req AccessRequest) error {
+	keep := []string{a.Key.ID}
+	for _, k := range []AccessKey{a.Previous, a.Pending} {
+		if k.ID != "" {
+			keep = append(keep, k.ID)
+		}
+	}
 	keys, err := s.ListAccessKeys(ctx, a.User)
 	if err != nil {
 		return fmt.Errorf("listing access keys of %s: %w", a.User, err)
 	}
-	if len(keys) <= 1 {
+	if len(keys) <= len(keep) {
 		return nil
 	}
-	n, err := s.DeleteAccessKeys(ctx, a.User, a.Key.ID)
+	n, err := s.DeleteAccessKeys(ctx, a.User, keep...)
 	if err != nil {
 		return fmt.Errorf("deleting stale access keys of %s: %w", a.User, err)
+	}
+	for _, k := range []AccessKey{req.Previous, req.Pending} {
+		if k.ID != "" && slices.Contains(keys, k.ID) && !slices.Contains(keep, k.ID) {
+			a.note("deleted access key %s", k.ID)
+			n--
+		}
 	}
 	if n > 0 {
 		a.note("deleted %d stale access keys of %s", n, a.User)
