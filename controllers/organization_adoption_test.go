@@ -78,7 +78,9 @@ func TestOnlyTheOrganizationsOwnNamesAreAdopted(t *testing.T) {
 	}{
 		"its database":             {aurora.Marked{Kind: "database", Name: "org_acme"}, true},
 		"its owner role":           {aurora.Marked{Kind: "role", Name: "org_acme"}, true},
-		"a login role":             {aurora.Marked{Kind: "role", Name: "org_acme_1"}, true},
+		"its first login role":     {aurora.Marked{Kind: "role", Name: "org_acme$1"}, true},
+		"its second login role":    {aurora.Marked{Kind: "role", Name: "org_acme$2"}, true},
+		"org acme-1's owner role":  {aurora.Marked{Kind: "role", Name: "org_acme_1"}, false},
 		"a tenant's own database":  {aurora.Marked{Kind: "database", Name: "org_other"}, false},
 		"a database of its role's": {aurora.Marked{Kind: "database", Name: "org_acme_1"}, false},
 		"a role of a longer name":  {aurora.Marked{Kind: "role", Name: "org_acmecorp"}, false},
