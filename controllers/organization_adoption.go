@@ -217,7 +217,7 @@ func (r *OrganizationReconciler) adoptDatabaseSecret(ctx context.Context, s *sco
 		// Secret is written.
 		s.db.password, s.db.edited = "", false
 		what = "set a new password: the retained one no longer logs in"
-		s.dbNotes.add("set a new password on login %s: the password of the retained Secret %s/%s no longer logs in", s.db.current, s.namespace, secret.Name)
+		s.dbNotes.add("set a new password on role %s: the password of the retained Secret %s/%s no longer logs in", s.db.current, s.namespace, secret.Name)
 	}
 	s.db.adoption = fmt.Sprintf("adopted from Organization uid %s; %s", from, what)
 	if from == "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -67,6 +68,13 @@ type OrganizationReconciler struct {
 	Storage   Storage
 	Creds     Credentials
 	Settings  Settings
+
+	// warned holds, by Organization UID and condition type, the reason and
+	// message of the last failure Warning this process emitted, until the
+	// condition is no longer False. A reconcile that reads the
+	// Organization from a cache that has not yet seen the status written
+	// with that failure would otherwise warn again.
+	warned sync.Map
 }
 
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch
@@ -157,12 +165,18 @@ func (r *OrganizationReconciler) failureEvents(before, after *tenancyv1alpha1.Or
 	var failures []*failure
 	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
 		now := meta.FindStatusCondition(after.Status.Conditions, t)
+		key := string(after.UID) + "/" + t
 		if now == nil || now.Status != metav1.ConditionFalse || now.Reason == tenancyv1alpha1.ReasonProvisioning {
+			r.warned.Delete(key)
 			continue
 		}
 		if was := meta.FindStatusCondition(before.Status.Conditions, t); was != nil && was.Status == now.Status && was.Reason == now.Reason {
 			continue
 		}
+		if last, ok := r.warned.Load(key); ok && last == now.Reason+"\x00"+now.Message {
+			continue
+		}
+		r.warned.Store(key, now.Reason+"\x00"+now.Message)
 		i := slices.IndexFunc(failures, func(f *failure) bool { return f.reason == now.Reason && f.message == now.Message })
 		if i < 0 {
 			failures = append(failures, &failure{reason: now.Reason, message: now.Message})

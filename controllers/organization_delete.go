@@ -75,6 +75,9 @@ func (r *OrganizationReconciler) deleteWaits(ctx context.Context, s *scope, err 
 func (r *OrganizationReconciler) removeFinalizer(ctx context.Context, s *scope) error {
 	patch := client.MergeFromWithOptions(s.org.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(s.org, tenancyv1alpha1.FinalizerName)
+	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
+		r.warned.Delete(string(s.org.UID) + "/" + t)
+	}
 	return r.Patch(ctx, s.org, patch)
 }
 

@@ -212,6 +212,8 @@ func TestAFailedUsageReadKeepsTheOrganizationReadyAndItsFiguresAndIsTriedAgain(t
 		t.Fatal("the Ready Organization has no usage")
 	}
 
+	// Let the reconciles that Ready itself triggered settle.
+	time.Sleep(resync / 2)
 	failing.Store(true)
 	writes := op.writes.Load()
 	// Two periods and a resync: every read in them fails.

@@ -218,6 +218,7 @@ var storageCalls = map[string]struct {
 	"DeleteAccessKey":            {[]string{"iam:DeleteAccessKey"}, "users"},
 	"ListAccessKeys":             {[]string{"iam:ListAccessKeys"}, "users"},
 	"ListUsers":                  {[]string{"iam:ListUsers"}, "any"},
+	"TagUser":                    {[]string{"iam:TagUser"}, "users"},
 }
 
 // boundaryActions are the IAM actions that give a user permissions. IAM can
