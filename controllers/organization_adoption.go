@@ -118,6 +118,11 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 	}
 	var take, held []aurora.Marked
 	for _, m := range marked {
+		// A login left LOGIN by an earlier Organization, adopted now or
+		// before a crash, must not keep a password the Secret lacks.
+		if m.Kind == "role" && m.Name != s.role && s.isLogin(m.Name) {
+			s.db.loginsFound = true
+		}
 		if m.Marker.UID == string(s.org.UID) || !s.namedForAdoption(m) {
 			continue
 		}
@@ -246,9 +251,7 @@ func (r *OrganizationReconciler) adoptSecret(ctx context.Context, s *scope, secr
 		return err
 	}
 	owned.Data = data
-	for k, v := range annotations {
-		metav1.SetMetaDataAnnotation(&owned.ObjectMeta, k, v)
-	}
+	setAnnotations(&owned.ObjectMeta, annotations)
 	if err := r.Patch(ctx, owned, client.MergeFromWithOptions(secret, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("taking over Secret %s/%s: %w", s.namespace, secret.Name, err)
 	}

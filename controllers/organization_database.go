@@ -129,9 +129,16 @@ func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *sc
 	if s.db.secret == nil || why == "" {
 		return nil
 	}
-	if s.db.previous != "" || s.db.revoked != "" || s.db.edited {
-		// Looked at again once the grace period has ended, the revoked
-		// login's Secret is written, or the edited password is set.
+	if s.db.previous != "" {
+		// There are two logins only: the deferred schedule wakes the
+		// Organization when the grace period ends.
+		s.db.waiting = fmt.Sprintf("the credential rotation (%s) waits for the grace period of login %s to end", why, s.db.previous)
+		return nil
+	}
+	if s.db.revoked != "" || s.db.edited || s.db.password == "" {
+		// Looked at again once the revoked login's Secret is written, or
+		// the edited or new password is set: a rotation now would keep
+		// as previous a password the login does not have yet.
 		s.db.wake.at(now.Add(pendingRotation))
 		return nil
 	}
@@ -270,7 +277,7 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 // that nobody has.
 func hasLogins(s *scope) bool {
 	st := s.org.Status.Credentials
-	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" ||
+	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" || s.db.loginsFound ||
 		st.LastRotation != nil || (st.DatabaseLogin != "" && st.DatabaseLogin != s.role)
 }
 

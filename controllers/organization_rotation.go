@@ -225,7 +225,11 @@ func credentialsStatus(s *scope) tenancyv1alpha1.CredentialsStatus {
 		rots = append(rots, *s.db.rot)
 	}
 	if s.st.rot != nil {
-		st.AccessKeyID = string(s.st.data["access-key-id"])
+		// A storage part that failed before its key was known keeps the
+		// status's; with access None there is no key.
+		if id, ok := s.st.data["access-key-id"]; ok || s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone {
+			st.AccessKeyID = string(id)
+		}
 		rots = append(rots, *s.st.rot)
 	}
 	if len(rots) < 2 {
@@ -234,11 +238,13 @@ func credentialsStatus(s *scope) tenancyv1alpha1.CredentialsStatus {
 	}
 	var last, next, until time.Time
 	token := rots[0].token
-	for _, rot := range rots {
+	for i, rot := range rots {
+		// With access None the storage Secret holds no key to rotate.
+		keyless := i == 1 && s.org.Spec.Storage.Access == tenancyv1alpha1.StorageAccessNone
 		if rot.switched {
 			last = later(last, rot.issuedAt)
 		}
-		if n := rot.next(spec); !n.IsZero() && (next.IsZero() || n.Before(next)) {
+		if n := rot.next(spec); !n.IsZero() && (next.IsZero() || n.Before(next)) && !keyless {
 			next = n
 		}
 		until = later(until, rot.validUntil)

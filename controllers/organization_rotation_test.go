@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+	"github.com/orgforge/orgforge/internal/storage"
 )
 
 func TestARotationIsDueOnANewTokenOrOnceRotateEveryHasPassed(t *testing.T) {
@@ -115,5 +117,78 @@ func TestAWakeIsScheduledOnlyForWhatIsStillToCome(t *testing.T) {
 	w.schedule(rotation{issuedAt: now, validUntil: now.Add(time.Minute)}, spec, now)
 	if got := time.Time(w); !got.Equal(now.Add(time.Minute)) {
 		t.Errorf("wake = %v, want the grace period's end", got)
+	}
+}
+
+func TestARotationAskedForDuringAGracePeriodWakesAtItsEndNotBefore(t *testing.T) {
+	now := time.Now()
+	org := &tenancyv1alpha1.Organization{}
+	org.Name = "acme"
+	org.Spec.Credentials = tenancyv1alpha1.CredentialsSpec{RotationToken: "second", GracePeriod: &metav1.Duration{Duration: 24 * time.Hour}}
+	s := newScope(org)
+	end := now.Add(23 * time.Hour).Truncate(time.Second)
+	s.db.secret = &corev1.Secret{}
+	s.db.current, s.db.password = "org_acme$1", "new"
+	s.db.previous, s.db.previousPassword = "org_acme", "old"
+	s.db.rot = &rotation{issuedAt: now.Add(-time.Hour), switched: true, token: "first", validUntil: end}
+	s.st.secret = &corev1.Secret{}
+	s.st.previous = storage.AccessKey{ID: "OLD"}
+	s.st.rot = &rotation{issuedAt: now.Add(-time.Hour), switched: true, token: "first", validUntil: end}
+
+	r := &OrganizationReconciler{}
+	if err := r.planDatabaseRotation(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.planStorageRotation(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	if s.db.switched || s.st.rotate {
+		t.Fatal("a rotation started while the previous credential's grace period runs")
+	}
+	for part, w := range map[string]wake{"database": s.db.wake, "storage": s.st.wake} {
+		if !time.Time(w).Equal(end) {
+			t.Errorf("the %s part wakes at %v, want the grace end %v", part, time.Time(w), end)
+		}
+	}
+	if !strings.Contains(s.db.waiting, "waits for the grace period of login org_acme to end") {
+		t.Errorf("waiting = %q, want it to say the rotation waits for the grace period", s.db.waiting)
+	}
+}
+
+func TestWithoutAccessKeyTheNextRotationIsTheDatabases(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	org := &tenancyv1alpha1.Organization{}
+	org.Name = "acme"
+	org.Spec.Storage.Access = tenancyv1alpha1.StorageAccessNone
+	org.Spec.Credentials = tenancyv1alpha1.CredentialsSpec{RotateEvery: &metav1.Duration{Duration: 24 * time.Hour}}
+	org.Status.Credentials.AccessKeyID = "GONE"
+	s := newScope(org)
+	s.db.current = "org_acme$1"
+	s.db.rot = &rotation{issuedAt: t0.Add(48 * time.Hour), switched: true}
+	// The storage Secret, with no key, was written at the creation.
+	s.st.rot = &rotation{issuedAt: t0}
+	s.st.data = map[string][]byte{"bucket": []byte("b")}
+	got := credentialsStatus(s)
+	if want := metaTime(t0.Add(72 * time.Hour)); !got.NextRotation.Equal(want) {
+		t.Errorf("nextRotation = %v, want the database's %v", got.NextRotation, want)
+	}
+	if got.AccessKeyID != "" {
+		t.Errorf("accessKeyID = %q with access None", got.AccessKeyID)
+	}
+}
+
+func TestAStoragePartThatFailedBeforeItsKeyKeepsTheStatussKey(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	org := &tenancyv1alpha1.Organization{}
+	org.Name = "acme"
+	org.Spec.Storage.Access = tenancyv1alpha1.StorageAccessAccessKey
+	org.Status.Credentials.AccessKeyID = "AKID"
+	s := newScope(org)
+	s.db.current = "org_acme"
+	s.db.rot = &rotation{issuedAt: t0}
+	s.st.rot = &rotation{issuedAt: t0}
+	s.st.data = map[string][]byte{"bucket": []byte("b")}
+	if got := credentialsStatus(s).AccessKeyID; got != "AKID" {
+		t.Errorf("accessKeyID = %q after a storage part that did not reach its key, want AKID kept", got)
 	}
 }

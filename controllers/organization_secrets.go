@@ -102,18 +102,24 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *n
 	}
 	updated := existing.DeepCopy()
 	updated.Data = data
-	for k, v := range annotations {
-		if v == "" {
-			delete(updated.Annotations, k)
-			continue
-		}
-		metav1.SetMetaDataAnnotation(&updated.ObjectMeta, k, v)
-	}
+	setAnnotations(&updated.ObjectMeta, annotations)
 	if err := r.Update(ctx, updated); err != nil {
 		return fmt.Errorf("updating Secret %s/%s: %w", s.namespace, name, err)
 	}
 	n.add("updated Secret %s/%s", s.namespace, name)
 	return nil
+}
+
+// setAnnotations writes the operator's annotations on a Secret; an empty
+// value removes one.
+func setAnnotations(meta *metav1.ObjectMeta, annotations map[string]string) {
+	for k, v := range annotations {
+		if v == "" {
+			delete(meta.Annotations, k)
+			continue
+		}
+		metav1.SetMetaDataAnnotation(meta, k, v)
+	}
 }
 
 func secretDataEqual(a, b map[string][]byte) bool {

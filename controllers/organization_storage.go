@@ -105,7 +105,12 @@ func (r *OrganizationReconciler) planStorageRotation(_ context.Context, s *scope
 	if rot.due(spec, now) == "" {
 		return nil
 	}
-	if s.st.previous.ID != "" || s.st.revoked != "" {
+	if s.st.previous.ID != "" {
+		// The deferred schedule wakes the Organization when the grace
+		// period ends: IAM allows two keys only.
+		return nil
+	}
+	if s.st.revoked != "" {
 		s.st.wake.at(now.Add(pendingRotation))
 		return nil
 	}
