@@ -99,11 +99,11 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].at < events[j].at })
 	start := time.Now()
-	kills, last := 0, ""
+	kills, last, lastRound := 0, "", time.Time{}
 	for _, e := range events {
 		time.Sleep(time.Until(start.Add(e.at)))
 		if e.round > 0 {
-			last = fmt.Sprintf("r%d", e.round)
+			last, lastRound = fmt.Sprintf("r%d", e.round), time.Now()
 			log.setToken(t, all, last)
 			continue
 		}
@@ -113,7 +113,8 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 		sum.kill("rotation")
 		op = startOperator(t, fmt.Sprintf("rotation-%d", kills), flags...)
 	}
-	settle := waitRotated(t, all, last, sc.converge)
+	waitRotated(t, all, last, sc.converge)
+	settled := time.Since(lastRound)
 	assertAlive(t, op)
 	for _, a := range apps {
 		a.stopProbing()
@@ -139,10 +140,13 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 		t.Errorf("at some moment an organization had %d logins that could log in and %d IAM access keys; at most 2 of each", samples.mostLogins, samples.mostKeys)
 	}
 
-	st := log.stats()
-	sum.figure("rotation: %d orgs, %d token rounds (%d of %d tokens set while a grace period ran), %d SIGKILLs, grace %s, IAM delay %s: %d database and %d access key switches; token to Secret switched median %s (database), %s (access key); settled %s after the last round",
+	st := log.figures()
+	sum.figure("rotation: %d orgs, %d token rounds (%d of %d tokens set while a grace period ran), %d SIGKILLs, grace %s, IAM delay %s: %d database and %d access key switches; settled %s after the last round",
 		len(all), sc.rotationRounds, st.inGrace, st.tokens, kills, sc.rotationGrace, sc.rotationIAMDelay, st.dbSwitches, st.keySwitches,
-		median(st.dbLatency), median(st.keyLatency), settle.Round(time.Second))
+		settled.Round(time.Second))
+	sum.figure("rotation: token to Secret switched, median: database %s (%d switches), access key %s (%d); for a token that came during the grace period, which it waits out: database %s (%d), access key %s (%d)",
+		median(st.dbLatency), len(st.dbLatency), median(st.keyLatency), len(st.keyLatency),
+		median(st.dbWaited), len(st.dbWaited), median(st.keyWaited), len(st.keyWaited))
 	sum.figure("rotation: %d application pools of 2 ran %d queries: %d failed, %d connections dropped; %d new logins and %d S3 writes with the Secrets' current and in-grace credentials: %d and %d failed",
 		pools, queries, failed, dropped, logins, puts, loginsFailed, putsFailed)
 	sum.figure("rotation: after settling, %d earlier database credentials and %d earlier access keys refused; at most %d logins and %d keys per organization seen at any moment",
@@ -210,16 +214,30 @@ type rotationLog struct {
 	// logins and keys are every credential the Secrets held, by
 	// organization.
 	logins, keys map[string]map[credential]bool
-	// tokenAt is when each organization's token was set, by org/token.
-	tokenAt                 map[string]time.Time
-	tokens, inGrace         int
-	dbSwitches, keySwitches int
-	dbLatency, keyLatency   []time.Duration
+	// tokenAt is when each organization's token was set, and whether
+	// each Secret's grace period ran then, by org/token.
+	tokenAt map[string]tokenSet
+	stats   rotationStats
+}
+
+// tokenSet is when a token was set and which grace periods ran then.
+type tokenSet struct {
+	at                time.Time
+	dbGrace, keyGrace bool
+}
+
+// rotationStats are a rotationLog's figures. The latencies go from a token
+// to the Secret's switch; a token set during the grace period of the
+// Secret's previous credential waits for it to end.
+type rotationStats struct {
+	tokens, inGrace, dbSwitches, keySwitches int
+	dbLatency, keyLatency                    []time.Duration
+	dbWaited, keyWaited                      []time.Duration
 }
 
 func watchRotations(ctx context.Context, orgs []string) *rotationLog {
 	l := &rotationLog{w: &collectors{}, last: map[string]*corev1.Secret{},
-		logins: map[string]map[credential]bool{}, keys: map[string]map[credential]bool{}, tokenAt: map[string]time.Time{}}
+		logins: map[string]map[credential]bool{}, keys: map[string]map[credential]bool{}, tokenAt: map[string]tokenSet{}}
 	for _, n := range orgs {
 		l.logins[n], l.keys[n] = map[credential]bool{}, map[credential]bool{}
 	}
@@ -262,17 +280,24 @@ func (l *rotationLog) seen(s *corev1.Secret, now time.Time) {
 	if prev == nil || string(prev.Data[idKey]) == string(d[idKey]) {
 		return
 	}
-	at, known := l.tokenAt[org+"/"+s.Annotations[controllers.AnnotationRotationToken]]
-	if kind == "storage" {
-		l.keySwitches++
-		if known {
-			l.keyLatency = append(l.keyLatency, now.Sub(at))
-		}
-	} else {
-		l.dbSwitches++
-		if known {
-			l.dbLatency = append(l.dbLatency, now.Sub(at))
-		}
+	set, known := l.tokenAt[org+"/"+s.Annotations[controllers.AnnotationRotationToken]]
+	st := &l.stats
+	switch {
+	case kind == "storage":
+		st.keySwitches++
+	default:
+		st.dbSwitches++
+	}
+	switch {
+	case !known:
+	case kind == "storage" && set.keyGrace:
+		st.keyWaited = append(st.keyWaited, now.Sub(set.at))
+	case kind == "storage":
+		st.keyLatency = append(st.keyLatency, now.Sub(set.at))
+	case set.dbGrace:
+		st.dbWaited = append(st.dbWaited, now.Sub(set.at))
+	default:
+		st.dbLatency = append(st.dbLatency, now.Sub(set.at))
 	}
 }
 
@@ -283,16 +308,20 @@ func (l *rotationLog) setToken(t *testing.T, orgs []string, token string) {
 	patch := fmt.Appendf(nil, `{"spec":{"credentials":{"rotationToken":%q}}}`, token)
 	errs := testutil.Parallel(orgs, 16, func(n string) error {
 		l.mu.Lock()
-		now := time.Now()
-		l.tokenAt[n+"/"+token] = now
-		l.tokens++
-		for _, kind := range []string{"-database", "-storage"} {
-			if s := l.last[n+kind]; s != nil {
-				if until, err := time.Parse(time.RFC3339, s.Annotations[controllers.AnnotationPreviousValidUntil]); err == nil && now.Before(until) {
-					l.inGrace++
-					break
-				}
+		set := tokenSet{at: time.Now()}
+		graceRuns := func(s *corev1.Secret) bool {
+			if s == nil {
+				return false
 			}
+			until, err := time.Parse(time.RFC3339, s.Annotations[controllers.AnnotationPreviousValidUntil])
+			return err == nil && set.at.Before(until)
+		}
+		set.dbGrace = graceRuns(l.last[naming.DatabaseSecretName(n)])
+		set.keyGrace = graceRuns(l.last[naming.StorageSecretName(n)])
+		l.tokenAt[n+"/"+token] = set
+		l.stats.tokens++
+		if set.dbGrace || set.keyGrace {
+			l.stats.inGrace++
 		}
 		l.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -305,16 +334,14 @@ func (l *rotationLog) setToken(t *testing.T, orgs []string, token string) {
 	}
 }
 
-type rotationStats struct {
-	tokens, inGrace, dbSwitches, keySwitches int
-	dbLatency, keyLatency                    []time.Duration
-}
-
-func (l *rotationLog) stats() rotationStats {
+// figures returns the stats so far.
+func (l *rotationLog) figures() rotationStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return rotationStats{tokens: l.tokens, inGrace: l.inGrace, dbSwitches: l.dbSwitches, keySwitches: l.keySwitches,
-		dbLatency: slices.Clone(l.dbLatency), keyLatency: slices.Clone(l.keyLatency)}
+	st := l.stats
+	st.dbLatency, st.keyLatency = slices.Clone(st.dbLatency), slices.Clone(st.keyLatency)
+	st.dbWaited, st.keyWaited = slices.Clone(st.dbWaited), slices.Clone(st.keyWaited)
+	return st
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -622,7 +649,7 @@ type rotationApp struct {
 	org          string
 	pool         *pgxpool.Pool
 	pids         []int32
-	stopQueries  context.CancelFunc
+	stopQueries  atomic.Bool
 	stopProbes   context.CancelFunc
 	queriesDone  sync.WaitGroup
 	probesDone   sync.WaitGroup
@@ -667,22 +694,24 @@ func startRotationApp(t *testing.T, store objectStore, org string) *rotationApp 
 		return err == nil, fmt.Sprint(err)
 	})
 
-	qctx, stopQueries := context.WithCancel(ctx)
-	a.stopQueries = stopQueries
+	// The queries are stopped between two of them, not by cancelling
+	// their context: pgx closes a connection whose query is cancelled.
 	for range 2 {
 		a.queriesDone.Go(func() {
-			for qctx.Err() == nil {
+			for !a.stopQueries.Load() {
+				qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				var n int64
 				err := a.pool.QueryRow(qctx, "INSERT INTO app_log DEFAULT VALUES RETURNING n").Scan(&n)
 				if err == nil {
 					err = a.pool.QueryRow(qctx, "SELECT count(*) FROM app_log").Scan(&n)
 				}
+				cancel()
 				a.queries.Add(1)
-				if err != nil && qctx.Err() == nil {
+				if err != nil {
 					a.failed.Add(1)
 					a.lastErr.Store(fmt.Sprintf("query: %v", err))
 				}
-				sleep(qctx, 20*time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	}
@@ -752,7 +781,7 @@ func (a *rotationApp) stopProbing() {
 // connections are gone.
 func (a *rotationApp) finish(t *testing.T) int {
 	t.Helper()
-	a.stopQueries()
+	a.stopQueries.Store(true)
 	a.queriesDone.Wait()
 	now := backendPIDs(t, a.pool, 2)
 	dropped := 0
