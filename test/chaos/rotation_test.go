@@ -99,7 +99,7 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].at < events[j].at })
 	start := time.Now()
-	kills, last, lastRound := 0, "", time.Time{}
+	kills, midRotation, last, lastRound := 0, 0, "", time.Time{}
 	for _, e := range events {
 		time.Sleep(time.Until(start.Add(e.at)))
 		if e.round > 0 {
@@ -108,6 +108,9 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 			continue
 		}
 		assertAlive(t, op)
+		if log.underWay(last) > 0 {
+			midRotation++
+		}
 		op.Kill()
 		kills++
 		sum.kill("rotation")
@@ -141,8 +144,8 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 	}
 
 	st := log.figures()
-	sum.figure("rotation: %d orgs, %d token rounds (%d of %d tokens set while a grace period ran), %d SIGKILLs, grace %s, IAM delay %s: %d database and %d access key switches; settled %s after the last round",
-		len(all), sc.rotationRounds, st.inGrace, st.tokens, kills, sc.rotationGrace, sc.rotationIAMDelay, st.dbSwitches, st.keySwitches,
+	sum.figure("rotation: %d orgs, %d token rounds (%d of %d tokens set while a grace period ran), %d SIGKILLs (%d while a rotation was under way), grace %s, IAM delay %s: %d database and %d access key switches; settled %s after the last round",
+		len(all), sc.rotationRounds, st.inGrace, st.tokens, kills, midRotation, sc.rotationGrace, sc.rotationIAMDelay, st.dbSwitches, st.keySwitches,
 		settled.Round(time.Second))
 	sum.figure("rotation: token to Secret switched, median: database %s (%d switches), access key %s (%d); for a token that came during the grace period, which it waits out: database %s (%d), access key %s (%d)",
 		median(st.dbLatency), len(st.dbLatency), median(st.keyLatency), len(st.keyLatency),
@@ -332,6 +335,20 @@ func (l *rotationLog) setToken(t *testing.T, orgs []string, token string) {
 	for _, err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// underWay counts the Secrets, as last seen, that have yet to answer token
+// or hold a pending key.
+func (l *rotationLog) underWay(token string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, s := range l.last {
+		if _, pending := s.Data["pending-access-key-id"]; pending || s.Annotations[controllers.AnnotationRotationToken] != token {
+			n++
+		}
+	}
+	return n
 }
 
 // figures returns the stats so far.
