@@ -81,8 +81,10 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 	}
 
 	// The token rounds come 3s to a grace period and an IAM delay apart,
-	// so that some come while the previous grace period runs; the kills
-	// fall anywhere until the last round's grace period would end.
+	// so that some come while the previous grace period runs. Every other
+	// kill falls within an IAM delay after a round, while switches are
+	// under way and keys pending; the others anywhere until the last
+	// round's grace period would end, revocations included.
 	type event struct {
 		at    time.Duration
 		round int // 0 for a kill
@@ -94,8 +96,13 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 		at += 3*time.Second + time.Duration(rng.Int64N(int64(sc.rotationGrace+sc.rotationIAMDelay-3*time.Second)))
 	}
 	end := at + sc.rotationGrace
-	for range sc.rotationKills {
-		events = append(events, event{at: 500*time.Millisecond + time.Duration(rng.Int64N(int64(end)))})
+	rounds := slices.Clone(events)
+	for k := range sc.rotationKills {
+		kill := 500*time.Millisecond + time.Duration(rng.Int64N(int64(end)))
+		if k%2 == 0 {
+			kill = rounds[rng.IntN(len(rounds))].at + 200*time.Millisecond + time.Duration(rng.Int64N(int64(sc.rotationIAMDelay)))
+		}
+		events = append(events, event{at: kill})
 	}
 	sort.SliceStable(events, func(i, j int) bool { return events[i].at < events[j].at })
 	start := time.Now()
@@ -147,7 +154,7 @@ func TestRotationUnderKillsAndIAMDelay(t *testing.T) {
 	sum.figure("rotation: %d orgs, %d token rounds (%d of %d tokens set while a grace period ran), %d SIGKILLs (%d while a rotation was under way), grace %s, IAM delay %s: %d database and %d access key switches; settled %s after the last round",
 		len(all), sc.rotationRounds, st.inGrace, st.tokens, kills, midRotation, sc.rotationGrace, sc.rotationIAMDelay, st.dbSwitches, st.keySwitches,
 		settled.Round(time.Second))
-	sum.figure("rotation: token to Secret switched, median: database %s (%d switches), access key %s (%d); for a token that came during the grace period, which it waits out: database %s (%d), access key %s (%d)",
+	sum.figure("rotation: first unanswered token to Secret switched, median: database %s (%d switches), access key %s (%d); for a token that came during the grace period, which it waits out: database %s (%d), access key %s (%d)",
 		median(st.dbLatency), len(st.dbLatency), median(st.keyLatency), len(st.keyLatency),
 		median(st.dbWaited), len(st.dbWaited), median(st.keyWaited), len(st.keyWaited))
 	sum.figure("rotation: %d application pools of 2 ran %d queries: %d failed, %d connections dropped; %d new logins and %d S3 writes with the Secrets' current and in-grace credentials: %d and %d failed",
@@ -217,21 +224,23 @@ type rotationLog struct {
 	// logins and keys are every credential the Secrets held, by
 	// organization.
 	logins, keys map[string]map[credential]bool
-	// tokenAt is when each organization's token was set, and whether
-	// each Secret's grace period ran then, by org/token.
-	tokenAt map[string]tokenSet
-	stats   rotationStats
+	// unanswered is, by Secret name, the first token set since the
+	// Secret's last switch: a later token replaces it, and one switch
+	// answers both.
+	unanswered map[string]tokenSet
+	stats      rotationStats
 }
 
-// tokenSet is when a token was set and which grace periods ran then.
+// tokenSet is when a token was set and whether the Secret's grace period
+// ran then.
 type tokenSet struct {
-	at                time.Time
-	dbGrace, keyGrace bool
+	at    time.Time
+	grace bool
 }
 
-// rotationStats are a rotationLog's figures. The latencies go from a token
-// to the Secret's switch; a token set during the grace period of the
-// Secret's previous credential waits for it to end.
+// rotationStats are a rotationLog's figures. The latencies go from the
+// first token a Secret had not answered to its switch; a token set during
+// the grace period of the Secret's previous credential waits for it to end.
 type rotationStats struct {
 	tokens, inGrace, dbSwitches, keySwitches int
 	dbLatency, keyLatency                    []time.Duration
@@ -240,7 +249,7 @@ type rotationStats struct {
 
 func watchRotations(ctx context.Context, orgs []string) *rotationLog {
 	l := &rotationLog{w: &collectors{}, last: map[string]*corev1.Secret{},
-		logins: map[string]map[credential]bool{}, keys: map[string]map[credential]bool{}, tokenAt: map[string]tokenSet{}}
+		logins: map[string]map[credential]bool{}, keys: map[string]map[credential]bool{}, unanswered: map[string]tokenSet{}}
 	for _, n := range orgs {
 		l.logins[n], l.keys[n] = map[credential]bool{}, map[credential]bool{}
 	}
@@ -283,7 +292,8 @@ func (l *rotationLog) seen(s *corev1.Secret, now time.Time) {
 	if prev == nil || string(prev.Data[idKey]) == string(d[idKey]) {
 		return
 	}
-	set, known := l.tokenAt[org+"/"+s.Annotations[controllers.AnnotationRotationToken]]
+	set, known := l.unanswered[s.Name]
+	delete(l.unanswered, s.Name)
 	st := &l.stats
 	switch {
 	case kind == "storage":
@@ -293,11 +303,11 @@ func (l *rotationLog) seen(s *corev1.Secret, now time.Time) {
 	}
 	switch {
 	case !known:
-	case kind == "storage" && set.keyGrace:
+	case kind == "storage" && set.grace:
 		st.keyWaited = append(st.keyWaited, now.Sub(set.at))
 	case kind == "storage":
 		st.keyLatency = append(st.keyLatency, now.Sub(set.at))
-	case set.dbGrace:
+	case set.grace:
 		st.dbWaited = append(st.dbWaited, now.Sub(set.at))
 	default:
 		st.dbLatency = append(st.dbLatency, now.Sub(set.at))
@@ -311,19 +321,21 @@ func (l *rotationLog) setToken(t *testing.T, orgs []string, token string) {
 	patch := fmt.Appendf(nil, `{"spec":{"credentials":{"rotationToken":%q}}}`, token)
 	errs := testutil.Parallel(orgs, 16, func(n string) error {
 		l.mu.Lock()
-		set := tokenSet{at: time.Now()}
-		graceRuns := func(s *corev1.Secret) bool {
+		now, grace := time.Now(), false
+		for _, name := range []string{naming.DatabaseSecretName(n), naming.StorageSecretName(n)} {
+			s := l.last[name]
 			if s == nil {
-				return false
+				continue
 			}
 			until, err := time.Parse(time.RFC3339, s.Annotations[controllers.AnnotationPreviousValidUntil])
-			return err == nil && set.at.Before(until)
+			set := tokenSet{at: now, grace: err == nil && now.Before(until)}
+			grace = grace || set.grace
+			if _, ok := l.unanswered[name]; !ok {
+				l.unanswered[name] = set
+			}
 		}
-		set.dbGrace = graceRuns(l.last[naming.DatabaseSecretName(n)])
-		set.keyGrace = graceRuns(l.last[naming.StorageSecretName(n)])
-		l.tokenAt[n+"/"+token] = set
 		l.stats.tokens++
-		if set.dbGrace || set.keyGrace {
+		if grace {
 			l.stats.inGrace++
 		}
 		l.mu.Unlock()
