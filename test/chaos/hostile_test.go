@@ -241,7 +241,7 @@ func conflicts(t *testing.T, policy string) {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() { _, _ = env.storage.DeletePrefix(context.Background(), "orgs/"+prefixOrg+"/") })
+	t.Cleanup(func() { _, _ = env.store.storage.DeletePrefix(context.Background(), "orgs/"+prefixOrg+"/") })
 
 	state := func() string {
 		var b strings.Builder
@@ -398,10 +398,10 @@ func assertNothingCreated(t *testing.T, o *tenancyv1alpha1.Organization) {
 	if rls, err := roles(ctx, db); err != nil || len(rls) > 0 {
 		t.Errorf("roles %v (%v)", keysOf(rls), err)
 	}
-	if users, err := iamUsers(ctx, storage.UserName(o.Name)); err != nil || len(users) > 0 {
+	if users, err := env.store.users(ctx, storage.UserName(o.Name)); err != nil || len(users) > 0 {
 		t.Errorf("IAM users %v (%v)", users, err)
 	}
-	if keys, err := objects(ctx, "orgs/"+o.Name+"/"); err != nil || len(keys) > 0 {
+	if keys, err := env.store.objects(ctx, "orgs/"+o.Name+"/"); err != nil || len(keys) > 0 {
 		t.Errorf("objects %v (%v)", keys, err)
 	}
 	ns := o.Spec.Namespace
@@ -430,7 +430,7 @@ func verifyGoneExcept(t *testing.T, org, foreignDB, foreignRole string) {
 	if rls, err := roles(ctx, db); err != nil || (len(rls) > 0 && db != foreignRole) {
 		t.Errorf("%s: roles left %v (%v)", org, keysOf(rls), err)
 	}
-	if keys, err := objects(ctx, "orgs/"+org+"/"); err != nil || (len(keys) > 0 && !strings.HasSuffix(org, "-prefix")) {
+	if keys, err := env.store.objects(ctx, "orgs/"+org+"/"); err != nil || (len(keys) > 0 && !strings.HasSuffix(org, "-prefix")) {
 		t.Errorf("%s: objects left %v (%v)", org, keys, err)
 	}
 }
@@ -446,7 +446,7 @@ func cleanupRetained(t *testing.T, org, foreignDB, foreignRole string) {
 		superSQL(t, "DROP ROLE IF EXISTS "+db)
 	}
 	if !strings.HasSuffix(org, "-prefix") {
-		if _, err := env.storage.DeletePrefix(t.Context(), "orgs/"+org+"/"); err != nil {
+		if _, err := env.store.storage.DeletePrefix(t.Context(), "orgs/"+org+"/"); err != nil {
 			t.Error(err)
 		}
 	}
@@ -490,22 +490,22 @@ func foreignIAMUser(t *testing.T, name, path string, tags map[string]string) str
 	for k, v := range tags {
 		in.Tags = append(in.Tags, iamtypes.Tag{Key: aws.String(k), Value: aws.String(v)})
 	}
-	if _, err := env.iam.CreateUser(ctx, in); err != nil {
+	if _, err := env.store.iam.CreateUser(ctx, in); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { deleteIAMUser(name) })
-	if _, err := env.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(name)}); err != nil {
+	if _, err := env.store.iam.CreateAccessKey(ctx, &iam.CreateAccessKeyInput{UserName: aws.String(name)}); err != nil {
 		t.Fatal(err)
 	}
 	return name
 }
 
 func describeIAMUser(ctx context.Context, name string) string {
-	u, err := env.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(name)})
+	u, err := env.store.iam.GetUser(ctx, &iam.GetUserInput{UserName: aws.String(name)})
 	if err != nil {
 		return err.Error()
 	}
-	keys, err := env.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)})
+	keys, err := env.store.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)})
 	if err != nil {
 		return err.Error()
 	}
@@ -513,7 +513,7 @@ func describeIAMUser(ctx context.Context, name string) string {
 	for _, k := range keys.AccessKeyMetadata {
 		ids = append(ids, aws.ToString(k.AccessKeyId))
 	}
-	pols, err := env.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)})
+	pols, err := env.store.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)})
 	if err != nil {
 		return err.Error()
 	}
@@ -523,17 +523,17 @@ func describeIAMUser(ctx context.Context, name string) string {
 // deleteIAMUser removes a user whatever its path, as its owner would.
 func deleteIAMUser(name string) {
 	ctx := context.Background()
-	if keys, err := env.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)}); err == nil {
+	if keys, err := env.store.iam.ListAccessKeys(ctx, &iam.ListAccessKeysInput{UserName: aws.String(name)}); err == nil {
 		for _, k := range keys.AccessKeyMetadata {
-			_, _ = env.iam.DeleteAccessKey(ctx, &iam.DeleteAccessKeyInput{UserName: aws.String(name), AccessKeyId: k.AccessKeyId})
+			_, _ = env.store.iam.DeleteAccessKey(ctx, &iam.DeleteAccessKeyInput{UserName: aws.String(name), AccessKeyId: k.AccessKeyId})
 		}
 	}
-	if pols, err := env.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)}); err == nil {
+	if pols, err := env.store.iam.ListUserPolicies(ctx, &iam.ListUserPoliciesInput{UserName: aws.String(name)}); err == nil {
 		for _, p := range pols.PolicyNames {
-			_, _ = env.iam.DeleteUserPolicy(ctx, &iam.DeleteUserPolicyInput{UserName: aws.String(name), PolicyName: aws.String(p)})
+			_, _ = env.store.iam.DeleteUserPolicy(ctx, &iam.DeleteUserPolicyInput{UserName: aws.String(name), PolicyName: aws.String(p)})
 		}
 	}
-	_, _ = env.iam.DeleteUser(ctx, &iam.DeleteUserInput{UserName: aws.String(name)})
+	_, _ = env.store.iam.DeleteUser(ctx, &iam.DeleteUserInput{UserName: aws.String(name)})
 }
 
 // snapshot is everything orgforge could create, by name.
@@ -556,9 +556,9 @@ func worldSnapshot(t *testing.T) snapshot {
 	add("database", keysOf(dbs), err)
 	rls, err := roles(ctx, "")
 	add("role", keysOf(rls), err)
-	users, err := iamUsers(ctx, "")
+	users, err := env.store.users(ctx, "")
 	add("IAM user", keysOf(users), err)
-	keys, err := objects(ctx, "")
+	keys, err := env.store.objects(ctx, "")
 	add("object", keys, err)
 	return s
 }

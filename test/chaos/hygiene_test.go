@@ -69,7 +69,9 @@ func startCollectors(ctx context.Context, h *harness) *collectors {
 	c.run(ctx, h.k8s, func() client.ObjectList { return &corev1.SecretList{} }, []client.ListOption{managed}, func(o runtime.Object) {
 		s := o.(*corev1.Secret)
 		c.mu.Lock()
-		for _, k := range []string{"password", "secret-access-key"} {
+		// A rotation's previous and pending credentials too: a pending
+		// key that a crash left may never become the current one.
+		for _, k := range []string{"password", "secret-access-key", "previous-password", "previous-secret-access-key", "pending-secret-access-key"} {
 			if v := string(s.Data[k]); v != "" {
 				c.secrets[v] = fmt.Sprintf("%s of Secret %s/%s", k, s.Namespace, s.Name)
 			}
@@ -95,6 +97,14 @@ func startCollectors(ctx context.Context, h *harness) *collectors {
 		events.close()
 	}()
 	return c
+}
+
+// lookFor adds a secret, of a service a scenario started, to those the
+// hygiene check looks for.
+func (c *collectors) lookFor(secret, where string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.secrets[secret] = where
 }
 
 // run lists and then watches a kind until ctx ends, listing again whenever

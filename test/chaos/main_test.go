@@ -21,9 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
@@ -35,7 +32,6 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/devstack"
-	"github.com/orgforge/orgforge/internal/storage"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
 
@@ -61,6 +57,13 @@ type scale struct {
 	// times and one cluster's server is stopped for fleetOutage.
 	fleetOrgs, fleetKills int
 	fleetOutage           time.Duration
+	// rotationOrgs have their credentials rotated rotationRounds times by
+	// a new rotationToken, with a grace period of rotationGrace, under
+	// IAM's propagation delay of rotationIAMDelay, while the operator is
+	// killed rotationKills times; one in rotationAppEvery has an
+	// application querying it all along.
+	rotationOrgs, rotationRounds, rotationKills, rotationAppEvery int
+	rotationGrace, rotationIAMDelay                               time.Duration
 	// converge bounds every wait for the world to settle.
 	converge time.Duration
 }
@@ -71,12 +74,16 @@ var (
 		pgOutages: 1, pgOutage: 3 * time.Second, s3Outage: 3 * time.Second, outageOrgs: 4,
 		leaderOrgs: 6, failovers: 1,
 		fleetOrgs: 30, fleetKills: 2, fleetOutage: 3 * time.Second,
+		rotationOrgs: 10, rotationRounds: 4, rotationKills: 3, rotationAppEvery: 2,
+		rotationGrace: 10 * time.Second, rotationIAMDelay: 5 * time.Second,
 		converge: 3 * time.Minute}
 	long = scale{name: "long",
 		crashOrgs: 200, crashKills: 20,
 		pgOutages: 2, pgOutage: 30 * time.Second, s3Outage: 30 * time.Second, outageOrgs: 20,
 		leaderOrgs: 40, failovers: 3,
 		fleetOrgs: 200, fleetKills: 6, fleetOutage: 30 * time.Second,
+		rotationOrgs: 100, rotationRounds: 6, rotationKills: 10, rotationAppEvery: 10,
+		rotationGrace: 20 * time.Second, rotationIAMDelay: 10 * time.Second,
 		converge: 10 * time.Minute}
 )
 
@@ -98,10 +105,14 @@ type harness struct {
 	// operator's flags name (the default DatabaseCluster's), then the
 	// fleet's, in fleetMajors' order.
 	servers []server
-	storage *storage.Service
-	iam     *iam.Client
+	// store is the stack's S3 and IAM, which the operator's flags name.
+	store objectStore
 	// services are the flags that point the operator at the stack.
 	services []string
+
+	// collectors gather what the hygiene check reads; a scenario adds the
+	// secrets of its own services to what it looks for.
+	collectors *collectors
 
 	mu sync.Mutex
 	// logs are the operator processes' log files.
@@ -158,6 +169,7 @@ func run(m *testing.M) int {
 	defer h.close()
 	env = h
 	collectors := startCollectors(ctx, h)
+	h.collectors = collectors
 
 	code := m.Run()
 
@@ -231,17 +243,9 @@ func (h *harness) start(ctx context.Context) error {
 		return err
 	}
 	h.su = h.servers[0].su
-	s3 := h.stack.S3
-	if h.storage, err = storage.New(ctx, storage.Config{
-		Bucket: s3.Bucket, Region: s3.Region, Endpoint: s3.Endpoint, IAMEndpoint: s3.IAMEndpoint, UsePathStyle: true,
-		AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey,
-	}, logr.Discard()); err != nil {
+	if h.store, err = newObjectStore(ctx, h.stack.S3); err != nil {
 		return err
 	}
-	h.iam = iam.New(iam.Options{
-		Region: s3.Region, BaseEndpoint: aws.String(s3.IAMEndpoint),
-		Credentials: awscreds.NewStaticCredentialsProvider(s3.AccessKey, s3.SecretKey, ""),
-	})
 	// The operator reads its secrets from files, as from a mounted Secret.
 	if h.services, err = h.stack.OperatorFlags(h.dir); err != nil {
 		return err
@@ -282,8 +286,8 @@ func (h *harness) buildManager() error {
 }
 
 func (h *harness) close() {
-	if h.storage != nil {
-		h.storage.Close()
+	if h.store.storage != nil {
+		h.store.storage.Close()
 	}
 	for _, s := range h.servers {
 		s.su.Close()

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awscreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/go-logr/logr"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +22,7 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/storage"
 	"github.com/orgforge/orgforge/internal/testutil"
@@ -67,9 +70,10 @@ func deleteOrgs(t testing.TB, names ...string) {
 }
 
 // cleanupOrgs deletes, when the test ends, those of the named
-// Organizations a failure left behind, with an operator of its own, so
-// that one failed scenario does not spill into the next.
-func cleanupOrgs(t testing.TB, names []string) {
+// Organizations a failure left behind, with an operator of its own (given
+// the extra flags), so that one failed scenario does not spill into the
+// next.
+func cleanupOrgs(t testing.TB, names []string, extra ...string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
@@ -87,7 +91,7 @@ func cleanupOrgs(t testing.TB, names []string) {
 		if len(left) == 0 {
 			return
 		}
-		op := startOperator(t, "cleanup")
+		op := startOperator(t, "cleanup", extra...)
 		defer op.stop()
 		deleteOrgs(t, left...)
 		for ctx.Err() == nil {
@@ -227,11 +231,33 @@ func pgObjects(ctx context.Context, su *pgxpool.Pool, sql, prefix string) (map[s
 	return out, err
 }
 
-// iamUsers returns the IAM users whose name starts with prefix, by name,
+// objectStore is an S3 and IAM server that operators are pointed at, with
+// clients that inspect it as its root account.
+type objectStore struct {
+	s3      *devstack.S3
+	storage *storage.Service
+	iam     *iam.Client
+}
+
+func newObjectStore(ctx context.Context, s3 *devstack.S3) (objectStore, error) {
+	st, err := storage.New(ctx, storage.Config{
+		Bucket: s3.Bucket, Region: s3.Region, Endpoint: s3.Endpoint, IAMEndpoint: s3.IAMEndpoint, UsePathStyle: true,
+		AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey,
+	}, logr.Discard())
+	if err != nil {
+		return objectStore{}, err
+	}
+	return objectStore{s3: s3, storage: st, iam: iam.New(iam.Options{
+		Region: s3.Region, BaseEndpoint: aws.String(s3.IAMEndpoint),
+		Credentials: awscreds.NewStaticCredentialsProvider(s3.AccessKey, s3.SecretKey, ""),
+	})}, nil
+}
+
+// users returns the IAM users whose name starts with prefix, by name,
 // with their paths.
-func iamUsers(ctx context.Context, prefix string) (map[string]string, error) {
+func (st objectStore) users(ctx context.Context, prefix string) (map[string]string, error) {
 	out := map[string]string{}
-	pages := iam.NewListUsersPaginator(env.iam, &iam.ListUsersInput{})
+	pages := iam.NewListUsersPaginator(st.iam, &iam.ListUsersInput{})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
 		if err != nil {
@@ -247,10 +273,10 @@ func iamUsers(ctx context.Context, prefix string) (map[string]string, error) {
 }
 
 // objects returns the keys under prefix.
-func objects(ctx context.Context, prefix string) ([]string, error) {
+func (st objectStore) objects(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string
-	pages := s3.NewListObjectsV2Paginator(env.stack.S3.RootClient(), &s3.ListObjectsV2Input{
-		Bucket: aws.String(env.stack.S3.Bucket), Prefix: aws.String(prefix),
+	pages := s3.NewListObjectsV2Paginator(st.s3.RootClient(), &s3.ListObjectsV2Input{
+		Bucket: aws.String(st.s3.Bucket), Prefix: aws.String(prefix),
 	})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
@@ -290,7 +316,7 @@ func checkProvisioned(ctx context.Context, o *tenancyv1alpha1.Organization, dbs,
 	if path, ok := users[user]; !ok || path != "/orgforge/" {
 		return fmt.Errorf("IAM user %s: present %v path %q", user, ok, path)
 	}
-	keys, err := env.storage.ListAccessKeys(ctx, user)
+	keys, err := env.store.storage.ListAccessKeys(ctx, user)
 	if err != nil {
 		return fmt.Errorf("access keys of %s: %w", user, err)
 	}
@@ -366,7 +392,7 @@ func verifyProvisioned(t testing.TB, prefix string, want []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	users, err := iamUsers(ctx, storage.UserName(prefix))
+	users, err := env.store.users(ctx, storage.UserName(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,16 +479,16 @@ func awaitGone(t testing.TB, alive []*operator, bs ...group) time.Duration {
 	settle := waitGone(t, all, env.scale.converge)
 	assertAlive(t, alive...)
 	for _, b := range bs {
-		verifyGone(t, b.prefix, b.names)
+		verifyGone(t, env.store, b.prefix, b.names)
 	}
 	sum.orgs(0, len(all))
 	return settle
 }
 
 // verifyGone checks that nothing of the named Organizations is left:
-// database or role on any server, objects, IAM user, or the Organization
-// itself.
-func verifyGone(t testing.TB, prefix string, names []string) {
+// database or role on any server, objects or IAM user in store, or the
+// Organization itself.
+func verifyGone(t testing.TB, store objectStore, prefix string, names []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -475,15 +501,15 @@ func verifyGone(t testing.TB, prefix string, names []string) {
 			t.Errorf("roles left on %s: %v (%v)", srv.name, keysOf(rls), err)
 		}
 	}
-	if users, err := iamUsers(ctx, storage.UserName(prefix)); err != nil || len(users) > 0 {
+	if users, err := store.users(ctx, storage.UserName(prefix)); err != nil || len(users) > 0 {
 		t.Errorf("IAM users left: %v (%v)", users, err)
 	}
 	for _, n := range names {
-		if _, err := env.storage.ListAccessKeys(ctx, storage.UserName(n)); !errors.Is(err, storage.ErrNotFound) {
+		if _, err := store.storage.ListAccessKeys(ctx, storage.UserName(n)); !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("ListAccessKeys(%s) = %v, want ErrNotFound", storage.UserName(n), err)
 		}
 	}
-	if keys, err := objects(ctx, "orgs/"+prefix); err != nil || len(keys) > 0 {
+	if keys, err := store.objects(ctx, "orgs/"+prefix); err != nil || len(keys) > 0 {
 		t.Errorf("objects left: %d, e.g. %v (%v)", len(keys), first(keys, 5), err)
 	}
 	all, err := orgs(ctx)
@@ -530,14 +556,14 @@ func globalOrphans(h *harness) []string {
 			}
 		}
 	}
-	if keys, err := objects(ctx, "orgs/"); err != nil {
+	if keys, err := h.store.objects(ctx, "orgs/"); err != nil {
 		out = append(out, "listing objects: "+err.Error())
 	} else {
 		for _, k := range keys {
 			out = append(out, "object "+k)
 		}
 	}
-	if users, err := iamUsers(ctx, ""); err != nil {
+	if users, err := h.store.users(ctx, ""); err != nil {
 		out = append(out, "listing IAM users: "+err.Error())
 	} else {
 		for n, path := range users {
