@@ -125,6 +125,11 @@ func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *sc
 		rot.validUntil = time.Time{}
 		s.db.rot = &rot
 	}
+	if s.db.previous != "" {
+		if err := r.budgetGrace(ctx, s); err != nil {
+			return err
+		}
+	}
 	why := rot.due(spec, now)
 	if s.db.secret == nil || why == "" {
 		return nil
@@ -158,6 +163,21 @@ func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *sc
 	next := rotated(spec, now)
 	s.db.rot = &next
 	ctrl.LoggerFrom(ctx).Info("Rotating database credentials", "trigger", why, "login", s.db.current, "previousLogin", s.db.previous)
+	return nil
+}
+
+// budgetGrace makes the budget cover the two logins of a grace period
+// that the Secret records but the Organization has not budgeted: one
+// adopted from a retained Secret, whose Organization's annotations went
+// with it. A budget that does not fit does not shorten the grace period,
+// which the application relies on; the condition says so.
+func (r *OrganizationReconciler) budgetGrace(ctx context.Context, s *scope) error {
+	fits, err := r.budgetLogins(ctx, s, 2)
+	if err != nil || fits {
+		return err
+	}
+	s.db.waiting = fmt.Sprintf("the grace period of login %s runs over the connection budget of DatabaseCluster %s: two logins of %d connections each do not fit it",
+		s.db.previous, s.cluster, s.maxConnections)
 	return nil
 }
 
