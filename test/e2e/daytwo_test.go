@@ -281,17 +281,19 @@ func TestUsageCountsTheSessionsOfBothLoginsOfAGracePeriod(t *testing.T) {
 			})
 			startApp(t, string(s.Data["uri"]), 2)
 			previous := startApp(t, uriOf(s, "previous-username", "previous-password"), 3)
-			connections := func(want int32, what string) {
+			// Each login has a CONNECTION LIMIT of the pool's 10: during
+			// the grace period the sessions count against both.
+			connections := func(want, limit int32, what string) {
 				t.Helper()
 				testutil.Eventually(t, 10*period, what, func() (bool, string) {
 					u := getOrg(t, name).Status.Usage
 					if u == nil || u.Connections == nil {
 						return false, "no usage"
 					}
-					return *u.Connections == want, fmt.Sprintf("%d connections of limit %d", *u.Connections, u.ConnectionLimit)
+					return *u.Connections == want && u.ConnectionLimit == limit, fmt.Sprintf("%d connections of limit %d", *u.Connections, u.ConnectionLimit)
 				})
 			}
-			connections(5, "usage to count 2 sessions of "+logins[0]+" and 3 of "+naming.RoleName(name))
+			connections(5, 20, "usage to count 2 sessions of "+logins[0]+" and 3 of "+naming.RoleName(name)+", of two limits of 10")
 
 			// After the grace period, the previous login's sessions are
 			// still open, and still the organization's.
@@ -304,7 +306,7 @@ func TestUsageCountsTheSessionsOfBothLoginsOfAGracePeriod(t *testing.T) {
 				u := getOrg(t, name).Status.Usage
 				return u.UpdatedAt.After(after.Time), ""
 			})
-			connections(5, "usage to count the 3 sessions of the revoked login still open")
+			connections(5, 10, "usage to count the 3 sessions of the revoked login still open, of the current login's limit")
 			if got := previous.backends(t, 3); !slices.Equal(got, previous.pids) {
 				t.Errorf("the previous login's pool lost connections: %v, then %v", previous.pids, got)
 			}
