@@ -287,10 +287,11 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 // its owner: its credentials rotate or have rotated. Then every reconcile
 // makes sure that the logins the Secret does not hold cannot log in, so a
 // rotation interrupted before its Secret was written leaves no password
-// that nobody has.
+// that nobody has, and an adopted organization whose Secret was lost
+// leaves no login with the lost Secret's password.
 func hasLogins(s *scope) bool {
 	st := s.org.Status.Credentials
-	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" ||
+	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" || s.db.markedLogins ||
 		st.LastRotation != nil || (st.DatabaseLogin != "" && st.DatabaseLogin != s.role)
 }
 

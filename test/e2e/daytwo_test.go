@@ -313,3 +313,35 @@ func TestUsageCountsTheSessionsOfBothLoginsOfAGracePeriod(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptionOfARotatedOrganizationWithoutItsSecretLeavesNoOldLogin adopts
+// what a rotated Organization left when its Secret was lost with it (a
+// Kubernetes cluster rebuilt, the Secret deleted), applied again without
+// any credentials spec: the owner gets a new password, which the new
+// Secret holds, and the rotated login, whose password only the lost Secret
+// held, no longer logs in.
+func TestAdoptionOfARotatedOrganizationWithoutItsSecretLeavesNoOldLogin(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	const name = "d2-lost-secret"
+	opts := []testutil.OrgOption{testutil.OnCluster(tenancyv1alpha1.DefaultClusterName), withGrace(rotationGrace),
+		testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)}
+	first := applyReady(t, testutil.NewOrg(name, append(opts, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain))...))
+	rotateAndWait(t, first, "one")
+	lost := secret(t, first, naming.DatabaseSecretName(name))
+	exec(t, string(lost.Data["uri"]), "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
+	deleteRetained(t, stack.Postgres, first)
+	if err := k8s.Delete(ctx, lost); err != nil {
+		t.Fatal(err)
+	}
+
+	o := applyReady(t, testutil.NewOrg(name, append(opts, testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))...))
+	s := secret(t, o, naming.DatabaseSecretName(name))
+	if v := kept(t, string(s.Data["uri"])); v != "still here" {
+		t.Errorf("the retained row reads %q through the new Secret's login %s", v, s.Data["username"])
+	}
+	if err := login(ctx, string(lost.Data["uri"])); err == nil {
+		t.Errorf("login %s still logs in with the password of the lost Secret", lost.Data["username"])
+	}
+	checkSecretHoldsTheOnlyLogins(t, o)
+}
