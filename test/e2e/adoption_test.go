@@ -526,7 +526,7 @@ func TestAdoptionOfOldMarkersSetsANewPasswordWhenTheRetainedOneFails(t *testing.
 	if a := dbSecret.Annotations[controllers.AnnotationAdoption]; !strings.Contains(a, "new password") {
 		t.Errorf("the Secret's %s annotation = %q, want it to say the password is new", controllers.AnnotationAdoption, a)
 	}
-	if !strings.Contains(strings.Join(op.eventsSnapshot(), "\n"), "new password on role "+role) {
+	if !strings.Contains(strings.Join(op.eventsSnapshot(), "\n"), "new password on login "+role) {
 		t.Errorf("no event says the password is new; events: %v", op.eventsSnapshot())
 	}
 	if v := kept(t, string(dbSecret.Data["uri"])); v != "still here" {

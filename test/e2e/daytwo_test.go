@@ -66,8 +66,9 @@ func withRotationToken(token string) testutil.OrgOption {
 }
 
 // dropLeftOnServer drops, when the test ends, what an Organization deleted
-// with Retain may have left on pg and no adopter took: its database, its
-// logins and its owner.
+// with Retain may have left on pg: its database, its logins and its owner.
+// Cleanups run last-in first-out, so an Organization applied later that
+// adopted them has deleted them by then.
 func dropLeftOnServer(t *testing.T, pg *devstack.Postgres, org string) {
 	t.Helper()
 	t.Cleanup(func() {
@@ -92,8 +93,8 @@ func deleteRetained(t *testing.T, pg *devstack.Postgres, o *tenancyv1alpha1.Orga
 // TestAdoptionOfARotatedOrganizationKeepsItsLoginAndRotatesOn rotates an
 // Organization's credentials once, deletes it with Retain and applies it
 // again with adoption SameName: the retained Secret's login, not the owner,
-// is the one kept, with its password; every login is re-marked; and the
-// adopted Organization rotates on to the other login.
+// is the one kept, with its password; the owner and the login are
+// re-marked; and the adopted Organization rotates on to the other login.
 func TestAdoptionOfARotatedOrganizationKeepsItsLoginAndRotatesOn(t *testing.T) {
 	op := startOperator(t, nil)
 	for _, srv := range dayTwoServers() {
