@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -345,4 +346,56 @@ func TestAdoptionOfARotatedOrganizationWithoutItsSecretLeavesNoOldLogin(t *testi
 		t.Errorf("login %s still logs in with the password of the lost Secret", lost.Data["username"])
 	}
 	checkSecretHoldsTheOnlyLogins(t, o)
+}
+
+// TestFleetAnAdoptedGracePeriodOverBudgetRunsToItsEnd adopts a retained
+// Secret's grace period on a DatabaseCluster whose budget another
+// Organization took meanwhile: two logins no longer fit. The grace period,
+// which applications rely on, is not cut short; the condition says it runs
+// over the budget, and it ends when the Secret says.
+func TestFleetAnAdoptedGracePeriodOverBudgetRunsToItsEnd(t *testing.T) {
+	startOperator(t, nil)
+	ctx := context.Background()
+	const cluster, name = "d2-overbudget", "d2-overbudget-a"
+	pg := fleetServer(t, 15)
+	newCluster(t, cluster, pg, map[string]string{"fleet-test": cluster}, withCapacity(20))
+	waitCluster(t, cluster, "True", tenancyv1alpha1.ReasonConnected)
+	opts := []testutil.OrgOption{testutil.OnCluster(cluster), withGrace(45 * time.Second), testutil.WithPool(1, 10),
+		testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)}
+	first := applyReady(t, testutil.NewOrg(name, append(opts, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain))...))
+	setRotationToken(t, name, "one")
+	var during *corev1.Secret
+	testutil.Eventually(t, 60*time.Second, "the Secret to switch to login $1", func() (bool, string) {
+		during = secret(t, first, naming.DatabaseSecretName(name))
+		return string(during.Data["username"]) == naming.LoginNames(name)[0], string(during.Data["username"])
+	})
+	until, err := time.Parse(time.RFC3339, during.Annotations[controllers.AnnotationPreviousValidUntil])
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevURI := uriOf(during, "previous-username", "previous-password")
+	deleteRetained(t, pg, first)
+	// Another Organization takes half the cluster's budget.
+	applyReady(t, testutil.NewOrg("d2-overbudget-b", testutil.OnCluster(cluster), testutil.WithPool(1, 10),
+		testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+
+	o := applyReady(t, testutil.NewOrg(name, append(opts, withRotationToken("one"), testutil.WithAdoption(tenancyv1alpha1.AdoptionSameName))...))
+	if time.Now().After(until) {
+		t.Skip("the adoption took longer than the grace period")
+	}
+	c := testutil.ConditionOf(o, tenancyv1alpha1.ConditionDatabaseReady)
+	if c.Status != "True" || !strings.Contains(c.Message, "grace period") || !strings.Contains(c.Message, "budget") {
+		t.Errorf("DatabaseReady = %s: %s; want True, saying the grace period runs over the budget", c.Status, c.Message)
+	}
+	if err := login(ctx, prevURI); err != nil && time.Now().Before(until) {
+		t.Errorf("the previous login was cut off within its grace period: %v", err)
+	}
+	testutil.Eventually(t, 60*time.Second, "the previous login to stop working", func() (bool, string) {
+		return login(ctx, prevURI) != nil, "it still logs in"
+	})
+	testutil.Eventually(t, 30*time.Second, "the condition to no longer speak of the budget", func() (bool, string) {
+		c := testutil.ConditionOf(waitReady(t, name), tenancyv1alpha1.ConditionDatabaseReady)
+		return !strings.Contains(c.Message, "budget"), c.Message
+	})
+	checkSecretHoldsTheOnlyLoginsOn(t, pg, getOrg(t, name))
 }
