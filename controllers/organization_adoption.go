@@ -118,12 +118,13 @@ func (r *OrganizationReconciler) adoptDatabase(ctx context.Context, s *scope) er
 	}
 	var take, held []aurora.Marked
 	for _, m := range marked {
-		// A login left LOGIN by an earlier Organization, adopted now or
-		// before a crash, must not keep a password the Secret lacks.
-		if m.Kind == "role" && m.Name != s.role && s.isLogin(m.Name) {
-			s.db.loginsFound = true
+		if !s.namedForAdoption(m) {
+			continue
 		}
-		if m.Marker.UID == string(s.org.UID) || !s.namedForAdoption(m) {
+		// Those marked with this UID too: a reconcile that re-marked
+		// them may have stopped before it revoked them.
+		s.db.markedLogins = s.db.markedLogins || (m.Kind == "role" && m.Name != s.role)
+		if m.Marker.UID == string(s.org.UID) {
 			continue
 		}
 		ok, err := r.mayAdopt(ctx, s, m.Marker.Org, m.Marker.UID, m.Marker.Cluster)

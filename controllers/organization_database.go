@@ -125,6 +125,11 @@ func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *sc
 		rot.validUntil = time.Time{}
 		s.db.rot = &rot
 	}
+	if s.db.previous != "" {
+		if err := r.budgetGrace(ctx, s); err != nil {
+			return err
+		}
+	}
 	why := rot.due(spec, now)
 	if s.db.secret == nil || why == "" {
 		return nil
@@ -165,6 +170,21 @@ func (r *OrganizationReconciler) planDatabaseRotation(ctx context.Context, s *sc
 	next := rotated(spec, now)
 	s.db.rot = &next
 	ctrl.LoggerFrom(ctx).Info("Rotating database credentials", "trigger", why, "login", s.db.current, "previousLogin", s.db.previous)
+	return nil
+}
+
+// budgetGrace makes the budget cover the two logins of a grace period
+// that the Secret records but the Organization has not budgeted: one
+// adopted from a retained Secret, whose Organization's annotations went
+// with it. A budget that does not fit does not shorten the grace period,
+// which the application relies on; the condition says so.
+func (r *OrganizationReconciler) budgetGrace(ctx context.Context, s *scope) error {
+	fits, err := r.budgetLogins(ctx, s, 2)
+	if err != nil || fits {
+		return err
+	}
+	s.db.waiting = fmt.Sprintf("the grace period of login %s runs over the connection budget of DatabaseCluster %s: two logins of %d connections each do not fit it",
+		s.db.previous, s.cluster, s.maxConnections)
 	return nil
 }
 
@@ -274,10 +294,11 @@ func (r *OrganizationReconciler) ensureExtensions(ctx context.Context, s *scope)
 // its owner: its credentials rotate or have rotated. Then every reconcile
 // makes sure that the logins the Secret does not hold cannot log in, so a
 // rotation interrupted before its Secret was written leaves no password
-// that nobody has.
+// that nobody has, and an adopted organization whose Secret was lost
+// leaves no login with the lost Secret's password.
 func hasLogins(s *scope) bool {
 	st := s.org.Status.Credentials
-	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" || s.db.loginsFound ||
+	return rotates(s.org) || s.db.current != s.role || s.db.previous != "" || s.db.revoked != "" || s.db.markedLogins ||
 		st.LastRotation != nil || (st.DatabaseLogin != "" && st.DatabaseLogin != s.role)
 }
 

@@ -89,10 +89,10 @@ type databaseState struct {
 	previous, previousPassword string
 	// revoked is the previous login whose grace period ended here.
 	revoked string
-	// loginsFound is set when adoption finds login roles of the
-	// Organization's: they are then brought to what the Secret says, even
-	// if the credentials no longer rotate.
-	loginsFound bool
+	// markedLogins is set when adoption finds login roles marked for the
+	// organization's name: an earlier Organization rotated, and its logins
+	// must be brought to what the Secret holds, whatever this one's spec.
+	markedLogins bool
 	// switched is set when this reconcile rotates to a new login.
 	switched bool
 	// rot is the Secret's rotation as it is to be written; nil until the

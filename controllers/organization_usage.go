@@ -105,8 +105,18 @@ func (r *OrganizationReconciler) readUsage(ctx context.Context, s *scope) error 
 		StorageObjects:  &objects,
 		StorageBytes:    &bytes,
 		Connections:     &db.Connections,
-		ConnectionLimit: s.maxConnections,
+		ConnectionLimit: connectionLimit(s),
 		UpdatedAt:       &at,
 	}
 	return nil
+}
+
+// connectionLimit is the sum of the CONNECTION LIMITs of the logins that
+// may open sessions: during a grace period the previous login keeps a limit
+// of its own beside the current one's, so both count, as in the budget.
+func connectionLimit(s *scope) int32 {
+	if s.db.previous != "" {
+		return 2 * s.maxConnections
+	}
+	return s.maxConnections
 }

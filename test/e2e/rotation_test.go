@@ -23,6 +23,7 @@ import (
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/devstack"
 	"github.com/orgforge/orgforge/internal/naming"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
@@ -319,7 +320,13 @@ func failSecretUpdates(name string, failing *atomic.Bool) func(client.Client) cl
 // log in, as the server says.
 func loginsThatWork(t *testing.T, org string) []string {
 	t.Helper()
-	su := testutil.Superuser(t, stack.Postgres, "postgres")
+	return loginsThatWorkOn(t, stack.Postgres, org)
+}
+
+// loginsThatWorkOn is loginsThatWork on the server pg.
+func loginsThatWorkOn(t *testing.T, pg *devstack.Postgres, org string) []string {
+	t.Helper()
+	su := testutil.Superuser(t, pg, "postgres")
 	l := naming.LoginNames(org)
 	rows, err := su.Query(context.Background(), "SELECT rolname FROM pg_roles WHERE rolcanlogin AND rolname = ANY($1) ORDER BY rolname",
 		[]string{naming.RoleName(org), l[0], l[1]})
@@ -339,6 +346,13 @@ func loginsThatWork(t *testing.T, org string) []string {
 // the Secret does not hold.
 func checkSecretHoldsTheOnlyLogins(t *testing.T, o *tenancyv1alpha1.Organization) {
 	t.Helper()
+	checkSecretHoldsTheOnlyLoginsOn(t, stack.Postgres, o)
+}
+
+// checkSecretHoldsTheOnlyLoginsOn is checkSecretHoldsTheOnlyLogins for an
+// organization on the server pg.
+func checkSecretHoldsTheOnlyLoginsOn(t *testing.T, pg *devstack.Postgres, o *tenancyv1alpha1.Organization) {
+	t.Helper()
 	s := secret(t, o, o.Name+"-database")
 	if err := login(context.Background(), string(s.Data["uri"])); err != nil {
 		t.Errorf("the Secret's current login %s does not work: %v", s.Data["username"], err)
@@ -348,7 +362,7 @@ func checkSecretHoldsTheOnlyLogins(t *testing.T, o *tenancyv1alpha1.Organization
 		want = append(want, prev)
 	}
 	slices.Sort(want)
-	if got := loginsThatWork(t, o.Name); !slices.Equal(got, want) {
+	if got := loginsThatWorkOn(t, pg, o.Name); !slices.Equal(got, want) {
 		t.Errorf("logins that may log in = %v, want the Secret's %v", got, want)
 	}
 }
