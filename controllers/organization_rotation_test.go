@@ -131,6 +131,9 @@ func TestARotationAskedForDuringAGracePeriodWakesAtItsEndNotBefore(t *testing.T)
 	s.db.current, s.db.password = "org_acme$1", "new"
 	s.db.previous, s.db.previousPassword = "org_acme", "old"
 	s.db.rot = &rotation{issuedAt: now.Add(-time.Hour), switched: true, token: "first", validUntil: end}
+	// The grace period's two logins are budgeted, as the rotation that
+	// began it recorded.
+	s.budgetLogins = 2
 	s.st.secret = &corev1.Secret{}
 	s.st.previous = storage.AccessKey{ID: "OLD"}
 	s.st.rot = &rotation{issuedAt: now.Add(-time.Hour), switched: true, token: "first", validUntil: end}
