@@ -223,8 +223,9 @@ func eventNote(all []string) string {
 // SetupWithManager registers the reconciler. Secrets it owns are watched,
 // so a Secret deleted by hand is written again at once; so are namespaces,
 // so an Organization waiting for its old namespace to finish terminating
-// goes on once it has; and DatabaseClusters, so one waiting for capacity
-// or for its cluster goes on once there is some.
+// goes on once it has (their metadata only: see getNamespace); and
+// DatabaseClusters, so one waiting for capacity or for its cluster goes on
+// once there is some.
 func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts controller.Options) error {
 	if opts.RateLimiter == nil {
 		opts.RateLimiter = DefaultRateLimiter()
@@ -236,7 +237,7 @@ func (r *OrganizationReconciler) SetupWithManager(mgr ctrl.Manager, opts control
 			deletionPredicate(),
 		))).
 		Owns(&corev1.Secret{}, builder.WithPredicates(secretTampered())).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForNamespace),
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForNamespace),
 			builder.WithPredicates(namespaceDeleted())).
 		Watches(&tenancyv1alpha1.DatabaseCluster{}, handler.EnqueueRequestsFromMapFunc(r.organizationsForCluster),
 			builder.WithPredicates(clusterChangedForPlacement())).

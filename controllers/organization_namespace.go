@@ -56,8 +56,7 @@ func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) 
 	case ns != nil:
 		return nil
 	}
-	ns = &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}}
-	err = r.Create(ctx, ns)
+	err = r.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.namespace, Labels: s.labels()}})
 	switch {
 	case apierrors.IsAlreadyExists(err):
 		return nil
@@ -69,9 +68,13 @@ func (r *OrganizationReconciler) ensureNamespace(ctx context.Context, s *scope) 
 	return nil
 }
 
-// getNamespace returns the namespace, or nil when there is none.
-func (r *OrganizationReconciler) getNamespace(ctx context.Context, name string) (*corev1.Namespace, error) {
-	ns := &corev1.Namespace{}
+// getNamespace returns the namespace's metadata, or nil when there is
+// none. The reconciler reads only its labels and deletion timestamp, so the
+// cache keeps namespaces as metadata (SetupWithManager watches them so);
+// reading a whole Namespace here would add a second, full cache of them.
+func (r *OrganizationReconciler) getNamespace(ctx context.Context, name string) (*metav1.PartialObjectMetadata, error) {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 	err := r.Get(ctx, types.NamespacedName{Name: name}, ns)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -84,6 +87,6 @@ func (r *OrganizationReconciler) getNamespace(ctx context.Context, name string) 
 
 // ownsNamespace reports whether the operator created the namespace for this
 // organization, and so may delete it.
-func ownsNamespace(ns *corev1.Namespace, org string) bool {
-	return ns.Labels[LabelManagedBy] == ManagedByValue && ns.Labels[LabelOrganization] == org
+func ownsNamespace(ns metav1.Object, org string) bool {
+	return ns.GetLabels()[LabelManagedBy] == ManagedByValue && ns.GetLabels()[LabelOrganization] == org
 }

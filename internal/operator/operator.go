@@ -129,11 +129,17 @@ func managerOptions(scheme *runtime.Scheme, cfg *config.Config, opts Options) ct
 		LeaderElectionID:              LeaderElectionID,
 		LeaderElectionNamespace:       cfg.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the Secrets the operator wrote are cached, not every
-			// Secret of the cluster.
-			&corev1.Secret{}: {Label: managed},
-		}},
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				// Only the Secrets the operator wrote are cached, not every
+				// Secret of the cluster.
+				&corev1.Secret{}: {Label: managed},
+			},
+			// No code reads managed fields, and they are often the larger
+			// part of an object's metadata; the operator writes with
+			// Create, Update and merge patches, never server-side apply.
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 	}
 }
 

@@ -81,6 +81,8 @@ type options struct {
 	// pgBase is where its stacks' servers then keep their data.
 	pgVolume bool
 	pgBase   string
+	// raw runs the raw side of each round.
+	raw bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -125,6 +127,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.pgVolume, "postgres-volume", true, "Keep PostgreSQL's data on a filesystem of its own, an ext4 image with a journal on a loop device (needs root and mkfs.ext4); without it, or when it cannot be made, the data stays in --work.")
 	fs.IntVar(&o.fleetN, "fleet-n", 500, "Organizations of the fleet scenario, applied at once against 3 DatabaseClusters on 3 more PostgreSQL servers, beside the single-cluster run of the same N (the N scenario's, or one of its own); 0 skips it.")
 	fs.IntVar(&o.usageN, "usage-n", 0, "Organizations of the usage scenario, which times a pass of the operator reading every Organization's usage against a pass that reads none, with the SQL statements, S3 requests and CPU of each (about 5 minutes at 500); 0 skips it.")
+	fs.BoolVar(&o.raw, "raw", true, "Run the raw side of each round; false runs the orgforge side alone (its memory, say). The pooled throughputs and ratios need both sides, so results.md then shows them as 0: read each side in results.json's rounds.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

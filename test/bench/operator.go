@@ -186,6 +186,43 @@ func parseCPUSeconds(stat string) (float64, error) {
 	return (utime + stime) / clockTicks, nil
 }
 
+// ReadyMemory is the operator's memory with every Organization Ready,
+// read after a garbage collection, so that the heap is what the operator
+// keeps (its cache above all) and not the garbage of the creations.
+type ReadyMemory struct {
+	// RSSMiB is VmRSS after the collection; the Go runtime returns freed
+	// pages to the system lazily, so it still holds some of that garbage.
+	RSSMiB float64 `json:"rssMiB"`
+	// HeapInuseMiB is go_memstats_heap_inuse_bytes after the collection:
+	// the spans holding live objects.
+	HeapInuseMiB float64 `json:"heapInuseMiB"`
+	// HeapAllocMiB is go_memstats_heap_alloc_bytes after it: the live
+	// objects themselves.
+	HeapAllocMiB float64 `json:"heapAllocMiB"`
+}
+
+// readyMemory forces a collection through the pprof heap endpoint
+// (?gc=1), then reads the heap from the metrics and the RSS from /proc.
+func (o *operator) readyMemory(ctx context.Context) (ReadyMemory, error) {
+	var m ReadyMemory
+	if err := httpGet(ctx, "http://"+o.pprof+"/debug/pprof/heap?gc=1", nil); err != nil {
+		return m, err
+	}
+	fams, err := o.scrape(ctx)
+	if err != nil {
+		return m, err
+	}
+	const mib = 1 << 20
+	m.HeapInuseMiB = round(gaugeSum(fams, "go_memstats_heap_inuse_bytes", nil)/mib, 2)
+	m.HeapAllocMiB = round(gaugeSum(fams, "go_memstats_heap_alloc_bytes", nil)/mib, 2)
+	st, err := o.stats()
+	if err != nil {
+		return m, err
+	}
+	m.RSSMiB = round(st.RSSMiB, 2)
+	return m, nil
+}
+
 // scrape reads the operator's Prometheus metrics.
 func (o *operator) scrape(ctx context.Context) (map[string]*dto.MetricFamily, error) {
 	var buf bytes.Buffer

@@ -301,6 +301,8 @@ type OperatorDetail struct {
 	// were Ready: peak RSS since its start and CPU seconds including its
 	// start-up.
 	CreateProcess procStats `json:"createProcess"`
+	// ReadyMemory is its memory then, after a garbage collection.
+	ReadyMemory *ReadyMemory `json:"readyMemory,omitempty"`
 	// DeleteCPUSeconds is the CPU the deletions cost.
 	DeleteCPUSeconds float64 `json:"deleteCpuSeconds,omitempty"`
 	// PeakRSSMiB is the highest peak of every operator process the

@@ -109,6 +109,9 @@ func runRound(ctx context.Context, o *options, sc scenario, res *Results, r *Sce
 	// the raw side's creation time (to size its profile) from it.
 	var sides ScenarioResult
 	raw := func() {
+		if !o.raw {
+			return
+		}
 		if err := runRawSide(ctx, o, sc, &sides, res); err != nil {
 			r.Errors = append(r.Errors, fmt.Sprintf("%s raw: %v", sc.label(), err))
 		}
@@ -359,6 +362,15 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	logf("%s: orgforge Ready %d/%d in %.1fs (%.1f/s), p50 %.2fs p99 %.2fs, peak conns %d, RSS %.1f MiB",
 		sc.label(), c.Completed, sc.N, c.Seconds, c.OrgsPerSecond, c.P50Seconds, c.P99Seconds, c.PeakConnections, detail.PeakRSSMiB)
 	<-profileDone
+	if len(missing) == 0 {
+		if m, err := op.readyMemory(ctx); err == nil {
+			detail.ReadyMemory = &m
+			logf("%s: orgforge at rest after a GC: RSS %.1f MiB, heap in use %.1f MiB, heap alloc %.1f MiB",
+				sc.label(), m.RSSMiB, m.HeapInuseMiB, m.HeapAllocMiB)
+		} else {
+			logf("%s: orgforge memory at rest: %v", sc.label(), err)
+		}
+	}
 	if sc.Profile {
 		path := filepath.Join(o.out, "profiles", sc.Name+"-ready-heap.pprof")
 		if err := op.profile(ctx, "heap", path); err == nil {
