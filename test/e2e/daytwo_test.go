@@ -30,24 +30,24 @@ type dayTwoServer struct {
 	name string
 	pg   *devstack.Postgres
 	// on places an Organization on the server.
-	on func(t *testing.T, org string) []testutil.OrgOption
+	on []testutil.OrgOption
 }
 
-// dayTwoServers are the suite's default server and its PostgreSQL 13.
-func dayTwoServers() []dayTwoServer {
+// dayTwoServers are the suite's default server and its PostgreSQL 13. The
+// PostgreSQL 13 server gets one DatabaseCluster, named prefix-pg13, for the
+// whole test t, made before its subtests and deleted after them: two
+// DatabaseClusters on one server would both hold an adopted organization's
+// database, which the operator reports as a Conflict, rightly.
+func dayTwoServers(t *testing.T, prefix string) []dayTwoServer {
+	t.Helper()
+	cluster := prefix + "-pg13"
+	newCluster(t, cluster, fleetServer(t, 13), map[string]string{"fleet-test": cluster})
+	waitCluster(t, cluster, "True", tenancyv1alpha1.ReasonConnected)
 	return []dayTwoServer{
 		// Pinned: the parallel tests' DatabaseClusters would take their
 		// share of unpinned Organizations.
-		{name: "default", pg: stack.Postgres, on: func(*testing.T, string) []testutil.OrgOption {
-			return []testutil.OrgOption{testutil.OnCluster(tenancyv1alpha1.DefaultClusterName)}
-		}},
-		{name: "PostgreSQL13", on: func(t *testing.T, org string) []testutil.OrgOption {
-			t.Helper()
-			cluster := org + "-pg13"
-			newCluster(t, cluster, fleetServer(t, 13), map[string]string{"fleet-test": cluster})
-			waitCluster(t, cluster, "True", tenancyv1alpha1.ReasonConnected)
-			return []testutil.OrgOption{testutil.OnCluster(cluster)}
-		}},
+		{name: "default", pg: stack.Postgres, on: []testutil.OrgOption{testutil.OnCluster(tenancyv1alpha1.DefaultClusterName)}},
+		{name: "PostgreSQL13", on: []testutil.OrgOption{testutil.OnCluster(cluster)}},
 	}
 }
 
@@ -98,12 +98,12 @@ func deleteRetained(t *testing.T, pg *devstack.Postgres, o *tenancyv1alpha1.Orga
 // re-marked; and the adopted Organization rotates on to the other login.
 func TestAdoptionOfARotatedOrganizationKeepsItsLoginAndRotatesOn(t *testing.T) {
 	op := startOperator(t, nil)
-	for _, srv := range dayTwoServers() {
+	for _, srv := range dayTwoServers(t, "d2-rotated") {
 		t.Run(srv.name, func(t *testing.T) {
 			t.Parallel()
 			name := "d2-rotated-" + map[string]string{"default": "a", "PostgreSQL13": "b"}[srv.name]
 			pg := srv.server(t)
-			opts := append(srv.on(t, name), withGrace(rotationGrace), withRotationToken(""))
+			opts := append(slices.Clone(srv.on), withGrace(rotationGrace), withRotationToken(""))
 			logins := naming.LoginNames(name)
 
 			first := applyReady(t, testutil.NewOrg(name, append(opts, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain))...))
@@ -172,6 +172,7 @@ func TestAdoptionOfARotatedOrganizationKeepsItsLoginAndRotatesOn(t *testing.T) {
 // at once when that end has passed.
 func TestAdoptionDuringAGracePeriodEndsItWhenItWouldHaveEnded(t *testing.T) {
 	startOperator(t, nil)
+	servers := dayTwoServers(t, "d2-grace")
 	cases := map[string]struct {
 		grace time.Duration
 		// afterGrace applies the Organization again once the grace
@@ -181,14 +182,14 @@ func TestAdoptionDuringAGracePeriodEndsItWhenItWouldHaveEnded(t *testing.T) {
 		"within":    {grace: 45 * time.Second},
 		"afterward": {grace: rotationGrace, afterGrace: true},
 	}
-	for _, srv := range dayTwoServers() {
+	for _, srv := range servers {
 		for cname, tc := range cases {
 			t.Run(srv.name+"/"+cname, func(t *testing.T) {
 				t.Parallel()
 				ctx := context.Background()
 				name := fmt.Sprintf("d2-grace-%s-%s", map[string]string{"default": "a", "PostgreSQL13": "b"}[srv.name], cname)
 				pg := srv.server(t)
-				opts := append(srv.on(t, name), withGrace(tc.grace))
+				opts := append(slices.Clone(srv.on), withGrace(tc.grace))
 				logins, owner := naming.LoginNames(name), naming.RoleName(name)
 
 				first := applyReady(t, testutil.NewOrg(name, append(opts, testutil.WithDeletionPolicy(tenancyv1alpha1.DeletionPolicyRetain))...))
@@ -268,11 +269,11 @@ func TestAdoptionDuringAGracePeriodEndsItWhenItWouldHaveEnded(t *testing.T) {
 func TestUsageCountsTheSessionsOfBothLoginsOfAGracePeriod(t *testing.T) {
 	const period = 3 * time.Second
 	startOperatorSettings(t, nil, nil, func(s *controllers.Settings) { s.UsagePeriod = period })
-	for _, srv := range dayTwoServers() {
+	for _, srv := range dayTwoServers(t, "d2-usage") {
 		t.Run(srv.name, func(t *testing.T) {
 			t.Parallel()
 			name := "d2-usage-" + map[string]string{"default": "a", "PostgreSQL13": "b"}[srv.name]
-			opts := append(srv.on(t, name), withGrace(45*time.Second), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone))
+			opts := append(slices.Clone(srv.on), withGrace(45*time.Second), testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone))
 			o := applyReady(t, testutil.NewOrg(name, opts...))
 			logins := naming.LoginNames(name)
 			setRotationToken(t, name, "one")
