@@ -346,6 +346,7 @@ type SteadyResult struct {
 	// client-go metrics.
 	OperatorClientWrites int             `json:"operatorClientWrites"`
 	DDLStatements        int             `json:"ddlStatements"`
+	SQLCost
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
@@ -612,6 +613,7 @@ func evaluateTargets(r *Results) []Target {
 			Target{Name: "Kubernetes writes in steady state", Want: "0", Got: "-", Status: "not measured"},
 			Target{Name: "DDL statements in steady state", Want: "0", Got: "-", Status: "not measured"})
 	}
+	out = append(out, sqlTarget(st, status))
 
 	big := r.find(1000, r.Settings.Concurrency)
 	label = "N=1000"
@@ -777,6 +779,7 @@ func markdown(r *Results) string {
 		w("| %.1f | %.1f | %d (%.1f) | **%d** | %d | %d | **%d** | %d | %.1f | %.1f |\n\n", ss.WindowSeconds, ss.InitialPassSeconds,
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
+		w("%s", steadySQLLine(ss))
 	}
 
 	writeFleet(w, r.Fleet)
