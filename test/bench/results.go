@@ -346,10 +346,11 @@ type SteadyResult struct {
 	// client-go metrics.
 	OperatorClientWrites int             `json:"operatorClientWrites"`
 	DDLStatements        int             `json:"ddlStatements"`
-	SQLCost
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
+	// SQLCost is every statement of the operator's in the window (sql.go).
+	SQLCost
 }
 
 // Leftovers are the external objects left after a deletion.
