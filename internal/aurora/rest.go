@@ -2,6 +2,7 @@ package aurora
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -147,35 +148,40 @@ const snapshotQuery = `SELECT 'r', r.rolname::text, c.description,
 	WHERE c.description LIKE 'orgforge:%'`
 
 // readSnapshot reads the server's marked roles and databases in one query.
+// It is tried once: the callers then check live, with retries, and report
+// a failure there.
 func (s *Service) readSnapshot(ctx context.Context) (*snapshot, error) {
-	return runValue(ctx, s, "Snapshot", func(ctx context.Context) (*snapshot, error) {
-		snap := &snapshot{roles: map[string]roleSnap{}, dbs: map[string]dbSnap{}}
-		rows, err := s.admin.Query(ctx, snapshotQuery, s.rules.memberPrivilege)
-		if err != nil {
-			return nil, err
-		}
-		var kind, owner string
-		var st loginState
-		var publicHas bool
-		var names, memberOf []string
-		_, err = pgx.ForEachRow(rows, []any{&kind, &st.name, &st.comment, &st.canLogin, &st.inherit, &st.connLimit,
-			&st.member, &names, &memberOf, &owner, &publicHas}, func() error {
-			if kind == "d" {
-				snap.dbs[st.name] = dbSnap{dbState: dbState{exists: true, owner: owner, comment: st.comment},
-					publicHas: publicHas, connect: slices.Clone(names)}
-				return nil
-			}
-			r := roleSnap{loginState: st, memberOf: slices.Clone(memberOf)}
-			r.config = slices.Clone(names)
-			snap.roles[st.name] = r
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout+s.cfg.StatementTimeout)
+	defer cancel()
+	snap := &snapshot{roles: map[string]roleSnap{}, dbs: map[string]dbSnap{}}
+	rows, err := s.admin.Query(ctx, snapshotQuery, s.rules.memberPrivilege)
+	if err != nil {
+		return nil, err
+	}
+	var kind, owner string
+	var st loginState
+	var publicHas bool
+	var names, memberOf []string
+	_, err = pgx.ForEachRow(rows, []any{&kind, &st.name, &st.comment, &st.canLogin, &st.inherit, &st.connLimit,
+		&st.member, &names, &memberOf, &owner, &publicHas}, func() error {
+		if kind == "d" {
+			snap.dbs[st.name] = dbSnap{dbState: dbState{exists: true, owner: owner, comment: st.comment},
+				publicHas: publicHas, connect: slices.Clone(names)}
 			return nil
-		})
-		if err != nil {
-			return nil, err
 		}
-		return snap, nil
+		r := roleSnap{loginState: st, memberOf: slices.Clone(memberOf)}
+		r.config = slices.Clone(names)
+		snap.roles[st.name] = r
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
 }
+
+// errSnapshotFailed is the answer while a failed read is recent.
+var errSnapshotFailed = errors.New("the last catalog snapshot could not be read")
 
 // snapshots keeps a service's latest snapshot and what the service wrote
 // since: every write counts up seq and records it for the objects written.
@@ -186,6 +192,10 @@ type snapshots struct {
 	written map[string]uint64
 	// flight is the read under way, if any.
 	flight *snapshotFlight
+	// failed is when the last read failed: no other is tried for a max
+	// age, so that an outage costs each check no more than its own
+	// queries.
+	failed time.Time
 }
 
 type snapshotFlight struct {
@@ -228,6 +238,10 @@ func (ss *snapshots) get(ctx context.Context, maxAge time.Duration, read func(co
 		defer ss.mu.Unlock()
 		return ss.cur, nil
 	}
+	if time.Since(ss.failed) < maxAge {
+		ss.mu.Unlock()
+		return nil, errSnapshotFailed
+	}
 	if f := ss.flight; f != nil {
 		ss.mu.Unlock()
 		select {
@@ -244,7 +258,9 @@ func (ss *snapshots) get(ctx context.Context, maxAge time.Duration, read func(co
 
 	f.snap, f.err = read(ctx)
 	ss.mu.Lock()
-	if f.err == nil {
+	if f.err != nil {
+		ss.failed = time.Now()
+	} else {
 		f.snap.seq, f.snap.taken = seq, taken
 		ss.cur = f.snap
 		// Writes the snapshot shows need no record any more.
