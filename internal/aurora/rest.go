@@ -3,6 +3,7 @@ package aurora
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"time"
@@ -63,39 +64,54 @@ type snapshot struct {
 	dbs   map[string]dbSnap
 }
 
-// roleSnap is what a snapshot holds of a role: what observeLogins reads,
-// with the roles it is a member of by name.
+// roleSnap is what a snapshot holds of a role: what observeRole and
+// observeLogins read, with the roles it is a member of by name. Comments
+// are kept as their hash (see commentHash): a snapshot holds every
+// organization of the cluster, and a marker is most of what it would hold.
 type roleSnap struct {
-	loginState
-	memberOf []string
+	comment                   uint64
+	connLimit                 int32
+	canLogin, inherit, member bool
+	config, memberOf          []string
 }
 
-// dbSnap is what a snapshot holds of a database.
+// dbSnap is what a snapshot holds of a database: what observeDatabase and
+// publicHasAccess read, and the roles granted CONNECT by name.
 type dbSnap struct {
-	dbState
-	// publicHas tells whether PUBLIC holds any privilege on it; connect
-	// are the roles granted CONNECT by name.
+	comment   uint64
+	owner     string
 	publicHas bool
 	connect   []string
 }
 
+// commentSeed keys commentHash with this process's own seed, so that no
+// one can choose a comment whose hash is a marker's.
+var commentSeed = maphash.MakeSeed()
+
+// commentHash is what a snapshot keeps of a comment.
+func commentHash(comment string) uint64 { return maphash.String(commentSeed, comment) }
+
 // shows reports whether the snapshot holds rest as the Ensure calls leave
-// it: their decisions, taken on the snapshot's state, send nothing.
+// it: their decisions, taken on the snapshot's state, send nothing. A
+// comment counts only when it is the marker itself, which the Ensure calls
+// leave alone; any other marker of the organization goes to them.
 func (snap *snapshot) shows(rest Rest) bool {
 	spec := rest.Role
+	marker := spec.Marker.String()
+	want := commentHash(marker)
 	role, ok := snap.roles[spec.Name]
-	if !ok || !isOurs(role.comment, spec.Marker) {
+	if !ok || role.comment != want {
 		return false
 	}
 	// EnsureRole.
-	rs := roleState{exists: true, canLogin: role.canLogin, connLimit: role.connLimit, comment: role.comment, member: role.member}
+	rs := roleState{exists: true, canLogin: role.canLogin, connLimit: role.connLimit, comment: marker, member: role.member}
 	if stmts, err := alterRoleStatements(spec, rs); err != nil || len(stmts) > 0 {
 		return false
 	}
 	// EnsureDatabase, then SecureDatabaseAccess, which does nothing while
 	// PUBLIC has no privilege on the database.
 	db, ok := snap.dbs[rest.Database]
-	if !ok || db.owner != spec.Name || !isOurs(db.comment, spec.Marker) || remarks(db.comment, spec.Marker) || db.publicHas {
+	if !ok || db.owner != spec.Name || db.comment != want || db.publicHas {
 		return false
 	}
 	if rest.Logins == nil {
@@ -104,20 +120,23 @@ func (snap *snapshot) shows(rest Rest) bool {
 	// EnsureLogins: an inactive login is left as it is unless it is ours
 	// and may log in; a marked role is in the snapshot whatever it is.
 	ls := *rest.Logins
+	if ls.Marker != spec.Marker || ls.Database != rest.Database {
+		return false
+	}
 	for _, l := range ls.Logins {
 		st, ok := snap.roles[l.Name]
 		if !l.Active {
-			if ok && st.canLogin && isOurs(st.comment, ls.Marker) {
+			if ok && st.canLogin {
 				return false
 			}
 			continue
 		}
-		if !ok || l.Verifier != "" || !isOurs(st.comment, ls.Marker) || ls.Database != rest.Database {
+		if !ok || l.Verifier != "" || st.comment != want {
 			return false
 		}
-		login := st.loginState
-		login.inOwner = slices.Contains(st.memberOf, ls.Owner)
-		login.connect = slices.Contains(db.connect, l.Name)
+		login := loginState{name: l.Name, canLogin: st.canLogin, inherit: st.inherit, connLimit: st.connLimit,
+			comment: marker, config: st.config, member: st.member,
+			inOwner: slices.Contains(st.memberOf, ls.Owner), connect: slices.Contains(db.connect, l.Name)}
 		if stmts, err := alterLoginStatements(ls, l, login); err != nil || len(stmts) > 0 {
 			return false
 		}
@@ -158,20 +177,19 @@ func (s *Service) readSnapshot(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	var kind, owner string
-	var st loginState
+	var kind, name, comment, owner string
+	var r roleSnap
 	var publicHas bool
 	var names, memberOf []string
-	_, err = pgx.ForEachRow(rows, []any{&kind, &st.name, &st.comment, &st.canLogin, &st.inherit, &st.connLimit,
-		&st.member, &names, &memberOf, &owner, &publicHas}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&kind, &name, &comment, &r.canLogin, &r.inherit, &r.connLimit,
+		&r.member, &names, &memberOf, &owner, &publicHas}, func() error {
 		if kind == "d" {
-			snap.dbs[st.name] = dbSnap{dbState: dbState{exists: true, owner: owner, comment: st.comment},
-				publicHas: publicHas, connect: slices.Clone(names)}
+			snap.dbs[name] = dbSnap{comment: commentHash(comment), owner: owner, publicHas: publicHas, connect: slices.Clone(names)}
 			return nil
 		}
-		r := roleSnap{loginState: st, memberOf: slices.Clone(memberOf)}
-		r.config = slices.Clone(names)
-		snap.roles[st.name] = r
+		r.comment = commentHash(comment)
+		r.config, r.memberOf = slices.Clone(names), slices.Clone(memberOf)
+		snap.roles[name] = r
 		return nil
 	})
 	if err != nil {

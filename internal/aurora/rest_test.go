@@ -98,10 +98,14 @@ func sameAsObservers(t *testing.T, svc *Service, snap *snapshot, rt restTenant) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := snap.roles[rt.name]
-	gotRole := roleState{exists: got.name != "", canLogin: got.canLogin, connLimit: got.connLimit, comment: got.comment, member: got.member}
-	if diff := cmp.Diff(role, gotRole, cmp.AllowUnexported(roleState{})); diff != "" {
-		t.Errorf("role %s: snapshot against observeRole (-live +snapshot):\n%s", rt.name, diff)
+	got, ok := snap.roles[rt.name]
+	live := roleSnap{comment: commentHash(role.comment), connLimit: role.connLimit, canLogin: role.canLogin, member: role.member}
+	if !role.exists {
+		live = roleSnap{}
+	}
+	fromSnap := roleSnap{comment: got.comment, connLimit: got.connLimit, canLogin: got.canLogin, member: got.member}
+	if diff := cmp.Diff(live, fromSnap, cmp.AllowUnexported(roleSnap{})); diff != "" || ok != role.exists {
+		t.Errorf("role %s: snapshot (found %t) against observeRole (found %t) (-live +snapshot):\n%s", rt.name, ok, role.exists, diff)
 	}
 	db, err := svc.observeDatabase(ctx, svc.admin, rt.name)
 	if err != nil {
@@ -112,28 +116,38 @@ func sameAsObservers(t *testing.T, svc *Service, snap *snapshot, rt restTenant) 
 		t.Fatal(err)
 	}
 	gotDB := snap.dbs[rt.name]
-	if diff := cmp.Diff(db, gotDB.dbState, cmp.AllowUnexported(dbState{})); diff != "" {
-		t.Errorf("database %s: snapshot against observeDatabase (-live +snapshot):\n%s", rt.name, diff)
-	}
-	if publicHas != gotDB.publicHas {
-		t.Errorf("database %s: publicHasAccess is %t, the snapshot says %t", rt.name, publicHas, gotDB.publicHas)
+	liveDB := dbSnap{comment: commentHash(db.comment), owner: db.owner, publicHas: publicHas, connect: gotDB.connect}
+	if diff := cmp.Diff(liveDB, gotDB, cmp.AllowUnexported(dbSnap{})); diff != "" {
+		t.Errorf("database %s: snapshot against observeDatabase and publicHasAccess (-live +snapshot):\n%s", rt.name, diff)
 	}
 	if rt.logins == nil {
 		return
 	}
-	live, err := svc.observeLogins(ctx, *rt.logins)
+	logins, err := svc.observeLogins(ctx, *rt.logins)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range rt.logins.Logins {
 		st, ok := snap.roles[l.Name]
-		var fromSnap loginState
-		if ok {
-			fromSnap = st.loginState
-			fromSnap.inOwner = slices.Contains(st.memberOf, rt.name)
-			fromSnap.connect = slices.Contains(gotDB.connect, l.Name)
+		type seen struct {
+			Found, CanLogin, Inherit, Member, InOwner, Connect bool
+			ConnLimit                                          int32
+			Comment                                            uint64
+			Config                                             []string
 		}
-		if diff := cmp.Diff(live[l.Name], fromSnap, cmp.AllowUnexported(loginState{})); diff != "" {
+		lv, found := logins[l.Name]
+		want := seen{Found: found, CanLogin: lv.canLogin, Inherit: lv.inherit, Member: lv.member, InOwner: lv.inOwner,
+			Connect: lv.connect, ConnLimit: lv.connLimit, Config: lv.config}
+		if found {
+			want.Comment = commentHash(lv.comment)
+		}
+		var gotLogin seen
+		if ok {
+			gotLogin = seen{Found: true, CanLogin: st.canLogin, Inherit: st.inherit, Member: st.member,
+				InOwner: slices.Contains(st.memberOf, rt.name), Connect: slices.Contains(gotDB.connect, l.Name),
+				ConnLimit: st.connLimit, Comment: st.comment, Config: st.config}
+		}
+		if diff := cmp.Diff(want, gotLogin); diff != "" {
 			t.Errorf("login %s: snapshot against observeLogins (-live +snapshot):\n%s", l.Name, diff)
 		}
 	}
