@@ -118,7 +118,8 @@ func (snap *snapshot) shows(rest Rest) bool {
 		return true
 	}
 	// EnsureLogins: an inactive login is left as it is unless it is ours
-	// and may log in; a marked role is in the snapshot whatever it is.
+	// and may log in. The snapshot holds every marked role: one that may
+	// log in, whoever's marker it has, goes to EnsureLogins to decide.
 	ls := *rest.Logins
 	if ls.Marker != spec.Marker || ls.Database != rest.Database {
 		return false
