@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"time"
 
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/storage"
@@ -31,6 +32,9 @@ type Database interface {
 	// organization, whatever their UID; Remark marks them as another's.
 	MarkedFor(ctx context.Context, org string) ([]aurora.Marked, error)
 	Remark(ctx context.Context, objects []aurora.Marked, to aurora.Marker) error
+	// AtRest reports whether a catalog snapshot no older than maxAge
+	// shows the organization's objects as the Ensure calls leave them.
+	AtRest(ctx context.Context, rest aurora.Rest, maxAge time.Duration) bool
 	// PasswordWorks reports whether role logs in to database with
 	// password.
 	PasswordWorks(ctx context.Context, database, role, password string) (bool, error)

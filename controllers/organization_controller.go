@@ -50,6 +50,10 @@ type Settings struct {
 	// ClusterID is this Kubernetes cluster's identity in ownership
 	// markers: --cluster-id, or the kube-system namespace's UID.
 	ClusterID string
+	// SnapshotMaxAge is how old a cluster's catalog snapshot may be for a
+	// settled Organization's resync to trust it and send no SQL of its
+	// own (see aurora.Service.AtRest); 0 checks every Organization live.
+	SnapshotMaxAge time.Duration
 }
 
 // OrganizationReconciler provisions an Organization's database, login,
@@ -255,5 +259,23 @@ func SettingsFrom(cfg *config.Config) Settings {
 		ResyncPeriod:          cfg.ResyncPeriod,
 		UsagePeriod:           cfg.UsagePeriod,
 		AllowSystemNamespaces: cfg.AllowSystemNamespaces,
+		SnapshotMaxAge:        snapshotMaxAge(cfg),
 	}
+}
+
+// Drift made by hand is repaired up to the snapshot's age later than at
+// the resync that follows it: at most a quarter of the resync period, and
+// at most defaultSnapshotMaxAge, which costs a cluster one catalog query
+// every 30 seconds while it has settled organizations to check.
+const defaultSnapshotMaxAge = 30 * time.Second
+
+// snapshotMaxAge is --database-snapshot-max-age, its default worked out.
+func snapshotMaxAge(cfg *config.Config) time.Duration {
+	switch age := cfg.Database.SnapshotMaxAge; {
+	case age < 0:
+		return 0
+	case age > 0:
+		return age
+	}
+	return min(defaultSnapshotMaxAge, cfg.ResyncPeriod/4)
 }

@@ -48,11 +48,12 @@ func (r *OrganizationReconciler) databasePhases() []phase {
 		{run: r.readDatabaseSecret},
 		{run: r.adoptDatabase, when: adoptsDatabase},
 		{run: r.planDatabaseRotation},
-		{step: "role", run: r.ensureRole},
-		{step: "database", run: r.ensureDatabase},
-		{step: "secure", run: r.secureDatabase},
+		{run: r.observeAtRest, when: settled},
+		{step: "role", run: r.ensureRole, when: unsettled},
+		{step: "database", run: r.ensureDatabase, when: unsettled},
+		{step: "secure", run: r.secureDatabase, when: unsettled},
 		{step: "extensions", run: r.ensureExtensions, when: hasExtensions},
-		{step: "logins", run: r.ensureLogins, when: hasLogins},
+		{step: "logins", run: r.ensureLogins, when: func(s *scope) bool { return unsettled(s) && hasLogins(s) }},
 		{step: "databaseSecret", run: r.writeDatabaseSecret},
 		{run: r.releaseBudget},
 		{run: r.recordDatabase},
@@ -188,6 +189,70 @@ func (r *OrganizationReconciler) budgetGrace(ctx context.Context, s *scope) erro
 	return nil
 }
 
+// settled reports whether the database part has nothing to do but find
+// drift: the Organization is Ready at its generation, was placed before
+// this reconcile, adopts nothing, and its login keeps the password the
+// Secret holds, with no rotation or end of a grace period due.
+func settled(s *scope) bool {
+	conds := s.org.Status.Conditions
+	return !s.placedNow && s.org.Status.ObservedGeneration == s.org.Generation &&
+		meta.IsStatusConditionTrue(conds, tenancyv1alpha1.ConditionReady) &&
+		meta.IsStatusConditionTrue(conds, tenancyv1alpha1.ConditionDatabaseReady) &&
+		s.db.secret != nil && s.db.adoption == "" && !s.db.markedLogins &&
+		s.db.password != "" && !s.db.edited && s.db.verifier == "" &&
+		!s.db.switched && s.db.revoked == ""
+}
+
+// unsettled reports whether the role, database, securing and logins steps
+// run: for an Organization not settled, or one its cluster's catalog
+// snapshot does not show as those steps would leave it.
+func unsettled(s *scope) bool { return !s.db.atRest }
+
+// observeAtRest asks the cluster's catalog snapshot whether a settled
+// Organization's role, database, PUBLIC's access and logins are as the
+// steps would leave them; then the steps, which would each observe the
+// server live and find nothing to do, are skipped. Anything the snapshot
+// does not show so, including what it cannot vouch for because the
+// operator wrote it since, goes through the steps. A drift made after the
+// snapshot is read waits for the next one, Settings.SnapshotMaxAge at most.
+func (r *OrganizationReconciler) observeAtRest(ctx context.Context, s *scope) error {
+	if r.Settings.SnapshotMaxAge <= 0 {
+		return nil
+	}
+	rest := aurora.Rest{Role: s.roleSpec(), Database: s.database}
+	if hasLogins(s) {
+		logins := s.loginsSpec()
+		rest.Logins = &logins
+	}
+	s.db.atRest = s.dbs.AtRest(ctx, rest, r.Settings.SnapshotMaxAge)
+	return nil
+}
+
+// roleSpec is the owner role as the Organization wants it.
+func (s *scope) roleSpec() aurora.RoleSpec {
+	spec := aurora.RoleSpec{Name: s.role, Marker: s.dbMarker(), ConnLimit: s.maxConnections,
+		NoLogin: s.db.current != s.role && s.db.previous != s.role}
+	if s.db.current == s.role {
+		spec.Verifier = s.db.verifier
+	}
+	return spec
+}
+
+// loginsSpec is the logins as the Secret wants them: its current and
+// previous logins active, the current one with its new password if it has
+// one, every other login NOLOGIN.
+func (s *scope) loginsSpec() aurora.LoginsSpec {
+	spec := aurora.LoginsSpec{Owner: s.role, Database: s.database, Marker: s.dbMarker(), ConnLimit: s.maxConnections}
+	for _, name := range naming.LoginNames(s.org.Name) {
+		l := aurora.Login{Name: name, Active: name == s.db.current || name == s.db.previous}
+		if name == s.db.current {
+			l.Verifier = s.db.verifier
+		}
+		spec.Logins = append(spec.Logins, l)
+	}
+	return spec
+}
+
 // ensureRole creates the owner role or brings it to the spec, giving it a
 // password when it is the current login and needs one. Once credentials
 // have rotated away from it, the owner is NOLOGIN, after the grace period
@@ -196,12 +261,7 @@ func (r *OrganizationReconciler) ensureRole(ctx context.Context, s *scope) error
 	if err := r.rolePassword(ctx, s); err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
-	spec := aurora.RoleSpec{Name: s.role, Marker: s.dbMarker(), ConnLimit: s.maxConnections,
-		NoLogin: s.db.current != s.role && s.db.previous != s.role}
-	if s.db.current == s.role {
-		spec.Verifier = s.db.verifier
-	}
-	change, err := s.dbs.EnsureRole(ctx, spec)
+	change, err := s.dbs.EnsureRole(ctx, s.roleSpec())
 	if err != nil {
 		return fmt.Errorf("ensuring role %s: %w", s.role, err)
 	}
@@ -306,15 +366,7 @@ func hasLogins(s *scope) bool {
 // the current one's new password if it has one, and every other login
 // NOLOGIN.
 func (r *OrganizationReconciler) ensureLogins(ctx context.Context, s *scope) error {
-	spec := aurora.LoginsSpec{Owner: s.role, Database: s.database, Marker: s.dbMarker(), ConnLimit: s.maxConnections}
-	for _, name := range naming.LoginNames(s.org.Name) {
-		l := aurora.Login{Name: name, Active: name == s.db.current || name == s.db.previous}
-		if name == s.db.current {
-			l.Verifier = s.db.verifier
-		}
-		spec.Logins = append(spec.Logins, l)
-	}
-	changes, err := s.dbs.EnsureLogins(ctx, spec)
+	changes, err := s.dbs.EnsureLogins(ctx, s.loginsSpec())
 	for _, c := range changes {
 		switch {
 		case c.Revoked && c.Name != s.db.revoked:

@@ -3,12 +3,15 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
+	"github.com/orgforge/orgforge/internal/config"
 )
 
 // fakeDatabase answers InspectRole and the two securing calls, and notes
@@ -107,6 +110,63 @@ func TestAResyncOfAReadyDatabaseOnlyChecksWhoMayConnect(t *testing.T) {
 			}
 			if diff := cmp.Diff([]string{tc.want}, db.calls); diff != "" {
 				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOnlyASettledOrganizationIsCheckedAgainstTheSnapshot(t *testing.T) {
+	settledScope := func() *scope {
+		org := &tenancyv1alpha1.Organization{}
+		org.Generation, org.Status.ObservedGeneration = 3, 3
+		for _, c := range []string{tenancyv1alpha1.ConditionReady, tenancyv1alpha1.ConditionDatabaseReady} {
+			org.Status.Conditions = append(org.Status.Conditions, metav1.Condition{Type: c, Status: metav1.ConditionTrue})
+		}
+		return &scope{org: org, db: databaseState{secret: &corev1.Secret{}, password: "kept"}}
+	}
+	cases := map[string]struct {
+		edit func(s *scope)
+		want bool
+	}{
+		"Ready at its generation, the Secret's password kept": {edit: func(*scope) {}, want: true},
+		"a new generation":         {edit: func(s *scope) { s.org.Generation++ }},
+		"placed by this reconcile": {edit: func(s *scope) { s.placedNow = true }},
+		"DatabaseReady not True": {edit: func(s *scope) {
+			s.org.Status.Conditions[1].Status = metav1.ConditionFalse
+		}},
+		"no Secret":                   {edit: func(s *scope) { s.db.secret, s.db.password = nil, "" }},
+		"a password edited":           {edit: func(s *scope) { s.db.edited = true }},
+		"a rotation":                  {edit: func(s *scope) { s.db.switched, s.db.verifier = true, "v" }},
+		"a grace period ended":        {edit: func(s *scope) { s.db.revoked = "org_acme$1" }},
+		"a retained Secret adopted":   {edit: func(s *scope) { s.db.adoption = "from" }},
+		"logins of an earlier holder": {edit: func(s *scope) { s.db.markedLogins = true }},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s := settledScope()
+			tc.edit(s)
+			if got := settled(s); got != tc.want {
+				t.Errorf("settled = %t, want %t", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestTheSnapshotMaxAgeDefaultsToAQuarterOfTheResyncUpTo30s(t *testing.T) {
+	cases := map[string]struct {
+		resync, flag, want time.Duration
+	}{
+		"the default resync":              {resync: 10 * time.Minute, want: 30 * time.Second},
+		"a short resync":                  {resync: 20 * time.Second, want: 5 * time.Second},
+		"set":                             {resync: 10 * time.Minute, flag: time.Minute, want: time.Minute},
+		"negative turns the snapshot off": {resync: 10 * time.Minute, flag: -1, want: 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := &config.Config{ResyncPeriod: tc.resync}
+			cfg.Database.SnapshotMaxAge = tc.flag
+			if got := SettingsFrom(cfg).SnapshotMaxAge; got != tc.want {
+				t.Errorf("SnapshotMaxAge = %s, want %s", got, tc.want)
 			}
 		})
 	}

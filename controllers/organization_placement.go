@@ -133,7 +133,7 @@ func (r *OrganizationReconciler) placeOrganization(ctx context.Context, s *scope
 		s.dbNotes.add("placed on DatabaseCluster %s", p.Cluster)
 	}
 	if fresh {
-		s.budgetLogins = 1
+		s.budgetLogins, s.placedNow = 1, true
 	}
 	// During a grace period the budget covers two logins.
 	s.cluster, s.maxConnections = p.Cluster, int32(p.MaxConnections/s.budgetLogins)

@@ -50,6 +50,8 @@ type scope struct {
 	// budgetLogins is how many logins of maxConnections each the
 	// organization's budget covers (AnnotationBudgetedLogins).
 	budgetLogins int
+	// placedNow is set when this reconcile placed the organization.
+	placedNow bool
 	// freshNamespace is set when this reconcile created the namespace, so
 	// that no Secret can exist in it yet.
 	freshNamespace bool
@@ -95,6 +97,9 @@ type databaseState struct {
 	markedLogins bool
 	// switched is set when this reconcile rotates to a new login.
 	switched bool
+	// atRest is set when the cluster's catalog snapshot shows the
+	// settled organization's objects as the steps would leave them.
+	atRest bool
 	// rot is the Secret's rotation as it is to be written; nil until the
 	// Secret is read.
 	rot *rotation

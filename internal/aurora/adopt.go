@@ -84,6 +84,9 @@ func (s *Service) Remark(ctx context.Context, objects []Marked, to Marker) error
 			return s.remark(ctx, q, objects, to)
 		})
 	})
+	for _, o := range objects {
+		s.snaps.wrote(o.Name)
+	}
 	if err != nil {
 		return err
 	}

@@ -103,6 +103,10 @@ type Service struct {
 	// rules is what differs between PostgreSQL majors, learnt once.
 	rules versionRules
 	ddl   atomic.Int64
+	// statements counts every query sent (see Statements).
+	statements atomic.Int64
+	// snaps is the catalog snapshot AtRest reads.
+	snaps snapshots
 }
 
 // AdminConnections is how many of maxConnections the admin pool gets; the
@@ -141,6 +145,7 @@ func New(ctx context.Context, cfg Config, log logr.Logger) (*Service, error) {
 	pc.MinIdleConns = 0
 	pc.MaxConnIdleTime = 5 * time.Minute
 	pc.BeforeClose = func(c *pgx.Conn) { awaitServerClose(c, cfg.ConnectTimeout) }
+	pc.ConnConfig.Tracer = statementCounter{&s.statements}
 	s.orgConfig = pc.Copy()
 	s.orgConfig.MaxConns = 1
 	s.orgConfig.MaxConnIdleTime = time.Minute
@@ -322,6 +327,21 @@ func (s *Service) Close() {
 // DDLCount is the number of DDL statements the service has sent. A resync
 // that finds everything in place sends none.
 func (s *Service) DDLCount() int64 { return s.ddl.Load() }
+
+// Statements is the number of SQL statements the service has sent, on the
+// admin connections and in tenants' databases, DDL included; pings are
+// not counted.
+func (s *Service) Statements() int64 { return s.statements.Load() }
+
+// statementCounter counts the queries pgx starts on a connection.
+type statementCounter struct{ n *atomic.Int64 }
+
+func (c statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+
+func (statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 
 // execer is a pool, a connection or a transaction.
 type execer interface {

@@ -76,6 +76,13 @@ func (s *Service) EnsureLogins(ctx context.Context, spec LoginsSpec) ([]LoginCha
 	changes, err := runValue(ctx, s, "EnsureLogins", func(ctx context.Context) ([]LoginChange, error) {
 		return s.ensureLogins(ctx, spec)
 	})
+	if err != nil || len(changes) > 0 {
+		names := []string{spec.Owner, spec.Database}
+		for _, l := range spec.Logins {
+			names = append(names, l.Name)
+		}
+		s.snaps.wrote(names...)
+	}
 	if err != nil {
 		return nil, err
 	}

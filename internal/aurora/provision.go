@@ -169,6 +169,9 @@ func (s *Service) EnsureRole(ctx context.Context, spec RoleSpec) (Change, error)
 	change, err := runValue(ctx, s, "EnsureRole", func(ctx context.Context) (Change, error) {
 		return s.ensureRole(ctx, spec)
 	})
+	if err != nil || change != Unchanged {
+		s.snaps.wrote(spec.Name)
+	}
 	if err != nil {
 		return Unchanged, err
 	}
@@ -374,6 +377,9 @@ func (s *Service) EnsureDatabase(ctx context.Context, name, owner string, marker
 			return s.ensureDatabase(ctx, q, name, owner, marker)
 		})
 	})
+	if err != nil || change != Unchanged {
+		s.snaps.wrote(name, owner)
+	}
 	if err != nil {
 		return Unchanged, err
 	}
@@ -472,6 +478,9 @@ func (s *Service) secure(ctx context.Context, operation, name, owner string, ins
 	change, err := runValue(ctx, s, operation, func(ctx context.Context) (Change, error) {
 		return s.secureDatabase(ctx, name, owner, inside)
 	})
+	if err != nil || change != Unchanged {
+		s.snaps.wrote(name)
+	}
 	if err != nil {
 		return Unchanged, err
 	}
@@ -727,6 +736,9 @@ func (s *Service) drop(ctx context.Context, operation, kind, name string, marker
 	dropped, err := runValue(ctx, s, operation, func(ctx context.Context) (bool, error) {
 		return fn(ctx, &sent)
 	})
+	if sent || err != nil {
+		s.snaps.wrote(name)
+	}
 	if err != nil {
 		return false, err
 	}

@@ -83,6 +83,11 @@ type Database struct {
 	// MaxConnections, the operator's connections over the whole fleet.
 	FleetMaxConnections int
 
+	// SnapshotMaxAge is how old a cluster's catalog snapshot may be for a
+	// settled Organization's resync to trust it instead of its own
+	// queries; 0 is min(30s, ResyncPeriod/4), negative turns it off.
+	SnapshotMaxAge time.Duration
+
 	// TenantHost and TenantPort are written to the database Secret; an
 	// Aurora cluster endpoint or a proxy may differ from the admin endpoint.
 	TenantHost    string
@@ -139,6 +144,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&d.SSLRootCert, "database-sslrootcert", "", "CA bundle for the admin connection (the RDS CA bundle on AWS).")
 	fs.IntVar(&d.MaxConnections, "database-max-connections", 4, "Cap on the PostgreSQL connections the operator holds on each database cluster, admin and tenant databases together.")
 	fs.IntVar(&d.FleetMaxConnections, "fleet-max-connections", 100, "Cap on the PostgreSQL connections the operator holds across every database cluster, the sum of their caps; a DatabaseCluster that would take the sum over it is not connected.")
+	fs.DurationVar(&d.SnapshotMaxAge, "database-snapshot-max-age", 0, "How old a database cluster's catalog snapshot (one query for every organization's role and database) may be for a Ready Organization's resync to trust it and send no SQL of its own; a change made by hand is repaired up to this much later. 0 is min(30s, --resync-period/4); negative checks every Organization with its own queries.")
 	fs.StringVar(&d.TenantHost, "tenant-database-host", "", "Host written to database Secrets (default: the admin host).")
 	fs.IntVar(&d.TenantPort, "tenant-database-port", 0, "Port written to database Secrets (default: the admin port).")
 	fs.StringVar(&d.TenantSSLMode, "tenant-database-sslmode", "", "sslmode written to database Secrets (default: the admin sslmode).")

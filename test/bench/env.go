@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -369,24 +367,14 @@ func (l *pgLog) ddlSince(from int64) (map[string]int, error) {
 // countDDL counts the statement lines of a log written with
 // log_line_prefix '%m [%p] app=%a ', per application name.
 func countDDL(r io.Reader) (map[string]int, error) {
+	byKind, err := countSQL(r)
 	counts := map[string]int{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
-		_, rest, ok := strings.Cut(line, " app=")
-		if !ok {
-			continue
-		}
-		app, msg, ok := strings.Cut(rest, " ")
-		if !ok {
-			continue
-		}
-		if strings.HasPrefix(msg, "LOG:  statement: ") || strings.HasPrefix(msg, "LOG:  execute ") {
-			counts[app]++
+	for app, kinds := range byKind {
+		for _, n := range kinds {
+			counts[app] += n
 		}
 	}
-	return counts, sc.Err()
+	return counts, err
 }
 
 // serverVersions asks PostgreSQL and the apiserver for their versions.

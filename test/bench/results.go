@@ -349,6 +349,8 @@ type SteadyResult struct {
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
+	// SQLCost is every statement of the operator's in the window (sql.go).
+	SQLCost
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -612,6 +614,7 @@ func evaluateTargets(r *Results) []Target {
 			Target{Name: "Kubernetes writes in steady state", Want: "0", Got: "-", Status: "not measured"},
 			Target{Name: "DDL statements in steady state", Want: "0", Got: "-", Status: "not measured"})
 	}
+	out = append(out, sqlTarget(st, status))
 
 	big := r.find(1000, r.Settings.Concurrency)
 	label = "N=1000"
@@ -777,6 +780,7 @@ func markdown(r *Results) string {
 		w("| %.1f | %.1f | %d (%.1f) | **%d** | %d | %d | **%d** | %d | %.1f | %.1f |\n\n", ss.WindowSeconds, ss.InitialPassSeconds,
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
+		w("%s", steadySQLLine(ss))
 	}
 
 	writeFleet(w, r.Fleet)

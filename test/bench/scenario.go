@@ -469,6 +469,11 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	if err != nil {
 		return nil, nil, err
 	}
+	restoreLog, err := e.logEveryStatement(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer restoreLog()
 	mark := e.log.mark()
 	e.sampler.reset()
 	start := time.Now()
@@ -503,17 +508,20 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	}
 	ss.APIWritesByKind = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
 	ss.APIWrites, ss.HeartbeatWrites = splitHeartbeat(ss.APIWritesByKind)
-	if ddl, err := e.log.ddlSince(mark); err == nil {
-		ss.DDLStatements = ddl[appOperator]
+	if counts, err := e.log.sqlSince(mark); err == nil {
+		ss.SQLCost = sqlCost(counts, appOperator, ss.Reconciles)
+		ss.DDLStatements = ss.SQLByKind["DDL"]
 	} else {
 		return nil, op, err
 	}
+	restoreLog()
 	ss.PeakConnections = e.sampler.peakOf(appOperator)
 	if ss.Process, err = op.stats(); err != nil {
 		return nil, op, err
 	}
-	logf("%s: steady state over %.0fs: %d reconciles (%.1f passes), %d API writes (+%d apiserver lease), %d DDL",
-		sc.label(), ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements)
+	logf("%s: steady state over %.0fs: %d reconciles (%.1f passes), %d API writes (+%d apiserver lease), %d DDL, %d SQL statements (%.3f per org per pass)",
+		sc.label(), ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements,
+		ss.SQLStatements, ss.SQLPerOrgPass)
 	op.stop()
 
 	next, err := startOperator(ctx, o.manager, e.st, dir, "operator-delete", operatorFlags{
