@@ -190,13 +190,13 @@ func (r *OrganizationReconciler) budgetGrace(ctx context.Context, s *scope) erro
 }
 
 // settled reports whether the database part has nothing to do but find
-// drift: the Organization is Ready at its generation, was placed before
+// drift: the Organization's database is ready at its generation (whatever
+// its storage's state: an S3 outage must not add SQL), was placed before
 // this reconcile, adopts nothing, and its login keeps the password the
 // Secret holds, with no rotation or end of a grace period due.
 func settled(s *scope) bool {
 	conds := s.org.Status.Conditions
 	return !s.placedNow && s.org.Status.ObservedGeneration == s.org.Generation &&
-		meta.IsStatusConditionTrue(conds, tenancyv1alpha1.ConditionReady) &&
 		meta.IsStatusConditionTrue(conds, tenancyv1alpha1.ConditionDatabaseReady) &&
 		s.db.secret != nil && s.db.adoption == "" && !s.db.markedLogins &&
 		s.db.password != "" && !s.db.edited && s.db.verifier == "" &&

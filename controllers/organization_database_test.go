@@ -134,6 +134,9 @@ func TestOnlyASettledOrganizationIsCheckedAgainstTheSnapshot(t *testing.T) {
 		"DatabaseReady not True": {edit: func(s *scope) {
 			s.org.Status.Conditions[1].Status = metav1.ConditionFalse
 		}},
+		"Ready False for its storage only": {edit: func(s *scope) {
+			s.org.Status.Conditions[0].Status = metav1.ConditionFalse
+		}, want: true},
 		"no Secret":                   {edit: func(s *scope) { s.db.secret, s.db.password = nil, "" }},
 		"a password edited":           {edit: func(s *scope) { s.db.edited = true }},
 		"a rotation":                  {edit: func(s *scope) { s.db.switched, s.db.verifier = true, "v" }},

@@ -199,6 +199,13 @@ func (s *Service) readSnapshot(ctx context.Context) (*snapshot, error) {
 	return snap, nil
 }
 
+// maxWrittenRecords bounds the record of writes between refreshes;
+// snapshotReadTimeout bounds a shared read.
+const (
+	maxWrittenRecords   = 100_000
+	snapshotReadTimeout = 30 * time.Second
+)
+
 // errSnapshotFailed is the answer while a failed read is recent.
 var errSnapshotFailed = errors.New("the last catalog snapshot could not be read")
 
@@ -209,6 +216,9 @@ type snapshots struct {
 	cur     *snapshot
 	seq     uint64
 	written map[string]uint64
+	// prunedTo is the seq up to which written was last pruned: a snapshot
+	// read before it may not show writes whose record is gone.
+	prunedTo uint64
 	// flight is the read under way, if any.
 	flight *snapshotFlight
 	// failed is when the last read failed: no other is tried for a max
@@ -228,8 +238,15 @@ func (ss *snapshots) wrote(names ...string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.seq++
-	if ss.written == nil {
-		ss.written = map[string]uint64{}
+	if ss.cur == nil && ss.flight == nil {
+		// No snapshot exists: the first one is read after this write.
+		return
+	}
+	if ss.written == nil || len(ss.written) >= maxWrittenRecords {
+		// Pruned only by a refresh, which may not come (no organization
+		// settled): forgetting every record distrusts the snapshots read
+		// so far instead.
+		ss.written, ss.prunedTo = map[string]uint64{}, ss.seq
 	}
 	for _, n := range names {
 		ss.written[n] = ss.seq
@@ -241,6 +258,9 @@ func (ss *snapshots) wrote(names ...string) {
 func (ss *snapshots) writtenSince(snap *snapshot, names []string) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if snap.seq < ss.prunedTo {
+		return true
+	}
 	for _, n := range names {
 		if ss.written[n] > snap.seq {
 			return true
@@ -275,19 +295,25 @@ func (ss *snapshots) get(ctx context.Context, maxAge time.Duration, read func(co
 	seq, taken := ss.seq, time.Now()
 	ss.mu.Unlock()
 
-	f.snap, f.err = read(ctx)
+	// The read is shared: one caller's cancelled reconcile must not fail
+	// it for the others, nor mark it failed for a max age.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), snapshotReadTimeout)
+	f.snap, f.err = read(rctx)
+	cancel()
 	ss.mu.Lock()
 	if f.err != nil {
 		ss.failed = time.Now()
 	} else {
 		f.snap.seq, f.snap.taken = seq, taken
 		ss.cur = f.snap
-		// Writes the snapshot shows need no record any more.
+		// Writes the snapshot shows need no record any more; a snapshot
+		// read before it no longer knows what was written since.
 		for n, at := range ss.written {
 			if at <= seq {
 				delete(ss.written, n)
 			}
 		}
+		ss.prunedTo = seq
 	}
 	ss.flight = nil
 	ss.mu.Unlock()

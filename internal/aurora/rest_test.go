@@ -1,6 +1,7 @@
 package aurora
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -334,4 +335,34 @@ func TestAnUnreadableSnapshotIsNotAtRestAndIsReadAgainOnceTheServerIsBack(t *tes
 	testutil.Eventually(t, 30*time.Second, "at rest again", func() (bool, string) {
 		return svc.AtRest(ctx, rt.rest(), maxAge), "not at rest"
 	})
+}
+
+// TestASnapshotReadBeforeARefreshIsNotTrustedWithWritesTheRefreshPruned
+// holds one snapshot while a write and a refresh pass: the refresh drops
+// the record of the write, which the held snapshot does not show, so the
+// held one must not be trusted for it.
+func TestASnapshotReadBeforeARefreshIsNotTrustedWithWritesTheRefreshPruned(t *testing.T) {
+	var ss snapshots
+	read := func(context.Context) (*snapshot, error) { return &snapshot{}, nil }
+	held, err := ss.get(context.Background(), time.Hour, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss.wrote("org_acme")
+	if !ss.writtenSince(held, []string{"org_acme"}) {
+		t.Fatal("a snapshot read before a write is trusted for the object written")
+	}
+	ss.mu.Lock()
+	ss.cur.taken = time.Now().Add(-2 * time.Hour)
+	ss.mu.Unlock()
+	fresh, err := ss.get(context.Background(), time.Hour, read)
+	if err != nil || fresh == held {
+		t.Fatalf("no refresh: %v", err)
+	}
+	if !ss.writtenSince(held, []string{"org_acme"}) {
+		t.Error("after a refresh pruned the record, the snapshot read before the write is trusted for the object written")
+	}
+	if ss.writtenSince(fresh, []string{"org_acme"}) {
+		t.Error("the snapshot read after the write is not trusted")
+	}
 }
