@@ -349,6 +349,8 @@ type SteadyResult struct {
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
+	// Spread is the window's reconciles over time (spread.go).
+	Spread *SpreadResult `json:"spread,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -685,6 +687,7 @@ func markdown(r *Results) string {
 				o.PeakConnections, rw.PeakConnections, o.DDLPerOrg, rw.DDLPerOrg, writes, rss, cpu, noise(o, &rw))
 		}
 		w("\n")
+		writeReadyMemory(w, main)
 		w("## Delete: the N Organizations deleted at once (deletionPolicy Delete), concurrency %d\n\n", st.Concurrency)
 		w("| N | orgforge s | orgforge orgs/s | raw s | raw orgs/s | ratio | delete→gone p50 / p95 / p99 s%s | peak PG conns orgforge / raw | DDL/org orgforge / raw | API writes/org | operator CPU s | leftovers orgforge / raw | other load CPU s orgforge / raw |\n", r1)
 		w("|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---|\n")
@@ -777,6 +780,7 @@ func markdown(r *Results) string {
 		w("| %.1f | %.1f | %d (%.1f) | **%d** | %d | %d | **%d** | %d | %.1f | %.1f |\n\n", ss.WindowSeconds, ss.InitialPassSeconds,
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
+		writeSpread(w, ss)
 	}
 
 	writeFleet(w, r.Fleet)

@@ -479,6 +479,8 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	if err != nil {
 		return nil, nil, err
 	}
+	spread := sampleSpread(ctx, op, start)
+	defer spread.cancel()
 	// The restart's pass, then two resync periods' worth of passes.
 	passDeadline := time.Now().Add(o.phaseTimeout)
 	if err := waitReconciles(ctx, op, sc.N, passDeadline); err != nil {
@@ -488,6 +490,8 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	deadline := time.Now().Add(2*o.steady + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
 	_ = waitReconciles(ctx, op, 3*sc.N, deadline)
 	ss.WindowSeconds = round(time.Since(start).Seconds(), 1)
+	ss.Spread = spread.finish(o.steady, ss.InitialPassSeconds)
+	logf("%s: steady state: %s", sc.label(), spreadSummary(ss.Spread))
 
 	fams, err := op.scrape(ctx)
 	if err != nil {

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// SpreadResult is how the steady state's reconciles fell over time: the
+// restart, its pass over every Organization, then the drift checks, which
+// should come at an even N per resync period rather than in one burst a
+// period after the restart (docs/scaling.md, "Spread").
+type SpreadResult struct {
+	// ReadySeconds is from the restart to the operator's readyz passing.
+	ReadySeconds float64 `json:"readySeconds"`
+	// BinSeconds is the width of each of PerSecond's bins, from the
+	// restart; PerSecond is the Organization reconciles per second in each.
+	BinSeconds float64   `json:"binSeconds"`
+	PerSecond  []float64 `json:"perSecond"`
+	// After the restart's pass, over whole bins: the mean of PerSecond, its
+	// highest and lowest bin, and its coefficient of variation (standard
+	// deviation over mean; 0 is perfectly even).
+	MeanAfterPass float64 `json:"meanAfterPass"`
+	MaxAfterPass  float64 `json:"maxAfterPass"`
+	MinAfterPass  float64 `json:"minAfterPass"`
+	CVAfterPass   float64 `json:"cvAfterPass"`
+}
+
+// spreadSample is the operator's Organization reconciles at a moment.
+type spreadSample struct {
+	at         time.Duration
+	reconciles int
+}
+
+// spreadSampler reads the operator's reconcile count once a second from
+// its restart.
+type spreadSampler struct {
+	start   time.Time
+	ready   time.Duration
+	samples []spreadSample
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// sampleSpread starts sampling op, restarted at start.
+func sampleSpread(ctx context.Context, op *operator, start time.Time) *spreadSampler {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &spreadSampler{start: start, ready: time.Since(start), cancel: cancel, done: make(chan struct{})}
+	s.samples = append(s.samples, spreadSample{at: s.ready})
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			fams, err := op.scrape(ctx)
+			if err != nil {
+				continue
+			}
+			s.samples = append(s.samples, spreadSample{at: time.Since(start), reconciles: sumInts(operatorMetrics(fams).Reconciles)})
+		}
+	}()
+	return s
+}
+
+// finish stops sampling and bins the reconciles, a tenth of resync to a
+// bin; passSeconds is when the restart's pass ended.
+func (s *spreadSampler) finish(resync time.Duration, passSeconds float64) *SpreadResult {
+	s.cancel()
+	<-s.done
+	bin := max(resync/10, time.Second)
+	r := &SpreadResult{ReadySeconds: round(s.ready.Seconds(), 2), BinSeconds: bin.Seconds()}
+	if len(s.samples) < 2 {
+		return r
+	}
+	// The count at each bin's edge, from the last sample at or before it.
+	last := s.samples[len(s.samples)-1].at
+	countAt := func(t time.Duration) int {
+		n := 0
+		for _, x := range s.samples {
+			if x.at > t {
+				break
+			}
+			n = x.reconciles
+		}
+		return n
+	}
+	var after []float64
+	for edge := time.Duration(0); edge+bin <= last; edge += bin {
+		rate := float64(countAt(edge+bin)-countAt(edge)) / bin.Seconds()
+		r.PerSecond = append(r.PerSecond, round(rate, 2))
+		if edge.Seconds() >= passSeconds {
+			after = append(after, rate)
+		}
+	}
+	if len(after) == 0 {
+		return r
+	}
+	sum, lo, hi := 0.0, math.Inf(1), 0.0
+	for _, v := range after {
+		sum += v
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	mean := sum / float64(len(after))
+	variance := 0.0
+	for _, v := range after {
+		variance += (v - mean) * (v - mean)
+	}
+	r.MeanAfterPass, r.MaxAfterPass, r.MinAfterPass = round(mean, 2), round(hi, 2), round(lo, 2)
+	if mean > 0 {
+		r.CVAfterPass = round(math.Sqrt(variance/float64(len(after)))/mean, 2)
+	}
+	return r
+}
+
+// writeSpread writes the steady state's timeline of reconciles.
+func writeSpread(w func(string, ...any), ss *SteadyResult) {
+	sp := ss.Spread
+	if sp == nil || len(sp.PerSecond) == 0 {
+		return
+	}
+	w("Restart: ready (readyz) in **%.1f s**, the pass over all %d Organizations finished **%.1f s** after the restart. ", sp.ReadySeconds, ss.N, ss.InitialPassSeconds)
+	w("Organization reconciles per second, from the restart, in bins of %g s (the resync period is %g s; N/period is %.1f/s):\n\n", sp.BinSeconds, ss.ResyncPeriodSeconds, float64(ss.N)/ss.ResyncPeriodSeconds)
+	w("| from s | reconciles/s | |\n|---:|---:|---|\n")
+	top := 0.0
+	for _, v := range sp.PerSecond {
+		top = max(top, v)
+	}
+	for i, v := range sp.PerSecond {
+		bar := 0
+		if top > 0 {
+			bar = int(math.Round(v / top * 40))
+		}
+		w("| %g | %.1f | %s |\n", float64(i)*sp.BinSeconds, v, strings.Repeat("#", bar))
+	}
+	w("\n")
+	if sp.MeanAfterPass > 0 {
+		w("After the pass: mean %.2f/s, bins from %.2f to %.2f/s, coefficient of variation %.2f.\n\n", sp.MeanAfterPass, sp.MinAfterPass, sp.MaxAfterPass, sp.CVAfterPass)
+	}
+}
+
+// spreadSummary is the one-line log of a spread.
+func spreadSummary(sp *SpreadResult) string {
+	return fmt.Sprintf("ready in %.1fs; after the pass %.2f reconciles/s (bins %.2f..%.2f, CV %.2f)",
+		sp.ReadySeconds, sp.MeanAfterPass, sp.MinAfterPass, sp.MaxAfterPass, sp.CVAfterPass)
+}
