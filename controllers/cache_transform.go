@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
@@ -111,6 +112,22 @@ func TransformOrganization(obj any) (any, error) {
 	return org, nil
 }
 
+// TransformMetadata is the cache's transform for every other object, among
+// them the namespaces it holds as metadata only: the object without its
+// managed fields, with its label and annotation keys shared.
+func TransformMetadata(obj any) (any, error) {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return obj, nil
+	}
+	if m.GetManagedFields() != nil {
+		m.SetManagedFields(nil)
+	}
+	m.SetLabels(internKeys(m.GetLabels()))
+	m.SetAnnotations(internKeys(m.GetAnnotations()))
+	return obj, nil
+}
+
 // internMeta shares the well-known strings of an object's metadata.
 func internMeta(m *metav1.ObjectMeta) {
 	m.Labels = internKeys(m.Labels)
@@ -143,7 +160,7 @@ func internKeys(m map[string]string) map[string]string {
 var wellKnown = sync.OnceValue(func() map[string]string {
 	m := map[string]string{}
 	for _, s := range []string{
-		LabelManagedBy, ManagedByValue, LabelOrganization, AnnotationPasswordVerifier,
+		LabelManagedBy, ManagedByValue, LabelOrganization, AnnotationPasswordVerifier, corev1.LabelMetadataName,
 		AnnotationRotatedAt, AnnotationRotationToken, AnnotationPreviousValidUntil, AnnotationBudgetedLogins,
 		AnnotationAdoption, AnnotationRetainedFrom,
 		tenancyv1alpha1.AnnotationCluster, tenancyv1alpha1.AnnotationBudgetedConnections, tenancyv1alpha1.FinalizerName,

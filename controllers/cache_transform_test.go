@@ -108,3 +108,21 @@ func TestTransformOrganizationKeepsItsStatus(t *testing.T) {
 		t.Errorf("transformed Organization (-want +got):\n%s", diff)
 	}
 }
+
+func TestTransformMetadataKeepsLabelsAndAnnotations(t *testing.T) {
+	in := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name:          "org-acme",
+		Labels:        map[string]string{corev1.LabelMetadataName: "org-acme", LabelManagedBy: ManagedByValue, "team": "a"},
+		Annotations:   map[string]string{"note": "x"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "orgforge"}},
+	}}
+	want := in.DeepCopy()
+	want.ManagedFields = nil
+	out, err := TransformMetadata(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("transformed metadata (-want +got):\n%s", diff)
+	}
+}

@@ -140,7 +140,7 @@ func managerOptions(scheme *runtime.Scheme, cfg *config.Config, opts Options) ct
 			// No code reads managed fields, and they are often the larger
 			// part of an object's metadata; the operator writes with
 			// Create, Update and merge patches, never server-side apply.
-			DefaultTransform: cache.TransformStripManagedFields(),
+			DefaultTransform: controllers.TransformMetadata,
 		},
 	}
 }
