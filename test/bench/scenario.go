@@ -490,7 +490,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	deadline := time.Now().Add(2*o.steady + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
 	_ = waitReconciles(ctx, op, 3*sc.N, deadline)
 	ss.WindowSeconds = round(time.Since(start).Seconds(), 1)
-	ss.Spread = spread.finish(o.steady, ss.InitialPassSeconds)
+	ss.Spread = spread.finish(o.steady, sc.N)
 	logf("%s: steady state: %s", sc.label(), spreadSummary(ss.Spread))
 
 	fams, err := op.scrape(ctx)
