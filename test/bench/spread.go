@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,11 +43,13 @@ type spreadSample struct {
 // spreadSampler reads the operator's check count once a second from its
 // restart.
 type spreadSampler struct {
-	start   time.Time
-	ready   time.Duration
+	start  time.Time
+	ready  time.Duration
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
 	samples []spreadSample
-	cancel  context.CancelFunc
-	done    chan struct{}
 }
 
 // sampleSpread starts sampling op, restarted at start.
@@ -68,10 +72,34 @@ func sampleSpread(ctx context.Context, op *operator, start time.Time) *spreadSam
 				continue
 			}
 			checks := int(operatorMetrics(fams).Steps["placement"].Count)
+			s.mu.Lock()
 			s.samples = append(s.samples, spreadSample{at: time.Since(start), checks: checks})
+			s.mu.Unlock()
 		}
 	}()
 	return s
+}
+
+// waitChecks waits until the operator has made n drift checks since its
+// restart. The requeues of a restart waiting for the fleet's first health
+// check are reconciles too, but check nothing: counting reconciles would
+// end the restart's pass before it began.
+func (s *spreadSampler) waitChecks(ctx context.Context, op *operator, n int, deadline time.Time) error {
+	for {
+		s.mu.Lock()
+		got := s.samples[len(s.samples)-1].checks
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		if op.Exited() {
+			return errors.New("operator exited:\n" + op.Tail(20))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("fewer than %d checks by the deadline", n)
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
 }
 
 // finish stops sampling and bins the checks of n Organizations, a tenth of
