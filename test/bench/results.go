@@ -331,7 +331,7 @@ type SteadyResult struct {
 	ResyncPeriodSeconds float64 `json:"resyncPeriodSeconds"`
 	WindowSeconds       float64 `json:"windowSeconds"`
 	// InitialPassSeconds is how long the restarted operator took to
-	// reconcile every Organization once.
+	// check every Organization once (spreadSampler.waitChecks).
 	InitialPassSeconds float64 `json:"initialPassSeconds"`
 	// Reconciles counts them in the window, the restart's pass and the
 	// resyncs; Passes is Reconciles/N.
@@ -349,7 +349,7 @@ type SteadyResult struct {
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
-	// Spread is the window's reconciles over time (spread.go).
+	// Spread is the window's drift checks over time (spread.go).
 	Spread *SpreadResult `json:"spread,omitempty"`
 }
 
