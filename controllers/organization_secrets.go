@@ -97,7 +97,9 @@ func (r *OrganizationReconciler) writeSecret(ctx context.Context, s *scope, n *n
 	for k, v := range annotations {
 		annotated = annotated && existing.Annotations[k] == v
 	}
-	if annotated && secretDataEqual(existing.Data, data) {
+	// The cache keeps some keys as a digest: compare the Secret with the
+	// data in that form (compactSecretData).
+	if annotated && secretDataEqual(compactSecretData(existing.Data), compactSecretData(data)) {
 		return nil
 	}
 	updated := existing.DeepCopy()

@@ -3,7 +3,6 @@ package controllers
 import (
 	"context"
 	"errors"
-	"hash/fnv"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,9 +25,7 @@ func usageJitter(uid string, period time.Duration) time.Duration {
 	if spread == 0 {
 		return 0
 	}
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(uid))
-	return time.Duration(h.Sum64() % spread)
+	return time.Duration(hashUID(uid) % spread)
 }
 
 // nextUsage is when the organization's usage is next due; the zero time
@@ -42,14 +39,16 @@ func nextUsage(org *tenancyv1alpha1.Organization, period time.Duration) time.Tim
 }
 
 // refreshUsage reads the organization's usage into its status when it is
-// due, and returns when the organization is to be reconciled again: at the
-// resync period, or sooner when its usage falls due before. Usage is read
-// only when this reconcile found everything provisioned. A read that fails
-// changes nothing on the status, so it is logged, the old figures stay,
-// and it is tried again at the next reconcile: at the latest one resync
-// period later. With usage off, figures left from before are removed.
+// due, and returns when the organization is to be reconciled again: at its
+// next drift check (nextCheck), or sooner when its usage falls due before.
+// Usage is read only when this reconcile found everything provisioned. A
+// read that fails changes nothing on the status, so it is logged, the old
+// figures stay, and it is tried again at the next reconcile: at the latest
+// at the next drift check. With usage off, figures left from before are
+// removed.
 func (r *OrganizationReconciler) refreshUsage(ctx context.Context, s *scope) time.Duration {
-	resync, period := r.Settings.ResyncPeriod, r.Settings.UsagePeriod
+	resync := nextCheck(string(s.org.UID), time.Now(), r.Settings.ResyncPeriod)
+	period := r.Settings.UsagePeriod
 	if period <= 0 {
 		s.org.Status.Usage = nil
 		return resync

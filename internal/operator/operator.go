@@ -132,13 +132,15 @@ func managerOptions(scheme *runtime.Scheme, cfg *config.Config, opts Options) ct
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
 				// Only the Secrets the operator wrote are cached, not every
-				// Secret of the cluster.
-				&corev1.Secret{}: {Label: managed},
+				// Secret of the cluster, and of them only what the
+				// reconciler reads. Both transforms strip managed fields.
+				&corev1.Secret{}:                {Label: managed, Transform: controllers.TransformSecret},
+				&tenancyv1alpha1.Organization{}: {Transform: controllers.TransformOrganization},
 			},
 			// No code reads managed fields, and they are often the larger
 			// part of an object's metadata; the operator writes with
 			// Create, Update and merge patches, never server-side apply.
-			DefaultTransform: cache.TransformStripManagedFields(),
+			DefaultTransform: controllers.TransformMetadata,
 		},
 	}
 }

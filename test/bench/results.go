@@ -331,7 +331,7 @@ type SteadyResult struct {
 	ResyncPeriodSeconds float64 `json:"resyncPeriodSeconds"`
 	WindowSeconds       float64 `json:"windowSeconds"`
 	// InitialPassSeconds is how long the restarted operator took to
-	// reconcile every Organization once.
+	// check every Organization once (spreadSampler.waitChecks).
 	InitialPassSeconds float64 `json:"initialPassSeconds"`
 	// Reconciles counts them in the window, the restart's pass and the
 	// resyncs; Passes is Reconciles/N.
@@ -351,6 +351,8 @@ type SteadyResult struct {
 	Metrics              OperatorMetrics `json:"metrics"`
 	// SQLCost is every statement of the operator's in the window (sql.go).
 	SQLCost
+	// Spread is the window's drift checks over time (spread.go).
+	Spread *SpreadResult `json:"spread,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -688,6 +690,7 @@ func markdown(r *Results) string {
 				o.PeakConnections, rw.PeakConnections, o.DDLPerOrg, rw.DDLPerOrg, writes, rss, cpu, noise(o, &rw))
 		}
 		w("\n")
+		writeReadyMemory(w, main)
 		w("## Delete: the N Organizations deleted at once (deletionPolicy Delete), concurrency %d\n\n", st.Concurrency)
 		w("| N | orgforge s | orgforge orgs/s | raw s | raw orgs/s | ratio | delete→gone p50 / p95 / p99 s%s | peak PG conns orgforge / raw | DDL/org orgforge / raw | API writes/org | operator CPU s | leftovers orgforge / raw | other load CPU s orgforge / raw |\n", r1)
 		w("|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---|---|\n")
@@ -781,6 +784,7 @@ func markdown(r *Results) string {
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
 		w("%s", steadySQLLine(ss))
+		writeSpread(w, ss)
 	}
 
 	writeFleet(w, r.Fleet)

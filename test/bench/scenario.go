@@ -484,15 +484,20 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	if err != nil {
 		return nil, nil, err
 	}
+	spread := sampleSpread(ctx, op, start)
+	defer spread.cancel()
 	// The restart's pass, then two resync periods' worth of passes.
 	passDeadline := time.Now().Add(o.phaseTimeout)
-	if err := waitReconciles(ctx, op, sc.N, passDeadline); err != nil {
+	if err := spread.waitChecks(ctx, op, sc.N, passDeadline); err != nil {
 		return nil, op, fmt.Errorf("restart pass: %w", err)
 	}
 	ss.InitialPassSeconds = round(time.Since(start).Seconds(), 2)
-	deadline := time.Now().Add(2*o.steady + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
-	_ = waitReconciles(ctx, op, 3*sc.N, deadline)
+	// Checks fall up to 1.1 periods apart after the pass (Spread).
+	deadline := time.Now().Add(2*o.steady + o.steady/5 + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
+	_ = spread.waitChecks(ctx, op, 3*sc.N, deadline)
 	ss.WindowSeconds = round(time.Since(start).Seconds(), 1)
+	ss.Spread = spread.finish(o.steady, sc.N)
+	logf("%s: steady state: %s", sc.label(), spreadSummary(ss.Spread))
 
 	fams, err := op.scrape(ctx)
 	if err != nil {

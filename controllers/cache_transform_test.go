@@ -1,0 +1,128 @@
+package controllers
+
+import (
+	"maps"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
+)
+
+func databaseSecretSample() map[string][]byte {
+	return map[string][]byte{
+		"host": []byte("db.example"), "port": []byte("5432"), "dbname": []byte("org_acme"),
+		"username": []byte("org_acme"), "password": []byte("s3cret"), "sslmode": []byte("require"),
+		"uri": []byte("postgresql://org_acme:s3cret@db.example:5432/org_acme"), "jdbc-url": []byte("jdbc:postgresql://db.example:5432/org_acme"),
+		"pool-min-size": []byte("0"), "pool-max-size": []byte("5"),
+	}
+}
+
+func TestCompactSecretDataTellsEveryEdit(t *testing.T) {
+	want := databaseSecretSample()
+	cases := map[string]struct {
+		edit func(map[string][]byte)
+		same bool
+	}{
+		"unchanged":            {edit: func(map[string][]byte) {}, same: true},
+		"a dropped key edited": {edit: func(m map[string][]byte) { m["uri"] = []byte("postgresql://elsewhere") }},
+		"a dropped key gone":   {edit: func(m map[string][]byte) { delete(m, "jdbc-url") }},
+		"a kept key edited":    {edit: func(m map[string][]byte) { m["password"] = []byte("other") }},
+		"a key added":          {edit: func(m map[string][]byte) { m["note"] = []byte("x") }},
+		"values moved between keys": {edit: func(m map[string][]byte) {
+			m["host"], m["port"] = []byte("db.example5432"), []byte("")
+		}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := maps.Clone(want)
+			tc.edit(got)
+			cached := compactSecretData(got)
+			if _, ok := cached["uri"]; ok {
+				t.Error("the cached data keeps uri, a key only written")
+			}
+			if string(cached["password"]) != string(got["password"]) {
+				t.Error("the cached data lost the password, which the reconciler reads")
+			}
+			if again := compactSecretData(cached); !secretDataEqual(again, cached) {
+				t.Error("compacting cached data changed it")
+			}
+			if same := secretDataEqual(cached, compactSecretData(want)); same != tc.same {
+				t.Errorf("cached data equal to the wanted = %v, want %v", same, tc.same)
+			}
+		})
+	}
+}
+
+func TestTransformSecretKeepsWhatTheReconcilerReads(t *testing.T) {
+	truth := true
+	in := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "acme-database", Namespace: "org-acme", UID: "u1", ResourceVersion: "7",
+			Labels:          map[string]string{LabelManagedBy: ManagedByValue, LabelOrganization: "acme"},
+			Annotations:     map[string]string{AnnotationPasswordVerifier: "SCRAM-SHA-256$4096:x", AnnotationRotatedAt: "2026-12-01T00:00:00Z"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: tenancyv1alpha1.GroupVersion.String(), Kind: "Organization", Name: "acme", UID: "o1", Controller: &truth}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "orgforge"}},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: databaseSecretSample(),
+	}
+	want := in.DeepCopy()
+	want.ManagedFields = nil
+	want.Data = compactSecretData(want.Data)
+	out, err := TransformSecret(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("transformed Secret (-want +got):\n%s", diff)
+	}
+}
+
+func TestTransformOrganizationKeepsItsStatus(t *testing.T) {
+	in := &tenancyv1alpha1.Organization{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "acme", Finalizers: []string{tenancyv1alpha1.FinalizerName},
+			Annotations: map[string]string{
+				corev1.LastAppliedConfigAnnotation: `{"apiVersion":"tenancy.orgforge.io/v1alpha1"}`,
+				AnnotationBudgetedLogins:           "2",
+			},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		},
+		Status: tenancyv1alpha1.OrganizationStatus{
+			Namespace: "org-acme",
+			Conditions: []metav1.Condition{{Type: tenancyv1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+				Reason: tenancyv1alpha1.ReasonProvisioned, Message: "Database and storage are ready"}},
+		},
+	}
+	want := in.DeepCopy()
+	want.ManagedFields = nil
+	delete(want.Annotations, corev1.LastAppliedConfigAnnotation)
+	out, err := TransformOrganization(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("transformed Organization (-want +got):\n%s", diff)
+	}
+}
+
+func TestTransformMetadataKeepsLabelsAndAnnotations(t *testing.T) {
+	in := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name:          "org-acme",
+		Labels:        map[string]string{corev1.LabelMetadataName: "org-acme", LabelManagedBy: ManagedByValue, "team": "a"},
+		Annotations:   map[string]string{"note": "x"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "orgforge"}},
+	}}
+	want := in.DeepCopy()
+	want.ManagedFields = nil
+	out, err := TransformMetadata(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, out); diff != "" {
+		t.Errorf("transformed metadata (-want +got):\n%s", diff)
+	}
+}
