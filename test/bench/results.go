@@ -334,8 +334,12 @@ type SteadyResult struct {
 	// check every Organization once (spreadSampler.waitChecks).
 	InitialPassSeconds float64 `json:"initialPassSeconds"`
 	// Reconciles counts them in the window, the restart's pass and the
-	// resyncs; Passes is Reconciles/N.
+	// resyncs, with the requeues of the restart's first moments that
+	// wait for the fleet's first check and do nothing else; Checks counts
+	// the drift checks (reconciles that ran the placement step), and
+	// Passes is Checks/N: the per-pass figures divide by Checks.
 	Reconciles int     `json:"reconciles"`
+	Checks     int     `json:"checks"`
 	Passes     float64 `json:"passes"`
 	// APIWrites are the apiserver's write requests in the window, not
 	// counting its own lease heartbeat (HeartbeatWrites).

@@ -505,7 +505,8 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	}
 	ss.Metrics = operatorMetrics(fams)
 	ss.Reconciles = sumInts(ss.Metrics.Reconciles)
-	ss.Passes = round(float64(ss.Reconciles)/float64(sc.N), 2)
+	ss.Checks = int(ss.Metrics.Steps["placement"].Count)
+	ss.Passes = round(float64(ss.Checks)/float64(sc.N), 2)
 	ss.OperatorClientWrites = writeMethods(ss.Metrics.ClientRequests)
 	apiAfter, err := e.scrapeAPIServer(ctx)
 	if err != nil {
@@ -514,7 +515,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	ss.APIWritesByKind = writesDelta(apiWrites(apiBefore), apiWrites(apiAfter))
 	ss.APIWrites, ss.HeartbeatWrites = splitHeartbeat(ss.APIWritesByKind)
 	if counts, err := e.log.sqlSince(mark); err == nil {
-		ss.SQLCost = sqlCost(counts, appOperator, ss.Reconciles)
+		ss.SQLCost = sqlCost(counts, appOperator, ss.Checks)
 		ss.DDLStatements = ss.SQLByKind["DDL"]
 	} else {
 		return nil, op, err

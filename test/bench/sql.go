@@ -101,14 +101,14 @@ func statementKind(stmt string) string {
 	return "other"
 }
 
-// sqlCost is app's statements in counts, over reconciles.
-func sqlCost(counts map[string]map[string]int, app string, reconciles int) SQLCost {
+// sqlCost is app's statements in counts, over the drift checks.
+func sqlCost(counts map[string]map[string]int, app string, checks int) SQLCost {
 	c := SQLCost{SQLByKind: counts[app]}
 	for _, n := range c.SQLByKind {
 		c.SQLStatements += n
 	}
-	if reconciles > 0 {
-		c.SQLPerOrgPass = round(float64(c.SQLStatements)/float64(reconciles), 3)
+	if checks > 0 {
+		c.SQLPerOrgPass = round(float64(c.SQLStatements)/float64(checks), 3)
 	}
 	return c
 }
