@@ -97,7 +97,7 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 	if resting, ok, err := s.restingAccess(ctx, req); ok || err != nil {
 		return resting, err
 	}
-	start := time.Now()
+	start := s.now()
 	_, change, err := s.EnsurePrefixUser(ctx, req.Org, req.Marker, req.Prefix)
 	if err != nil {
 		return a, err
@@ -114,9 +114,10 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 			if err := s.keepAndRotate(ctx, &a, req); err != nil {
 				return a, err
 			}
-			// Found as wanted, the key honoured by S3 rather than trusted
-			// for its youth: the check may rest until it is due again.
-			if works && oneKey(req) && len(a.Changes) == 0 {
+			// As wanted now, repaired or not, and the key honoured by S3
+			// rather than trusted for its youth: the check may rest until
+			// it is due again.
+			if works && oneKey(req) {
 				s.rest.done(accessCheck(req.Org), accessState(req), start)
 			}
 			return a, nil

@@ -43,8 +43,8 @@ func (s *Service) listedUser(ctx context.Context, user string) (iamtypes.User, b
 	l := &s.users
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.users == nil || time.Since(l.at) >= s.cfg.UserListMaxAge {
-		start := time.Now()
+	if l.users == nil || s.now().Sub(l.at) >= s.cfg.UserListMaxAge {
+		start := s.now()
 		users := map[string]iamtypes.User{}
 		pages := iam.NewListUsersPaginator(s.iam, &iam.ListUsersInput{
 			PathPrefix: aws.String(s.cfg.IAMPath), MaxItems: aws.Int32(userListPage),
@@ -150,7 +150,7 @@ func accessState(req AccessRequest) string {
 // marker is read only when its check is due (Config.CheckPeriod), and was
 // found as m then.
 func (s *Service) EnsurePrefixAtRest(ctx context.Context, prefix string, m Marker) (bool, error) {
-	start := time.Now()
+	start := s.now()
 	if s.rest.rests(markerCheck(prefix), m.UID, markerState(m), start) {
 		return false, nil
 	}
@@ -167,7 +167,7 @@ func (s *Service) EnsurePrefixAtRest(ctx context.Context, prefix string, m Marke
 // listed under the IAM path (with its UID, where the listing has tags).
 func (s *Service) restingAccess(ctx context.Context, req AccessRequest) (Access, bool, error) {
 	a := Access{User: UserName(req.Org)}
-	if !req.AtRest || !oneKey(req) || !s.rest.rests(accessCheck(req.Org), req.Marker.UID, accessState(req), time.Now()) {
+	if !req.AtRest || !oneKey(req) || !s.rest.rests(accessCheck(req.Org), req.Marker.UID, accessState(req), s.now()) {
 		return a, false, nil
 	}
 	u, found, err := s.listedUser(ctx, a.User)
@@ -188,4 +188,12 @@ func (s *Service) restingAccess(ctx context.Context, req AccessRequest) (Access,
 func oneKey(req AccessRequest) bool {
 	return !req.None && !req.Rotate && req.Current.ID != "" && req.Current.Secret != "" &&
 		req.Previous.ID == "" && req.Pending.ID == ""
+}
+
+// now is the service's clock: time.Now, or a test's.
+func (s *Service) now() time.Time {
+	if s.clock != nil {
+		return s.clock()
+	}
+	return time.Now()
 }

@@ -130,6 +130,9 @@ type Service struct {
 	// fall due (see EnsureAccess and EnsurePrefixAtRest).
 	users userList
 	rest  cadence
+	// clock stands for time.Now in the checks at rest, for tests; nil
+	// is time.Now.
+	clock func() time.Time
 }
 
 // New builds the S3 and IAM clients and checks that the bucket exists and

@@ -349,6 +349,7 @@ type SteadyResult struct {
 	PeakConnections      int             `json:"peakConnections"`
 	Process              procStats       `json:"process"`
 	Metrics              OperatorMetrics `json:"metrics"`
+	AWS                  *AWSCalls       `json:"aws,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -777,6 +778,7 @@ func markdown(r *Results) string {
 		w("| %.1f | %.1f | %d (%.1f) | **%d** | %d | %d | **%d** | %d | %.1f | %.1f |\n\n", ss.WindowSeconds, ss.InitialPassSeconds,
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
+		writeAWSCalls(w, ss.AWS)
 	}
 
 	writeFleet(w, r.Fleet)

@@ -496,6 +496,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	ss.Metrics = operatorMetrics(fams)
 	ss.Reconciles = sumInts(ss.Metrics.Reconciles)
 	ss.Passes = round(float64(ss.Reconciles)/float64(sc.N), 2)
+	ss.AWS = awsCalls(fams, sc.N, ss.Passes)
 	ss.OperatorClientWrites = writeMethods(ss.Metrics.ClientRequests)
 	apiAfter, err := e.scrapeAPIServer(ctx)
 	if err != nil {
