@@ -92,6 +92,12 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 	a := Access{User: UserName(req.Org)}
 	if req.None {
 		s.rest.forget(accessCheck(req.Org))
+		if req.AtRest {
+			// Nothing to revoke unless the shared listing has the user.
+			if _, found, err := s.listedUser(ctx, a.User); err != nil || !found {
+				return a, err
+			}
+		}
 		return a, s.revokeAccess(ctx, &a, req.Marker)
 	}
 	if resting, ok, err := s.restingAccess(ctx, req); ok || err != nil {
