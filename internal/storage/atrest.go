@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"hash/fnv"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
-	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 )
 
 // An organization at rest is checked in two ways. Its user's presence is
@@ -33,30 +31,37 @@ type userList struct {
 	// reconciles wait for one listing rather than each making their own.
 	mu    sync.Mutex
 	at    time.Time
-	users map[string]iamtypes.User
+	users map[string]userEntry
 }
 
-// listedUser reports whether user is under the IAM path by a listing no
-// older than UserListMaxAge, and returns it as listed. AWS lists neither
-// tags nor boundaries; versitygw lists tags.
-func (s *Service) listedUser(ctx context.Context, user string) (iamtypes.User, bool, error) {
+// userEntry is what the listing tells of a user: its path, and its UID
+// tag when the listing has tags (AWS's has none, versitygw's has).
+type userEntry struct {
+	path, uid string
+	tagged    bool
+}
+
+// listedUser reports whether user is in a listing of the users under the
+// IAM path no older than UserListMaxAge, and what it tells of it.
+func (s *Service) listedUser(ctx context.Context, user string) (userEntry, bool, error) {
 	l := &s.users
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.users == nil || s.now().Sub(l.at) >= s.cfg.UserListMaxAge {
 		start := s.now()
-		users := map[string]iamtypes.User{}
+		users := map[string]userEntry{}
 		pages := iam.NewListUsersPaginator(s.iam, &iam.ListUsersInput{
 			PathPrefix: aws.String(s.cfg.IAMPath), MaxItems: aws.Int32(userListPage),
 		})
 		err := paginate(ctx, s, "ListUsers", pages, func(page *iam.ListUsersOutput) bool {
-			for _, u := range page.Users {
-				users[aws.ToString(u.UserName)] = u
+			for i := range page.Users {
+				u := &page.Users[i]
+				users[aws.ToString(u.UserName)] = userEntry{path: aws.ToString(u.Path), uid: userMarker(u).UID, tagged: len(u.Tags) > 0}
 			}
 			return true
 		})
 		if err != nil {
-			return iamtypes.User{}, false, fmt.Errorf("listing IAM users under %s: %w", s.cfg.IAMPath, err)
+			return userEntry{}, false, fmt.Errorf("listing IAM users under %s: %w", s.cfg.IAMPath, err)
 		}
 		// Aged from when the listing began: a user deleted while the
 		// pages were read may still be in it.
@@ -76,9 +81,12 @@ type cadence struct {
 }
 
 type checkRecord struct {
-	state string
+	state checkState
 	at    time.Time
 }
+
+// checkState is a digest of what a check found, small whatever it hashes.
+type checkState [sha256.Size]byte
 
 // lastDue is the latest instant at or before now at which the checks of
 // the organization uid fell due: they do once a period, at a phase of it
@@ -98,7 +106,7 @@ func (c *cadence) lastDue(uid string, now time.Time) time.Time {
 // have covered; it is then taken as made now, so that a due instant missed
 // by a pass late by more than the resync period is still caught by the
 // next pass.
-func (c *cadence) rests(check, uid, state string, now time.Time) bool {
+func (c *cadence) rests(check, uid string, state checkState, now time.Time) bool {
 	if c.period <= 0 {
 		return false
 	}
@@ -120,7 +128,7 @@ func (c *cadence) rests(check, uid, state string, now time.Time) bool {
 }
 
 // done records that check found its subject in state.
-func (c *cadence) done(check, state string, now time.Time) {
+func (c *cadence) done(check string, state checkState, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.checked[check] = checkRecord{state: state, at: now}
@@ -137,13 +145,14 @@ func markerCheck(prefix string) string { return "marker " + prefix }
 func accessCheck(org string) string    { return "access " + org }
 
 // markerState is what a marker check compares: the marker itself.
-func markerState(m Marker) string { return m.Org + "/" + m.UID + "/" + m.Cluster }
+func markerState(m Marker) checkState {
+	return sha256.Sum256([]byte(m.Org + "\x00" + m.UID + "\x00" + m.Cluster))
+}
 
 // accessState is what an access check compares: the organization, its
-// prefix, and the key its Secret holds, the secret as a digest.
-func accessState(req AccessRequest) string {
-	sum := sha256.Sum256([]byte(req.Current.Secret))
-	return req.Marker.UID + "/" + req.Prefix + "/" + req.Current.ID + "/" + hex.EncodeToString(sum[:])
+// prefix, and the key its Secret holds.
+func accessState(req AccessRequest) checkState {
+	return sha256.Sum256([]byte(req.Marker.UID + "\x00" + req.Prefix + "\x00" + req.Current.ID + "\x00" + req.Current.Secret))
 }
 
 // EnsurePrefixAtRest is EnsurePrefix for an organization at rest: the
@@ -174,7 +183,7 @@ func (s *Service) restingAccess(ctx context.Context, req AccessRequest) (Access,
 	if err != nil {
 		return a, false, err
 	}
-	if !found || aws.ToString(u.Path) != s.cfg.IAMPath || (len(u.Tags) > 0 && userMarker(&u).UID != req.Marker.UID) {
+	if !found || u.path != s.cfg.IAMPath || (u.tagged && u.uid != req.Marker.UID) {
 		s.rest.forget(accessCheck(req.Org))
 		return a, false, nil
 	}

@@ -134,9 +134,9 @@ func TestCadenceFallsDueOncePerPeriodAtEachOrganizationsPhase(t *testing.T) {
 		now := start.Add(time.Duration(p) * resync)
 		for i := range 20 {
 			check, uid := fmt.Sprint("access ", i), fmt.Sprint("uid-", i)
-			if !c.rests(check, uid, "state", now) {
+			if !c.rests(check, uid, checkState{1}, now) {
 				due[check]++
-				c.done(check, "state", now)
+				c.done(check, checkState{1}, now)
 			}
 		}
 	}
@@ -147,7 +147,7 @@ func TestCadenceFallsDueOncePerPeriodAtEachOrganizationsPhase(t *testing.T) {
 			t.Errorf("organization %d was checked %d times in %d passes, want once per %d passes", i, n, 3*passes, passes)
 		}
 	}
-	if c.rests("access 0", "uid-0", "another key", start.Add(3*passes*resync)) {
+	if c.rests("access 0", "uid-0", checkState{2}, start.Add(3*passes*resync)) {
 		t.Error("a check whose state changed rests; want it made")
 	}
 }
