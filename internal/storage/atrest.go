@@ -83,6 +83,9 @@ type cadence struct {
 type checkRecord struct {
 	state checkState
 	at    time.Time
+	// honoured is set when S3 honoured the access key of state, which an
+	// access check found then (see honouredKeyListed).
+	honoured bool
 }
 
 // checkState is a digest of what a check found, small whatever it hashes.
@@ -127,11 +130,25 @@ func (c *cadence) rests(check, uid string, state checkState, now time.Time) bool
 	return !rec.at.Before(due)
 }
 
-// done records that check found its subject in state.
-func (c *cadence) done(check string, state checkState, now time.Time) {
+// done records that check found its subject in state, its key honoured
+// by S3 or not.
+func (c *cadence) done(check string, state checkState, now time.Time, honoured bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.checked[check] = checkRecord{state: state, at: now}
+	c.checked[check] = checkRecord{state: state, at: now, honoured: honoured}
+}
+
+// honoured reports whether check found its subject in state with its key
+// honoured by S3, in this process.
+func (c *cadence) honoured(check string, state checkState) bool {
+	if c.period <= 0 {
+		// Everything checked at every call, as before.
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec, ok := c.checked[check]
+	return ok && rec.honoured && rec.state == state
 }
 
 // forget drops what check found, so that the next call makes it.
@@ -165,7 +182,7 @@ func (s *Service) EnsurePrefixAtRest(ctx context.Context, prefix string, m Marke
 	}
 	created, err := s.EnsurePrefix(ctx, prefix, m)
 	if err == nil {
-		s.rest.done(markerCheck(prefix), markerState(m), start)
+		s.rest.done(markerCheck(prefix), markerState(m), start, false)
 	}
 	return created, err
 }

@@ -345,6 +345,9 @@ type KeyInfo struct {
 	// Created is IAM's CreateDate, to the second; zero when the server does
 	// not report it.
 	Created time.Time
+	// Active is IAM's status Active; false for Inactive, and when the
+	// server reports no status.
+	Active bool
 }
 
 // ListAccessKeys returns the ids of user's access keys; ErrNotFound when
@@ -371,7 +374,8 @@ func (s *Service) AccessKeys(ctx context.Context, user string) ([]KeyInfo, error
 	pages := iam.NewListAccessKeysPaginator(s.iam, &iam.ListAccessKeysInput{UserName: aws.String(user)})
 	err := paginate(ctx, s, "ListAccessKeys", pages, func(page *iam.ListAccessKeysOutput) bool {
 		for _, k := range page.AccessKeyMetadata {
-			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate)})
+			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate),
+				Active: k.Status == iamtypes.StatusTypeActive})
 		}
 		return true
 	})
