@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -172,5 +173,29 @@ func TestCadenceFallsDueOncePerPeriodAtEachOrganizationsPhase(t *testing.T) {
 	}
 	if c.rests("access 0", "uid-0", checkState{2}, start.Add(3*passes*resync)) {
 		t.Error("a check whose state changed rests; want it made")
+	}
+}
+
+// TestAUserRetaggedAtRestIsAConflictAtTheNextPass relies on versitygw
+// listing users' tags, as AWS does not: there the full check finds it.
+func TestAUserRetaggedAtRestIsAConflictAtTheNextPass(t *testing.T) {
+	const passes = 4
+	f := newRestingFleet(t, "rest-retagged", 1, passes)
+	req := f.reqs[0]
+	// Up to the pass that made the full check, so that the next is not
+	// due and has only the listing to go by.
+	for range passes + 1 {
+		checked := f.clock
+		f.pass(t)
+		if f.s.rest.honoured(accessCheck(req.Org), accessState(req)) && f.s.rest.checked[accessCheck(req.Org)].at.Equal(checked) {
+			break
+		}
+	}
+	other := Marker{Org: req.Org, UID: "uid-someone-else"}
+	if _, err := f.s.iam.TagUser(t.Context(), &iam.TagUserInput{UserName: aws.String(UserName(req.Org)), Tags: markerTags(req.Org, other)}); err != nil {
+		t.Fatalf("TagUser: %v", err)
+	}
+	if _, err := f.s.EnsureAccess(t.Context(), req); !errors.Is(err, ErrConflict) {
+		t.Errorf("EnsureAccess at rest of a user tagged for another UID = %v, want ErrConflict", err)
 	}
 }
