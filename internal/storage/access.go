@@ -88,6 +88,11 @@ func (a *Access) note(format string, args ...any) {
 // With None the user and its keys are deleted; a user of that name that is
 // not the organization's is left alone, since there is nothing of the
 // organization to revoke.
+//
+// With AtRest, an organization with one key whose access check is not due
+// (Config.CheckPeriod) is checked by the shared listing of users alone, and
+// a None organization whose user the listing lacks costs no call (see
+// atrest.go).
 func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, error) {
 	a := Access{User: UserName(req.Org)}
 	if req.None {
