@@ -46,6 +46,9 @@ type Storage interface {
 	Region() string
 	UserName(org string) string
 	EnsurePrefix(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
+	// EnsurePrefixAtRest is EnsurePrefix for an organization at rest,
+	// which reads the marker only when its check is due.
+	EnsurePrefixAtRest(ctx context.Context, prefix string, marker storage.Marker) (bool, error)
 	PrefixOwner(ctx context.Context, prefix string) (storage.Marker, bool, error)
 	DeletePrefix(ctx context.Context, prefix string) (int, error)
 	PrefixUsage(ctx context.Context, prefix string) (objects, bytes int64, err error)

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/naming"
@@ -37,7 +39,11 @@ func (r *OrganizationReconciler) storagePhases() []phase {
 }
 
 func (r *OrganizationReconciler) ensurePrefix(ctx context.Context, s *scope) error {
-	created, err := r.Storage.EnsurePrefix(ctx, s.prefix, s.storageMarker())
+	ensure := r.Storage.EnsurePrefix
+	if s.storageAtRest() {
+		ensure = r.Storage.EnsurePrefixAtRest
+	}
+	created, err := ensure(ctx, s.prefix, s.storageMarker())
 	if err != nil {
 		return fmt.Errorf("ensuring prefix %s: %w", s.prefix, err)
 	}
@@ -45,6 +51,17 @@ func (r *OrganizationReconciler) ensurePrefix(ctx context.Context, s *scope) err
 		s.stNotes.add("created prefix s3://%s/%s", r.Storage.Bucket(), s.prefix)
 	}
 	return nil
+}
+
+// storageAtRest reports whether the organization's storage is at rest: it
+// was Ready, and its status is of the current spec and prefix. Its
+// per-organization checks in S3 and IAM then run on their own cadence
+// (--storage-check-passes) rather than at every pass.
+func (s *scope) storageAtRest() bool {
+	org := s.org
+	ready := meta.FindStatusCondition(org.Status.Conditions, tenancyv1alpha1.ConditionReady)
+	return ready != nil && ready.Status == metav1.ConditionTrue && ready.ObservedGeneration == org.Generation &&
+		org.Status.ObservedGeneration == org.Generation && org.Status.Storage.Prefix == s.prefix
 }
 
 // readStorageSecret reads the storage Secret and starts the data it is to
@@ -132,6 +149,7 @@ func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) err
 		Previous: s.st.previous,
 		Pending:  s.st.pending,
 		Rotate:   s.st.rotate,
+		AtRest:   s.storageAtRest(),
 	}
 	access, err := r.Storage.EnsureAccess(ctx, req)
 	for _, c := range access.Changes {

@@ -116,7 +116,20 @@ type Storage struct {
 	SecretAccessKeyFile string
 	AccessKeyID         string
 	SecretAccessKey     string
+	// CheckPasses is how many resync passes apart the per-organization
+	// S3 and IAM checks of an organization at rest run (its marker, its
+	// user's policy and keys, its key's liveness); 1 runs them at every
+	// pass, 0 means DefaultStorageCheckPasses.
+	CheckPasses int
+	// UserListMaxAge is how stale the shared listing of IAM users may be;
+	// it is held to a quarter of the resync period at most.
+	UserListMaxAge time.Duration
 }
+
+// DefaultStorageCheckPasses is --storage-check-passes's default: with the
+// five calls of a full check that is 1.25 AWS calls per organization at
+// rest and per pass, under the 1.5 of issue 18's budget.
+const DefaultStorageCheckPasses = 4
 
 // Bind registers every flag on fs and returns the Config they fill.
 func Bind(fs *flag.FlagSet) *Config {
@@ -158,6 +171,8 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&s.PrefixTemplate, "s3-prefix-template", naming.DefaultPrefixTemplate, "Key prefix of an organization; {name} is its name.")
 	fs.StringVar(&s.IAMPath, "iam-path", "/orgforge/", "IAM path of the users the operator creates.")
 	fs.StringVar(&s.PermissionsBoundary, "iam-permissions-boundary", "", "ARN of the managed policy set as the permissions boundary of every IAM user the operator creates, and restored on those that lack it; empty sets none. Required by the IAM policy of docs/install-aws.md.")
+	fs.IntVar(&s.CheckPasses, "storage-check-passes", DefaultStorageCheckPasses, "Resync passes between the per-organization S3 and IAM checks of a Ready Organization (its prefix marker, its IAM user's policy, boundary and keys, whether its key works), each Organization at its own phase; the passes between them check the user's presence in one shared IAM listing. 1 checks everything at every pass.")
+	fs.DurationVar(&s.UserListMaxAge, "iam-user-list-max-age", 30*time.Second, "How stale the listing of IAM users under --iam-path that stands for each Ready Organization's GetUser may be; held to a quarter of --resync-period at most.")
 	fs.StringVar(&s.TenantEndpoint, "tenant-s3-endpoint", "", "S3 endpoint written to storage Secrets (default: --s3-endpoint).")
 	fs.StringVar(&s.AccessKeyIDFile, "s3-access-key-id-file", "", "File holding the operator's AWS access key id (default: AWS credential chain).")
 	fs.StringVar(&s.SecretAccessKeyFile, "s3-secret-access-key-file", "", "File holding the operator's AWS secret access key.")
@@ -297,6 +312,12 @@ func (s *Storage) load(p *problems) {
 	}
 	if err := naming.ValidatePrefixTemplate(s.PrefixTemplate); err != nil {
 		p.add("--s3-prefix-template: %v", err)
+	}
+	if s.CheckPasses < 1 {
+		p.add("--storage-check-passes must be at least 1, got %d", s.CheckPasses)
+	}
+	if s.UserListMaxAge < time.Second {
+		p.add("--iam-user-list-max-age must be at least 1s, got %s", s.UserListMaxAge)
 	}
 	if !strings.HasPrefix(s.IAMPath, "/") || !strings.HasSuffix(s.IAMPath, "/") {
 		p.add("--iam-path %q must start and end with '/'", s.IAMPath)

@@ -32,6 +32,7 @@ import (
 	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/config"
 	"github.com/orgforge/orgforge/internal/registry"
+	"github.com/orgforge/orgforge/internal/storage"
 )
 
 // LeaderElectionID names the lease the replicas compete for.
@@ -184,6 +185,11 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, clus
 	if !opts.NoMetrics {
 		if err := controllers.RegisterMetrics(metrics.Registry, mgr.GetCache()); err != nil {
 			return &SetupError{Step: "Registering metrics", Err: err}
+		}
+		for _, c := range storage.Collectors() {
+			if err := metrics.Registry.Register(c); err != nil {
+				return &SetupError{Step: "Registering the storage service's metrics", Err: err}
+			}
 		}
 		if err := controllers.RegisterFleetMetrics(metrics.Registry, reg.Clusters, ledger); err != nil {
 			return &SetupError{Step: "Registering the fleet's metrics", Err: err}

@@ -93,12 +93,39 @@ func New(ctx context.Context, cfg *config.Config, log logr.Logger, opts Options)
 		IAMPath:             st.IAMPath,
 		PermissionsBoundary: st.PermissionsBoundary,
 		Retry:               policy,
+		CheckPeriod:         storageCheckPeriod(st.CheckPasses, cfg.ResyncPeriod),
+		Resync:              cfg.ResyncPeriod,
+		UserListMaxAge:      userListMaxAge(st.UserListMaxAge, cfg.ResyncPeriod),
 	}, log.WithName("storage"))
 	if err != nil {
 		return nil, err
 	}
 	r.add(r.Storage, r.Storage.Close)
 	return r, nil
+}
+
+// storageCheckPeriod is the storage service's CheckPeriod for checks
+// passes resync periods apart: none, every call, for one pass.
+func storageCheckPeriod(passes int, resync time.Duration) time.Duration {
+	if passes == 0 {
+		passes = config.DefaultStorageCheckPasses
+	}
+	if passes <= 1 || resync <= 0 {
+		return 0
+	}
+	return time.Duration(passes) * resync
+}
+
+// userListMaxAge holds the listing's age to a quarter of the resync
+// period, so that a user deleted by hand is missed by one pass at most.
+func userListMaxAge(maxAge, resync time.Duration) time.Duration {
+	if maxAge <= 0 {
+		maxAge = storage.DefaultUserListMaxAge
+	}
+	if resync > 0 {
+		maxAge = min(maxAge, resync/4)
+	}
+	return maxAge
 }
 
 // DefaultClusterName is the name of the --database-* flags' cluster in

@@ -29,6 +29,11 @@ type AccessRequest struct {
 	// honours it, Current then becoming Previous. Without it a pending key
 	// is deleted.
 	Rotate bool
+	// AtRest says the organization is Ready and its spec unchanged since:
+	// with one key and no rotation, its access is then checked in full
+	// only when its check is due (Config.CheckPeriod), and otherwise by
+	// the shared listing of users alone.
+	AtRest bool
 }
 
 // Access is an organization's access once EnsureAccess has returned.
@@ -83,11 +88,27 @@ func (a *Access) note(format string, args ...any) {
 // With None the user and its keys are deleted; a user of that name that is
 // not the organization's is left alone, since there is nothing of the
 // organization to revoke.
+//
+// With AtRest, an organization with one key whose access check is not due
+// (Config.CheckPeriod) is checked by the shared listing of users alone, and
+// a None organization whose user the listing lacks costs no call (see
+// atrest.go).
 func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, error) {
 	a := Access{User: UserName(req.Org)}
 	if req.None {
+		s.rest.forget(accessCheck(req.Org))
+		if req.AtRest {
+			// Nothing to revoke unless the shared listing has the user.
+			if _, found, err := s.listedUser(ctx, a.User); err != nil || !found {
+				return a, err
+			}
+		}
 		return a, s.revokeAccess(ctx, &a, req.Marker)
 	}
+	if resting, ok, err := s.restingAccess(ctx, req); ok || err != nil {
+		return resting, err
+	}
+	start := s.now()
 	_, change, err := s.EnsurePrefixUser(ctx, req.Org, req.Marker, req.Prefix)
 	if err != nil {
 		return a, err
@@ -95,13 +116,27 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 	a.noteUserChange(change, req.Prefix)
 	cur := req.Current
 	if change != UserCreated && cur.ID != "" && cur.Secret != "" {
-		usable, err := s.AccessKeyUsable(ctx, a.User, cur.ID, cur.Secret, req.Prefix)
+		listed, works, err := s.honouredKeyListed(ctx, a.User, req)
+		usable := works
+		if err == nil && !works {
+			listed = nil
+			usable, works, err = s.keyUsable(ctx, a.User, cur.ID, cur.Secret, req.Prefix)
+		}
 		if err != nil {
 			return a, err
 		}
 		if usable {
 			a.Key = cur
-			return a, s.keepAndRotate(ctx, &a, req)
+			if err := s.keepAndRotate(ctx, &a, req, listed); err != nil {
+				return a, err
+			}
+			// As wanted now, repaired or not, and the key honoured by S3
+			// rather than trusted for its youth: the check may rest until
+			// it is due again.
+			if works && oneKey(req) {
+				s.rest.done(accessCheck(req.Org), accessState(req), start, true)
+			}
+			return a, nil
 		}
 	}
 	// A user created a moment ago holds no key to clear.
@@ -121,16 +156,44 @@ func (s *Service) EnsureAccess(ctx context.Context, req AccessRequest) (Access, 
 	return a, nil
 }
 
+// honouredKeyListed answers whether the Secret's key of an organization at
+// rest works from IAM's list of the user's keys alone, when S3 honoured
+// that very key (id and secret) earlier in this process: a key S3 honoured
+// keeps working while IAM lists it as Active and the user's policy and
+// boundary, which the same check reads, stay as wanted. So the request
+// signed with the tenant's key is made once per key and process, not at
+// every check. works is false when that does not apply or the list does
+// not show the key Active; the caller then asks S3. listed is the user's
+// key ids, for keepAndRotate.
+func (s *Service) honouredKeyListed(ctx context.Context, user string, req AccessRequest) (listed []string, works bool, err error) {
+	if !req.AtRest || !oneKey(req) || !s.rest.honoured(accessCheck(req.Org), accessState(req)) {
+		return nil, false, nil
+	}
+	keys, err := s.AccessKeys(ctx, user)
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for _, k := range keys {
+		listed = append(listed, k.ID)
+		works = works || (k.ID == req.Current.ID && k.Active)
+	}
+	return listed, works, nil
+}
+
 // keepAndRotate deletes every key of a.User but a.Key and the request's
-// previous and pending keys, then carries a rotation one step on.
-func (s *Service) keepAndRotate(ctx context.Context, a *Access, req AccessRequest) error {
+// previous and pending keys, then carries a rotation one step on. listed
+// is the user's key ids when the caller has just listed them, else nil.
+func (s *Service) keepAndRotate(ctx context.Context, a *Access, req AccessRequest, listed []string) error {
 	if req.Previous.ID != "" && req.Previous.ID != a.Key.ID {
 		a.Previous = req.Previous
 	}
 	if req.Rotate && a.Previous.ID == "" && req.Pending.ID != "" && req.Pending.ID != a.Key.ID {
 		a.Pending = req.Pending
 	}
-	if err := s.deleteStaleKeys(ctx, a, req); err != nil {
+	if err := s.deleteStaleKeys(ctx, a, req, listed); err != nil {
 		return err
 	}
 	if !req.Rotate || a.Previous.ID != "" {
@@ -193,18 +256,21 @@ func (a *Access) noteUserChange(change UserChange, prefix string) {
 }
 
 // deleteStaleKeys deletes every key of a.User but a.Key, a.Previous and
-// a.Pending. A previous or pending key of req that is not kept is noted as
-// such.
-func (s *Service) deleteStaleKeys(ctx context.Context, a *Access, req AccessRequest) error {
+// a.Pending, listing them unless listed has them already. A previous or
+// pending key of req that is not kept is noted as such.
+func (s *Service) deleteStaleKeys(ctx context.Context, a *Access, req AccessRequest, listed []string) error {
 	keep := []string{a.Key.ID}
 	for _, k := range []AccessKey{a.Previous, a.Pending} {
 		if k.ID != "" {
 			keep = append(keep, k.ID)
 		}
 	}
-	keys, err := s.ListAccessKeys(ctx, a.User)
-	if err != nil {
-		return fmt.Errorf("listing access keys of %s: %w", a.User, err)
+	keys := listed
+	if keys == nil {
+		var err error
+		if keys, err = s.ListAccessKeys(ctx, a.User); err != nil {
+			return fmt.Errorf("listing access keys of %s: %w", a.User, err)
+		}
 	}
 	if len(keys) <= len(keep) {
 		return nil

@@ -345,6 +345,9 @@ type KeyInfo struct {
 	// Created is IAM's CreateDate, to the second; zero when the server does
 	// not report it.
 	Created time.Time
+	// Active is IAM's status Active; false for Inactive, and when the
+	// server reports no status.
+	Active bool
 }
 
 // ListAccessKeys returns the ids of user's access keys; ErrNotFound when
@@ -371,7 +374,8 @@ func (s *Service) AccessKeys(ctx context.Context, user string) ([]KeyInfo, error
 	pages := iam.NewListAccessKeysPaginator(s.iam, &iam.ListAccessKeysInput{UserName: aws.String(user)})
 	err := paginate(ctx, s, "ListAccessKeys", pages, func(page *iam.ListAccessKeysOutput) bool {
 		for _, k := range page.AccessKeyMetadata {
-			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate)})
+			keys = append(keys, KeyInfo{ID: aws.ToString(k.AccessKeyId), Created: aws.ToTime(k.CreateDate),
+				Active: k.Status == iamtypes.StatusTypeActive})
 		}
 		return true
 	})
@@ -401,16 +405,23 @@ func (s *Service) AccessKeys(ctx context.Context, user string) ([]KeyInfo, error
 // While a key is within its allowance a wrong secret beside its id is not
 // noticed; it is once the allowance has passed.
 func (s *Service) AccessKeyUsable(ctx context.Context, user, id, secret, prefix string) (bool, error) {
-	works, err := s.AccessKeyWorks(ctx, id, secret, prefix)
+	usable, _, err := s.keyUsable(ctx, user, id, secret, prefix)
+	return usable, err
+}
+
+// keyUsable is AccessKeyUsable that also reports whether S3 honoured the
+// key, rather than IAM's word that it is young.
+func (s *Service) keyUsable(ctx context.Context, user, id, secret, prefix string) (usable, works bool, err error) {
+	works, err = s.AccessKeyWorks(ctx, id, secret, prefix)
 	if err != nil || works {
-		return works, err
+		return works, works, err
 	}
 	keys, err := s.AccessKeys(ctx, user)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return false, nil
+		return false, false, nil
 	case err != nil:
-		return false, err
+		return false, false, err
 	}
 	for _, k := range keys {
 		if k.ID != id || k.Created.IsZero() {
@@ -419,10 +430,10 @@ func (s *Service) AccessKeyUsable(ctx context.Context, user, id, secret, prefix 
 		if age := time.Since(k.Created); age < s.cfg.KeyPropagation {
 			s.log.V(1).Info("Trusting a new access key that S3 does not honour yet", "user", user,
 				"accessKeyId", id, "age", age.Round(time.Second).String(), "allowance", s.cfg.KeyPropagation.String())
-			return true, nil
+			return true, false, nil
 		}
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // DeleteAccessKeys deletes every access key of user but those in keep and
@@ -482,6 +493,7 @@ func (s *Service) DeleteOwnedPrefixUser(ctx context.Context, user string, m Mark
 	if user == "" || m.UID == "" {
 		return false, fmt.Errorf("%w: empty IAM user name or organization UID", ErrInvalid)
 	}
+	s.rest.forget(accessCheck(m.Org))
 	got, err := s.getUser(ctx, user)
 	if err != nil || got == nil {
 		return false, err

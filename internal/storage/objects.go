@@ -238,6 +238,7 @@ func (s *Service) DeletePrefix(ctx context.Context, prefix string) (deleted int,
 	if err := validatePrefix(prefix); err != nil {
 		return 0, fmt.Errorf("deleting prefix: %w", err)
 	}
+	s.rest.forget(markerCheck(prefix))
 	err = s.eachPage(ctx, prefix, func(objects []s3types.Object) error {
 		keys := make([]string, 0, len(objects))
 		for _, obj := range objects {

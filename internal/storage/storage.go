@@ -40,6 +40,9 @@ const (
 	// longer only delays the repair of a Secret whose key id IAM lists but
 	// whose secret was edited by hand (see Service.AccessKeyUsable).
 	DefaultKeyPropagation = 2 * time.Minute
+	// DefaultUserListMaxAge bounds how stale the listing of users may be
+	// that stands for a GetUser of each organization at rest.
+	DefaultUserListMaxAge = 30 * time.Second
 )
 
 // validateBudget bounds New's checks as a whole, so that an endpoint that
@@ -94,6 +97,21 @@ type Config struct {
 	// lists is trusted although S3 refuses it, as S3 may not know it yet
 	// (see Service.AccessKeyUsable); DefaultKeyPropagation when zero.
 	KeyPropagation time.Duration
+	// CheckPeriod is how often the checks that IAM and S3 cannot answer
+	// in bulk run for an organization at rest: its prefix's marker, its
+	// user's inline policy, permissions boundary and access keys, and
+	// whether its key works (see EnsureAccess). Each organization falls
+	// due at its own phase of the period, so that a pass checks a share
+	// of them. Zero checks everything at every call, as before.
+	CheckPeriod time.Duration
+	// Resync is how often the caller checks an organization at rest: an
+	// organization not seen since the process started is checked in
+	// full if it fell due within the last Resync.
+	Resync time.Duration
+	// UserListMaxAge is how long one listing of the users under IAMPath
+	// answers whether an organization at rest still has its user;
+	// DefaultUserListMaxAge when zero.
+	UserListMaxAge time.Duration
 }
 
 // Service is the storage service. It is safe for concurrent use.
@@ -106,6 +124,15 @@ type Service struct {
 	iam       *iam.Client
 	transport *http.Transport
 	closeOnce sync.Once
+	requests  requestCounter
+	// users is the listing of the users under the IAM path that the
+	// checks of organizations at rest share; rest is when those checks
+	// fall due (see EnsureAccess and EnsurePrefixAtRest).
+	users userList
+	rest  cadence
+	// clock stands for time.Now in the checks at rest, for tests; nil
+	// is time.Now.
+	clock func() time.Time
 }
 
 // New builds the S3 and IAM clients and checks that the bucket exists and
@@ -128,7 +155,12 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 	}
 	cfg.Region = awsCfg.Region
 
-	s := &Service{cfg: cfg, log: log, awsCfg: awsCfg, transport: transport}
+	s := &Service{cfg: cfg, log: log, transport: transport}
+	// On the configuration, so that the clients signed with an
+	// organization's key (AccessKeyWorks) are counted too.
+	awsCfg.APIOptions = append(awsCfg.APIOptions, s.requests.add)
+	s.awsCfg = awsCfg
+	s.rest = cadence{period: cfg.CheckPeriod, resync: cfg.Resync, checked: map[string]checkRecord{}}
 	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
 	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
 		if cfg.IAMEndpoint != "" {
@@ -254,6 +286,9 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.KeyPropagation <= 0 {
 		cfg.KeyPropagation = DefaultKeyPropagation
+	}
+	if cfg.UserListMaxAge <= 0 {
+		cfg.UserListMaxAge = DefaultUserListMaxAge
 	}
 	return cfg, nil
 }

@@ -357,6 +357,8 @@ type SteadyResult struct {
 	SQLCost
 	// Spread is the window's drift checks over time (spread.go).
 	Spread *SpreadResult `json:"spread,omitempty"`
+	// AWS is the window's S3 and IAM requests (aws.go).
+	AWS *AWSCalls `json:"aws,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -788,6 +790,7 @@ func markdown(r *Results) string {
 			ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.OperatorClientWrites, ss.DDLStatements,
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
 		w("%s", steadySQLLine(ss))
+		writeAWSCalls(w, ss.AWS)
 		writeSpread(w, ss)
 	}
 

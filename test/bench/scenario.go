@@ -507,6 +507,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	ss.Reconciles = sumInts(ss.Metrics.Reconciles)
 	ss.Checks = int(ss.Metrics.Steps["placement"].Count)
 	ss.Passes = round(float64(ss.Checks)/float64(sc.N), 2)
+	ss.AWS = awsCalls(fams, sc.N, ss.Passes)
 	ss.OperatorClientWrites = writeMethods(ss.Metrics.ClientRequests)
 	apiAfter, err := e.scrapeAPIServer(ctx)
 	if err != nil {
