@@ -126,3 +126,26 @@ func TestTransformMetadataKeepsLabelsAndAnnotations(t *testing.T) {
 		t.Errorf("transformed metadata (-want +got):\n%s", diff)
 	}
 }
+
+// TestTransformSecretLeavesEveryKeyTheReconcilerReads lists the keys the
+// reconciler reads from its Secrets: each must come out of the cache as it
+// went in, whatever secretKeysDropped says.
+func TestTransformSecretLeavesEveryKeyTheReconcilerReads(t *testing.T) {
+	read := []string{"username", "password", "previous-username", "previous-password"}
+	for _, prefix := range []string{"", "previous-", "pending-"} {
+		read = append(read, prefix+"access-key-id", prefix+"secret-access-key")
+	}
+	data := databaseSecretSample()
+	for _, k := range read {
+		data[k] = []byte("value of " + k)
+	}
+	out, err := TransformSecret(&corev1.Secret{Data: data})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range read {
+		if got := string(out.(*corev1.Secret).Data[k]); got != "value of "+k {
+			t.Errorf("key %q comes out of the cache as %q", k, got)
+		}
+	}
+}

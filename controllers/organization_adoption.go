@@ -247,6 +247,12 @@ func adoptedFrom(org *tenancyv1alpha1.Organization) string {
 // writes its data and annotations, in one write: a Secret owned but still
 // holding a password the role no longer has would never be repaired.
 func (r *OrganizationReconciler) adoptSecret(ctx context.Context, s *scope, secret *corev1.Secret, data map[string][]byte, annotations map[string]string) error {
+	// The patch is the difference from the Secret as it is, every key
+	// included: the cache keeps some as a digest only (TransformSecret).
+	secret, err := r.freshSecret(ctx, secret)
+	if err != nil {
+		return err
+	}
 	owned := secret.DeepCopy()
 	if err := controllerutil.SetControllerReference(s.org, owned, r.Scheme); err != nil {
 		return err

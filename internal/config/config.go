@@ -140,7 +140,7 @@ func Bind(fs *flag.FlagSet) *Config {
 	fs.StringVar(&c.PprofAddr, "pprof-bind-address", "", "Address net/http/pprof binds to, for profiling; empty disables it.")
 	fs.BoolVar(&c.LeaderElection, "leader-elect", inCluster, "Elect a leader so that only one replica reconciles (default true in-cluster).")
 	fs.StringVar(&c.LeaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease.")
-	fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "How often a Ready Organization is checked again for drift.")
+	fs.DurationVar(&c.ResyncPeriod, "resync-period", 10*time.Minute, "How often a Ready Organization is checked again for drift; each is checked at its own point of the period, so one check follows another 0.1 to 1.1 periods later.")
 	fs.DurationVar(&c.UsagePeriod, "usage-period", time.Hour, "How often a Ready Organization's usage (database size, connections, objects and bytes under its prefix) is read into its status and metrics; 0 turns usage off.")
 	fs.IntVar(&c.MaxConcurrentReconciles, "max-concurrent-reconciles", 4, "Organizations reconciled at once.")
 	fs.BoolVar(&c.AllowSystemNamespaces, "allow-system-namespaces", false, "Allow spec.namespace to be kube-system, kube-public, kube-node-lease or default.")

@@ -9,16 +9,19 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/orgforge/orgforge/controllers"
 	"github.com/orgforge/orgforge/internal/testutil"
 )
 
-// The manager's cache keeps the keys of the operator's Secrets that it only
+// TestEditedKeysTheCacheKeepsAsADigestAreWrittenBack: the manager's cache keeps the keys of the operator's Secrets that it only
 // writes as one digest (controllers.TransformSecret): an edit of any of
 // them, a removal, or a key added must still be seen and written back. A
 // write that carried the digest's key would be refused: '/' may not appear
 // in a data key.
 func TestEditedKeysTheCacheKeepsAsADigestAreWrittenBack(t *testing.T) {
-	startOperator(t, nil)
+	// A resync an hour away: only the watch of the Secret, which sees the
+	// digest change, can bring the repair within the test.
+	startOperatorSettings(t, nil, nil, func(s *controllers.Settings) { s.ResyncPeriod = time.Hour })
 	ctx := context.Background()
 	o := applyReady(t, testutil.NewOrg("romeo"))
 	want := map[string]map[string]string{}
