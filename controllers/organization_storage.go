@@ -149,7 +149,9 @@ func (r *OrganizationReconciler) ensureAccess(ctx context.Context, s *scope) err
 		Previous: s.st.previous,
 		Pending:  s.st.pending,
 		Rotate:   s.st.rotate,
-		AtRest:   s.storageAtRest(),
+		// A key whose grace period just ended is deleted now, whatever
+		// the cadence says: the Secret and the Event say it is.
+		AtRest: s.storageAtRest() && s.st.revoked == "",
 	}
 	access, err := r.Storage.EnsureAccess(ctx, req)
 	for _, c := range access.Changes {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
@@ -32,6 +33,10 @@ type userList struct {
 	mu    sync.Mutex
 	at    time.Time
 	users map[string]userEntry
+	// failed is when the last renewal failed: none is tried again for a
+	// max age, and the listing before it serves meanwhile while it is
+	// younger than a resync period.
+	failed time.Time
 }
 
 // userEntry is what the listing tells of a user: its path, and its UID
@@ -47,7 +52,7 @@ func (s *Service) listedUser(ctx context.Context, user string) (userEntry, bool,
 	l := &s.users
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.users == nil || s.now().Sub(l.at) >= s.cfg.UserListMaxAge {
+	if (l.users == nil || s.now().Sub(l.at) >= s.cfg.UserListMaxAge) && s.now().Sub(l.failed) >= s.cfg.UserListMaxAge {
 		start := s.now()
 		users := map[string]userEntry{}
 		pages := iam.NewListUsersPaginator(s.iam, &iam.ListUsersInput{
@@ -61,21 +66,34 @@ func (s *Service) listedUser(ctx context.Context, user string) (userEntry, bool,
 			return true
 		})
 		if err != nil {
-			return userEntry{}, false, fmt.Errorf("listing IAM users under %s: %w", s.cfg.IAMPath, err)
+			l.failed = s.now()
+			s.log.Info("Listing IAM users failed; the listing before it serves while it is younger than the resync period",
+				"path", s.cfg.IAMPath, "error", err.Error())
+		} else {
+			// Aged from when the listing began: a user deleted while the
+			// pages were read may still be in it.
+			l.users, l.at = users, start
 		}
-		// Aged from when the listing began: a user deleted while the
-		// pages were read may still be in it.
-		l.users, l.at = users, start
+	}
+	if l.users == nil || s.now().Sub(l.at) >= max(s.cfg.UserListMaxAge, s.cfg.Resync) {
+		return userEntry{}, false, fmt.Errorf("%w: no listing of the IAM users under %s younger than the resync period", errNoUserList, s.cfg.IAMPath)
 	}
 	u, ok := l.users[user]
 	return u, ok, nil
 }
 
+// errNoUserList is the shared listing's error: the organizations at rest
+// are then checked in full, each with its own calls, as before it.
+var errNoUserList = errors.New("the shared listing of IAM users is unavailable")
+
 // cadence decides when the per-organization checks of an organization at
 // rest fall due.
 type cadence struct {
 	period, resync time.Duration
-	mu             sync.Mutex
+	// since is when the process began to check: a check it has not made
+	// yet rests only if it fell due a resync period or more before that.
+	since time.Time
+	mu    sync.Mutex
 	// checked is, by check, the state last found as wanted and when.
 	checked map[string]checkRecord
 }
@@ -119,7 +137,9 @@ func (c *cadence) rests(check, uid string, state checkState, now time.Time) bool
 	rec, ok := c.checked[check]
 	switch {
 	case !ok:
-		if due.After(now.Add(-c.resync)) {
+		// Due since a resync period before this process began to check:
+		// the process before it may not have made it.
+		if due.After(minTime(now, c.since).Add(-c.resync)) {
 			return false
 		}
 		c.checked[check] = checkRecord{state: state, at: now}
@@ -197,6 +217,10 @@ func (s *Service) restingAccess(ctx context.Context, req AccessRequest) (Access,
 		return a, false, nil
 	}
 	u, found, err := s.listedUser(ctx, a.User)
+	if errors.Is(err, errNoUserList) {
+		// Checked in full, as before the listing.
+		return a, false, nil
+	}
 	if err != nil {
 		return a, false, err
 	}
@@ -214,6 +238,13 @@ func (s *Service) restingAccess(ctx context.Context, req AccessRequest) (Access,
 func oneKey(req AccessRequest) bool {
 	return !req.None && !req.Rotate && req.Current.ID != "" && req.Current.Secret != "" &&
 		req.Previous.ID == "" && req.Pending.ID == ""
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // now is the service's clock: time.Now, or a test's.

@@ -151,8 +151,8 @@ func TestADeletedUserIsRecreatedAtTheNextPassAndADeletedKeyReplacedWithinTheCade
 func TestCadenceFallsDueOncePerPeriodAtEachOrganizationsPhase(t *testing.T) {
 	const passes = 4
 	resync := time.Minute
-	c := cadence{period: passes * resync, resync: resync, checked: map[string]checkRecord{}}
 	start := time.Unix(1_700_000_000, 0)
+	c := cadence{period: passes * resync, resync: resync, since: start, checked: map[string]checkRecord{}}
 	due := map[string]int{}
 	for p := range 3 * passes {
 		now := start.Add(time.Duration(p) * resync)
@@ -197,5 +197,38 @@ func TestAUserRetaggedAtRestIsAConflictAtTheNextPass(t *testing.T) {
 	}
 	if _, err := f.s.EnsureAccess(t.Context(), req); !errors.Is(err, ErrConflict) {
 		t.Errorf("EnsureAccess at rest of a user tagged for another UID = %v, want ErrConflict", err)
+	}
+}
+
+// TestACheckDueSinceAResyncBeforeTheProcessBeganIsMadeAtFirstSight: the
+// process before this one may have stopped before making it, however late
+// this process first gets to the organization; one due earlier was made by
+// the process before, and rests until it is due again.
+func TestACheckDueSinceAResyncBeforeTheProcessBeganIsMadeAtFirstSight(t *testing.T) {
+	const passes = 4
+	resync := time.Minute
+	since := time.Unix(1_700_000_000, 0)
+	c := cadence{period: passes * resync, resync: resync, since: since, checked: map[string]checkRecord{}}
+	// Reached two resync periods after the process began, as a long
+	// start-up queue would.
+	now := since.Add(2 * resync)
+	made, rested := 0, 0
+	for i := range 200 {
+		check, uid := fmt.Sprint("access ", i), fmt.Sprint("uid-", i)
+		due := c.lastDue(uid, now)
+		rests := c.rests(check, uid, checkState{1}, now)
+		switch {
+		case due.After(since.Add(-resync)) && rests:
+			t.Errorf("organization %d, due %s after the process began, rests at first sight", i, due.Sub(since))
+		case !due.After(since.Add(-resync)) && !rests:
+			t.Errorf("organization %d, due %s before the process began, is checked at first sight", i, since.Sub(due))
+		case rests:
+			rested++
+		default:
+			made++
+		}
+	}
+	if made == 0 || rested == 0 {
+		t.Errorf("of 200 organizations %d were checked and %d rested at first sight; want some of each", made, rested)
 	}
 }

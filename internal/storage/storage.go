@@ -160,7 +160,7 @@ func newService(ctx context.Context, cfg Config, log logr.Logger, wrap func(http
 	// organization's key (AccessKeyWorks) are counted too.
 	awsCfg.APIOptions = append(awsCfg.APIOptions, s.requests.add)
 	s.awsCfg = awsCfg
-	s.rest = cadence{period: cfg.CheckPeriod, resync: cfg.Resync, checked: map[string]checkRecord{}}
+	s.rest = cadence{period: cfg.CheckPeriod, resync: cfg.Resync, since: time.Now(), checked: map[string]checkRecord{}}
 	s.s3 = s3.NewFromConfig(awsCfg, s.s3Options)
 	s.iam = iam.NewFromConfig(awsCfg, func(o *iam.Options) {
 		if cfg.IAMEndpoint != "" {
