@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,51 +164,72 @@ func (unwatched) Watch(context.Context, client.ObjectList, ...client.ListOption)
 }
 
 // counting wraps the manager's client to count every write the operator
-// makes to the API server, status writes included.
-func counting(c client.Client, writes *atomic.Int64) client.Client {
+// makes to the API server, status writes included, in op.
+func counting(c client.Client, op *operator) client.Client {
 	w, ok := c.(client.WithWatch)
 	if !ok {
 		w = unwatched{c}
 	}
 	return interceptor.NewClient(w, interceptor.Funcs{
 		Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
-			writes.Add(1)
+			op.wrote("create", o)
 			return c.Create(ctx, o, opts...)
 		},
 		Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-			writes.Add(1)
+			op.wrote("update", o)
 			return c.Update(ctx, o, opts...)
 		},
 		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-			writes.Add(1)
+			op.wrote("patch", o)
 			return c.Patch(ctx, o, p, opts...)
 		},
 		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
-			writes.Add(1)
+			op.wrote("delete", o)
 			return c.Delete(ctx, o, opts...)
 		},
 		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
-			writes.Add(1)
+			op.wrote("update "+sub, o)
 			return c.SubResource(sub).Update(ctx, o, opts...)
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			writes.Add(1)
+			op.wrote("patch "+sub, o)
 			return c.SubResource(sub).Patch(ctx, o, p, opts...)
 		},
 	})
 }
 
+// wrote counts a write of the operator's and records what it wrote.
+func (o *operator) wrote(verb string, obj client.Object) {
+	o.writes.Add(1)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.written = append(o.written, fmt.Sprintf("%s %T %s/%s", verb, obj, obj.GetNamespace(), obj.GetName()))
+}
+
+// writtenSince returns what the operator wrote after its first n writes,
+// Events included.
+func (o *operator) writtenSince(n int64) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if int(n) >= len(o.written) {
+		return nil
+	}
+	return slices.Clone(o.written[n:])
+}
+
 type countingRecorder struct {
 	controllers.EventRecorder
-	writes *atomic.Int64
-	mu     *sync.Mutex
-	events *[]string
+	writes  *atomic.Int64
+	mu      *sync.Mutex
+	events  *[]string
+	written *[]string
 }
 
 func (r countingRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
 	r.writes.Add(1)
 	r.mu.Lock()
 	*r.events = append(*r.events, reason+": "+fmt.Sprintf(note, args...))
+	*r.written = append(*r.written, "event "+reason+": "+fmt.Sprintf(note, args...))
 	r.mu.Unlock()
 	r.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
 }
@@ -219,6 +241,8 @@ type operator struct {
 	writes atomic.Int64
 	mu     sync.Mutex
 	events []string
+	// written describes each write counted in writes, in order.
+	written []string
 }
 
 // eventsSnapshot returns the events recorded so far.
@@ -302,10 +326,10 @@ func launchOperator(t *testing.T, opts operatorOptions) *operator {
 			if opts.wrap != nil {
 				c = opts.wrap(c)
 			}
-			return counting(c, &op.writes)
+			return counting(c, op)
 		},
 		WrapRecorder: func(r controllers.EventRecorder) controllers.EventRecorder {
-			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events}
+			return countingRecorder{EventRecorder: r, writes: &op.writes, mu: &op.mu, events: &op.events, written: &op.written}
 		},
 		Settings:              opts.settings,
 		RateLimiter:           limiter,

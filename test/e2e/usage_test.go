@@ -168,7 +168,8 @@ func TestUsageIsReadOncePerPeriodWithNoWriteBetween(t *testing.T) {
 	refreshes := len(stamps) - 1
 	t.Logf("usage read at %v", stamps)
 	if got := op.writes.Load() - writes; got != int64(refreshes) {
-		t.Errorf("%d Kubernetes writes while the usage was read %d times; want one write per read and none else", got, refreshes)
+		t.Errorf("%d Kubernetes writes while the usage was read %d times; want one write per read and none else: %q",
+			got, refreshes, op.writtenSince(writes))
 	}
 	if refreshes < 2 {
 		t.Errorf("usage read %d times in %s with a period of %s, want at least 2", refreshes, 4*period+2*time.Second, period)

@@ -54,6 +54,7 @@ database:
   caBundle: {configMapName: rds-ca, key: us-east-1-bundle.pem}
   maxConnections: 8
   fleetMaxConnections: 24
+  snapshotMaxAge: 20s
   tenantHost: 127.0.0.2
   tenantPort: 6432
   tenantSSLMode: require
@@ -66,6 +67,8 @@ storage:
   prefixTemplate: "tenants/{name}/"
   iamPath: /tenants/
   iamPermissionsBoundary: arn:aws:iam::111122223333:policy/tenants-boundary
+  checkPasses: 3
+  userListMaxAge: 15s
   tenantEndpoint: https://127.0.0.1:3
   credentialsSecret: {name: aws-keys, accessKeyIdKey: id, secretAccessKeyKey: key}
 logging: {development: true, encoder: console, level: debug, stacktraceLevel: error, timeEncoding: iso8601}
@@ -92,11 +95,11 @@ topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zon
 			"database-password-file": "/etc/orgforge/database/pw",
 			"database-host":          "127.0.0.1", "database-port": "1", "database-user": "orgforge_admin", "database-name": "orgforge",
 			"database-sslmode": "verify-ca", "database-sslrootcert": "/etc/orgforge/rds-ca/us-east-1-bundle.pem",
-			"database-max-connections": "8", "fleet-max-connections": "24", "tenant-database-host": "127.0.0.2", "tenant-database-port": "6432", "tenant-database-sslmode": "require",
+			"database-max-connections": "8", "fleet-max-connections": "24", "database-snapshot-max-age": "20s", "tenant-database-host": "127.0.0.2", "tenant-database-port": "6432", "tenant-database-sslmode": "require",
 			"s3-bucket": "acme-tenants", "s3-region": "eu-west-1", "s3-endpoint": "https://127.0.0.1:1", "iam-endpoint": "https://127.0.0.1:2",
 			"s3-path-style": "true", "s3-prefix-template": "tenants/{name}/", "iam-path": "/tenants/", "tenant-s3-endpoint": "https://127.0.0.1:3",
 			"s3-access-key-id-file": "/etc/orgforge/storage/id", "s3-secret-access-key-file": "/etc/orgforge/storage/key",
-			"iam-permissions-boundary": "arn:aws:iam::111122223333:policy/tenants-boundary", "zap-devel": "true",
+			"iam-permissions-boundary": "arn:aws:iam::111122223333:policy/tenants-boundary", "storage-check-passes": "3", "iam-user-list-max-age": "15s", "zap-devel": "true",
 			"zap-encoder": "console", "zap-log-level": "debug", "zap-stacktrace-level": "error", "zap-time-encoding": "iso8601",
 		},
 	},
