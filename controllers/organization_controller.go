@@ -79,6 +79,10 @@ type OrganizationReconciler struct {
 	// Organization from a cache that has not yet seen the status written
 	// with that failure would otherwise warn again.
 	warned sync.Map
+	// usageRead holds, by Organization UID, when this process last read
+	// its usage into the status, until the cache has seen that status
+	// (see refreshUsage).
+	usageRead sync.Map
 }
 
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch

@@ -57,7 +57,7 @@ func (r *OrganizationReconciler) refreshUsage(ctx context.Context, s *scope) tim
 		return resync
 	}
 	now := time.Now()
-	if next := nextUsage(s.org, period); now.Before(next) {
+	if next := r.nextUsage(s.org, period); now.Before(next) {
 		return min(resync, next.Sub(now))
 	}
 	if err := runPhases(ctx, s, "usage", []phase{{step: "usage", run: r.readUsage}}); err != nil {
@@ -65,7 +65,26 @@ func (r *OrganizationReconciler) refreshUsage(ctx context.Context, s *scope) tim
 			"retryIn", resync)
 		return resync
 	}
+	r.usageRead.Store(s.org.UID, s.org.Status.Usage.UpdatedAt.Time)
 	return min(resync, period+usageJitter(string(s.org.UID), period))
+}
+
+// nextUsage is nextUsage of the Organization, or of the last read this
+// process made of its usage while the cache has not yet seen the status
+// that read wrote: a reconcile started meanwhile would read it again.
+func (r *OrganizationReconciler) nextUsage(org *tenancyv1alpha1.Organization, period time.Duration) time.Time {
+	next := nextUsage(org, period)
+	v, ok := r.usageRead.Load(org.UID)
+	if !ok {
+		return next
+	}
+	read := v.(time.Time)
+	if u := org.Status.Usage; u != nil && u.UpdatedAt != nil && !u.UpdatedAt.Time.Before(read) {
+		// The cache has caught up: its record is enough.
+		r.usageRead.CompareAndDelete(org.UID, v)
+		return next
+	}
+	return read.Add(period + usageJitter(string(org.UID), period))
 }
 
 // readUsage reads the database's size and sessions and the prefix's

@@ -192,8 +192,15 @@ func counting(c client.Client, op *operator) client.Client {
 			return c.SubResource(sub).Update(ctx, o, opts...)
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			op.wrote("patch "+sub, o)
-			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+			// A status holds no secret: its patch is recorded whole.
+			body, _ := p.Data(o)
+			op.wrote("patch "+sub+" "+string(body), o)
+			err := c.SubResource(sub).Patch(ctx, o, p, opts...)
+			if err != nil {
+				op.wrote("(failed: "+err.Error()+")", o)
+				op.writes.Add(-1)
+			}
+			return err
 		},
 	})
 }
