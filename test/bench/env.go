@@ -350,31 +350,32 @@ func (l *pgLog) mark() int64 {
 	return fi.Size()
 }
 
-// ddlSince counts, per application_name, the DDL statements logged after
-// offset from.
+// ddlSince counts, per application_name, the statements logged after
+// offset from: outside the steady state's window only DDL is logged.
 func (l *pgLog) ddlSince(from int64) (map[string]int, error) {
-	f, err := os.Open(l.path)
+	byKind, err := l.sqlSince(from)
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return nil, err
-	}
-	return countDDL(f)
+	return sumKinds(byKind), nil
 }
 
 // countDDL counts the statement lines of a log written with
 // log_line_prefix '%m [%p] app=%a ', per application name.
 func countDDL(r io.Reader) (map[string]int, error) {
 	byKind, err := countSQL(r)
+	return sumKinds(byKind), err
+}
+
+// sumKinds is the statements of each application over every kind.
+func sumKinds(byKind map[string]map[string]int) map[string]int {
 	counts := map[string]int{}
 	for app, kinds := range byKind {
 		for _, n := range kinds {
 			counts[app] += n
 		}
 	}
-	return counts, err
+	return counts
 }
 
 // serverVersions asks PostgreSQL and the apiserver for their versions.
