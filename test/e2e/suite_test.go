@@ -194,23 +194,28 @@ func counting(c client.Client, op *operator) client.Client {
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
 			// A status holds no secret: its patch is recorded whole.
 			body, _ := p.Data(o)
-			op.wrote("patch "+sub+" "+string(body), o)
+			// A patch the API server refuses still counts: the operator
+			// meant to write.
+			i := op.wrote("patch "+sub+" "+string(body), o)
 			err := c.SubResource(sub).Patch(ctx, o, p, opts...)
 			if err != nil {
-				op.wrote("(failed: "+err.Error()+")", o)
-				op.writes.Add(-1)
+				op.mu.Lock()
+				op.written[i] += " (refused: " + err.Error() + ")"
+				op.mu.Unlock()
 			}
 			return err
 		},
 	})
 }
 
-// wrote counts a write of the operator's and records what it wrote.
-func (o *operator) wrote(verb string, obj client.Object) {
+// wrote counts a write of the operator's and records what it wrote, at
+// the index it returns.
+func (o *operator) wrote(verb string, obj client.Object) int {
 	o.writes.Add(1)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.written = append(o.written, fmt.Sprintf("%s %T %s/%s", verb, obj, obj.GetNamespace(), obj.GetName()))
+	return len(o.written) - 1
 }
 
 // writtenSince returns what the operator wrote after its first n writes,
