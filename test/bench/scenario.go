@@ -545,16 +545,27 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 
 // waitReconciles waits until the operator has finished n reconciles.
 func waitReconciles(ctx context.Context, op *operator, n int, deadline time.Time) error {
-	for {
+	return waitCount(ctx, op, n, "reconciles", deadline, func() (int, bool) {
 		fams, err := op.scrape(ctx)
-		if err == nil && sumInts(operatorMetrics(fams).Reconciles) >= n {
+		if err != nil {
+			return 0, false
+		}
+		return sumInts(operatorMetrics(fams).Reconciles), true
+	})
+}
+
+// waitCount polls count until it reaches n, the operator exits, or the
+// deadline passes; what names the count in the error.
+func waitCount(ctx context.Context, op *operator, n int, what string, deadline time.Time, count func() (int, bool)) error {
+	for {
+		if got, ok := count(); ok && got >= n {
 			return nil
 		}
 		if op.Exited() {
 			return errors.New("operator exited:\n" + op.Tail(20))
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("fewer than %d reconciles by the deadline", n)
+			return fmt.Errorf("fewer than %d %s by the deadline", n, what)
 		}
 		sleepCtx(ctx, 250*time.Millisecond)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -85,21 +84,11 @@ func sampleSpread(ctx context.Context, op *operator, start time.Time) *spreadSam
 // check are reconciles too, but check nothing: counting reconciles would
 // end the restart's pass before it began.
 func (s *spreadSampler) waitChecks(ctx context.Context, op *operator, n int, deadline time.Time) error {
-	for {
+	return waitCount(ctx, op, n, "checks", deadline, func() (int, bool) {
 		s.mu.Lock()
-		got := s.samples[len(s.samples)-1].checks
-		s.mu.Unlock()
-		if got >= n {
-			return nil
-		}
-		if op.Exited() {
-			return errors.New("operator exited:\n" + op.Tail(20))
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("fewer than %d checks by the deadline", n)
-		}
-		sleepCtx(ctx, 250*time.Millisecond)
-	}
+		defer s.mu.Unlock()
+		return s.samples[len(s.samples)-1].checks, true
+	})
 }
 
 // finish stops sampling and bins the checks of n Organizations, a tenth of
