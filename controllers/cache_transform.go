@@ -47,27 +47,33 @@ func compactSecretData(data map[string][]byte) map[string][]byte {
 	if _, ok := data[secretDigestKey]; ok {
 		return data
 	}
-	out := make(map[string][]byte, len(data))
 	h := sha256.New()
-	dropped := false
+	dropped := 0
 	for _, k := range secretKeysDropped {
 		v, ok := data[k]
 		if !ok {
 			continue
 		}
-		dropped = true
+		dropped++
 		// Lengths first, so that no two different sets of values run
 		// together into the same bytes.
 		h.Write([]byte{byte(len(k)), byte(len(v) >> 24), byte(len(v) >> 16), byte(len(v) >> 8), byte(len(v))})
 		h.Write([]byte(k))
 		h.Write(v)
 	}
+	// Sized for what it keeps: a map made for all of data's keys would
+	// hold twice the slots the database Secret's few kept keys need.
+	kept := len(data) - dropped
+	if dropped > 0 {
+		kept++
+	}
+	out := make(map[string][]byte, kept)
 	for k, v := range data {
 		if !slices.Contains(secretKeysDropped, k) {
 			out[intern(k)] = v
 		}
 	}
-	if dropped {
+	if dropped > 0 {
 		out[secretDigestKey] = h.Sum(nil)
 	}
 	return out
@@ -106,9 +112,13 @@ func TransformOrganization(obj any) (any, error) {
 	internMeta(&org.ObjectMeta)
 	for i := range org.Status.Conditions {
 		c := &org.Status.Conditions[i]
-		c.Type, c.Reason = internCondition(c.Type), internCondition(c.Reason)
-		c.Status = metav1.ConditionStatus(internCondition(string(c.Status)))
+		c.Type, c.Reason, c.Message = internShared(c.Type), internShared(c.Reason), internShared(c.Message)
+		c.Status = metav1.ConditionStatus(internShared(string(c.Status)))
 	}
+	// The fleet's organizations share their cluster, its host and the
+	// bucket; the rest of the status is their own.
+	db, st := &org.Status.Database, &org.Status.Storage
+	db.Cluster, db.Host, st.Bucket = internShared(db.Cluster), internShared(db.Host), internShared(st.Bucket)
 	return org, nil
 }
 
@@ -138,7 +148,23 @@ func internMeta(m *metav1.ObjectMeta) {
 	for i := range m.OwnerReferences {
 		ref := &m.OwnerReferences[i]
 		ref.APIVersion, ref.Kind = intern(ref.APIVersion), intern(ref.Kind)
+		ref.Controller, ref.BlockOwnerDeletion = internBool(ref.Controller), internBool(ref.BlockOwnerDeletion)
 	}
+}
+
+// sharedTrue and sharedFalse are what the cached objects' *bool fields
+// point to: the cache hands out deep copies, so none is written through.
+var sharedTrue, sharedFalse = true, false
+
+// internBool is the shared pointer to *b's value, or nil.
+func internBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &sharedTrue
+	}
+	return &sharedFalse
 }
 
 // internKeys is m with its keys, and those of its values that are well
@@ -182,26 +208,31 @@ func intern(s string) string {
 	return s
 }
 
-// conditionStrings holds one copy of each condition type, status and
-// reason seen: the operator writes them from constants, so there are a few
-// dozen. maxConditionStrings bounds it all the same.
-var conditionStrings = struct {
+// sharedStrings holds one copy of each string seen that the fleet's
+// objects repeat without it being known in advance: the types, statuses,
+// reasons and messages of conditions, which the operator writes from a few
+// dozen formats, and the cluster, host and bucket of the status. A message
+// that names its organization (a failure's) takes a place for nothing, so
+// maxSharedStrings bounds them.
+var sharedStrings = struct {
 	sync.Mutex
 	m map[string]string
 }{m: map[string]string{}}
 
-const maxConditionStrings = 256
+const maxSharedStrings = 1024
 
-// internCondition is the shared copy of s, a condition's type, status or
-// reason.
-func internCondition(s string) string {
-	conditionStrings.Lock()
-	defer conditionStrings.Unlock()
-	if v, ok := conditionStrings.m[s]; ok {
+// internShared is the shared copy of s (see sharedStrings).
+func internShared(s string) string {
+	if s == "" {
+		return s
+	}
+	sharedStrings.Lock()
+	defer sharedStrings.Unlock()
+	if v, ok := sharedStrings.m[s]; ok {
 		return v
 	}
-	if len(conditionStrings.m) < maxConditionStrings {
-		conditionStrings.m[s] = s
+	if len(sharedStrings.m) < maxSharedStrings {
+		sharedStrings.m[s] = s
 	}
 	return s
 }

@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"maps"
+	"runtime"
+	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -148,4 +151,74 @@ func TestTransformSecretLeavesEveryKeyTheReconcilerReads(t *testing.T) {
 			t.Errorf("key %q comes out of the cache as %q", k, got)
 		}
 	}
+}
+
+// TestTransformOrganizationSharesTheFleetsStrings transforms two
+// Organizations decoded apart, as the cache receives them: what the fleet
+// repeats must come out as one copy, and unchanged.
+func TestTransformOrganizationSharesTheFleetsStrings(t *testing.T) {
+	org := func() *tenancyv1alpha1.Organization {
+		return &tenancyv1alpha1.Organization{Status: tenancyv1alpha1.OrganizationStatus{
+			Conditions: []metav1.Condition{{Type: strings.Clone(tenancyv1alpha1.ConditionReady), Status: metav1.ConditionTrue,
+				Reason: strings.Clone(tenancyv1alpha1.ReasonProvisioned), Message: strings.Clone("Organization is provisioned")}},
+			Database: tenancyv1alpha1.DatabaseStatus{Cluster: strings.Clone("default"), Host: strings.Clone("db.example")},
+			Storage:  tenancyv1alpha1.StorageStatus{Bucket: strings.Clone("tenants")},
+		}}
+	}
+	a, b := org(), org()
+	want := a.DeepCopy()
+	for _, o := range []*tenancyv1alpha1.Organization{a, b} {
+		if _, err := TransformOrganization(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if diff := cmp.Diff(want, a); diff != "" {
+		t.Errorf("transformed Organization (-want +got):\n%s", diff)
+	}
+	shared := map[string][2]string{
+		"message": {a.Status.Conditions[0].Message, b.Status.Conditions[0].Message},
+		"reason":  {a.Status.Conditions[0].Reason, b.Status.Conditions[0].Reason},
+		"cluster": {a.Status.Database.Cluster, b.Status.Database.Cluster},
+		"host":    {a.Status.Database.Host, b.Status.Database.Host},
+		"bucket":  {a.Status.Storage.Bucket, b.Status.Storage.Bucket},
+	}
+	for what, s := range shared {
+		if unsafe.StringData(s[0]) != unsafe.StringData(s[1]) {
+			t.Errorf("the two Organizations' %s are two copies", what)
+		}
+	}
+}
+
+// TestCompactSecretDataIsSizedForWhatItKeeps: the database Secret drops
+// more keys than it keeps, and its compacted data, digest and hashing
+// included, must take less than a map made for all its keys would alone.
+func TestCompactSecretDataIsSizedForWhatItKeeps(t *testing.T) {
+	data := databaseSecretSample()
+	kept := compactSecretData(data)
+	compacting := allocatedBytes(func() any { return compactSecretData(data) })
+	forAll := allocatedBytes(func() any {
+		m := make(map[string][]byte, len(data))
+		for k, v := range kept {
+			m[k] = v
+		}
+		return m
+	})
+	if compacting >= forAll {
+		t.Errorf("compacting allocates %d bytes a Secret, a map made for all its keys %d", compacting, forAll)
+	}
+}
+
+// allocatedBytes is what f allocates a call, over many calls.
+func allocatedBytes(f func() any) uint64 {
+	const n = 1000
+	keep := make([]any, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range keep {
+		keep[i] = f()
+	}
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(keep)
+	return (after.TotalAlloc - before.TotalAlloc) / n
 }

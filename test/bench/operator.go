@@ -199,7 +199,21 @@ type ReadyMemory struct {
 	// HeapAllocMiB is go_memstats_heap_alloc_bytes after it: the live
 	// objects themselves.
 	HeapAllocMiB float64 `json:"heapAllocMiB"`
+	// SettledRSSMiB is VmRSS once the runtime has returned what it will of
+	// those pages: the lowest RSS seen until it has fallen by less than
+	// rssSettleStep over rssSettleWindow, at most rssSettleMax after the
+	// collection. The operator goes on checking organizations meanwhile,
+	// as it does at rest.
+	SettledRSSMiB float64 `json:"settledRSSMiB,omitempty"`
 }
+
+// How readyMemory waits for the RSS to settle after its collection.
+const (
+	rssSettleStep   = 0.5 // MiB
+	rssSettleWindow = 15 * time.Second
+	rssSettleMax    = 90 * time.Second
+	rssSettleEvery  = time.Second
+)
 
 // readyMemory forces a collection through the pprof heap endpoint
 // (?gc=1), then reads the heap from the metrics and the RSS from /proc.
@@ -220,7 +234,37 @@ func (o *operator) readyMemory(ctx context.Context) (ReadyMemory, error) {
 		return m, err
 	}
 	m.RSSMiB = round(st.RSSMiB, 2)
+	settled, err := o.settledRSS(ctx, st.RSSMiB)
+	if err != nil {
+		return m, err
+	}
+	m.SettledRSSMiB = round(settled, 2)
 	return m, nil
+}
+
+// settledRSS samples the RSS, from rss, until it has fallen by less than
+// rssSettleStep over rssSettleWindow or rssSettleMax has passed, and
+// returns the lowest seen.
+func (o *operator) settledRSS(ctx context.Context, rss float64) (float64, error) {
+	lowest, mark, markAt, start := rss, rss, time.Now(), time.Now()
+	for time.Since(start) < rssSettleMax {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(rssSettleEvery):
+		}
+		st, err := o.stats()
+		if err != nil {
+			return 0, err
+		}
+		lowest = min(lowest, st.RSSMiB)
+		if mark-lowest >= rssSettleStep {
+			mark, markAt = lowest, time.Now()
+		} else if time.Since(markAt) >= rssSettleWindow {
+			break
+		}
+	}
+	return lowest, nil
 }
 
 // scrape reads the operator's Prometheus metrics.
