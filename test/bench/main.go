@@ -87,6 +87,10 @@ type options struct {
 	raw bool
 	// deleteN times the N scenarios' deletions.
 	deleteN bool
+	// restartCompare is a second operator binary whose restarts the
+	// steady state times against --manager's, restartCompareRounds each.
+	restartCompare       string
+	restartCompareRounds int
 	// access is every Organization's spec.storage.access.
 	access tenancyv1alpha1.StorageAccess
 }
@@ -140,6 +144,8 @@ func parseFlags(args []string) (*options, error) {
 	// its minutes in versitygw. None makes no IAM user and no key, so N in
 	// the thousands measures the operator.
 	fs.StringVar(&access, "storage-access", string(tenancyv1alpha1.StorageAccessAccessKey), "spec.storage.access of every Organization: AccessKey (an IAM user and key each) or None (prefix only; the raw loop then skips the IAM user and key, and the floor side, which writes a key, cannot run).")
+	fs.StringVar(&o.restartCompare, "restart-compare", "", "A second operator binary: after the steady state, the operator is restarted with --manager and with it in turns over the same Ready Organizations, each restart timed to its first pass (with its CPU), and the medians set side by side; empty skips it.")
+	fs.IntVar(&o.restartCompareRounds, "restart-compare-rounds", 3, "Restarts of each binary with --restart-compare.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -194,6 +200,14 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.rounds < 1 {
 		return nil, fmt.Errorf("--rounds must be at least 1")
+	}
+	if o.restartCompare != "" {
+		if o.restartCompare, err = filepath.Abs(o.restartCompare); err != nil {
+			return nil, err
+		}
+		if o.restartCompareRounds < 1 {
+			return nil, fmt.Errorf("--restart-compare-rounds must be at least 1")
+		}
 	}
 	if o.steadyN == 0 && len(o.ns) > 0 {
 		o.steadyN = slices.Max(o.ns)

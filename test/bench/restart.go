@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -16,7 +17,7 @@ type RestartResult struct {
 	// StorageAccess is the Organizations' spec.storage.access.
 	StorageAccess string `json:"storageAccess"`
 	// ReadySeconds is from the operator's start to its readyz passing;
-	// FirstPassSeconds to the first sample (every 250 ms) that counted N
+	// FirstPassSeconds to the first sample (every 500 ms) that counted N
 	// drift checks.
 	ReadySeconds     float64 `json:"readySeconds"`
 	FirstPassSeconds float64 `json:"firstPassSeconds"`
@@ -146,4 +147,99 @@ func writeRestart(w func(string, ...any), rs *RestartResult) {
 	if rs.Profile != "" {
 		w("CPU profile of the operator from readyz: `%s`.\n\n", rs.Profile)
 	}
+}
+
+// RestartCompare is the same restart timed with two operator binaries,
+// taking turns over the same Ready Organizations, so that the machine's
+// drift falls on both: each restart is timed to the end of its first pass.
+type RestartCompare struct {
+	N             int    `json:"n"`
+	StorageAccess string `json:"storageAccess"`
+	// Managers are the two binaries, the run's --manager first.
+	Managers [2]string `json:"managers"`
+	// PassSeconds and CPUSeconds are each restart's, per binary, in the
+	// order run; the medians are over them.
+	PassSeconds       [2][]float64 `json:"passSeconds"`
+	CPUSeconds        [2][]float64 `json:"cpuSeconds"`
+	MedianPassSeconds [2]float64   `json:"medianPassSeconds"`
+	MedianCPUSeconds  [2]float64   `json:"medianCpuSeconds"`
+}
+
+// compareRestarts restarts the operator --restart-compare-rounds times
+// with each of --manager and --restart-compare, alternating, and times each
+// restart's first pass and the operator's CPU until then. The operators it
+// starts are stopped before it returns.
+func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir string) (*RestartCompare, error) {
+	rc := &RestartCompare{N: sc.N, StorageAccess: string(o.access), Managers: [2]string{o.manager, o.restartCompare}}
+	for turn := range o.restartCompareRounds {
+		for i, bin := range rc.Managers {
+			// The first round starts with --manager, the next with the
+			// other, and so on.
+			if turn%2 == 1 {
+				i = 1 - i
+				bin = rc.Managers[i]
+			}
+			start := time.Now()
+			op, err := startOperator(ctx, bin, e.st, dir, fmt.Sprintf("operator-compare-%d-%d", turn+1, i), operatorFlags{
+				maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns,
+			})
+			if err != nil {
+				return rc, err
+			}
+			spread := sampleSpread(ctx, op, start)
+			err = spread.waitChecks(ctx, op, sc.N, time.Now().Add(o.phaseTimeout))
+			pass := spread.reached(sc.N)
+			st, serr := op.stats()
+			spread.cancel()
+			op.stop()
+			if err != nil {
+				return rc, fmt.Errorf("restart with %s: %w", bin, err)
+			}
+			if serr != nil {
+				return rc, serr
+			}
+			rc.PassSeconds[i] = append(rc.PassSeconds[i], round(pass.Seconds(), 2))
+			rc.CPUSeconds[i] = append(rc.CPUSeconds[i], round(st.CPUSeconds, 2))
+			logf("%s: restart %d with %s: first pass done in %.1fs, operator CPU %.1fs", sc.label(), turn+1, filepath.Base(bin), pass.Seconds(), st.CPUSeconds)
+		}
+	}
+	for i := range rc.Managers {
+		rc.MedianPassSeconds[i] = round(median(rc.PassSeconds[i]), 2)
+		rc.MedianCPUSeconds[i] = round(median(rc.CPUSeconds[i]), 2)
+	}
+	return rc, nil
+}
+
+// median is the middle value of xs, or the mean of the two middle ones.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// writeRestartCompare reports the two binaries' restarts side by side.
+func writeRestartCompare(w func(string, ...any), rc *RestartCompare) {
+	if rc == nil || len(rc.PassSeconds[0]) == 0 {
+		return
+	}
+	w("### Restart, two binaries taking turns: N=%d, storage.access %s\n\n", rc.N, rc.StorageAccess)
+	w("Each restart is timed from the operator's start to every Organization checked once; CPU is the operator's until then. Medians over %d restarts each.\n\n", len(rc.PassSeconds[0]))
+	w("| binary | first pass s (each) | median s | median checks/s | operator CPU s (each) | median CPU s |\n|---|---|---:|---:|---|---:|\n")
+	for i, bin := range rc.Managers {
+		rate := 0.0
+		if rc.MedianPassSeconds[i] > 0 {
+			rate = float64(rc.N) / rc.MedianPassSeconds[i]
+		}
+		w("| `%s` | %v | %.1f | %.1f | %v | %.1f |\n", filepath.Base(bin), rc.PassSeconds[i], rc.MedianPassSeconds[i], rate, rc.CPUSeconds[i], rc.MedianCPUSeconds[i])
+	}
+	if rc.MedianPassSeconds[0] > 0 && rc.MedianCPUSeconds[0] > 0 {
+		w("\nRatios, second over first: first pass %.2f, CPU %.2f.\n", rc.MedianPassSeconds[1]/rc.MedianPassSeconds[0], rc.MedianCPUSeconds[1]/rc.MedianCPUSeconds[0])
+	}
+	w("\n")
 }

@@ -364,6 +364,9 @@ type SteadyResult struct {
 	// Restart is the window's start, to the end of its first pass
 	// (restart.go).
 	Restart *RestartResult `json:"restart,omitempty"`
+	// Compare is the restarts of two binaries in turns, when asked
+	// (--restart-compare).
+	Compare *RestartCompare `json:"compare,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -805,6 +808,7 @@ func markdown(r *Results) string {
 		w("%s", steadySQLLine(ss))
 		writeAWSCalls(w, ss.AWS)
 		writeRestart(w, ss.Restart)
+		writeRestartCompare(w, ss.Compare)
 		writeSpread(w, ss)
 	}
 

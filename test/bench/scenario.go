@@ -543,6 +543,12 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 		sc.label(), ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements,
 		ss.SQLStatements, ss.SQLPerOrgPass)
 	op.stop()
+	if o.restartCompare != "" {
+		ss.Compare, err = compareRestarts(ctx, o, sc, e, dir)
+		if err != nil {
+			return ss, nil, fmt.Errorf("restarts compared: %w", err)
+		}
+	}
 	if !sc.Delete {
 		// Nothing more to do on this stack: no operator for a deletion.
 		return ss, op, nil
