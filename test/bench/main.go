@@ -91,6 +91,9 @@ type options struct {
 	// steady state times against --manager's, restartCompareRounds each.
 	restartCompare       string
 	restartCompareRounds int
+	// restartCompareResync also times, when set, each compared restart's
+	// next pass with this resync period.
+	restartCompareResync time.Duration
 	// access is every Organization's spec.storage.access.
 	access tenancyv1alpha1.StorageAccess
 }
@@ -146,6 +149,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&access, "storage-access", string(tenancyv1alpha1.StorageAccessAccessKey), "spec.storage.access of every Organization: AccessKey (an IAM user and key each) or None (prefix only; the raw loop then skips the IAM user and key, and the floor side, which writes a key, cannot run).")
 	fs.StringVar(&o.restartCompare, "restart-compare", "", "A second operator binary: after the steady state, the operator is restarted with --manager and with it in turns over the same Ready Organizations, each restart timed to its first pass (with its CPU), and the medians set side by side; empty skips it.")
 	fs.IntVar(&o.restartCompareRounds, "restart-compare-rounds", 3, "Restarts of each binary with --restart-compare.")
+	fs.DurationVar(&o.restartCompareResync, "restart-compare-resync", 0, "With --restart-compare, the restarted operators' --resync-period, and each restart also measures the operator's CPU over the N checks after its first pass (one resync pass); 0 leaves the default period and measures the first pass only.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -204,6 +208,9 @@ func parseFlags(args []string) (*options, error) {
 	if o.restartCompare != "" {
 		if o.restartCompare, err = filepath.Abs(o.restartCompare); err != nil {
 			return nil, err
+		}
+		if o.restartCompareResync != 0 && o.restartCompareResync < 10*time.Second {
+			return nil, fmt.Errorf("--restart-compare-resync must be at least 10s (the operator's minimum)")
 		}
 		if o.restartCompareRounds < 1 {
 			return nil, fmt.Errorf("--restart-compare-rounds must be at least 1")

@@ -163,6 +163,14 @@ type RestartCompare struct {
 	CPUSeconds        [2][]float64 `json:"cpuSeconds"`
 	MedianPassSeconds [2]float64   `json:"medianPassSeconds"`
 	MedianCPUSeconds  [2]float64   `json:"medianCpuSeconds"`
+	// ResyncPeriodSeconds is the restarted operators' --resync-period when
+	// the next pass is timed too (--restart-compare-resync); then
+	// ResyncCPUSeconds is each operator's CPU from the end of its first
+	// pass to N more checks, the checks of a process that has seen every
+	// Organization once, and MedianResyncCPUMsPerCheck its median per check.
+	ResyncPeriodSeconds       float64      `json:"resyncPeriodSeconds,omitempty"`
+	ResyncCPUSeconds          [2][]float64 `json:"resyncCpuSeconds,omitempty"`
+	MedianResyncCPUMsPerCheck [2]float64   `json:"medianResyncCpuMsPerCheck,omitempty"`
 }
 
 // compareRestarts restarts the operator --restart-compare-rounds times
@@ -170,7 +178,8 @@ type RestartCompare struct {
 // restart's first pass and the operator's CPU until then. The operators it
 // starts are stopped before it returns.
 func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir string) (*RestartCompare, error) {
-	rc := &RestartCompare{N: sc.N, StorageAccess: string(o.access), Managers: [2]string{o.manager, o.restartCompare}}
+	rc := &RestartCompare{N: sc.N, StorageAccess: string(o.access), Managers: [2]string{o.manager, o.restartCompare},
+		ResyncPeriodSeconds: o.restartCompareResync.Seconds()}
 	for turn := range o.restartCompareRounds {
 		for i, bin := range rc.Managers {
 			// The first round starts with --manager, the next with the
@@ -181,7 +190,7 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 			}
 			start := time.Now()
 			op, err := startOperator(ctx, bin, e.st, dir, fmt.Sprintf("operator-compare-%d-%d", turn+1, i), operatorFlags{
-				maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns,
+				maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns, resyncPeriod: o.restartCompareResync,
 			})
 			if err != nil {
 				return rc, err
@@ -190,6 +199,15 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 			err = spread.waitChecks(ctx, op, sc.N, time.Now().Add(o.phaseTimeout))
 			pass := spread.reached(sc.N)
 			st, serr := op.stats()
+			var resync float64
+			if err == nil && serr == nil && o.restartCompareResync > 0 {
+				if err = spread.waitChecks(ctx, op, 2*sc.N, time.Now().Add(2*o.restartCompareResync+o.phaseTimeout)); err == nil {
+					var after procStats
+					if after, serr = op.stats(); serr == nil {
+						resync = after.CPUSeconds - st.CPUSeconds
+					}
+				}
+			}
 			spread.cancel()
 			op.stop()
 			if err != nil {
@@ -200,12 +218,19 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 			}
 			rc.PassSeconds[i] = append(rc.PassSeconds[i], round(pass.Seconds(), 2))
 			rc.CPUSeconds[i] = append(rc.CPUSeconds[i], round(st.CPUSeconds, 2))
-			logf("%s: restart %d with %s: first pass done in %.1fs, operator CPU %.1fs", sc.label(), turn+1, filepath.Base(bin), pass.Seconds(), st.CPUSeconds)
+			if o.restartCompareResync > 0 {
+				rc.ResyncCPUSeconds[i] = append(rc.ResyncCPUSeconds[i], round(resync, 2))
+			}
+			logf("%s: restart %d with %s: first pass done in %.1fs, operator CPU %.1fs; %.1f CPU s over the next %d checks",
+				sc.label(), turn+1, filepath.Base(bin), pass.Seconds(), st.CPUSeconds, resync, sc.N)
 		}
 	}
 	for i := range rc.Managers {
 		rc.MedianPassSeconds[i] = round(median(rc.PassSeconds[i]), 2)
 		rc.MedianCPUSeconds[i] = round(median(rc.CPUSeconds[i]), 2)
+		if len(rc.ResyncCPUSeconds[i]) > 0 {
+			rc.MedianResyncCPUMsPerCheck[i] = round(median(rc.ResyncCPUSeconds[i])*1000/float64(sc.N), 2)
+		}
 	}
 	return rc, nil
 }
@@ -240,6 +265,10 @@ func writeRestartCompare(w func(string, ...any), rc *RestartCompare) {
 	}
 	if rc.MedianPassSeconds[0] > 0 && rc.MedianCPUSeconds[0] > 0 {
 		w("\nRatios, second over first: first pass %.2f, CPU %.2f.\n", rc.MedianPassSeconds[1]/rc.MedianPassSeconds[0], rc.MedianCPUSeconds[1]/rc.MedianCPUSeconds[0])
+	}
+	if c := rc.MedianResyncCPUMsPerCheck; c[0] > 0 {
+		w("\nOperator CPU over the %d checks after the first pass (`--resync-period %gs`), a process that has seen every Organization once: `%s` %v s, median %.2f ms a check; `%s` %v s, median %.2f ms a check; ratio %.2f.\n",
+			rc.N, rc.ResyncPeriodSeconds, filepath.Base(rc.Managers[0]), rc.ResyncCPUSeconds[0], c[0], filepath.Base(rc.Managers[1]), rc.ResyncCPUSeconds[1], c[1], c[1]/c[0])
 	}
 	w("\n")
 }
