@@ -605,4 +605,9 @@ func TestARestartOverReadyOrganizationsWritesNothing(t *testing.T) {
 	if got := svc.DDLCount() - ddl; got != 0 {
 		t.Errorf("%d DDL statements after a restart, want 0", got)
 	}
+	// Deleted while an operator runs: the clean-ups run after the
+	// operator started last has stopped.
+	for _, n := range names {
+		deleteAndWait(t, n)
+	}
 }
