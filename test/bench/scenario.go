@@ -387,10 +387,12 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 		if next != nil {
 			op = next
 		}
+		// What the window measured is kept when what follows it (the
+		// compared restarts, the restart before deleting) fails.
+		r.Steady = ss
 		if err != nil {
 			return fmt.Errorf("steady state: %w", err)
 		}
-		r.Steady = ss
 		detail.PeakRSSMiB = max(detail.PeakRSSMiB, ss.Process.PeakRSSMiB)
 	}
 	if !sc.Delete {
