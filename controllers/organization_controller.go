@@ -83,6 +83,9 @@ type OrganizationReconciler struct {
 	// its usage into the status, until the cache has seen that status
 	// (see refreshUsage).
 	usageRead sync.Map
+	// passwords remembers the database Secret passwords found to match
+	// their verifiers (see passwordChecks).
+	passwords passwordChecks
 }
 
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=organizations,verbs=get;list;watch;update;patch

@@ -14,7 +14,6 @@ import (
 
 	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
-	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/naming"
 )
 
@@ -90,7 +89,7 @@ func (r *OrganizationReconciler) readDatabaseSecret(ctx context.Context, s *scop
 		return fmt.Errorf("%w: Secret %s/%s: %v; the login keeps its password until the Secret holds a usable one",
 			errInvalidSecret, s.namespace, secret.Name, err)
 	}
-	same, err := credentials.VerifyPassword(secret.Annotations[AnnotationPasswordVerifier], password)
+	same, err := r.passwords.matches(s.org.UID, secret.Annotations[AnnotationPasswordVerifier], password)
 	s.db.password, s.db.edited = password, err != nil || !same
 	return nil
 }

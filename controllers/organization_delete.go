@@ -78,6 +78,7 @@ func (r *OrganizationReconciler) removeFinalizer(ctx context.Context, s *scope) 
 	for _, t := range []string{tenancyv1alpha1.ConditionDatabaseReady, tenancyv1alpha1.ConditionStorageReady} {
 		r.warned.Delete(string(s.org.UID) + "/" + t)
 	}
+	r.passwords.forget(s.org.UID)
 	return r.Patch(ctx, s.org, patch)
 }
 

@@ -179,7 +179,7 @@ func setUp(mgr manager.Manager, reg *registry.Registry, cfg *config.Config, clus
 	if err := newClusterReconciler(mgr, reg, cfg, ledger, opts).SetupWithManager(mgr, co); err != nil {
 		return &SetupError{Step: "Setting up the DatabaseCluster controller", Err: err}
 	}
-	if err := mgr.Add(defaultCluster(mgr.GetClient())); err != nil {
+	if err := mgr.Add(defaultCluster(mgr.GetClient(), mgr.GetAPIReader())); err != nil {
 		return &SetupError{Step: "Adding the default DatabaseCluster", Err: err}
 	}
 	if !opts.NoMetrics {
@@ -274,8 +274,11 @@ func databases(clusters *registry.Clusters, wrap func(string, controllers.Databa
 // defaultCluster makes the DatabaseCluster of the --database-* flags when it
 // is missing, so that the fleet view is always complete and organizations
 // provisioned before the fleet existed are found on it. It never changes
-// one that exists: its capacity, cordon and labels are the user's.
-func defaultCluster(c client.Client) manager.RunnableFunc {
+// one that exists: its capacity, cordon and labels are the user's. It
+// reads first (past the cache, which may not have synced), so that a
+// restart makes no write for a cluster that is there: a refused create is
+// a write request all the same.
+func defaultCluster(c client.Client, r client.Reader) manager.RunnableFunc {
 	return func(ctx context.Context) error {
 		dbc := &tenancyv1alpha1.DatabaseCluster{
 			ObjectMeta: metav1.ObjectMeta{Name: tenancyv1alpha1.DefaultClusterName},
@@ -283,6 +286,9 @@ func defaultCluster(c client.Client) manager.RunnableFunc {
 		}
 		backoff := wait.Backoff{Duration: time.Second, Factor: 2, Steps: 8, Cap: 30 * time.Second}
 		err := wait.ExponentialBackoffWithContext(ctx, backoff, func(ctx context.Context) (bool, error) {
+			if err := r.Get(ctx, client.ObjectKeyFromObject(dbc), &tenancyv1alpha1.DatabaseCluster{}); err == nil {
+				return true, nil
+			}
 			err := c.Create(ctx, dbc)
 			if err == nil || apierrors.IsAlreadyExists(err) {
 				return true, nil

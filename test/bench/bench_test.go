@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 )
 
 func TestPercentileIsNearestRank(t *testing.T) {
@@ -493,5 +495,58 @@ func TestMarkdownSaysWherePostgreSQLKeptItsData(t *testing.T) {
 	want := "PostgreSQL's data: its own ext4 filesystem with a journal (a 64 GiB sparse image on a loop device)."
 	if md := markdown(r); !strings.Contains(md, want) {
 		t.Errorf("results.md lacks %q", want)
+	}
+}
+
+func TestRestartTargetsNeedThePassWithinAMinuteWithNoWriteAndAHundredChecksASecond(t *testing.T) {
+	status := func(measured, met bool) string {
+		switch {
+		case !measured:
+			return "not measured"
+		case met:
+			return "met"
+		}
+		return "missed"
+	}
+	cases := map[string]struct {
+		rs   *RestartResult
+		want [2]string
+	}{
+		"not run":          {nil, [2]string{"not measured", "not measured"}},
+		"within both":      {&RestartResult{N: 2000, FirstPassSeconds: 13.5, ChecksPerSecond: 148}, [2]string{"met", "met"}},
+		"a write":          {&RestartResult{N: 2000, FirstPassSeconds: 13.5, ChecksPerSecond: 148, APIWrites: 1}, [2]string{"missed", "met"}},
+		"a DDL":            {&RestartResult{N: 2000, FirstPassSeconds: 13.5, ChecksPerSecond: 148, DDLStatements: 1}, [2]string{"missed", "met"}},
+		"in time but slow": {&RestartResult{N: 1000, FirstPassSeconds: 12, ChecksPerSecond: 83}, [2]string{"met", "missed"}},
+		"over a minute":    {&RestartResult{N: 1000, FirstPassSeconds: 287, ChecksPerSecond: 3.5}, [2]string{"missed", "missed"}},
+	}
+	for name, c := range cases {
+		got := restartTargets(c.rs, status)
+		if diff := cmp.Diff(c.want, [2]string{got[0].Status, got[1].Status}); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+func TestMedianTakesTheMiddleOrTheMeanOfTheTwoMiddle(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{9, 1, 5}, 5}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.xs); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.xs, got, c.want)
+		}
+	}
+}
+
+func TestStorageAccessIsAccessKeyOrNoneAndNoneSkipsTheFloor(t *testing.T) {
+	o, err := parseFlags([]string{"--storage-access", "None"})
+	if err != nil || o.access != tenancyv1alpha1.StorageAccessNone || o.floor {
+		t.Fatalf("--storage-access None: access %q, floor %v, error %v", o.access, o.floor, err)
+	}
+	if o, err = parseFlags(nil); err != nil || o.access != tenancyv1alpha1.StorageAccessAccessKey {
+		t.Fatalf("default: access %q, error %v", o.access, err)
+	}
+	if _, err = parseFlags([]string{"--storage-access", "Key"}); err == nil {
+		t.Fatal("--storage-access Key was accepted")
 	}
 }

@@ -213,7 +213,7 @@ func runFleetSide(ctx context.Context, o *options, sc scenario, fr *FleetResult,
 	}
 	logf("%s: orgforge create on %d DatabaseClusters, applying %d Organizations", sc.Name, fleetClusters, sc.N)
 	cpu := takeCPU(op.Cmd.Process.Pid)
-	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t, testutil.OnClustersLabelled(selector))
+	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t, testutil.OnClustersLabelled(selector), testutil.WithStorageAccess(o.access))
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
 	p := newPhase(sc.N, applied, t.times(readyMap))
 	p.CPUSeconds = takeCPU(op.Cmd.Process.Pid).since(cpu)

@@ -46,6 +46,8 @@ import (
 
 	"github.com/go-logr/logr"
 	crlog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 )
 
 // options are the command line's choices.
@@ -83,12 +85,23 @@ type options struct {
 	pgBase   string
 	// raw runs the raw side of each round.
 	raw bool
+	// deleteN times the N scenarios' deletions.
+	deleteN bool
+	// restartCompare is a second operator binary whose restarts the
+	// steady state times against --manager's, restartCompareRounds each.
+	restartCompare       string
+	restartCompareRounds int
+	// restartCompareResync also times, when set, each compared restart's
+	// next pass with this resync period.
+	restartCompareResync time.Duration
+	// access is every Organization's spec.storage.access.
+	access tenancyv1alpha1.StorageAccess
 }
 
 func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	o := &options{}
-	var ns, sweep string
+	var ns, sweep, access string
 	quick := fs.Bool("quick", false, "A small run for development: --n 20,50 --sweep 1,4 --sweep-n 50 --profile-n 50 --steady-resync 10s --fleet-n 50.")
 	fs.StringVar(&o.manager, "manager", "bin/manager", "Operator binary (make build).")
 	fs.StringVar(&o.out, "out", "bench/results/"+time.Now().UTC().Format("2006-01-02"), "Folder for results.md, results.json, the plots and the profiles.")
@@ -109,6 +122,7 @@ func parseFlags(args []string) (*options, error) {
 	// The sweep reuses the N scenario of the same N for its --concurrency
 	// point.
 	fs.IntVar(&o.sweepN, "sweep-n", 500, "Organizations of each sweep point.")
+	fs.BoolVar(&o.deleteN, "delete", true, "Time the deletion of the N scenarios; false drops their stacks as they are (at N=2000 a deletion takes minutes).")
 	fs.BoolVar(&o.sweepDelete, "sweep-delete", false, "Also time deletion at each sweep point (adds several minutes).")
 	fs.IntVar(&o.steadyN, "steady-n", 0, "Scenario whose N Ready Organizations are watched in steady state; 0 is the largest N, -1 skips it.")
 	fs.DurationVar(&o.steady, "steady-resync", 15*time.Second, "--resync-period of the operator in the steady-state window, which lasts two of them.")
@@ -128,6 +142,14 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.fleetN, "fleet-n", 500, "Organizations of the fleet scenario, applied at once against 3 DatabaseClusters on 3 more PostgreSQL servers, beside the single-cluster run of the same N (the N scenario's, or one of its own); 0 skips it.")
 	fs.IntVar(&o.usageN, "usage-n", 0, "Organizations of the usage scenario, which times a pass of the operator reading every Organization's usage against a pass that reads none, with the SQL statements, S3 requests and CPU of each (about 5 minutes at 500); 0 skips it.")
 	fs.BoolVar(&o.raw, "raw", true, "Run the raw side of each round; false runs the orgforge side alone (its memory, say). The pooled throughputs and ratios need both sides, so results.md then shows them as 0: read each side in results.json's rounds.")
+	// versitygw keeps its IAM users in one file, so each IAM call costs
+	// time in proportion to the users it holds: AccessKey at N=2000 spends
+	// its minutes in versitygw. None makes no IAM user and no key, so N in
+	// the thousands measures the operator.
+	fs.StringVar(&access, "storage-access", string(tenancyv1alpha1.StorageAccessAccessKey), "spec.storage.access of every Organization: AccessKey (an IAM user and key each) or None (prefix only; the raw loop then skips the IAM user and key, and the floor side, which writes a key, cannot run).")
+	fs.StringVar(&o.restartCompare, "restart-compare", "", "A second operator binary: after the steady state, the operator is restarted with --manager and with it in turns over the same Ready Organizations, each restart timed to its first pass (with its CPU), and the medians set side by side; empty skips it.")
+	fs.IntVar(&o.restartCompareRounds, "restart-compare-rounds", 3, "Restarts of each binary with --restart-compare.")
+	fs.DurationVar(&o.restartCompareResync, "restart-compare-resync", 0, "With --restart-compare, the restarted operators' --resync-period, and each restart also measures the operator's CPU over the N checks after its first pass (one resync pass); 0 leaves the default period and measures the first pass only.")
 	fs.BoolVar(&o.operatorFirst, "operator-first", false, "Start with the orgforge side: in every one-round scenario and the headline's odd rounds (round 1, 3, ...) orgforge runs before raw.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -138,6 +160,15 @@ func parseFlags(args []string) (*options, error) {
 		// The N=50 scenario's orgforge side is the fleet's single-cluster
 		// run.
 		o.fleetN = 50
+	}
+	switch a := tenancyv1alpha1.StorageAccess(access); a {
+	case tenancyv1alpha1.StorageAccessAccessKey, tenancyv1alpha1.StorageAccessNone:
+		o.access = a
+	default:
+		return nil, fmt.Errorf("--storage-access must be AccessKey or None, got %q", access)
+	}
+	if o.access == tenancyv1alpha1.StorageAccessNone {
+		o.floor = false
 	}
 	var err error
 	if o.ns, err = parseInts(ns); err != nil {
@@ -173,6 +204,17 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.rounds < 1 {
 		return nil, fmt.Errorf("--rounds must be at least 1")
+	}
+	if o.restartCompare != "" {
+		if o.restartCompare, err = filepath.Abs(o.restartCompare); err != nil {
+			return nil, err
+		}
+		if o.restartCompareResync != 0 && o.restartCompareResync < 10*time.Second {
+			return nil, fmt.Errorf("--restart-compare-resync must be at least 10s (the operator's minimum)")
+		}
+		if o.restartCompareRounds < 1 {
+			return nil, fmt.Errorf("--restart-compare-rounds must be at least 1")
+		}
 	}
 	if o.steadyN == 0 && len(o.ns) > 0 {
 		o.steadyN = slices.Max(o.ns)
@@ -255,7 +297,7 @@ func plan(o *options) []scenario {
 		}
 		out = append(out, scenario{
 			Name: fmt.Sprintf("n%d-c%d", n, o.concurrency), N: n, Concurrency: o.concurrency,
-			Sweep: n == o.sweepN && slices.Contains(o.sweep, o.concurrency), Delete: true,
+			Sweep: n == o.sweepN && slices.Contains(o.sweep, o.concurrency), Delete: o.deleteN,
 			Steady: n == o.steadyN, Profile: o.profile && n == o.profileN, Rounds: rounds,
 			Floor: o.floor && n == headline,
 		})
@@ -348,7 +390,7 @@ func run(ctx context.Context, o *options) error {
 			Ns: o.ns, Concurrency: o.concurrency, Sweep: o.sweep, SweepN: o.sweepN, SweepDelete: o.sweepDelete,
 			SteadyN: o.steadyN, SteadyResyncSeconds: o.steady.Seconds(), DatabaseMaxConnections: o.dbMaxConns,
 			Appliers: o.appliers, PostgresFsync: true, PostgresData: pgData, Rounds: o.rounds, OperatorFirst: o.operatorFirst,
-			FleetN: o.fleetN,
+			FleetN: o.fleetN, StorageAccess: string(o.access),
 		},
 		Machine: machineInfo(o.manager),
 	}

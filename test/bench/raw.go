@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	tenancyv1alpha1 "github.com/orgforge/orgforge/api/v1alpha1"
 	"github.com/orgforge/orgforge/internal/aurora"
 	"github.com/orgforge/orgforge/internal/credentials"
 	"github.com/orgforge/orgforge/internal/devstack"
@@ -27,9 +28,12 @@ type rawServices struct {
 	st    *storage.Service
 	creds *credentials.Service
 	steps *stepTimer
+	// access is the Organizations' spec.storage.access: with None the
+	// loop makes no IAM user and no key, as the operator makes none.
+	access tenancyv1alpha1.StorageAccess
 }
 
-func newRawServices(ctx context.Context, st *devstack.Stack, maxConns int) (*rawServices, error) {
+func newRawServices(ctx context.Context, st *devstack.Stack, maxConns int, access tenancyv1alpha1.StorageAccess) (*rawServices, error) {
 	db, err := aurora.New(ctx, aurora.Config{
 		AdminDSN:        st.Postgres.AdminDSN(),
 		MaxConnections:  int32(maxConns),
@@ -54,7 +58,7 @@ func newRawServices(ctx context.Context, st *devstack.Stack, maxConns int) (*raw
 		db.Close()
 		return nil, err
 	}
-	return &rawServices{db: db, st: s3, creds: credentials.NewService(), steps: newStepTimer()}, nil
+	return &rawServices{db: db, st: s3, creds: credentials.NewService(), steps: newStepTimer(), access: access}, nil
 }
 
 func (r *rawServices) close() {
@@ -133,8 +137,8 @@ func (r *rawServices) provisionDatabase(ctx context.Context, o rawOrg) (password
 	return password, nil
 }
 
-// provisionStorage makes the prefix marker, the IAM user with its prefix
-// policy, and the access key it returns.
+// provisionStorage makes the prefix marker and, with AccessKey, the IAM
+// user with its prefix policy, and the access key it returns.
 func (r *rawServices) provisionStorage(ctx context.Context, o rawOrg) (key storage.AccessKey, err error) {
 	stMarker := storage.Marker{Org: o.name, UID: o.uid}
 	if err := r.steps.time("prefix", func() error {
@@ -142,6 +146,9 @@ func (r *rawServices) provisionStorage(ctx context.Context, o rawOrg) (key stora
 		return err
 	}); err != nil {
 		return key, fmt.Errorf("prefix: %w", err)
+	}
+	if r.access == tenancyv1alpha1.StorageAccessNone {
+		return key, nil
 	}
 	var user string
 	if err := r.steps.time("iamUser", func() error {

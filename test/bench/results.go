@@ -64,6 +64,8 @@ type Settings struct {
 	OperatorFirst bool `json:"operatorFirst"`
 	// FleetN is the fleet scenario's N; 0 when it did not run.
 	FleetN int `json:"fleetN,omitempty"`
+	// StorageAccess is every Organization's spec.storage.access.
+	StorageAccess string `json:"storageAccess"`
 }
 
 // ScenarioResult is one scenario's rounds, its two sides and their ratios.
@@ -359,6 +361,12 @@ type SteadyResult struct {
 	Spread *SpreadResult `json:"spread,omitempty"`
 	// AWS is the window's S3 and IAM requests (aws.go).
 	AWS *AWSCalls `json:"aws,omitempty"`
+	// Restart is the window's start, to the end of its first pass
+	// (restart.go).
+	Restart *RestartResult `json:"restart,omitempty"`
+	// Compare is the restarts of two binaries in turns, when asked
+	// (--restart-compare).
+	Compare *RestartCompare `json:"compare,omitempty"`
 }
 
 // Leftovers are the external objects left after a deletion.
@@ -623,6 +631,11 @@ func evaluateTargets(r *Results) []Target {
 			Target{Name: "DDL statements in steady state", Want: "0", Got: "-", Status: "not measured"})
 	}
 	out = append(out, sqlTarget(st, status))
+	var rs *RestartResult
+	if st != nil {
+		rs = st.Restart
+	}
+	out = append(out, restartTargets(rs, status)...)
 
 	big := r.find(1000, r.Settings.Concurrency)
 	label = "N=1000"
@@ -660,6 +673,9 @@ func markdown(r *Results) string {
 	w("Machine: %d cores (%s), %.1f GiB, Linux %s. %s; Kubernetes %s (envtest kube-apiserver + etcd); versitygw for S3 and IAM. %s, operator %s (%s).\n\n",
 		m.Cores, m.CPUModel, m.MemoryGiB, m.Kernel, firstWords(m.PostgresVersion, 2)+" (fsync on)", m.KubernetesVersion, m.GoVersion, m.OperatorVersion, m.GitCommit)
 	st := r.Settings
+	if st.StorageAccess != "" {
+		w("Every Organization has `spec.storage.access: %s`: every figure below is for that access.\n\n", st.StorageAccess)
+	}
 	if st.PostgresData != "" {
 		w("PostgreSQL's data: %s.\n\n", st.PostgresData)
 	}
@@ -783,7 +799,7 @@ func markdown(r *Results) string {
 		if ss == nil {
 			continue
 		}
-		w("## Steady state: N=%d Ready, operator restarted with `--resync-period %gs`\n\n", ss.N, ss.ResyncPeriodSeconds)
+		w("## Steady state: N=%d Ready (storage.access %s), operator restarted with `--resync-period %gs`\n\n", ss.N, st.StorageAccess, ss.ResyncPeriodSeconds)
 		w("| window s | restart pass s | reconciles (passes) | API writes | apiserver's own lease writes | operator client writes | DDL statements | peak PG conns | RSS MiB peak | CPU s |\n")
 		w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		w("| %.1f | %.1f | %d (%.1f) | **%d** | %d | %d | **%d** | %d | %.1f | %.1f |\n\n", ss.WindowSeconds, ss.InitialPassSeconds,
@@ -791,6 +807,8 @@ func markdown(r *Results) string {
 			ss.PeakConnections, ss.Process.PeakRSSMiB, ss.Process.CPUSeconds)
 		w("%s", steadySQLLine(ss))
 		writeAWSCalls(w, ss.AWS)
+		writeRestart(w, ss.Restart)
+		writeRestartCompare(w, ss.Compare)
 		writeSpread(w, ss)
 	}
 

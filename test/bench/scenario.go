@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/orgforge/orgforge/internal/storage"
+	"github.com/orgforge/orgforge/internal/testutil"
 )
 
 // Sides of a scenario, as Round.First names them.
@@ -234,7 +235,7 @@ func startLoopStack(ctx context.Context, o *options, sc scenario, side string, r
 		return nil, nil, fmt.Errorf("starting the stack: %w", err)
 	}
 	e.noteVersions(ctx, res)
-	svc, err := newRawServices(ctx, e.st, o.dbMaxConns)
+	svc, err := newRawServices(ctx, e.st, o.dbMaxConns, o.access)
 	if err != nil {
 		_ = e.close()
 		return nil, nil, err
@@ -321,7 +322,7 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 	}
 	logf("%s: orgforge create, applying %d Organizations", sc.label(), sc.N)
 	cpu := takeCPU(op.Cmd.Process.Pid)
-	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t)
+	applied, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t, testutil.WithStorageAccess(o.access))
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
 	r.Orgforge.Create = newPhase(sc.N, applied, t.times(readyMap))
 	r.Orgforge.Create.CPUSeconds = takeCPU(op.Cmd.Process.Pid).since(cpu)
@@ -386,10 +387,12 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 		if next != nil {
 			op = next
 		}
+		// What the window measured is kept when what follows it (the
+		// compared restarts, the restart before deleting) fails.
+		r.Steady = ss
 		if err != nil {
 			return fmt.Errorf("steady state: %w", err)
 		}
-		r.Steady = ss
 		detail.PeakRSSMiB = max(detail.PeakRSSMiB, ss.Process.PeakRSSMiB)
 	}
 	if !sc.Delete {
@@ -460,8 +463,9 @@ func runOperatorSide(ctx context.Context, o *options, sc scenario, r *ScenarioRe
 // steadyState restarts the operator with a short resync period over the N
 // Ready Organizations and counts, while nothing changes, the Kubernetes
 // writes and DDL statements: the restart's pass over every Organization
-// and two resync passes. It then restarts the operator with its defaults
-// again, waits for that restart's pass, and returns it for the deletion.
+// and two resync passes. When the scenario deletes, it then restarts the
+// operator with its defaults again, waits for that restart's pass, and
+// returns it for the deletion.
 func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *operator, dir string) (*SteadyResult, *operator, error) {
 	ss := &SteadyResult{N: sc.N, ResyncPeriodSeconds: o.steady.Seconds()}
 	current.stop()
@@ -486,12 +490,22 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 	}
 	spread := sampleSpread(ctx, op, start)
 	defer spread.cancel()
+	profile := func() string { return "" }
+	if sc.Profile {
+		profile = profileRestart(ctx, o, sc, op)
+	}
 	// The restart's pass, then two resync periods' worth of passes.
 	passDeadline := time.Now().Add(o.phaseTimeout)
 	if err := spread.waitChecks(ctx, op, sc.N, passDeadline); err != nil {
 		return nil, op, fmt.Errorf("restart pass: %w", err)
 	}
 	ss.InitialPassSeconds = round(time.Since(start).Seconds(), 2)
+	if ss.Restart, err = restartFigures(ctx, o, sc, e, op, apiWrites(apiBefore), mark, spread.ready, spread.reached(sc.N)); err != nil {
+		return nil, op, fmt.Errorf("restart pass: %w", err)
+	}
+	rs := ss.Restart
+	logf("%s: restart: ready in %.1fs, first pass done in %.1fs (%.1f checks/s); %d Kubernetes writes, %d DDL, %.3f SQL and %.2f AWS requests per organization",
+		sc.label(), rs.ReadySeconds, rs.FirstPassSeconds, rs.ChecksPerSecond, rs.APIWrites, rs.DDLStatements, rs.SQLPerOrgPass, rs.AWS.PerOrgPerPass)
 	// Checks fall up to 1.1 periods apart after the pass (Spread).
 	deadline := time.Now().Add(2*o.steady + o.steady/5 + 2*time.Duration(ss.InitialPassSeconds*float64(time.Second)) + 30*time.Second)
 	_ = spread.waitChecks(ctx, op, 3*sc.N, deadline)
@@ -522,6 +536,7 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 		return nil, op, err
 	}
 	restoreLog()
+	ss.Restart.Profile = profile()
 	ss.PeakConnections = e.sampler.peakOf(appOperator)
 	if ss.Process, err = op.stats(); err != nil {
 		return nil, op, err
@@ -530,6 +545,16 @@ func steadyState(ctx context.Context, o *options, sc scenario, e *env, current *
 		sc.label(), ss.WindowSeconds, ss.Reconciles, ss.Passes, ss.APIWrites, ss.HeartbeatWrites, ss.DDLStatements,
 		ss.SQLStatements, ss.SQLPerOrgPass)
 	op.stop()
+	if o.restartCompare != "" {
+		ss.Compare, err = compareRestarts(ctx, o, sc, e, dir)
+		if err != nil {
+			return ss, nil, fmt.Errorf("restarts compared: %w", err)
+		}
+	}
+	if !sc.Delete {
+		// Nothing more to do on this stack: no operator for a deletion.
+		return ss, op, nil
+	}
 
 	next, err := startOperator(ctx, o.manager, e.st, dir, "operator-delete", operatorFlags{
 		maxConcurrentReconciles: sc.Concurrency, databaseMaxConnections: o.dbMaxConns,

@@ -39,8 +39,10 @@ type spreadSample struct {
 	checks int
 }
 
-// spreadSampler reads the operator's check count once a second from its
-// restart.
+// spreadSampler reads the operator's check count every half second from
+// its restart, so that the restart's pass is timed to half a second. (Each
+// read is a scrape, which lists every Organization from the cache: four a
+// second were a third of the operator's CPU in an N=2000 restart.)
 type spreadSampler struct {
 	start  time.Time
 	ready  time.Duration
@@ -58,7 +60,7 @@ func sampleSpread(ctx context.Context, op *operator, start time.Time) *spreadSam
 	s.samples = append(s.samples, spreadSample{at: s.ready})
 	go func() {
 		defer close(s.done)
-		tick := time.NewTicker(time.Second)
+		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
@@ -91,6 +93,19 @@ func (s *spreadSampler) waitChecks(ctx context.Context, op *operator, n int, dea
 	})
 }
 
+// reached is when, from the restart, a sample first counted n checks;
+// zero when none has.
+func (s *spreadSampler) reached(n int) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.samples {
+		if x.checks >= n {
+			return x.at
+		}
+	}
+	return 0
+}
+
 // finish stops sampling and bins the checks of n Organizations, a tenth of
 // resync to a bin.
 func (s *spreadSampler) finish(resync time.Duration, n int) *SpreadResult {
@@ -102,12 +117,9 @@ func (s *spreadSampler) finish(resync time.Duration, n int) *SpreadResult {
 		return r
 	}
 	passSeconds := math.Inf(1)
-	for _, x := range s.samples {
-		if x.checks >= n {
-			passSeconds = x.at.Seconds()
-			r.FirstPassSeconds = round(passSeconds, 1)
-			break
-		}
+	if at := s.reached(n); at > 0 {
+		passSeconds = at.Seconds()
+		r.FirstPassSeconds = round(passSeconds, 1)
 	}
 	// The count at each bin's edge, from the last sample at or before it.
 	last := s.samples[len(s.samples)-1].at

@@ -205,7 +205,7 @@ func runUsagePasses(ctx context.Context, o *options, sc scenario, ur *UsageResul
 	defer func() { stopTracker(); <-t.done }()
 	names := orgNames("org", sc)
 	logf("%s: applying %d Organizations", sc.Name, sc.N)
-	_, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t)
+	_, applyErrs := applyAll(ctx, e.kube, names, sc.Name, o.appliers, t, testutil.WithStorageAccess(o.access))
 	missing := t.waitAll(ctx, names, readyMap, o.phaseTimeout)
 	op.stop()
 	if len(applyErrs) > 0 || len(missing) > 0 {

@@ -571,3 +571,43 @@ func TestARotatedKeyIsKeptWhileIAMPropagatesIt(t *testing.T) {
 		t.Errorf("IAM user's keys = %v, %v; want only the Secret's %s", keys, err, id)
 	}
 }
+
+// A restart's first pass checks every Organization this process has not
+// seen (its Secrets' passwords verified anew, its storage checked in full
+// when due) and, when nothing drifted, writes nothing and sends no DDL.
+func TestARestartOverReadyOrganizationsWritesNothing(t *testing.T) {
+	names := []string{"restart-none", "restart-key"}
+	first := startOperator(t, nil)
+	apply(t, testutil.NewOrg(names[0], testutil.WithStorageAccess(tenancyv1alpha1.StorageAccessNone)))
+	apply(t, testutil.NewOrg(names[1]))
+	for _, n := range names {
+		waitReady(t, n)
+	}
+	// Let the reconciles that Ready itself triggered settle.
+	time.Sleep(resync / 2)
+	first.stop()
+	svc, ok := reg.Clusters.Get(tenancyv1alpha1.DefaultClusterName)
+	if !ok {
+		t.Fatal("the default DatabaseCluster has no service")
+	}
+	ddl, reconciles := svc.DDLCount(), organizationReconciles(t)
+	op := startOperator(t, nil)
+	// A restart's first reconcile of an Organization may only wait for
+	// its cluster's first check; the second one checks it.
+	testutil.Eventually(t, 30*time.Second, "the restarted operator's first pass", func() (bool, string) {
+		got := organizationReconciles(t) - reconciles
+		return got >= 2*len(names), fmt.Sprintf("%d reconciles", got)
+	})
+	time.Sleep(resync)
+	if got := op.writes.Load(); got != 0 {
+		t.Errorf("%d Kubernetes writes after a restart, want 0: %v", got, op.writtenSince(0))
+	}
+	if got := svc.DDLCount() - ddl; got != 0 {
+		t.Errorf("%d DDL statements after a restart, want 0", got)
+	}
+	// Deleted while an operator runs: the clean-ups run after the
+	// operator started last has stopped.
+	for _, n := range names {
+		deleteAndWait(t, n)
+	}
+}
