@@ -77,6 +77,11 @@ type DatabaseClusterReconciler struct {
 	// HealthInterval is how often each cluster is checked; default
 	// DefaultHealthInterval.
 	HealthInterval time.Duration
+	// HeartbeatInterval is how often lastHealthCheck is written when
+	// nothing else in the status changed (the operator passes its resync
+	// period), so that a fleet at rest writes next to nothing; never more
+	// often than HealthInterval.
+	HeartbeatInterval time.Duration
 }
 
 // +kubebuilder:rbac:groups=tenancy.orgforge.io,resources=databaseclusters,verbs=get;list;watch;create;update;patch
@@ -328,7 +333,7 @@ func (r *DatabaseClusterReconciler) writeStatus(ctx context.Context, base, dbc *
 	now := metav1.Now()
 	setClusterStatus(dbc, rep, now)
 	r.readyEvent(base, dbc)
-	if !statusWriteNeeded(&base.Status, &dbc.Status, now.Time, r.healthInterval()) {
+	if !statusWriteNeeded(&base.Status, &dbc.Status, now.Time, r.heartbeatInterval()) {
 		return nil
 	}
 	// The whole status goes in the patch, not its difference from base: a
@@ -365,6 +370,13 @@ func (r *DatabaseClusterReconciler) healthInterval() time.Duration {
 		return DefaultHealthInterval
 	}
 	return r.HealthInterval
+}
+
+// heartbeatInterval is the least age of the recorded lastHealthCheck at
+// which a check that changed nothing else writes it again: HeartbeatInterval,
+// but not less than the health interval.
+func (r *DatabaseClusterReconciler) heartbeatInterval() time.Duration {
+	return max(r.HeartbeatInterval, r.healthInterval())
 }
 
 // SetupWithManager registers the reconciler as "databasecluster". It

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -206,6 +207,36 @@ func TestAnUnreachableClusterIsNotReadyAndCheckedAgainSoon(t *testing.T) {
 	f.reconcile(t, "east")
 	if f.statusWrite != writes || len(f.events.events) != 1 {
 		t.Errorf("a second reconcile that found the same made %d status writes and %d Events", f.statusWrite-writes, len(f.events.events)-1)
+	}
+}
+
+// TestACheckThatFindsNothingNewWritesTheHeartbeatOncePerResyncPeriod: a
+// fleet at rest writes next to nothing. Checks between heartbeats leave the
+// DatabaseCluster as it was; once the recorded check is a heartbeat
+// interval old, the next check writes lastHealthCheck again.
+func TestACheckThatFindsNothingNewWritesTheHeartbeatOncePerResyncPeriod(t *testing.T) {
+	f := newClusterFixture(t, fromFlags("east", new(int32(100))), placedOrg("acme", "east", 10))
+	f.r.HealthInterval, f.r.HeartbeatInterval = time.Millisecond, time.Hour
+	f.reconcile(t, "east")
+	first := f.get(t, "east")
+	if first.Status.LastHealthCheck == nil {
+		t.Fatalf("the first check wrote no lastHealthCheck: %+v", first.Status)
+	}
+	// lastHealthCheck is kept to the second: let one go by, so that a
+	// write would show.
+	time.Sleep(1100 * time.Millisecond)
+	for range 3 {
+		f.reconcile(t, "east")
+	}
+	if got := f.get(t, "east"); got.ResourceVersion != first.ResourceVersion {
+		t.Errorf("checks within the heartbeat interval rewrote the cluster: resourceVersion %s -> %s, lastHealthCheck %v -> %v",
+			first.ResourceVersion, got.ResourceVersion, first.Status.LastHealthCheck, got.Status.LastHealthCheck)
+	}
+
+	f.r.HeartbeatInterval = time.Second
+	f.reconcile(t, "east")
+	if got := f.get(t, "east"); got.Status.LastHealthCheck == nil || !got.Status.LastHealthCheck.After(first.Status.LastHealthCheck.Time) {
+		t.Errorf("a check past the heartbeat interval left lastHealthCheck at %v, want later than %v", got.Status.LastHealthCheck, first.Status.LastHealthCheck)
 	}
 }
 

@@ -151,10 +151,11 @@ func setClusterProgress(dbc *tenancyv1alpha1.DatabaseCluster, ready metav1.Condi
 
 // statusWriteNeeded decides whether a reconcile writes the status. Any
 // change but lastHealthCheck's is written at once. lastHealthCheck alone is
-// written when the recorded one is at least interval old: a cluster whose
-// health and counts hold steady costs one write per health interval, and a
-// reconcile in between (an Organization placed elsewhere, a resync) costs
-// none. The recorded time may thus lag the last check by up to interval.
+// written when the recorded one is at least interval old (the heartbeat
+// interval, the resync period): a cluster whose health and counts hold
+// steady costs one write per interval, and a check or reconcile in between
+// costs none. The recorded time may thus lag the last check by up to
+// interval.
 func statusWriteNeeded(before, after *tenancyv1alpha1.DatabaseClusterStatus, now time.Time, interval time.Duration) bool {
 	unchecked := *after
 	unchecked.LastHealthCheck = before.LastHealthCheck

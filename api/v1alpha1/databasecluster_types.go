@@ -192,7 +192,9 @@ type DatabaseClusterStatus struct {
 	ConnectionBudget string `json:"connectionBudget,omitempty"`
 
 	// LastHealthCheck is when the operator last checked the server, and
-	// the Ready condition says what it found.
+	// the Ready condition says what it found. A check that changes nothing
+	// else in the status writes it at most once per resync period, so it
+	// may lag the last check by that much.
 	// +optional
 	LastHealthCheck *metav1.Time `json:"lastHealthCheck,omitempty"`
 }

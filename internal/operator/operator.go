@@ -251,8 +251,9 @@ func newClusterReconciler(mgr manager.Manager, reg *registry.Registry, cfg *conf
 			AdminDSN: reg.DefaultCluster.AdminDSN,
 			Tenant:   controllers.TenantEndpoint{Host: db.TenantHost, Port: db.TenantPort, SSLMode: db.TenantSSLMode},
 		},
-		MaxConnections: reg.DefaultCluster.MaxConnections,
-		HealthInterval: opts.ClusterHealthInterval,
+		MaxConnections:    reg.DefaultCluster.MaxConnections,
+		HealthInterval:    opts.ClusterHealthInterval,
+		HeartbeatInterval: cfg.ResyncPeriod,
 	}
 }
 
