@@ -538,6 +538,13 @@ func TestMedianTakesTheMiddleOrTheMeanOfTheTwoMiddle(t *testing.T) {
 	}
 }
 
+func TestMedianMemoryTakesEachFiguresMedianApart(t *testing.T) {
+	got := medianMemory([]ReadyMemory{{RSSMiB: 80, HeapInuseMiB: 30, HeapAllocMiB: 22}, {RSSMiB: 70, HeapInuseMiB: 35, HeapAllocMiB: 20}, {RSSMiB: 90, HeapInuseMiB: 32, HeapAllocMiB: 21}})
+	if want := (ReadyMemory{RSSMiB: 80, HeapInuseMiB: 32, HeapAllocMiB: 21}); got != want {
+		t.Errorf("medianMemory = %+v, want %+v", got, want)
+	}
+}
+
 func TestStorageAccessIsAccessKeyOrNoneAndNoneSkipsTheFloor(t *testing.T) {
 	o, err := parseFlags([]string{"--storage-access", "None"})
 	if err != nil || o.access != tenancyv1alpha1.StorageAccessNone || o.floor {

@@ -215,9 +215,24 @@ const (
 	rssSettleEvery  = time.Second
 )
 
-// readyMemory forces a collection through the pprof heap endpoint
-// (?gc=1), then reads the heap from the metrics and the RSS from /proc.
+// readyMemory is memoryAfterGC with the RSS also read once it has
+// settled.
 func (o *operator) readyMemory(ctx context.Context) (ReadyMemory, error) {
+	m, err := o.memoryAfterGC(ctx)
+	if err != nil {
+		return m, err
+	}
+	settled, err := o.settledRSS(ctx, m.RSSMiB)
+	if err != nil {
+		return m, err
+	}
+	m.SettledRSSMiB = round(settled, 2)
+	return m, nil
+}
+
+// memoryAfterGC forces a collection through the pprof heap endpoint
+// (?gc=1), then reads the heap from the metrics and the RSS from /proc.
+func (o *operator) memoryAfterGC(ctx context.Context) (ReadyMemory, error) {
 	var m ReadyMemory
 	if err := httpGet(ctx, "http://"+o.pprof+"/debug/pprof/heap?gc=1", nil); err != nil {
 		return m, err
@@ -234,11 +249,6 @@ func (o *operator) readyMemory(ctx context.Context) (ReadyMemory, error) {
 		return m, err
 	}
 	m.RSSMiB = round(st.RSSMiB, 2)
-	settled, err := o.settledRSS(ctx, st.RSSMiB)
-	if err != nil {
-		return m, err
-	}
-	m.SettledRSSMiB = round(settled, 2)
 	return m, nil
 }
 

@@ -171,6 +171,12 @@ type RestartCompare struct {
 	ResyncPeriodSeconds       float64      `json:"resyncPeriodSeconds,omitempty"`
 	ResyncCPUSeconds          [2][]float64 `json:"resyncCpuSeconds,omitempty"`
 	MedianResyncCPUMsPerCheck [2]float64   `json:"medianResyncCpuMsPerCheck,omitempty"`
+	// Memory is each restarted operator's after a collection, read at the
+	// end of its timed passes (the next pass's when it is timed): a
+	// process that has checked every Organization and created none, as
+	// one at rest in production. MedianMemory holds the medians.
+	Memory       [2][]ReadyMemory `json:"memory,omitempty"`
+	MedianMemory [2]ReadyMemory   `json:"medianMemory"`
 }
 
 // compareRestarts restarts the operator --restart-compare-rounds times
@@ -209,6 +215,10 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 				}
 			}
 			spread.cancel()
+			var mem ReadyMemory
+			if err == nil && serr == nil {
+				mem, serr = op.memoryAfterGC(ctx)
+			}
 			op.stop()
 			if err != nil {
 				return rc, fmt.Errorf("restart with %s: %w", bin, err)
@@ -218,6 +228,7 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 			}
 			rc.PassSeconds[i] = append(rc.PassSeconds[i], round(pass.Seconds(), 2))
 			rc.CPUSeconds[i] = append(rc.CPUSeconds[i], round(st.CPUSeconds, 2))
+			rc.Memory[i] = append(rc.Memory[i], mem)
 			if o.restartCompareResync > 0 {
 				rc.ResyncCPUSeconds[i] = append(rc.ResyncCPUSeconds[i], round(resync, 2))
 			}
@@ -228,6 +239,7 @@ func compareRestarts(ctx context.Context, o *options, sc scenario, e *env, dir s
 	for i := range rc.Managers {
 		rc.MedianPassSeconds[i] = round(median(rc.PassSeconds[i]), 2)
 		rc.MedianCPUSeconds[i] = round(median(rc.CPUSeconds[i]), 2)
+		rc.MedianMemory[i] = medianMemory(rc.Memory[i])
 		if len(rc.ResyncCPUSeconds[i]) > 0 {
 			rc.MedianResyncCPUMsPerCheck[i] = round(median(rc.ResyncCPUSeconds[i])*1000/float64(sc.N), 2)
 		}
@@ -270,5 +282,26 @@ func writeRestartCompare(w func(string, ...any), rc *RestartCompare) {
 		w("\nOperator CPU over the %d checks after the first pass (`--resync-period %gs`), a process that has seen every Organization once: `%s` %v s, median %.2f ms a check; `%s` %v s, median %.2f ms a check; ratio %.2f.\n",
 			rc.N, rc.ResyncPeriodSeconds, filepath.Base(rc.Managers[0]), rc.ResyncCPUSeconds[0], c[0], filepath.Base(rc.Managers[1]), rc.ResyncCPUSeconds[1], c[1], c[1]/c[0])
 	}
+	if m := rc.MedianMemory; m[0].RSSMiB > 0 {
+		w("\nMemory at the end of those passes, after a collection, medians (RSS / heap in use / heap alloc MiB): `%s` %.2f / %.2f / %.2f; `%s` %.2f / %.2f / %.2f.\n",
+			filepath.Base(rc.Managers[0]), m[0].RSSMiB, m[0].HeapInuseMiB, m[0].HeapAllocMiB,
+			filepath.Base(rc.Managers[1]), m[1].RSSMiB, m[1].HeapInuseMiB, m[1].HeapAllocMiB)
+	}
 	w("\n")
+}
+
+// medianMemory is the median of each of ms's figures, taken apart.
+func medianMemory(ms []ReadyMemory) ReadyMemory {
+	pick := func(f func(ReadyMemory) float64) float64 {
+		xs := make([]float64, len(ms))
+		for i, m := range ms {
+			xs[i] = f(m)
+		}
+		return round(median(xs), 2)
+	}
+	return ReadyMemory{
+		RSSMiB:       pick(func(m ReadyMemory) float64 { return m.RSSMiB }),
+		HeapInuseMiB: pick(func(m ReadyMemory) float64 { return m.HeapInuseMiB }),
+		HeapAllocMiB: pick(func(m ReadyMemory) float64 { return m.HeapAllocMiB }),
+	}
 }
