@@ -48,3 +48,16 @@ func writeAWSCalls(w func(string, ...any), a *AWSCalls) {
 	w("AWS requests in the window: **%d**, **%.2f per organization and pass** (issue 18's budget: 1.5); %s.\n\n",
 		a.Total, a.PerOrgPerPass, strings.Join(ops, ", "))
 }
+
+// awsTarget is issue 18's budget of AWS requests per organization per pass
+// at rest.
+func awsTarget(st *SteadyResult, access string, status func(measured, met bool) string) Target {
+	t := Target{Name: "AWS requests per organization per pass at rest", Want: "≤ 1.5", Got: "-", Status: status(false, false)}
+	if st == nil || st.AWS == nil {
+		return t
+	}
+	t.Name += fmt.Sprintf(" (N=%d, storage.access %s, %.1f passes)", st.N, access, st.Passes)
+	t.Got = fmt.Sprintf("%.2f (%d requests)", st.AWS.PerOrgPerPass, st.AWS.Total)
+	t.Status = status(st.Passes >= 3, st.AWS.PerOrgPerPass <= 1.5)
+	return t
+}

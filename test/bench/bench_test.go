@@ -557,3 +557,36 @@ func TestStorageAccessIsAccessKeyOrNoneAndNoneSkipsTheFloor(t *testing.T) {
 		t.Fatal("--storage-access Key was accepted")
 	}
 }
+
+func TestMemoryTargetIsTheRSSSlopeBetweenTheTwoLargestN(t *testing.T) {
+	status := func(measured, met bool) string { return fmt.Sprint(measured, met) }
+	at := func(n int, rss float64) ScenarioResult {
+		return ScenarioResult{N: n, Orgforge: SideResult{Operator: &OperatorDetail{ReadyMemory: &ReadyMemory{RSSMiB: rss, HeapInuseMiB: rss / 2, HeapAllocMiB: rss / 4}}}}
+	}
+	if got := memoryTarget([]ScenarioResult{at(1000, 70)}, status); got.Status != "false false" {
+		t.Errorf("one N: %+v, want not measured", got)
+	}
+	// 10 MiB more over 1000 organizations is 10.24 KiB each: missed.
+	if got := memoryTarget([]ScenarioResult{at(2000, 80), at(500, 10), at(1000, 70)}, status); got.Status != "true false" || !strings.HasPrefix(got.Got, "10.2 KiB") {
+		t.Errorf("70 to 80 MiB from N=1000 to 2000: %+v, want 10.2 KiB, missed", got)
+	}
+	if got := memoryTarget([]ScenarioResult{at(1000, 70), at(2000, 79)}, status); got.Status != "true true" {
+		t.Errorf("70 to 79 MiB from N=1000 to 2000: %+v, want met", got)
+	}
+}
+
+func TestAWSTargetNeedsThreePassesAndHoldsToOnePointFive(t *testing.T) {
+	status := func(measured, met bool) string { return fmt.Sprint(measured, met) }
+	for _, c := range []struct {
+		passes, per float64
+		want        string
+	}{{3, 1.2, "true true"}, {3, 1.6, "true false"}, {2, 1.2, "false true"}} {
+		st := &SteadyResult{N: 100, Passes: c.passes, AWS: &AWSCalls{PerOrgPerPass: c.per}}
+		if got := awsTarget(st, "AccessKey", status); got.Status != c.want {
+			t.Errorf("%.1f passes at %.2f a pass: %q, want %q", c.passes, c.per, got.Status, c.want)
+		}
+	}
+	if got := awsTarget(nil, "None", status); got.Status != "false false" {
+		t.Errorf("no steady state: %q, want not measured", got.Status)
+	}
+}

@@ -1,6 +1,9 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // writeReadyMemory writes the operator's memory at rest at each N, after a
 // garbage collection (ReadyMemory), and the cost per organization as the
@@ -33,4 +36,32 @@ func writeReadyMemory(w func(string, ...any), scenarios []ScenarioResult) {
 		w("| %d | %.2f | %.2f | %.2f | %.2f | %s |\n", p.n, p.m.RSSMiB, p.m.SettledRSSMiB, p.m.HeapInuseMiB, p.m.HeapAllocMiB, slope)
 	}
 	w("\n")
+}
+
+// memoryTarget is issue 18's memory target: 10 KiB or less per Ready
+// organization as the slope of the RSS between the two largest N of the
+// run, with the heap's slopes beside it.
+func memoryTarget(scenarios []ScenarioResult, status func(measured, met bool) string) Target {
+	t := Target{Name: "Operator memory per Ready organization, slope of RSS between two N", Want: "≤ 10 KiB", Got: "-", Status: status(false, false)}
+	type point struct {
+		n int
+		m *ReadyMemory
+	}
+	var points []point
+	for _, s := range scenarios {
+		if d := s.Orgforge.Operator; d != nil && d.ReadyMemory != nil && !slices.ContainsFunc(points, func(p point) bool { return p.n == s.N }) {
+			points = append(points, point{s.N, d.ReadyMemory})
+		}
+	}
+	if len(points) < 2 {
+		return t
+	}
+	slices.SortFunc(points, func(a, b point) int { return a.n - b.n })
+	a, b := points[len(points)-2], points[len(points)-1]
+	per := func(x, y float64) float64 { return round((y-x)*1024/float64(b.n-a.n), 1) }
+	rss := per(a.m.RSSMiB, b.m.RSSMiB)
+	t.Name += fmt.Sprintf(" (N=%d to %d, all Ready after creating them)", a.n, b.n)
+	t.Got = fmt.Sprintf("%.1f KiB (heap in use %.1f, heap alloc %.1f)", rss, per(a.m.HeapInuseMiB, b.m.HeapInuseMiB), per(a.m.HeapAllocMiB, b.m.HeapAllocMiB))
+	t.Status = status(true, rss <= 10)
+	return t
 }

@@ -630,7 +630,7 @@ func evaluateTargets(r *Results) []Target {
 			Target{Name: "Kubernetes writes in steady state", Want: "0", Got: "-", Status: "not measured"},
 			Target{Name: "DDL statements in steady state", Want: "0", Got: "-", Status: "not measured"})
 	}
-	out = append(out, sqlTarget(st, status))
+	out = append(out, sqlTarget(st, status), awsTarget(st, r.Settings.StorageAccess, status), memoryTarget(r.Scenarios, status))
 	var rs *RestartResult
 	if st != nil {
 		rs = st.Restart
@@ -816,7 +816,7 @@ func markdown(r *Results) string {
 	writeUsage(w, r.Usage)
 
 	if len(r.Targets) > 0 {
-		w("## Targets (issue 5)\n\n| target | want | got | |\n|---|---|---|---|\n")
+		w("## Targets (issues 5 and 18)\n\n| target | want | got | |\n|---|---|---|---|\n")
 		for _, t := range r.Targets {
 			w("| %s | %s | %s | %s |\n", t.Name, t.Want, t.Got, t.Status)
 		}
