@@ -55,34 +55,51 @@ PG_OLDEST_PACKAGES ?= ./test/e2e/
 # login, adoption, the settled catalog read and usage. It skips the ones that
 # exercise Kubernetes, S3 and IAM alone, which no major changes, and the fleet
 # tests, whose DatabaseClusters run on servers of several majors already.
-PG_OLDEST_SKIP_TESTS ?= TestFleet TestKstatus \
-	TestDeletingTheOrganizationThatCreatedASharedNamespace TestTwoOrganizationsSharingANamespace \
-	TestOrganizationAppliedAgainWhileItsNamespaceTerminates TestDeleteLeavesNothingBehindInKubernetes \
-	TestAnotherControllersFinalizer TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection \
-	TestDeletedStorageSecretIsReissued TestARotatedKeyIsKeptWhileIAMPropagatesIt TestRotationOfTheAccessKey \
-	TestDeletionPurgesTheRecordedPrefix TestAConflictOnASecret TestAnInvalidSpec TestSystemNamespaceIsRefused \
-	TestProvisioningAndDeletionAreEachReportedInOneEvent TestEditedKeysTheCacheKeepsAsADigest \
-	TestASecretMissingFromTheCache TestDeletingAnOrganizationWhoseSpecNoLongerValidates \
-	TestTwentyOrganizations TestResyncOfReadyOrganizationsWritesNothing TestUsageIsReadOncePerPeriod \
-	TestAFailedUsageRead TestUsageOffRemovesTheFigures
+# Each entry is a regular expression for a whole top-level test name.
+PG_OLDEST_SKIP_TESTS ?= TestFleet.* TestKstatus.* \
+	TestDeletingTheOrganizationThatCreatedASharedNamespaceKeepsItForTheOther \
+	TestTwoOrganizationsSharingANamespaceDeletedTogetherLeaveNoNamespace \
+	TestOrganizationAppliedAgainWhileItsNamespaceTerminatesBecomesReady \
+	TestDeleteLeavesNothingBehindInKubernetes \
+	TestAnotherControllersFinalizerSurvivesTheOperatorsFinalizerPatches \
+	TestRetainDeletionKeepsTheDatabaseSecretThroughGarbageCollection \
+	TestDeletedStorageSecretIsReissuedWithTheUsersOnlyKeyAndTheOldKeyStopsWorking \
+	TestARotatedKeyIsKeptWhileIAMPropagatesIt \
+	TestRotationOfTheAccessKey.* \
+	TestDeletionPurgesTheRecordedPrefixAndNeverAnUnmarkedOne \
+	TestAConflictOnASecretIsReportedAsAKubernetesErrorNotADatabaseOutage \
+	TestAnInvalidSpecIsReportedInOneWarningEvent \
+	TestSystemNamespaceIsRefusedAndNothingIsCreated \
+	TestProvisioningAndDeletionAreEachReportedInOneEvent \
+	TestEditedKeysTheCacheKeepsAsADigestAreWrittenBack \
+	TestASecretMissingFromTheCacheKeepsItsPassword \
+	TestDeletingAnOrganizationWhoseSpecNoLongerValidatesStillRevokesItsAccess \
+	TestTwentyOrganizationsStayWithinTheConnectionCap \
+	TestResyncOfReadyOrganizationsWritesNothing \
+	TestARestartOverReadyOrganizationsWritesNothing \
+	TestUsageIsReadOncePerPeriodWithNoWriteBetween \
+	TestAFailedUsageReadKeepsTheOrganizationReadyAndItsFiguresAndIsTriedAgain \
+	TestUsageOffRemovesTheFiguresAndReadsNone
 empty :=
 space := $(empty) $(empty)
-PG_OLDEST_SKIP ?= ^($(subst $(space),|,$(strip $(PG_OLDEST_SKIP_TESTS))))
+PG_OLDEST_SKIP ?= $(if $(strip $(PG_OLDEST_SKIP_TESTS)),^($(subst $(space),|,$(strip $(PG_OLDEST_SKIP_TESTS))))$$)
 
 # test-other-majors runs PG_PACKAGES once per major in PG_OTHER_MAJORS and,
 # on PG_OLDEST_MAJOR, PG_OLDEST_PACKAGES too, with -count=1: go test's cache
 # ignores what a TestMain reads before m.Run, as the stack's ORGFORGE_PG_BIN,
 # so a cached run on another major would stand in for it. The oldest major's
 # run of PG_OLDEST_PACKAGES, which mostly waits for grace periods and resyncs,
-# goes in the background while the other majors run; its lines are prefixed
-# with its major, and a failure of either fails the target.
+# goes in the background, in a process group of its own, while the other
+# majors run; its lines are prefixed with its major, a failure of either
+# fails the target, and a failure in the foreground stops the background
+# run's whole group.
 define test-other-majors
-@set -e; bg=""; trap '[ -z "$$bg" ] || { pkill -P $$bg; kill $$bg; } 2>/dev/null || true' EXIT; \
+@set -e; bg=""; trap '[ -z "$$bg" ] || kill -- -$$bg 2>/dev/null || true' EXIT; \
 for major in $(PG_OTHER_MAJORS); do \
 	bin="$$(hack/tools.sh postgres $$major)"; \
 	if [ "$$major" = "$(PG_OLDEST_MAJOR)" ] && [ -n "$(strip $(PG_OLDEST_PACKAGES))" ]; then \
-		echo "PostgreSQL $$major, in the background: go test -skip '$(PG_OLDEST_SKIP)' $(PG_OLDEST_PACKAGES)"; \
-		( $(TOOLS_ENV) ORGFORGE_PG_BIN="$$bin" go test -count=1 $(PG_TEST_FLAGS) -skip '$(PG_OLDEST_SKIP)' $(PG_OLDEST_PACKAGES) 2>&1 | sed -u "s/^/[PostgreSQL $$major] /" ) & bg=$$!; \
+		echo "PostgreSQL $$major, in the background: go test $(if $(PG_OLDEST_SKIP),-skip '$(PG_OLDEST_SKIP)') $(PG_OLDEST_PACKAGES)"; \
+		set -m; ( $(TOOLS_ENV) ORGFORGE_PG_BIN="$$bin" go test -count=1 $(PG_TEST_FLAGS) $(if $(PG_OLDEST_SKIP),-skip '$(PG_OLDEST_SKIP)') $(PG_OLDEST_PACKAGES) 2>&1 | sed -u "s/^/[PostgreSQL $$major] /" ) & bg=$$!; set +m; \
 	fi; \
 	if [ -n "$(strip $(PG_PACKAGES))" ]; then \
 		echo "PostgreSQL $$major: go test $(PG_PACKAGES)"; \
