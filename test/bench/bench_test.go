@@ -499,15 +499,7 @@ func TestMarkdownSaysWherePostgreSQLKeptItsData(t *testing.T) {
 }
 
 func TestRestartTargetsNeedThePassWithinAMinuteWithNoWriteAndAHundredChecksASecond(t *testing.T) {
-	status := func(measured, met bool) string {
-		switch {
-		case !measured:
-			return "not measured"
-		case met:
-			return "met"
-		}
-		return "missed"
-	}
+	status := targetStatus
 	cases := map[string]struct {
 		rs   *RestartResult
 		want [2]string

@@ -554,17 +554,20 @@ func roundSecs(s ScenarioResult, get func(Round) *Phase) string {
 }
 
 // evaluateTargets checks the targets against the figures.
+// targetStatus is a target's verdict: not measured, met or missed.
+func targetStatus(measured, met bool) string {
+	switch {
+	case !measured:
+		return "not measured"
+	case met:
+		return "met"
+	}
+	return "missed"
+}
+
 func evaluateTargets(r *Results) []Target {
 	var out []Target
-	status := func(measured, met bool) string {
-		switch {
-		case !measured:
-			return "not measured"
-		case met:
-			return "met"
-		}
-		return "missed"
-	}
+	status := targetStatus
 	s, label := r.targetScenario()
 	createGot, deleteGot := "-", "-"
 	var createOK, deleteOK, createM, deleteM bool
