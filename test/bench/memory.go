@@ -5,20 +5,28 @@ import (
 	"slices"
 )
 
+// memoryPoint is one scenario's memory at rest and its N.
+type memoryPoint struct {
+	n int
+	m *ReadyMemory
+}
+
+// readyMemoryPoints are the scenarios' memories at rest, in their order.
+func readyMemoryPoints(scenarios []ScenarioResult) []memoryPoint {
+	var points []memoryPoint
+	for _, s := range scenarios {
+		if d := s.Orgforge.Operator; d != nil && d.ReadyMemory != nil {
+			points = append(points, memoryPoint{s.N, d.ReadyMemory})
+		}
+	}
+	return points
+}
+
 // writeReadyMemory writes the operator's memory at rest at each N, after a
 // garbage collection (ReadyMemory), and the cost per organization as the
 // slope from the N before.
 func writeReadyMemory(w func(string, ...any), scenarios []ScenarioResult) {
-	type point struct {
-		n int
-		m *ReadyMemory
-	}
-	var points []point
-	for _, s := range scenarios {
-		if d := s.Orgforge.Operator; d != nil && d.ReadyMemory != nil {
-			points = append(points, point{s.N, d.ReadyMemory})
-		}
-	}
+	points := readyMemoryPoints(scenarios)
 	if len(points) == 0 {
 		return
 	}
@@ -43,20 +51,12 @@ func writeReadyMemory(w func(string, ...any), scenarios []ScenarioResult) {
 // run, with the heap's slopes beside it.
 func memoryTarget(scenarios []ScenarioResult, status func(measured, met bool) string) Target {
 	t := Target{Name: "Operator memory per Ready organization, slope of RSS between two N", Want: "≤ 10 KiB", Got: "-", Status: status(false, false)}
-	type point struct {
-		n int
-		m *ReadyMemory
-	}
-	var points []point
-	for _, s := range scenarios {
-		if d := s.Orgforge.Operator; d != nil && d.ReadyMemory != nil && !slices.ContainsFunc(points, func(p point) bool { return p.n == s.N }) {
-			points = append(points, point{s.N, d.ReadyMemory})
-		}
-	}
+	points := readyMemoryPoints(scenarios)
+	slices.SortStableFunc(points, func(a, b memoryPoint) int { return a.n - b.n })
+	points = slices.CompactFunc(points, func(a, b memoryPoint) bool { return a.n == b.n })
 	if len(points) < 2 {
 		return t
 	}
-	slices.SortFunc(points, func(a, b point) int { return a.n - b.n })
 	a, b := points[len(points)-2], points[len(points)-1]
 	per := func(x, y float64) float64 { return round((y-x)*1024/float64(b.n-a.n), 1) }
 	rss := per(a.m.RSSMiB, b.m.RSSMiB)
